@@ -60,8 +60,10 @@ class Database:
             return self._pool
         with self._lock:
             if self._pool is None or self._pool_pid != os.getpid():
-                # minconn=0: creating the pool never connects, so a worker starts even while PostgreSQL is down.
-                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                # Built with minconn=0 so that creating the pool never connects (a worker starts even while
+                # PostgreSQL is down); then minconn is raised, because putconn() *closes* every returned
+                # connection beyond minconn idle ones, which would mean a new connection per request.
+                pool = psycopg2.pool.ThreadedConnectionPool(
                     0,
                     self.maxconn,
                     self.url,
@@ -69,6 +71,8 @@ class Database:
                     application_name=self.application_name,
                     options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC",
                 )
+                pool.minconn = self.maxconn
+                self._pool = pool
                 self._pool_pid = os.getpid()
         return self._pool
 

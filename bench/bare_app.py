@@ -19,7 +19,7 @@ _pool = None
 def pool():
     global _pool
     if _pool is None:
-        _pool = psycopg2.pool.ThreadedConnectionPool(0, 8, os.environ["DATABASE_URL"], options="-c timezone=UTC")
+        _pool = psycopg2.pool.ThreadedConnectionPool(8, 8, os.environ["DATABASE_URL"], options="-c timezone=UTC")
     return _pool
 
 

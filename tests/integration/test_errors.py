@@ -76,3 +76,15 @@ def test_database_outage_is_503_envelope(hub_env):
     app = create_app({**hub_env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
     r = app.test_client().post("/api/v1/auth/token", data={"grant_type": "client_credentials", "client_id": "a", "client_secret": "b"})
     assert_envelope(r, 503, "SERVICE_UNAVAILABLE")
+
+
+def test_pooled_connections_are_reused(hub_env, db):
+    """A returned connection stays in the pool: a request must not pay for a new PostgreSQL connection."""
+    from app.db import Database
+
+    pool = Database(hub_env["DATABASE_URL"], maxconn=2)
+    pids = set()
+    for _ in range(5):
+        pids.add(pool.transaction(lambda cur: (cur.execute("SELECT pg_backend_pid() AS pid"), cur.fetchone())[1]["pid"]))
+    pool.close()
+    assert len(pids) == 1
