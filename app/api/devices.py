@@ -1,0 +1,168 @@
+"""Device registry endpoints (CONTRACT.md §4). Each view parses input, calls one registry function, answers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import pydantic
+from flask import Blueprint, current_app, jsonify, request, url_for
+
+from app.db import get_db
+from app.security import device_or_scope, require_device_self, require_scope
+from app.services import registry
+from app.validation import IDENTIFIER_PATTERN, StrictModel, is_identifier, parse_body, query_choice, query_int, query_text
+
+blueprint = Blueprint("devices", __name__)
+
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+DeviceId = Annotated[str, pydantic.StringConstraints(pattern=IDENTIFIER_PATTERN)]
+Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE)]
+DeviceType = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
+Capability = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
+Capabilities = Annotated[list[Capability], pydantic.Field(max_length=64)]
+Location = Union[Annotated[str, pydantic.StringConstraints(max_length=256, pattern=PRINTABLE)], dict[str, Any], None]
+
+
+class DeviceCreate(StrictModel):
+    """Body of POST /devices. `device_id` is generated when absent."""
+
+    device_id: DeviceId | None = None
+    name: Name
+    device_type: DeviceType
+    capabilities: Capabilities = []
+    location: Location = None
+    metadata: dict[str, Any] = {}
+
+
+class DeviceReplace(StrictModel):
+    """Body of PUT /devices/{id}: every mutable field; omitted optional ones are reset."""
+
+    name: Name
+    device_type: DeviceType
+    capabilities: Capabilities = []
+    location: Location = None
+    metadata: dict[str, Any] = {}
+
+
+class DevicePatch(StrictModel):
+    """Body of PATCH /devices/{id}: only the fields given change."""
+
+    name: Name | None = None
+    device_type: DeviceType | None = None
+    capabilities: Capabilities | None = None
+    location: Location = None
+    metadata: dict[str, Any] | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _no_null_for_required(self):
+        for field in ("name", "device_type", "capabilities", "metadata"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"{field} cannot be null")
+        return self
+
+
+class Heartbeat(pydantic.BaseModel):
+    """Optional body of POST /devices/{id}/heartbeat; extra telemetry fields are accepted and ignored."""
+
+    model_config = pydantic.ConfigDict(strict=True, extra="allow")
+    status: Literal["online", "error"] = "online"
+
+
+def _timeout() -> int:
+    return current_app.config["SETTINGS"].heartbeat_timeout_seconds
+
+
+def _checked_id(device_id: str) -> str:
+    """An id that cannot exist (bad characters, too long) is simply not found; it never reaches SQL."""
+    if not is_identifier(device_id):
+        raise registry.device_not_found(device_id[:128])
+    return device_id
+
+
+def _device_response(device: dict[str, Any], status: int = 200):
+    response = jsonify(device)
+    response.status_code = status
+    response.headers["ETag"] = registry.etag_for(device["version"])
+    return response
+
+
+@blueprint.post("/devices")
+@blueprint.post("/devices/register")
+@require_scope("device:write")
+def register_device():
+    body = parse_body(DeviceCreate)
+    device, secret = registry.register_device(get_db(), body.model_dump(), _timeout())
+    response = _device_response({**device, "device_secret": secret}, 201)
+    response.headers["Location"] = url_for("devices.get_device", device_id=device["device_id"])
+    return response
+
+
+@blueprint.get("/devices")
+@require_scope("device:read")
+def list_devices():
+    limit = query_int("limit", 100, 1, 1000)
+    offset = query_int("offset", 0, 0, 10_000_000)
+    devices, total = registry.list_devices(
+        get_db(),
+        status=query_choice("status", registry.DEVICE_STATUSES),
+        device_type=query_text("type", 64),
+        capability=query_text("capability", 64),
+        limit=limit,
+        offset=offset,
+        timeout=_timeout(),
+    )
+    return jsonify({"devices": devices, "total": total, "limit": limit, "offset": offset})
+
+
+@blueprint.get("/devices/<device_id>")
+@require_scope("device:read")
+def get_device(device_id: str):
+    device = registry.get_device(get_db(), _checked_id(device_id), _timeout())
+    etag = registry.etag_for(device["version"])
+    if etag in [tag.strip().removeprefix("W/") for tag in request.headers.get("If-None-Match", "").split(",")]:
+        response = current_app.response_class(status=304)
+        response.headers["ETag"] = etag
+        return response
+    return _device_response(device)
+
+
+@blueprint.route("/devices/<device_id>", methods=["PATCH", "PUT"])
+@require_scope("device:write")
+def update_device(device_id: str):
+    device_id = _checked_id(device_id)
+    replace = request.method == "PUT"
+    body = parse_body(DeviceReplace if replace else DevicePatch)
+    changes = body.model_dump() if replace else body.model_dump(include=body.model_fields_set)
+    expected = registry.parse_if_match(request.headers.get("If-Match"))
+    if not changes:
+        # Nothing to change: answer with the device, still honouring If-Match, without bumping the version.
+        device = registry.get_device(get_db(), device_id, _timeout())
+        if expected is not None and expected != device["version"]:
+            raise registry.precondition_failed(device["version"])
+        return _device_response(device)
+    device = registry.update_device(
+        get_db(), device_id, changes, expected_version=expected, replace=replace, timeout=_timeout()
+    )
+    return _device_response(device)
+
+
+@blueprint.delete("/devices/<device_id>")
+@require_scope("device:write")
+def delete_device(device_id: str):
+    registry.delete_device(get_db(), _checked_id(device_id))
+    return "", 204
+
+
+def _device_secret_hash(device_id: str) -> str | None:
+    return registry.device_secret_hash(get_db(), device_id) if is_identifier(device_id) else None
+
+
+@blueprint.post("/devices/<device_id>/heartbeat")
+@device_or_scope("device:write", _device_secret_hash)
+def heartbeat(device_id: str):
+    device_id = _checked_id(device_id)
+    require_device_self(device_id)
+    body = parse_body(Heartbeat, optional=True) or Heartbeat()
+    device, _previous = registry.record_heartbeat(get_db(), device_id, body.status, _timeout())
+    return _device_response(device)
+

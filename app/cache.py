@@ -1,0 +1,59 @@
+"""The Redis client: timeouts always set (redis-py has none by default, and a dead Redis must not hang a
+request), created lazily per process. `None` when REDIS_URL is unset: the hub then runs without Redis."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import redis
+from flask import Flask, current_app
+
+SOCKET_TIMEOUT_SECONDS = 0.5
+CONNECT_TIMEOUT_SECONDS = 0.5
+
+
+class Cache:
+    def __init__(self, url: str, key_prefix: str) -> None:
+        self.url = url
+        self.key_prefix = key_prefix
+        self._client: redis.Redis | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None or self._pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._pid != os.getpid():
+                    self._client = redis.Redis.from_url(
+                        self.url,
+                        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                        health_check_interval=30,
+                        decode_responses=True,
+                    )
+                    self._pid = os.getpid()
+        return self._client
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.key_prefix, *parts))
+
+    def close(self) -> None:
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+        self._client = None
+
+
+def redis_key_prefix() -> str:
+    """Prefix for every key the hub writes, so several hubs (or test runs) can share one Redis."""
+    return os.environ.get("UAIP_REDIS_KEY_PREFIX", "uaip").strip() or "uaip"
+
+
+def init_app(app: Flask) -> None:
+    url = app.config["SETTINGS"].redis_url
+    app.extensions["uaip.cache"] = Cache(url, redis_key_prefix()) if url else None
+
+
+def get_cache() -> Cache | None:
+    return current_app.extensions["uaip.cache"]

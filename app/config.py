@@ -1,0 +1,181 @@
+"""Settings read once from the environment.
+
+Every variable name and default comes from the contract (CONTRACT.md §2), so an `.env` written for the old
+Rust hub keeps working. Parsing is strict on purpose: a typo in a deployment should stop start-up with one line
+naming the variable, not surface later as odd behaviour under load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable, Mapping, TypeVar
+
+T = TypeVar("T")
+
+# Secrets that appear in examples and old manifests: refusing them in production is the point of the rule.
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {
+        "",
+        "secret",
+        "changeme",
+        "change-me",
+        "change_me",
+        "your-secret-key",
+        "your-secret-key-change-in-production",
+        "dev-secret",
+        "development",
+        "jwt-secret",
+        "uaip-dev-secret",
+    }
+)
+MIN_SECRET_LENGTH = 32
+DEVELOPMENT_JWT_SECRET = "uaip-development-only-secret-do-not-use-in-production"
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("json", "text")
+ENVIRONMENTS = ("production", "development")
+
+
+class ConfigError(ValueError):
+    """A bad or missing environment variable; the message is the one line an operator sees."""
+
+
+def _raw(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = _raw(env, name)
+    if value is None:
+        raise ConfigError(f"{name} is required but not set")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    value = _raw(env, name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+    if not minimum <= number <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {number}")
+    return number
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (_raw(env, name) or default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], required: bool) -> str | None:
+    value = _required(env, name) if required else _raw(env, name)
+    if value is None:
+        return None
+    for part in value.split(","):
+        scheme = part.strip().split("://", 1)[0].lower() if "://" in part else ""
+        if scheme not in schemes:
+            raise ConfigError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    value = _raw(env, name) or ""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _jwt_secret(env: Mapping[str, str], environment: str) -> str:
+    secret = _raw(env, "JWT_SECRET")
+    if environment == "development":
+        return secret or DEVELOPMENT_JWT_SECRET
+    if secret is None:
+        raise ConfigError("JWT_SECRET is required in production (set UAIP_ENV=development to run without one)")
+    if secret.lower() in KNOWN_DEFAULT_SECRETS or secret == DEVELOPMENT_JWT_SECRET:
+        raise ConfigError("JWT_SECRET is a known placeholder value; generate a random secret")
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
+    return secret
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Typed, validated configuration. `repr` hides secrets so a logged Settings leaks nothing."""
+
+    database_url: str = dataclasses.field(repr=False)
+    nats_url: str
+    jwt_secret: str = dataclasses.field(repr=False)
+    redis_url: str | None = dataclasses.field(default=None, repr=False)
+    environment: str = "production"
+    jwt_expiry_seconds: int = 3600
+    server_host: str = "0.0.0.0"
+    server_port: int = 8443
+    server_workers: int = 2
+    server_threads: int = 4
+    graceful_timeout_seconds: int = 30
+    rate_limit_per_minute: int = 100
+    rate_limit_burst: int = 20
+    trusted_proxy_hops: int = 0
+    heartbeat_timeout_seconds: int = 90
+    default_message_ttl_ms: int = 300_000
+    max_message_size_bytes: int = 65_536
+    max_pending_commands_per_device: int = 100
+    log_level: str = "info"
+    log_format: str = "json"
+    cors_origins: tuple[str, ...] = ()
+    bootstrap_client_id: str | None = None
+    bootstrap_client_secret: str | None = dataclasses.field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Parse the process environment (or `env`); raise ConfigError naming the first bad variable."""
+        env = os.environ if env is None else env
+        environment = _choice(env, "UAIP_ENV", "production", ENVIRONMENTS)
+        return cls(
+            database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres"), required=True),
+            redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix"), required=False),
+            nats_url=_url(env, "NATS_URL", ("nats", "tls", "ws", "wss"), required=True),
+            jwt_secret=_jwt_secret(env, environment),
+            environment=environment,
+            jwt_expiry_seconds=_int(env, "JWT_EXPIRY_SECONDS", 3600, 60, 86_400 * 7),
+            server_host=_raw(env, "SERVER_HOST") or "0.0.0.0",
+            server_port=_int(env, "SERVER_PORT", 8443, 1, 65_535),
+            server_workers=_int(env, "SERVER_WORKERS", 2, 1, 64),
+            server_threads=_int(env, "SERVER_THREADS", 4, 1, 256),
+            graceful_timeout_seconds=_int(env, "GRACEFUL_TIMEOUT_SECONDS", 30, 1, 3600),
+            rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 100, 1, 1_000_000),
+            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 20, 1, 1_000_000),
+            trusted_proxy_hops=_int(env, "TRUSTED_PROXY_HOPS", 0, 0, 10),
+            heartbeat_timeout_seconds=_int(env, "HEARTBEAT_TIMEOUT_SECONDS", 90, 1, 86_400),
+            default_message_ttl_ms=_int(env, "DEFAULT_MESSAGE_TTL_MS", 300_000, 1_000, 86_400_000),
+            max_message_size_bytes=_int(env, "MAX_MESSAGE_SIZE_BYTES", 65_536, 1_024, 16 * 1024 * 1024),
+            max_pending_commands_per_device=_int(env, "MAX_PENDING_COMMANDS_PER_DEVICE", 100, 1, 100_000),
+            log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
+            log_format=_choice(env, "LOG_FORMAT", "json", LOG_FORMATS),
+            cors_origins=_list(env, "CORS_ORIGINS"),
+            bootstrap_client_id=_raw(env, "UAIP_BOOTSTRAP_CLIENT_ID"),
+            bootstrap_client_secret=_raw(env, "UAIP_BOOTSTRAP_CLIENT_SECRET"),
+        )
+
+
+def load_settings(overrides: Mapping[str, object] | None = None) -> Settings:
+    """Settings from the environment with `overrides` (same variable names) layered on top: tests and tools
+    configure the app exactly the way an operator does, so there is one parsing path to trust."""
+    env: dict[str, str] = dict(os.environ)
+    env.update({name: str(value) for name, value in (overrides or {}).items()})
+    return Settings.from_env(env)
+
+
+def env_or_exit(read: Callable[[], T]) -> T:
+    """Run `read`; on ConfigError print the one clear line and exit 2 (used by gunicorn.conf.py and the CLI)."""
+    try:
+        return read()
+    except ConfigError as exc:
+        raise SystemExit(f"uaip-hub: configuration error: {exc}") from None

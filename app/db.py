@@ -1,0 +1,142 @@
+"""PostgreSQL access: one connection pool per process, created lazily, and a transaction helper.
+
+The pool is created on first use *in the process that uses it*: gunicorn forks workers from the master, and a
+pool inherited across fork is shared by several processes (DESIGN.md decision 2). After a PostgreSQL restart
+every idle pooled connection is dead; `transaction()` discards such a connection and, when the failure happened
+before the transaction could have committed, runs the unit of work once more on a fresh connection
+(decision 7). Callers see `DatabaseUnavailable` only when PostgreSQL is really unreachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from typing import Callable, Iterator, TypeVar
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
+import psycopg2.pool
+from flask import Flask, current_app
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_SECONDS = 3
+STATEMENT_TIMEOUT_MS = 5_000
+# psycopg2's pool raises at once when every connection is lent out; callers wait up to this long instead.
+POOL_WAIT_SECONDS = 5
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL cannot be reached (or the pool is exhausted); the API turns this into a 503."""
+
+
+def _is_connection_error(exc: BaseException, conn) -> bool:
+    if isinstance(exc, psycopg2.InterfaceError):
+        return True
+    if isinstance(exc, psycopg2.OperationalError) and not isinstance(exc, psycopg2.errors.QueryCanceled):
+        return True
+    return conn is not None and conn.closed != 0
+
+
+class Database:
+    """A lazily created, fork-aware ThreadedConnectionPool."""
+
+    def __init__(self, url: str, maxconn: int, application_name: str = "uaip-hub") -> None:
+        self.url = url
+        self.maxconn = maxconn
+        self.application_name = application_name
+        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
+        self._pool_pid: int | None = None
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(maxconn)
+
+    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
+        if self._pool is not None and self._pool_pid == os.getpid():
+            return self._pool
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                # minconn=0: creating the pool never connects, so a worker starts even while PostgreSQL is down.
+                self._pool = psycopg2.pool.ThreadedConnectionPool(
+                    0,
+                    self.maxconn,
+                    self.url,
+                    connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                    application_name=self.application_name,
+                    options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC",
+                )
+                self._pool_pid = os.getpid()
+        return self._pool
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg2.extensions.connection]:
+        """Borrow a connection; a broken one is closed instead of returned to the pool."""
+        if not self._slots.acquire(timeout=POOL_WAIT_SECONDS):
+            raise DatabaseUnavailable("no database connection became free in time")
+        try:
+            pool = self._get_pool()
+            conn = pool.getconn()
+        except (psycopg2.OperationalError, psycopg2.pool.PoolError) as exc:
+            self._slots.release()
+            raise DatabaseUnavailable(str(exc).strip() or exc.__class__.__name__) from exc
+        broken = False
+        try:
+            yield conn
+        except BaseException as exc:
+            broken = _is_connection_error(exc, conn)
+            raise
+        finally:
+            if not broken and conn.closed == 0 and conn.status != psycopg2.extensions.STATUS_READY:
+                with contextlib.suppress(psycopg2.Error):
+                    conn.rollback()
+            pool.putconn(conn, close=broken or conn.closed != 0)
+            self._slots.release()
+
+    def transaction(self, work: Callable[[psycopg2.extensions.cursor], T], retry: bool = True) -> T:
+        """Run `work(cursor)` in one transaction (dict rows) and commit.
+
+        A dead pooled connection fails at its first statement; the server never saw a commit, so running the
+        whole unit again on a fresh connection is safe. A failure *during* commit is ambiguous and never retried.
+        """
+        attempts = 2 if retry else 1
+        for attempt in range(1, attempts + 1):
+            committing = False
+            try:
+                with self.connection() as conn:
+                    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                        result = work(cur)
+                    committing = True
+                    conn.commit()
+                    return result
+            except DatabaseUnavailable:
+                raise
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                if isinstance(exc, psycopg2.errors.QueryCanceled):
+                    raise
+                if committing or attempt == attempts:
+                    raise DatabaseUnavailable(str(exc).strip() or exc.__class__.__name__) from exc
+                log.warning("discarded a dead database connection; retrying once", extra={"error": str(exc)})
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close every pooled connection (worker exit)."""
+        with self._lock:
+            if self._pool is not None and self._pool_pid == os.getpid():
+                with contextlib.suppress(Exception):
+                    self._pool.closeall()
+            self._pool = None
+            self._pool_pid = None
+
+
+def init_app(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    # A pool at least as large as the thread count: getconn() raises at once when exhausted (decision 7).
+    app.extensions["uaip.db"] = Database(settings.database_url, maxconn=settings.server_threads + 2)
+
+
+def get_db() -> Database:
+    return current_app.extensions["uaip.db"]

@@ -1,0 +1,242 @@
+"""The only module that knows the NATS client (nats-py, DESIGN.md decision 1).
+
+nats-py is asyncio; the hub is synchronous WSGI. Each process gets one event-loop thread, started lazily on
+first use (so after gunicorn's fork), and sync code hands coroutines to it with
+`asyncio.run_coroutine_threadsafe(...).result(timeout)`.
+
+Connection policy: nats-py reconnects by itself once it has connected, but it does not retry a *first*
+connection. So a background task keeps trying until the first connection succeeds; until then, and while
+nats-py is reconnecting, `publish` raises `MessagingUnavailable` instead of buffering silently. That lets
+the command service leave the command `queued` in PostgreSQL (it is re-sent later) rather than claim `sent`
+for a message that sits in a client-side buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any, Awaitable, Callable, TypeVar
+
+import nats
+from flask import Flask, current_app
+from nats.aio.client import Client as NATS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_SECONDS = 2
+RECONNECT_WAIT_SECONDS = 1
+FIRST_CONNECT_RETRY_SECONDS = 1
+DEFAULT_CALL_TIMEOUT = 2.0
+
+
+# --- subjects (CONTRACT.md §5) ---------------------------------------------------------------------------
+
+
+def command_subject(device_id: str) -> str:
+    return f"uaip.devices.{device_id}.commands"
+
+
+def ack_subject(device_id: str) -> str:
+    return f"uaip.devices.{device_id}.acks"
+
+
+def heartbeat_subject(device_id: str) -> str:
+    return f"uaip.devices.{device_id}.heartbeat"
+
+
+ACKS_WILDCARD = "uaip.devices.*.acks"
+HEARTBEATS_WILDCARD = "uaip.devices.*.heartbeat"
+DEVICE_EVENTS_SUBJECT = "uaip.events.devices"
+
+
+def device_id_from_subject(subject: str) -> str | None:
+    """`uaip.devices.{id}.acks` → id. Device ids may contain dots, so strip the fixed prefix and suffix."""
+    prefix = "uaip.devices."
+    if not subject.startswith(prefix):
+        return None
+    rest = subject[len(prefix):]
+    head, dot, _suffix = rest.rpartition(".")
+    return head if dot and head else None
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class MessagingUnavailable(Exception):
+    """NATS is not connected right now (down, or reconnecting)."""
+
+
+class Messaging:
+    """A per-process NATS connection driven from a private event-loop thread."""
+
+    def __init__(self, servers: list[str], name: str = "uaip-hub") -> None:
+        self.servers = servers
+        self.name = name
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._nc: NATS | None = None
+        self._connector: asyncio.Future | None = None
+        self._closing = False
+        self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
+
+    # -- event loop ------------------------------------------------------------------------------------
+
+    def _ensure_started(self) -> asyncio.AbstractEventLoop:
+        if self._loop is not None and self._pid == os.getpid():
+            return self._loop
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="nats-loop", daemon=True)
+                thread.start()
+                self._loop, self._thread, self._pid, self._nc, self._closing = loop, thread, os.getpid(), None, False
+                self._connector = asyncio.run_coroutine_threadsafe(self._connect_until_connected(), loop)
+        return self._loop
+
+    def run(self, coro: Awaitable[T], timeout: float = DEFAULT_CALL_TIMEOUT) -> T:
+        """Run a coroutine on the NATS loop from sync code and wait for its result."""
+        loop = self._ensure_started()
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def start(self) -> None:
+        """Begin connecting in the background (idempotent); the first call in a process starts the loop."""
+        self._ensure_started()
+
+    # -- connection ------------------------------------------------------------------------------------
+
+    async def _connect_until_connected(self) -> None:
+        while not self._closing:
+            try:
+                self._nc = await nats.connect(
+                    servers=self.servers,
+                    name=self.name,
+                    connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                    reconnect_time_wait=RECONNECT_WAIT_SECONDS,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+                log.info("connected to NATS", extra={"nats_server": str(self._nc.connected_url.netloc) if self._nc.connected_url else None})
+                await self._run_reconnect_callbacks()
+                return
+            except Exception as exc:  # noqa: BLE001 - any failure means "try again shortly"
+                log.warning("NATS connection failed; retrying", extra={"error": str(exc) or exc.__class__.__name__})
+                await asyncio.sleep(FIRST_CONNECT_RETRY_SECONDS)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("NATS client error: %s", exc)
+
+    async def _on_disconnected(self) -> None:
+        if not self._closing:
+            log.warning("disconnected from NATS; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        log.info("reconnected to NATS")
+        await self._run_reconnect_callbacks()
+
+    async def _run_reconnect_callbacks(self) -> None:
+        for callback in list(self.on_reconnect):
+            try:
+                await callback()
+            except Exception:  # noqa: BLE001
+                log.exception("NATS reconnect callback failed")
+
+    @property
+    def client(self) -> NATS | None:
+        return self._nc
+
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Start connecting if needed and wait up to `timeout` seconds for a live connection."""
+        self._ensure_started()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.is_connected():
+                return True
+            time.sleep(0.02)
+        return self.is_connected()
+
+    # -- operations ------------------------------------------------------------------------------------
+
+    def publish(self, subject: str, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None,
+                timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        """Hand one message to the connected client; raise MessagingUnavailable when NATS is not connected."""
+        self._ensure_started()
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise MessagingUnavailable("NATS is not connected")
+        payload = body if isinstance(body, bytes) else encode(body)
+        try:
+            self.run(nc.publish(subject, payload, headers=headers), timeout)
+        except Exception as exc:  # noqa: BLE001 - connection lost between the check and the publish
+            raise MessagingUnavailable(str(exc) or exc.__class__.__name__) from exc
+
+    def flush(self, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        """Wait until the server has everything published so far (a PING/PONG round trip)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise MessagingUnavailable("NATS is not connected")
+        try:
+            self.run(nc.flush(timeout=max(1, int(timeout))), timeout + 0.5)
+        except Exception as exc:  # noqa: BLE001
+            raise MessagingUnavailable(str(exc) or exc.__class__.__name__) from exc
+
+    def round_trip_ms(self, timeout: float = 1.0) -> float:
+        """Measured PING/PONG time to the server, for health checks."""
+        started = time.perf_counter()
+        self.flush(timeout)
+        return (time.perf_counter() - started) * 1000
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush what was published and close (worker exit). Safe to call more than once, or never started."""
+        if self._loop is None or self._pid != os.getpid():
+            return
+        self._closing = True
+        loop, nc = self._loop, self._nc
+
+        async def shutdown() -> None:
+            if self._connector is not None:
+                self._connector.cancel()
+            if nc is not None and not nc.is_closed:
+                try:
+                    await asyncio.wait_for(nc.drain() if nc.is_connected else nc.close(), timeout)
+                except Exception:  # noqa: BLE001
+                    await nc.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout + 1)
+        except Exception:  # noqa: BLE001 - best effort: commands are already durable in PostgreSQL
+            log.warning("NATS did not close cleanly")
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=2)
+            self._loop = self._thread = self._nc = None
+            self._pid = None
+
+
+def init_app(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    servers = [url.strip() for url in settings.nats_url.split(",") if url.strip()]
+    app.extensions["uaip.messaging"] = Messaging(servers)
+
+
+def get_messaging() -> Messaging:
+    return current_app.extensions["uaip.messaging"]

@@ -1,0 +1,269 @@
+"""Credentials: secret hashing, JWT access tokens, the scope decorator and device HTTP Basic auth.
+
+Secrets (client and device) are stored as scrypt hashes (N=2**14, r=8, p=1: 16 MiB, about 45 ms here) and
+compared in constant time. That cost alone would cap token issuance near 40/s per core, so each process keeps a
+short-lived cache of *successful* verifications, keyed by an HMAC of the presented secret under a per-process
+random key: a repeat client pays one HMAC, while every wrong guess still pays the full scrypt cost.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+import jwt
+from flask import current_app, g, request
+
+from app.errors import APIError
+
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SCRYPT_MAXMEM = 64 * 1024 * 1024
+VERIFIED_CACHE_SECONDS = 300
+VERIFIED_CACHE_MAX = 10_000
+
+TOKEN_ISSUER = "uaip-hub"
+TOKEN_ALGORITHM = "HS256"
+
+SCOPES = ("device:read", "device:write", "device:command", "message:read", "admin")
+
+
+# --- secrets -------------------------------------------------------------------------------------------
+
+
+def generate_secret() -> str:
+    """A new client or device secret: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(
+        secret.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=SCRYPT_MAXMEM, dklen=32
+    )
+    encode = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${encode(salt)}${encode(digest)}"
+
+
+class _VerifiedSecrets:
+    """Process-local memory of secrets recently proven correct for a given stored hash."""
+
+    def __init__(self) -> None:
+        self._key = os.urandom(32)
+        self._entries: dict[tuple[str, bytes], float] = {}
+        self._lock = threading.Lock()
+
+    def _fingerprint(self, stored_hash: str, secret: str) -> tuple[str, bytes]:
+        return stored_hash, hmac.new(self._key, secret.encode("utf-8"), hashlib.sha256).digest()
+
+    def seen(self, stored_hash: str, secret: str) -> bool:
+        key = self._fingerprint(stored_hash, secret)
+        with self._lock:
+            expires = self._entries.get(key)
+            return expires is not None and expires > time.monotonic()
+
+    def remember(self, stored_hash: str, secret: str) -> None:
+        key = self._fingerprint(stored_hash, secret)
+        with self._lock:
+            if len(self._entries) >= VERIFIED_CACHE_MAX:
+                now = time.monotonic()
+                self._entries = {k: v for k, v in self._entries.items() if v > now}
+                if len(self._entries) >= VERIFIED_CACHE_MAX:
+                    self._entries.clear()
+            self._entries[key] = time.monotonic() + VERIFIED_CACHE_SECONDS
+
+
+_verified = _VerifiedSecrets()
+
+
+def verify_secret(stored_hash: str | None, secret: str) -> bool:
+    """Constant-time check of `secret` against a stored scrypt hash (False for malformed input)."""
+    if not stored_hash:
+        # Spend the same time as a real check so a missing client is not distinguishable by timing.
+        hashlib.scrypt(b"x", salt=b"0" * 16, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=SCRYPT_MAXMEM, dklen=32)
+        return False
+    if _verified.seen(stored_hash, secret):
+        return True
+    try:
+        scheme, n, r, p, salt_b64, digest_b64 = stored_hash.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest_b64)
+        actual = hashlib.scrypt(
+            secret.encode("utf-8"), salt=base64.b64decode(salt_b64), n=int(n), r=int(r), p=int(p),
+            maxmem=SCRYPT_MAXMEM, dklen=len(expected),
+        )
+    except (ValueError, TypeError):
+        return False
+    if hmac.compare_digest(actual, expected):
+        _verified.remember(stored_hash, secret)
+        return True
+    return False
+
+
+# --- tokens --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an API client (by token) or a device (by Basic auth)."""
+
+    kind: str  # "client" or "device"
+    subject: str
+    scopes: frozenset[str]
+
+    def has_scope(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+def issue_token(client_id: str, scopes: list[str], secret: str, expiry_seconds: int) -> tuple[str, int]:
+    now = int(time.time())
+    claims = {
+        "iss": TOKEN_ISSUER,
+        "sub": client_id,
+        "scope": " ".join(scopes),
+        "iat": now,
+        "exp": now + expiry_seconds,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM), expiry_seconds
+
+
+class InvalidToken(Exception):
+    pass
+
+
+def decode_token(token: str, secret: str) -> Principal:
+    """Verify signature, algorithm (HS256 only: `none` and others are refused), issuer and expiry."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[TOKEN_ALGORITHM],
+            issuer=TOKEN_ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from None
+    scope = claims.get("scope", "")
+    if not isinstance(scope, str) or not isinstance(claims["sub"], str):
+        raise InvalidToken("malformed claims")
+    return Principal("client", claims["sub"], frozenset(scope.split()))
+
+
+def _bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def token_principal() -> Principal | None:
+    """The principal of a valid bearer token on this request, or None (never raises). Cached on `g`."""
+    if "token_principal" not in g:
+        token = _bearer_token()
+        principal = None
+        if token is not None:
+            try:
+                principal = decode_token(token, current_app.config["SETTINGS"].jwt_secret)
+            except InvalidToken:
+                principal = None
+        g.token_principal = principal
+    return g.token_principal
+
+
+def _unauthorized(message: str, error: str = "invalid_token") -> APIError:
+    return APIError(
+        401, "UNAUTHORIZED", message,
+        headers={"WWW-Authenticate": f'Bearer realm="uaip-hub", error="{error}"'},
+    )
+
+
+def _authenticate_bearer(scope: str) -> Principal:
+    if "Authorization" not in request.headers:
+        raise APIError(
+            401, "UNAUTHORIZED", "A bearer token is required.",
+            headers={"WWW-Authenticate": 'Bearer realm="uaip-hub"'},
+        )
+    principal = token_principal()
+    if principal is None:
+        raise _unauthorized("The access token is missing, malformed, expired or invalid.")
+    if not principal.has_scope(scope):
+        raise APIError(
+            403, "INSUFFICIENT_SCOPE", f"This operation needs the '{scope}' scope.",
+            details={"required_scope": scope},
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+        )
+    g.client_id = principal.subject
+    return principal
+
+
+def require_scope(scope: str) -> Callable:
+    """View decorator: a valid bearer token with `scope` (or admin), else 401/403."""
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            g.principal = _authenticate_bearer(scope)
+            return view(*args, **kwargs)
+
+        wrapper.required_scope = scope
+        return wrapper
+
+    return decorator
+
+
+def basic_credentials() -> tuple[str, str] | None:
+    auth = request.authorization
+    if auth is None or auth.type != "basic" or auth.username is None or auth.password is None:
+        return None
+    return auth.username, auth.password
+
+
+def device_or_scope(scope: str, load_device_secret_hash: Callable[[str], str | None]) -> Callable:
+    """View decorator for device endpoints: HTTP Basic `device_id:device_secret`, or a bearer token with `scope`.
+
+    Basic auth identifies one device; it may only act on itself (the route's device, or the device that owns
+    the message, checked by the view through `g.principal.subject`).
+    """
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            credentials = basic_credentials()
+            if credentials is None:
+                g.principal = _authenticate_bearer(scope)
+                return view(*args, **kwargs)
+            device_id, secret = credentials
+            if not verify_secret(load_device_secret_hash(device_id), secret):
+                raise APIError(
+                    401, "UNAUTHORIZED", "Invalid device credentials.",
+                    headers={"WWW-Authenticate": 'Basic realm="uaip-hub devices"'},
+                )
+            g.principal = Principal("device", device_id, frozenset())
+            g.client_id = f"device:{device_id}"
+            return view(*args, **kwargs)
+
+        wrapper.required_scope = scope
+        wrapper.device_auth = True
+        return wrapper
+
+    return decorator
+
+
+def require_device_self(device_id: str) -> None:
+    """A device authenticated by Basic auth may only touch its own resources."""
+    principal: Principal = g.principal
+    if principal.kind == "device" and principal.subject != device_id:
+        raise APIError(403, "FORBIDDEN", "A device may only act on itself.")

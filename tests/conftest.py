@@ -1,0 +1,152 @@
+"""Fixtures on real PostgreSQL, Redis and NATS (see tests/support/services.py for where they are).
+
+Each test run gets its own database (created, migrated, dropped), its own Redis key prefix and unique device
+ids, hence unique NATS subjects, so runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from app.db import Database
+from app.migrate import migrate
+from app.services.clients import create_client
+from tests.support import services
+
+ALL_SCOPES = "device:read device:write device:command message:read"
+
+
+@pytest.fixture(scope="session")
+def database():
+    name, url = services.create_database()
+    migrate(url)
+    yield url
+    services.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def hub_env(database, run_id) -> dict[str, str]:
+    """The environment a hub process of this test run gets (also used for gunicorn/relay subprocesses)."""
+    return {
+        "DATABASE_URL": database,
+        "REDIS_URL": services.REDIS_BASE_URL,
+        "NATS_URL": services.NATS_URL,
+        "JWT_SECRET": "test-" + secrets.token_hex(24),
+        "UAIP_REDIS_KEY_PREFIX": f"uaip-test-{run_id}",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "info",
+        # Tests exercise limits explicitly; everything else should not trip them.
+        "RATE_LIMIT_PER_MINUTE": "100000",
+        "RATE_LIMIT_BURST": "100000",
+    }
+
+
+@pytest.fixture()
+def app(hub_env):
+    return create_app(hub_env)
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture()
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture(scope="session")
+def db(database) -> Database:
+    pool = Database(database, maxconn=4)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def api_client_factory(db):
+    """Create a real API client with the given scopes; returns (client_id, client_secret)."""
+
+    def make(scopes: str = ALL_SCOPES) -> tuple[str, str]:
+        client, secret = create_client(db, "test-" + uuid.uuid4().hex[:6], scopes)
+        return client.client_id, secret
+
+    return make
+
+
+@pytest.fixture()
+def token_for(client, api_client_factory):
+    """Fetch a real access token through the token endpoint for a new client with `scopes`."""
+
+    def fetch(scopes: str = ALL_SCOPES) -> str:
+        client_id, secret = api_client_factory(scopes)
+        response = client.post(
+            "/api/v1/auth/token",
+            data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+        )
+        assert response.status_code == 200, response.json
+        return response.json["access_token"]
+
+    return fetch
+
+
+@pytest.fixture()
+def auth(token_for):
+    """Authorization headers for a client with every non-admin scope."""
+    return {"Authorization": f"Bearer {token_for()}"}
+
+
+@pytest.fixture()
+def admin_auth(token_for):
+    return {"Authorization": f"Bearer {token_for('admin')}"}
+
+
+def unique_id(prefix: str = "dev") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture()
+def make_device(client, auth):
+    """Register a device through the API; returns the 201 body (with device_secret)."""
+
+    def make(**fields) -> dict:
+        body = {"device_id": unique_id(), "name": "Test device", "device_type": "sensor", **fields}
+        response = client.post("/api/v1/devices", json=body, headers=auth)
+        assert response.status_code == 201, response.json
+        return response.json
+
+    return make
+
+
+# The console script installed next to this interpreter: running it proves the packaging, not just the code.
+UAIP_HUB = str(Path(sys.executable).with_name("uaip-hub"))
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `uaip-hub ARGS` as a real subprocess with exactly `env` (plus PATH and HOME)."""
+    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+                "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env}
+    return subprocess.run([UAIP_HUB, *args], env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def parse_json_line(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])

@@ -1,0 +1,71 @@
+"""`uaip-hub migrate` and `uaip-hub create-client` as real subprocesses on a real database."""
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg2
+
+from tests.conftest import run_cli
+from tests.support import services
+
+
+def test_create_client_json_prints_usable_credentials(hub_env, client):
+    result = run_cli(["create-client", "--name", "agent", "--scopes", "device:read device:write", "--json"], hub_env)
+    assert result.returncode == 0, result.stderr
+    created = json.loads(result.stdout)
+    assert set(created) == {"client_id", "client_secret", "scopes"}
+    assert created["scopes"] == "device:read device:write"
+    r = client.post(
+        "/api/v1/auth/token",
+        data={"grant_type": "client_credentials", "client_id": created["client_id"], "client_secret": created["client_secret"]},
+    )
+    assert r.status_code == 200 and r.json["scope"] == "device:read device:write"
+
+
+def test_create_client_rejects_unknown_scope(hub_env):
+    result = run_cli(["create-client", "--name", "agent", "--scopes", "device:read root"], hub_env)
+    assert result.returncode != 0 and "unknown scope" in result.stderr
+
+
+def test_bad_configuration_stops_with_one_line(hub_env):
+    result = run_cli(["migrate"], {**hub_env, "SERVER_PORT": "eighty"})
+    assert result.returncode != 0
+    assert result.stderr.strip() == "uaip-hub: configuration error: SERVER_PORT must be an integer, got 'eighty'"
+
+
+def test_production_refuses_placeholder_jwt_secret(hub_env):
+    result = run_cli(["migrate"], {**hub_env, "JWT_SECRET": "changeme"})
+    assert result.returncode != 0 and "JWT_SECRET" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_concurrent_migrations_both_succeed_and_apply_once():
+    name, url = services.create_database("uaip_migrate")
+    try:
+        env = {"DATABASE_URL": url, "NATS_URL": services.NATS_URL, "UAIP_ENV": "development"}
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: run_cli(["migrate"], env), range(2)))
+        assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+        outputs = sorted(r.stdout for r in results)
+        assert "schema up to date" in outputs[0] or "schema up to date" in outputs[1]
+        conn = psycopg2.connect(url)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*), count(DISTINCT version) FROM schema_migrations")
+            total, distinct = cur.fetchone()
+        conn.close()
+        assert total == distinct >= 1
+        again = run_cli(["migrate"], env)
+        assert again.returncode == 0 and "schema up to date" in again.stdout
+    finally:
+        services.drop_database(name)
+
+
+def test_bootstrap_client_is_created_then_updated(hub_env, client):
+    env = {**hub_env, "UAIP_BOOTSTRAP_CLIENT_ID": "boot-admin", "UAIP_BOOTSTRAP_CLIENT_SECRET": "first-secret-value"}
+    assert run_cli(["migrate"], env).returncode == 0
+    form = {"grant_type": "client_credentials", "client_id": "boot-admin", "client_secret": "first-secret-value"}
+    r = client.post("/api/v1/auth/token", data=form)
+    assert r.status_code == 200 and r.json["scope"] == "admin"
+    env["UAIP_BOOTSTRAP_CLIENT_SECRET"] = "second-secret-value"
+    assert run_cli(["migrate"], env).returncode == 0
+    assert client.post("/api/v1/auth/token", data=form).status_code == 401
+    assert client.post("/api/v1/auth/token", data={**form, "client_secret": "second-secret-value"}).status_code == 200

@@ -1,0 +1,124 @@
+"""Real `gunicorn` and `uaip-hub` subprocesses for process-level tests (signals, draining, restarts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from tests.support.services import free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _process_env(env: dict[str, str]) -> dict[str, str]:
+    base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
+    # The checkout under test wins over whatever copy of `app` is installed in the environment.
+    return {**base, "PYTHONPATH": str(ROOT), **env}
+
+
+class _Process:
+    def __init__(self, args: list[str], env: dict[str, str], name: str) -> None:
+        self.args = args
+        self.env = _process_env(env)
+        self.log_path = Path(tempfile.mkstemp(prefix=f"uaip-{name}-", suffix=".log")[1])
+        self.process: subprocess.Popen | None = None
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def json_lines(self) -> list[dict]:
+        lines = []
+        for line in self.output().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    lines.append(json.loads(line))
+                except ValueError:
+                    pass
+        return lines
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        self.log_path.unlink(missing_ok=True)
+
+
+class HubServer(_Process):
+    """`gunicorn -c gunicorn.conf.py wsgi:app` on a free port with the given environment."""
+
+    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 4, **extra: str) -> None:
+        self.port = free_port()
+        full_env = {
+            **env, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(self.port),
+            "SERVER_WORKERS": str(workers), "SERVER_THREADS": str(threads), **extra,
+        }
+        super().__init__([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], full_env, "gunicorn")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        super().start()
+        wait_for(self._answers, timeout=30, message=f"gunicorn on port {self.port}\n{self.output()[-2000:]}")
+        return self
+
+    def _answers(self) -> bool:
+        if not self.running():
+            raise AssertionError(f"gunicorn exited early:\n{self.output()[-3000:]}")
+        try:
+            requests.get(f"{self.url}/api/v1/system/health/liveness", timeout=1)
+            return True
+        except requests.ConnectionError:
+            return False
+
+
+class Relay(_Process):
+    """`uaip-hub relay` with the given environment."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__([str(BIN / "uaip-hub"), "relay"], env, "relay")

@@ -1,0 +1,63 @@
+"""Where the test services are, and a fresh PostgreSQL database per test run (CTFd-style)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from typing import Callable, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+
+T = TypeVar("T")
+
+POSTGRES_ADMIN_URL = os.environ.get("UAIP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE_URL = os.environ.get("UAIP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("UAIP_TEST_NATS_URL", "nats://127.0.0.1:4222")
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def create_database(prefix: str = "uaip_test") -> tuple[str, str]:
+    """Create an empty uniquely named database; returns (name, url)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(POSTGRES_ADMIN_URL)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return name, with_database(POSTGRES_ADMIN_URL, name)
+
+
+def drop_database(name: str) -> None:
+    conn = psycopg2.connect(POSTGRES_ADMIN_URL)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = "condition") -> T:
+    """Poll `check` until it returns a truthy value (returned) or the deadline passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - polling tolerates transient failures
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}" + (f" (last error: {last_error!r})" if last_error else ""))

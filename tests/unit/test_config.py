@@ -1,0 +1,74 @@
+"""Settings.from_env: contract names and defaults, one clear error per bad variable."""
+
+import pytest
+
+from app.config import ConfigError, Settings
+
+BASE = {"DATABASE_URL": "postgresql://u@h/db", "NATS_URL": "nats://h:4222", "JWT_SECRET": "x" * 40}
+
+
+def parse(**extra):
+    return Settings.from_env({**BASE, **extra})
+
+
+def test_defaults_match_the_contract():
+    s = parse()
+    assert (s.server_host, s.server_port, s.server_workers, s.server_threads) == ("0.0.0.0", 8443, 2, 4)
+    assert (s.jwt_expiry_seconds, s.graceful_timeout_seconds) == (3600, 30)
+    assert (s.rate_limit_per_minute, s.rate_limit_burst, s.trusted_proxy_hops) == (100, 20, 0)
+    assert (s.heartbeat_timeout_seconds, s.default_message_ttl_ms) == (90, 300_000)
+    assert (s.max_message_size_bytes, s.max_pending_commands_per_device) == (65_536, 100)
+    assert (s.log_level, s.log_format, s.cors_origins, s.environment) == ("info", "json", (), "production")
+    assert s.redis_url is None
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [
+        ("SERVER_PORT", "abc", "SERVER_PORT must be an integer"),
+        ("SERVER_PORT", "70000", "SERVER_PORT must be between"),
+        ("SERVER_WORKERS", "0", "SERVER_WORKERS must be between"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of"),
+        ("LOG_LEVEL", "loud", "LOG_LEVEL must be one of"),
+        ("UAIP_ENV", "staging", "UAIP_ENV must be one of"),
+        ("REDIS_URL", "http://x", "REDIS_URL must be a URL"),
+        ("DATABASE_URL", "mysql://x", "DATABASE_URL must be a URL"),
+        ("NATS_URL", "", "NATS_URL is required"),
+        ("DATABASE_URL", "", "DATABASE_URL is required"),
+        ("RATE_LIMIT_BURST", "1.5", "RATE_LIMIT_BURST must be an integer"),
+    ],
+)
+def test_bad_value_names_the_variable(name, value, fragment):
+    with pytest.raises(ConfigError) as raised:
+        parse(**{name: value})
+    assert fragment in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("secret", [None, "", "changeme", "secret", "your-secret-key", "short-but-random"])
+def test_production_refuses_missing_or_placeholder_jwt_secret(secret):
+    env = {k: v for k, v in BASE.items() if k != "JWT_SECRET"}
+    if secret is not None:
+        env["JWT_SECRET"] = secret
+    with pytest.raises(ConfigError, match="JWT_SECRET"):
+        Settings.from_env(env)
+
+
+def test_development_relaxes_only_the_secret_rule():
+    env = {k: v for k, v in BASE.items() if k != "JWT_SECRET"}
+    s = Settings.from_env({**env, "UAIP_ENV": "development"})
+    assert len(s.jwt_secret) >= 32
+    with pytest.raises(ConfigError, match="SERVER_PORT"):
+        Settings.from_env({**env, "UAIP_ENV": "development", "SERVER_PORT": "x"})
+
+
+def test_lists_and_multiple_nats_urls():
+    s = parse(CORS_ORIGINS=" https://a.example, https://b.example ,", NATS_URL="nats://a:4222,nats://b:4222")
+    assert s.cors_origins == ("https://a.example", "https://b.example")
+    assert s.nats_url == "nats://a:4222,nats://b:4222"
+
+
+def test_repr_hides_secrets():
+    s = parse(REDIS_URL="redis://:pw@h/0", UAIP_BOOTSTRAP_CLIENT_SECRET="boot-secret")
+    text = repr(s)
+    assert "x" * 40 not in text and "boot-secret" not in text and "postgresql://" not in text and ":pw@" not in text
