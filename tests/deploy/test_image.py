@@ -82,19 +82,19 @@ def http_get(url: str, timeout: float = 3.0) -> tuple[int, dict | str]:
         return status, body
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
-    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
+def wait_for(probe, accept, timeout: float, what: str, interval: float = 0.25):
+    """Poll ``probe()`` until ``accept(result)`` holds or the deadline passes; return the result."""
     deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
+    last: object = None
     while time.monotonic() < deadline:
         try:
-            result = predicate()
-            if result:
-                return result
+            last = probe()
+            if accept(last):
+                return last
         except (OSError, urllib.error.URLError) as exc:  # not listening yet
-            last_exc = exc
+            last = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last answer: {last!r}")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -164,7 +164,12 @@ def server(image, app_env, migrated):
     podman("run", "--detach", "--name", name, *run_args({**app_env, "SERVER_PORT": str(port)}), TAG)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: http_get(base + "/api/v1/system/health/liveness")[0] == 200, 60, "liveness")
+        def probe():
+            state = podman("inspect", "--format", "{{.State.Running}} {{.State.ExitCode}}", name).stdout.split()
+            assert state[0] == "true", f"the container exited (code {state[1]}) instead of serving"
+            return http_get(base + "/api/v1/system/health/liveness")
+
+        wait_for(probe, lambda r: r[0] == 200, 60, "liveness 200")
         yield {"name": name, "base": base}
     finally:
         logs = podman("logs", name, check=False)
@@ -223,9 +228,8 @@ def test_dependency_layer_is_reused_when_only_app_code_changes(image, tmp_path):
 
 def test_liveness_and_readiness(server):
     assert http_get(server["base"] + "/api/v1/system/health/liveness") == (200, {"status": "alive"})
-    status, body = wait_for(
-        lambda: (r := http_get(server["base"] + "/api/v1/system/health/readiness"))[0] == 200 and r,
-        30, "readiness 200")
+    status, body = wait_for(lambda: http_get(server["base"] + "/api/v1/system/health/readiness"),
+                            lambda r: r[0] == 200, 30, "readiness 200")
     assert body["status"] == "ready"
 
 
@@ -257,9 +261,8 @@ def test_drain_file_turns_readiness_503(server):
     """What the chart's preStop hook does: works on the read-only image."""
     podman("exec", server["name"], "touch", "/tmp/uaip-draining")
     try:
-        status, body = wait_for(
-            lambda: (r := http_get(server["base"] + "/api/v1/system/health/readiness"))[0] == 503 and r,
-            10, "readiness 503 after the drain file")
+        status, body = wait_for(lambda: http_get(server["base"] + "/api/v1/system/health/readiness"),
+                                lambda r: r[0] == 503, 10, "readiness 503 after the drain file")
         assert body["status"] == "draining"
         assert http_get(server["base"] + "/api/v1/system/health/liveness")[0] == 200
     finally:
