@@ -28,28 +28,45 @@ class StrictModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(strict=True, extra="forbid")
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth of decoded JSON, stopping as soon as it passes `limit` (iterative: no recursion)."""
+def _storable(text: str) -> bool:
+    """PostgreSQL text and jsonb cannot hold NUL, and lone surrogates (JSON "\\ud800") are not UTF-8."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_decoded(value: Any, limit: int) -> str | None:
+    """Why decoded JSON cannot be accepted (too deep, or a string PostgreSQL cannot store), or None.
+    Iterative, so hostile nesting cannot exhaust the stack."""
     stack = [(value, 1)]
-    deepest = 0
     while stack:
         item, level = stack.pop()
-        deepest = max(deepest, level)
-        if deepest > limit:
-            return deepest
+        if level > limit:
+            return f"The JSON body is nested deeper than {limit} levels."
         if isinstance(item, dict):
-            stack.extend((child, level + 1) for child in item.values())
+            for key, child in item.items():
+                if not _storable(key):
+                    return "The JSON body contains a NUL character or an unpaired surrogate."
+                stack.append((child, level + 1))
         elif isinstance(item, list):
             stack.extend((child, level + 1) for child in item)
-    return deepest
+        elif isinstance(item, str) and not _storable(item):
+            return "The JSON body contains a NUL character or an unpaired surrogate."
+    return None
 
 
-def json_body(optional: bool = False) -> Any:
-    """The decoded JSON body; 415 if it is not declared JSON, 400 if it does not parse."""
+def has_body() -> bool:
+    return bool(request.get_data(cache=True).strip())
+
+
+def json_body() -> Any:
+    """The decoded JSON body; 415 if it is not declared JSON, 400 if it is missing or does not parse."""
     raw = request.get_data(cache=True)
     if not raw.strip():
-        if optional:
-            return None
         raise APIError(400, "INVALID_JSON", "The request body must be a JSON object.")
     if not request.is_json:
         raise APIError(415, "UNSUPPORTED_MEDIA_TYPE", "The request body must be JSON (Content-Type: application/json).")
@@ -59,8 +76,9 @@ def json_body(optional: bool = False) -> Any:
         message = "The request body is not valid JSON."
         details = {"position": exc.pos} if isinstance(exc, json.JSONDecodeError) else {}
         raise APIError(400, "INVALID_JSON", message, details) from None
-    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise APIError(400, "INVALID_JSON", f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.")
+    problem = _check_decoded(value, MAX_JSON_DEPTH)
+    if problem:
+        raise APIError(400, "INVALID_JSON", problem)
     return value
 
 
@@ -82,10 +100,9 @@ def parse_model(model: type[M], data: Any) -> M:
 
 
 def parse_body(model: type[M], optional: bool = False) -> M | None:
-    data = json_body(optional=optional)
-    if data is None:
+    if optional and not has_body():
         return None
-    return parse_model(model, data)
+    return parse_model(model, json_body())
 
 
 def query_int(name: str, default: int, minimum: int, maximum: int) -> int:

@@ -49,7 +49,9 @@ def free_port() -> int:
 
 
 def wait_for(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = "condition") -> T:
-    """Poll `check` until it returns a truthy value (returned) or the deadline passes (AssertionError)."""
+    """Poll `check` until it returns a truthy value (returned) or the deadline passes (AssertionError).
+
+    Other exceptions count as "not yet"; an AssertionError from `check` is final and propagates at once."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -57,6 +59,8 @@ def wait_for(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.
             value = check()
             if value:
                 return value
+        except AssertionError:
+            raise
         except Exception as exc:  # noqa: BLE001 - polling tolerates transient failures
             last_error = exc
         time.sleep(interval)

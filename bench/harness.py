@@ -1,0 +1,183 @@
+"""Shared benchmark plumbing: a seeded database, gunicorn instances on free ports, `hey` runs, RSS readings.
+
+Benchmarks use the local services (PostgreSQL/Redis/NATS on their standard ports, as scripts/lib.sh starts
+them) and their own database, which is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extras
+
+from app.migrate import migrate
+from app.security import hash_secret
+from tests.support import services
+from tests.support.processes import BIN, HubServer
+
+ROOT = Path(__file__).resolve().parents[1]
+# The servers under test run from a venv with the runtime dependencies only (`pip install -e .`, as in the
+# image): test-only packages change what the hub imports (nats-py loads aiohttp and PyJWT loads cryptography
+# when present), which would inflate memory figures by ~17 MB per worker.
+BENCH_VENV = Path(os.environ.get("UAIP_BENCH_VENV", ROOT / ".venv-bench"))
+
+
+def ensure_runtime_venv() -> Path:
+    stamp = BENCH_VENV / ".uaip-installed"
+    inputs = hashlib.sha256((ROOT / "setup.cfg").read_bytes()).hexdigest()[:16]
+    if not stamp.exists() or stamp.read_text() != inputs:
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([str(BENCH_VENV / "bin/pip"), "install", "-q", "-e", str(ROOT)], check=True)
+        stamp.write_text(inputs)
+    return BENCH_VENV / "bin"
+
+
+@dataclass
+class BenchDatabase:
+    name: str
+    url: str
+
+    @classmethod
+    def create(cls) -> "BenchDatabase":
+        name, url = services.create_database("uaip_bench")
+        migrate(url)
+        return cls(name, url)
+
+    def drop(self) -> None:
+        services.drop_database(self.name)
+
+    def seed_devices(self, count: int) -> None:
+        """Insert `count` devices in one statement (one shared secret hash: seeding is not what we measure)."""
+        secret_hash = hash_secret(secrets.token_urlsafe(16))
+        conn = psycopg2.connect(self.url)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO devices (device_id, name, device_type, capabilities, metadata, secret_hash) "
+                "SELECT 'bench-' || i, 'Bench device ' || i, CASE WHEN i %% 2 = 0 THEN 'sensor' ELSE 'actuator' END, "
+                "ARRAY['temperature', 'humidity'], jsonb_build_object('rack', i %% 10), %s "
+                "FROM generate_series(1, %s) AS i ON CONFLICT DO NOTHING",
+                (secret_hash, count),
+            )
+            cur.execute("ANALYZE devices")
+        conn.close()
+
+    def create_client(self, scopes: str = "admin") -> tuple[str, str]:
+        from app.db import Database
+        from app.services.clients import create_client
+
+        db = Database(self.url, maxconn=1)
+        try:
+            client, secret = create_client(db, "bench", scopes)
+        finally:
+            db.close()
+        return client.client_id, secret
+
+
+def hub_env(database_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": os.environ.get("UAIP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "NATS_URL": os.environ.get("UAIP_TEST_NATS_URL", "nats://127.0.0.1:4222"),
+        "JWT_SECRET": "bench-" + secrets.token_hex(24),
+        "UAIP_REDIS_KEY_PREFIX": "uaip-bench-" + secrets.token_hex(4),
+        "LOG_LEVEL": "warning",
+        "RATE_LIMIT_PER_MINUTE": "1000000",
+        "RATE_LIMIT_BURST": "1000000",
+        **extra,
+    }
+
+
+class Gunicorn(HubServer):
+    """A gunicorn serving any WSGI target (the hub by default) with the hub's gunicorn.conf.py."""
+
+    def __init__(self, env: dict[str, str], target: str = "wsgi:app", workers: int = 2, threads: int = 4,
+                 worker_class: str | None = None) -> None:
+        super().__init__(env, workers=workers, threads=threads)
+        self.args[0] = str(ensure_runtime_venv() / "gunicorn")
+        self.args[-1] = target
+        if worker_class:
+            self.args[1:1] = ["-k", worker_class]
+
+    def _answers(self) -> bool:
+        import requests
+
+        if not self.running():
+            raise AssertionError(f"gunicorn exited early:\n{self.output()[-3000:]}")
+        try:
+            requests.get(f"{self.url}/api/v1/devices?limit=1", timeout=1)
+            return True
+        except requests.ConnectionError:
+            return False
+
+    def worker_pids(self) -> list[int]:
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+    def worker_rss_mb(self) -> list[float]:
+        sizes = []
+        for pid in self.worker_pids():
+            status = Path(f"/proc/{pid}/status").read_text()
+            kb = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+            sizes.append(kb / 1024)
+        return sizes
+
+
+@dataclass
+class HeyResult:
+    requests_per_second: float
+    latencies_ms: dict[str, float]
+    statuses: dict[int, int]
+    errors: int
+    raw: str = field(repr=False, default="")
+
+    @property
+    def p50_ms(self) -> float:
+        return self.latencies_ms.get("50%", float("nan"))
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SystemExit(f"bench: `{name}` is not installed (Debian: apt-get install -y {name})")
+    return path
+
+
+def hey(url: str, *, requests: int | None = None, duration: str | None = None, concurrency: int = 16,
+        headers: dict[str, str] | None = None, method: str = "GET", body: str | None = None,
+        content_type: str | None = None, qps: float | None = None) -> HeyResult:
+    """Run hey and parse its summary (requests/s, latency percentiles in ms, status counts, errors)."""
+    args = [require_tool("hey"), "-c", str(concurrency), "-m", method]
+    args += ["-z", duration] if duration else ["-n", str(requests or 1000)]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    if body is not None:
+        args += ["-d", body]
+    if content_type:
+        args += ["-T", content_type]
+    if qps:
+        args += ["-q", str(qps)]
+    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=600).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    latencies = {m.group(1): float(m.group(2)) * 1000 for m in re.finditer(r"(\d+%) in ([\d.]+) secs", out)}
+    statuses = {int(m.group(1)): int(m.group(2)) for m in re.finditer(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    errors_block = out.split("Error distribution:")[1] if "Error distribution:" in out else ""
+    errors = sum(int(m.group(1)) for m in re.finditer(r"\[(\d+)\]", errors_block))
+    return HeyResult(rps, latencies, statuses, errors, out)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def python_bin(name: str) -> str:
+    return str(BIN / name)
