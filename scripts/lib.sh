@@ -42,6 +42,20 @@ ensure_venv() {
   export PATH="$VENV/bin:$PATH"
 }
 
+# Tools whose dependency pins would fight the app's (checkov wants packaging<24 and pulls boto3, numpy and
+# aiohttp) live in a venv of their own; tests find them through UAIP_CHECKOV.
+TOOLS_VENV=${UAIP_TOOLS_VENV:-$ROOT/.venv-tools}
+
+ensure_tools() {
+  if [ ! -x "$TOOLS_VENV/bin/checkov" ]; then
+    log "installing checkov into $TOOLS_VENV"
+    "$PYTHON" -m venv "$TOOLS_VENV"
+    "$TOOLS_VENV/bin/pip" install -q --upgrade pip >/dev/null
+    "$TOOLS_VENV/bin/pip" install -q "checkov>=3.2,<4"
+  fi
+  export UAIP_CHECKOV="$TOOLS_VENV/bin/checkov"
+}
+
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
 ensure_postgres() {

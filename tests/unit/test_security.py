@@ -7,7 +7,7 @@ import pytest
 
 from app.security import InvalidToken, decode_token, hash_secret, issue_token, verify_secret
 
-SECRET = "k" * 40
+SECRET = "k" * 64
 
 
 def test_issued_token_round_trips_with_claims():
