@@ -30,13 +30,14 @@ def devices():
     try:
         with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             cur.execute(
-                f"SELECT {DEVICE_COLUMNS}, count(*) OVER () AS total FROM devices "
-                "ORDER BY registered_at, device_id LIMIT %(limit)s OFFSET 0",
+                f"SELECT {DEVICE_COLUMNS} FROM devices ORDER BY registered_at, device_id LIMIT %(limit)s OFFSET 0",
                 {"limit": limit, "timeout": 90},
             )
             rows = cur.fetchall()
+            cur.execute("SELECT count(*) AS total FROM devices")
+            total = cur.fetchone()["total"]
         conn.commit()
     finally:
         pool().putconn(conn)
-    return jsonify({"devices": [device_view(r) for r in rows], "total": rows[0]["total"] if rows else 0,
+    return jsonify({"devices": [device_view(r) for r in rows], "total": total,
                     "limit": limit, "offset": 0})
