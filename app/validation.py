@@ -44,6 +44,26 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def _storable(value: Any) -> bool:
+    """False if any key or string holds NUL or a lone surrogate: PostgreSQL text/jsonb cannot store them."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return False
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
 def json_body(optional: bool = False) -> Any:
     """The decoded JSON body; 415 if it is not declared JSON, 400 if it does not parse."""
     raw = request.get_data(cache=True)
@@ -61,6 +81,9 @@ def json_body(optional: bool = False) -> Any:
         raise APIError(400, "INVALID_JSON", message, details) from None
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise APIError(400, "INVALID_JSON", f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.")
+    # Only escapes (\u...), raw NUL or surrogate-range bytes can produce unstorable text: skip the walk otherwise.
+    if (b"\\u" in raw or b"\x00" in raw or b"\xed" in raw) and not _storable(value):
+        raise APIError(400, "INVALID_JSON", "The JSON body contains NUL characters or unpaired surrogates.")
     return value
 
 

@@ -76,3 +76,11 @@ def test_database_outage_is_503_envelope(hub_env):
     app = create_app({**hub_env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
     r = app.test_client().post("/api/v1/auth/token", data={"grant_type": "client_credentials", "client_id": "a", "client_secret": "b"})
     assert_envelope(r, 503, "SERVICE_UNAVAILABLE")
+
+
+@pytest.mark.parametrize("payload", [b'{"name": "x", "device_type": "y", "metadata": {"k": "a\\u0000b"}}',
+                                     b'{"name": "x", "device_type": "y", "metadata": {"\\udc36": 1}}'])
+def test_text_postgresql_cannot_store_is_400_not_500(client, auth, payload):
+    # Found by schemathesis: NUL and unpaired surrogates in jsonb made PostgreSQL fail the insert.
+    r = client.post("/api/v1/devices", data=payload, headers={**auth, "Content-Type": "application/json"})
+    assert_envelope(r, 400, "INVALID_JSON")
