@@ -8,6 +8,7 @@ import os
 
 # Before anything imports prometheus_client: workers write their metrics to per-process files here (DESIGN.md 6).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/uaip-metrics")
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)  # also for --check-config, which loads the app
 
 from app.config import Settings, env_or_exit  # noqa: E402
 from app.logs import gunicorn_logconfig  # noqa: E402

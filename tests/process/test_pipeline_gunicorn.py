@@ -115,3 +115,12 @@ def test_one_burst_is_shared_by_every_worker_of_two_instances(env):
     assert len(statuses) == 200
     assert statuses.count(404) == burst, {s: statuses.count(s) for s in set(statuses)}
     assert statuses.count(429) == 200 - burst
+
+
+def test_check_config_passes_without_a_metrics_directory(env, tmp_path):
+    from tests.support.processes import BIN, ROOT, _process_env
+
+    fresh = {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "not-yet")}
+    result = subprocess.run([str(BIN / "gunicorn"), "--check-config", "-c", "gunicorn.conf.py", "wsgi:app"],
+                            cwd=ROOT, env=_process_env(fresh), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
