@@ -6,7 +6,12 @@ master, so a bad variable stops start-up with one line instead of every worker f
 
 import os
 
-from app.config import Settings, env_or_exit
+# Before anything imports prometheus_client: workers write their metrics to per-process files here (DESIGN.md 6).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/uaip-metrics")
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)  # also for --check-config, which loads the app
+
+from app.config import Settings, env_or_exit  # noqa: E402
+from app.logs import gunicorn_logconfig  # noqa: E402
 
 _settings = env_or_exit(Settings.from_env)
 
@@ -25,4 +30,17 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 accesslog = None  # the app writes its own JSON access line per request
 errorlog = "-"
 loglevel = _settings.log_level
+logconfig_dict = gunicorn_logconfig(_settings.log_level, _settings.log_format)  # gunicorn's own lines: same format
 proc_name = "uaip-hub"
+
+
+def on_starting(server):
+    from app.metrics import reset_multiprocess_dir
+
+    reset_multiprocess_dir()
+
+
+def child_exit(server, worker):
+    from app.metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)

@@ -1,7 +1,9 @@
 """UAIP Hub: a REST hub through which AI agents find, inspect and command IoT devices.
 
-`create_app` reads as the order things happen to a request: configuration, then the extensions the app
-holds (database, Redis, NATS), then the request pipeline, then the API, then the error envelope around all of it.
+`create_app` reads as the order things happen to a request: configuration and logging, then the extensions the
+app holds (database, Redis, NATS), then the request pipeline (request id and access log, metrics, rate limits —
+metrics before limits, so a 429 is still counted and timed), then the API and its OpenAPI document, then the error
+envelope around all of it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from app.config import load_settings
 
 def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     """Build the WSGI app. `overrides` uses the environment's variable names (tests, tools)."""
-    from app import api, cache, db, errors, messaging, pipeline
+    from app import api, cache, db, errors, limits, logs, messaging, metrics, openapi, pipeline
 
     settings = load_settings(overrides)
     app = Flask(__name__)
@@ -26,10 +28,14 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     )
     app.json.sort_keys = False
 
+    logs.init_app(app)
     db.init_app(app)
     cache.init_app(app)
     messaging.init_app(app)
     pipeline.init_app(app)
+    metrics.init_app(app)
+    limits.init_app(app)
     api.init_app(app)
+    openapi.init_app(app)
     errors.init_app(app)
     return app

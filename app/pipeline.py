@@ -1,28 +1,83 @@
-"""Before/after-request hooks every request passes through: correlation id and security headers."""
+"""What every request passes through before and after its view (CONTRACT.md §6).
+
+In order: the client address (werkzeug ProxyFix, only with TRUSTED_PROXY_HOPS > 0), the correlation id and start
+time (first before-request hook), then — registered by their own modules in create_app — metrics and the rate
+limiter; on the way out CORS and security headers, and last of all the access log line.
+"""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from flask import Flask, g, request
+from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app.logs import log_access
 from app.validation import is_identifier
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    # A JSON API is never framed and loads nothing.
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key", REQUEST_ID_HEADER]
+CORS_EXPOSE_HEADERS = [
+    REQUEST_ID_HEADER, "ETag", "Location", "Retry-After",
+    "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
+]
+CORS_MAX_AGE_SECONDS = 600
+
 
 def assign_request_id() -> None:
     """Keep the caller's X-Request-ID when it is 1–128 of [A-Za-z0-9._:-]; otherwise make a new UUID."""
+    g.request_started = time.perf_counter()
     supplied = request.headers.get(REQUEST_ID_HEADER, "")
     g.request_id = supplied if is_identifier(supplied) else str(uuid.uuid4())
 
 
 def add_response_headers(response):
     response.headers[REQUEST_ID_HEADER] = g.get("request_id") or str(uuid.uuid4())
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def client_id() -> str | None:
+    """Who called, for the access log: set by the auth decorators, else the token the limiter already decoded."""
+    if g.get("client_id"):
+        return g.client_id
+    principal = g.get("token_principal")
+    return principal.subject if principal is not None else None
+
+
+def write_access_log(response):
+    started = g.get("request_started")
+    log_access(response, time.perf_counter() - started if started is not None else 0.0, client_id())
     return response
 
 
 def init_app(app: Flask) -> None:
+    settings = app.config["SETTINGS"]
+    if settings.trusted_proxy_hops > 0:
+        # Only the proxies' own entries are trusted: the N-th X-Forwarded-For value from the right.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0, x_host=0, x_port=0, x_prefix=0)
     app.before_request(assign_request_id)
+    # after_request hooks run in reverse order of registration: the access line is written last.
+    app.after_request(write_access_log)
     app.after_request(add_response_headers)
+    if settings.cors_origins:
+        CORS(
+            app,
+            resources={r"/api/*": {}},
+            origins=list(settings.cors_origins),
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=CORS_MAX_AGE_SECONDS,
+            supports_credentials=False,
+        )

@@ -49,6 +49,23 @@ def list_vs_bare(db: BenchDatabase, rounds: int = 3, seconds: int = 5, concurren
     }
 
 
+def worker_classes(db: BenchDatabase, seconds: int = 5, concurrency: int = 16) -> dict:
+    """The device list under gthread 2x4 (the default), sync with 2 and 4 workers, and gthread 4x2."""
+    env = hub_env(db.url)
+    client_id, secret = db.create_client()
+    layouts = {"gthread 2x4": ("gthread", 2, 4), "gthread 4x2": ("gthread", 4, 2),
+               "sync 2": ("sync", 2, 1), "sync 4": ("sync", 4, 1)}
+    figures = {}
+    for label, (worker_class, workers, threads) in layouts.items():
+        with Gunicorn(env, workers=workers, threads=threads, worker_class=worker_class) as hub:
+            headers = {"Authorization": f"Bearer {fetch_token(hub.url, client_id, secret)}"}
+            hey(hub.url + LIST_PATH, requests=300, concurrency=concurrency, headers=headers)
+            result = hey(hub.url + LIST_PATH, duration=f"{seconds}s", concurrency=concurrency, headers=headers)
+            figures[label] = {"rps": result.requests_per_second, "p50_ms": result.p50_ms,
+                              "p99_ms": result.latencies_ms.get("99%"), "statuses": result.statuses}
+    return figures
+
+
 def token_issuance(db: BenchDatabase, requests_count: int = 3000, concurrency: int = 8) -> dict:
     """Token endpoint throughput for a returning client (verified-secret cache warm), plus the cold cost."""
     env = hub_env(db.url)

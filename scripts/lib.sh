@@ -101,3 +101,9 @@ ensure_nats() {
 }
 
 ensure_services() { ensure_postgres; ensure_redis; ensure_nats; }
+
+# promtool (Debian's prometheus package) lints /metrics in the process tests; without it they fail, on purpose.
+ensure_promtool() {
+  command -v promtool >/dev/null && return 0
+  apt_install prometheus || log "could not install promtool; set UAIP_TEST_ALLOW_NO_PROMTOOL=1 to skip that check"
+}

@@ -7,6 +7,7 @@ ids, hence unique NATS subjects, so runs never see each other's data.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import secrets
@@ -64,6 +65,30 @@ def app(hub_env):
 @pytest.fixture()
 def client(app):
     return app.test_client()
+
+
+def capture_logs(level: str = "info"):
+    """Send everything logged from now on (until the next create_app) to a buffer, as our JSON handler writes it.
+    Returns a function giving the JSON objects so far; its `.text()` gives the raw output."""
+    from app.logs import configure_logging
+
+    buffer = io.StringIO()
+    configure_logging(level, "json", stream=buffer)
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+
+    lines.text = buffer.getvalue
+    return lines
+
+
+@pytest.fixture()
+def log_lines(app):
+    """capture_logs() for the `app` fixture's app (apps created later in the test reconfigure logging)."""
+    yield capture_logs(app.config["SETTINGS"].log_level)
+    from app.logs import configure_logging
+
+    configure_logging(app.config["SETTINGS"].log_level, app.config["SETTINGS"].log_format)
 
 
 @pytest.fixture()

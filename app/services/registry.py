@@ -234,6 +234,18 @@ def device_secret_hash(db: Database, device_id: str) -> str | None:
     return db.transaction(query)
 
 
+def count_devices_by_status(db: Database, timeout: int) -> dict[str, int]:
+    """Devices per effective status (the `uaip_devices` gauge); one short, retry-free statement."""
+
+    def query(cur):
+        cur.execute("SET LOCAL statement_timeout = 2000")
+        cur.execute(f"SELECT {EFFECTIVE_STATUS} AS status, count(*) AS n FROM devices GROUP BY 1", {"timeout": timeout})
+        return {row["status"]: row["n"] for row in cur.fetchall()}
+
+    counts = db.transaction(query, retry=False)
+    return {status: counts.get(status, 0) for status in DEVICE_STATUSES}
+
+
 def etag_for(version: int) -> str:
     return f'"{version}"'
 

@@ -88,3 +88,11 @@ def test_pooled_connections_are_reused(hub_env, db):
         pids.add(pool.transaction(lambda cur: (cur.execute("SELECT pg_backend_pid() AS pid"), cur.fetchone())[1]["pid"]))
     pool.close()
     assert len(pids) == 1
+
+
+@pytest.mark.parametrize("payload", [b'{"name": "x", "device_type": "y", "metadata": {"k": "a\\u0000b"}}',
+                                     b'{"name": "x", "device_type": "y", "metadata": {"\\udc36": 1}}'])
+def test_text_postgresql_cannot_store_is_400_not_500(client, auth, payload):
+    # Found by schemathesis: NUL and unpaired surrogates in jsonb made PostgreSQL fail the insert.
+    r = client.post("/api/v1/devices", data=payload, headers={**auth, "Content-Type": "application/json"})
+    assert_envelope(r, 400, "INVALID_JSON")

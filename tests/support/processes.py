@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,8 +95,11 @@ class HubServer(_Process):
         self.port = free_port()
         full_env = {
             **env, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(self.port),
-            "SERVER_WORKERS": str(workers), "SERVER_THREADS": str(threads), **extra,
+            "SERVER_WORKERS": str(workers), "SERVER_THREADS": str(threads),
+            # A private metrics directory: gunicorn.conf.py wipes it on start, and servers must not share one.
+            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="uaip-metrics-"), **extra,
         }
+        self.metrics_dir = Path(full_env["PROMETHEUS_MULTIPROC_DIR"])
         super().__init__([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], full_env, "gunicorn")
 
     @property
@@ -106,6 +110,10 @@ class HubServer(_Process):
         super().start()
         wait_for(self._answers, timeout=30, message=f"gunicorn on port {self.port}\n{self.output()[-2000:]}")
         return self
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _answers(self) -> bool:
         if not self.running():

@@ -1,0 +1,505 @@
+"""The OpenAPI 3.1 document at GET /api/v1/openapi.json (no auth, no rate limit), built once per app.
+
+Request bodies come from the pydantic models the views validate with (`model_json_schema()`), so the document
+cannot drift from validation; everything else is written here from CONTRACT.md §3–§7. Every error response is the
+one envelope (app/errors.py), except the token endpoint's RFC 6749 bodies. tests/integration/test_openapi.py keeps
+the document and the app's URL map equal in both directions and runs schemathesis against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from flask import Blueprint, Flask, current_app, jsonify
+
+from app.api import API_PREFIX
+from app.api.devices import DeviceCreate, DevicePatch, DeviceReplace, Heartbeat
+from app.security import SCOPES
+from app.services.registry import DEVICE_STATUSES
+from app.validation import IDENTIFIER_PATTERN
+
+OPENAPI_PATH = "/openapi.json"
+MESSAGE_STATUSES = ("queued", "sent", "acknowledged", "completed", "failed", "expired", "cancelled")
+
+blueprint = Blueprint("openapi", __name__)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+TIMESTAMP = {"type": "string", "format": "date-time"}
+OBJECT = {"type": "object", "additionalProperties": True}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, **extra}
+    schema["required"] = list(properties) if required is None else required
+    return schema
+
+
+def _model_schemas(*models: type[pydantic.BaseModel]) -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
+
+
+def _schemas() -> dict[str, Any]:
+    device = _object(
+        {
+            "device_id": {"type": "string", "pattern": IDENTIFIER_PATTERN},
+            "name": {"type": "string"},
+            "device_type": {"type": "string"},
+            "status": {"type": "string", "enum": list(DEVICE_STATUSES)},
+            "capabilities": {"type": "array", "items": {"type": "string"}},
+            "location": {"anyOf": [{"type": "string"}, OBJECT, {"type": "null"}]},
+            "metadata": OBJECT,
+            "last_seen": _nullable(TIMESTAMP),
+            "registered_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+            "version": {"type": "integer", "minimum": 1},
+        }
+    )
+    message = _object(
+        {
+            "message_id": {"type": "string"},
+            "device_id": {"type": "string"},
+            "command": {"type": "string"},
+            "params": OBJECT,
+            "qos": {"type": "integer", "enum": [0, 1, 2]},
+            "priority": {"type": "integer", "minimum": 0, "maximum": 10},
+            "status": {"type": "string", "enum": list(MESSAGE_STATUSES)},
+            "result": {"anyOf": [OBJECT, {"type": "null"}]},
+            "error": {"type": ["string", "null"]},
+            "created_at": TIMESTAMP,
+            "sent_at": _nullable(TIMESTAMP),
+            "acknowledged_at": _nullable(TIMESTAMP),
+            "completed_at": _nullable(TIMESTAMP),
+            "expires_at": TIMESTAMP,
+            "request_id": {"type": ["string", "null"]},
+        },
+        required=["message_id", "device_id", "command", "status", "created_at", "expires_at"],
+    )
+    dependency = _object(
+        {
+            "name": {"type": "string", "enum": ["PostgreSQL", "Redis", "NATS"]},
+            "status": {"type": "string"},
+            "response_time_ms": {"type": ["number", "null"]},
+            "message": {"type": ["string", "null"]},
+        },
+        required=["name", "status"],
+    )
+    return {
+        "Error": _object(
+            {
+                "error": {"type": "string", "description": "A sentence for humans."},
+                "code": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$", "description": "Stable machine code."},
+                "details": {"type": "object", "additionalProperties": True},
+                "request_id": {"type": ["string", "null"], "description": "Same as the X-Request-ID header."},
+            },
+            description="The one error envelope of every non-OAuth error (CONTRACT.md §6).",
+        ),
+        "OAuthError": _object(
+            {
+                "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type", "invalid_scope"]},
+                "error_description": {"type": "string"},
+            },
+            description="RFC 6749 §5.2 error body of the token endpoint.",
+        ),
+        "TokenRequest": _object(
+            {
+                "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                "client_id": {"type": "string", "maxLength": 256},
+                "client_secret": {"type": "string", "maxLength": 256},
+                "scope": {"type": "string", "description": "Space-separated subset of: " + " ".join(SCOPES)},
+            },
+            required=["grant_type"],
+            description="Client credentials in the body (client_secret_post) or in HTTP Basic (client_secret_basic).",
+        ),
+        "TokenResponse": _object(
+            {
+                "access_token": {"type": "string"},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer"},
+                "scope": {"type": "string"},
+            }
+        ),
+        "Device": device,
+        "DeviceWithSecret": {
+            "allOf": [device, _object({"device_secret": {"type": "string", "description": "Shown once."}})]
+        },
+        "DeviceList": _object(
+            {
+                "devices": {"type": "array", "items": _ref("Device")},
+                "total": {"type": "integer", "minimum": 0},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+            }
+        ),
+        **_model_schemas(DeviceCreate, DeviceReplace, DevicePatch, Heartbeat),
+        "CommandRequest": _object(
+            {
+                "command": {"type": "string", "minLength": 1},
+                "action": {"type": "string", "minLength": 1, "description": "The old hub's name for `command`."},
+                "params": OBJECT,
+                "qos": {"type": "integer", "enum": [0, 1, 2], "default": 1},
+                "priority": {"type": "integer", "minimum": 0, "maximum": 10, "default": 5},
+                "ttl_ms": {"type": "integer", "minimum": 1, "description": "Default DEFAULT_MESSAGE_TTL_MS."},
+            },
+            required=[],
+            description="`command` (or `action`) is required.",
+        ),
+        "CommandAccepted": _object(
+            {
+                "message_id": {"type": "string"},
+                "device_id": {"type": "string"},
+                "status": {"type": "string", "enum": list(MESSAGE_STATUSES)},
+                "created_at": TIMESTAMP,
+                "expires_at": TIMESTAMP,
+            }
+        ),
+        "Message": message,
+        "MessageList": _object(
+            {
+                "commands": {"type": "array", "items": _ref("Message")},
+                "total": {"type": "integer", "minimum": 0},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+            }
+        ),
+        "Ack": _object(
+            {
+                "status": {"type": "string", "enum": ["acknowledged", "completed", "failed"]},
+                "result": OBJECT,
+                "error": {"type": "string"},
+            },
+            required=["status"],
+        ),
+        "RoutedMessage": _object(
+            {
+                "source": {"type": "string"},
+                "destination": {"type": "string", "pattern": IDENTIFIER_PATTERN},
+                "payload": OBJECT,
+                "qos": {"type": "integer", "enum": [0, 1, 2]},
+                "priority": {"type": "integer", "minimum": 0, "maximum": 10},
+            },
+            required=["destination", "payload"],
+        ),
+        "Health": _object(
+            {
+                "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
+                "version": {"type": "string"},
+                "uptime_seconds": {"type": "number"},
+                "timestamp": TIMESTAMP,
+                "dependencies": {"type": "array", "items": dependency},
+            }
+        ),
+        "Probe": _object({"status": {"type": "string", "enum": ["alive", "ready", "draining", "not_ready"]}}),
+    }
+
+
+# --- responses -------------------------------------------------------------------------------------------
+
+_RATE_HEADERS = {
+    "X-RateLimit-Limit": {"description": "Requests allowed in the tightest window.", "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "Requests left in that window.", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "Unix time (seconds) when the window frees up.", "schema": {"type": "integer"}},
+}
+_COMMON_HEADERS = {"X-Request-ID": {"description": "Correlation id (echoed or generated).", "schema": {"type": "string"}}}
+
+
+def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {**_COMMON_HEADERS, **(headers or {})},
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    return _json(_ref("Error"), description, headers)
+
+
+ERROR_RESPONSES = {
+    "400": _error("Invalid input (`VALIDATION_ERROR`, `INVALID_JSON`, ...); `details` names each bad field."),
+    "401": _error("Missing, malformed, expired or invalid credentials (`UNAUTHORIZED`)."),
+    "403": _error("Valid token without the needed scope (`INSUFFICIENT_SCOPE`) or a device acting on another."),
+    "404": _error("No such resource or route (`NOT_FOUND`, `DEVICE_NOT_FOUND`, ...)."),
+    "405": _error("Method not allowed (`METHOD_NOT_ALLOWED`); `Allow` lists the methods."),
+    "409": _error("Conflict with the current state."),
+    "412": _error("If-Match does not match the current ETag (`PRECONDITION_FAILED`)."),
+    "413": _error("Body larger than MAX_MESSAGE_SIZE_BYTES (`PAYLOAD_TOO_LARGE`)."),
+    "415": _error("Body is not JSON (`UNSUPPORTED_MEDIA_TYPE`)."),
+    "429": _error(
+        "Rate limit exceeded (`RATE_LIMITED`), or `DEVICE_QUEUE_FULL`.",
+        {**_RATE_HEADERS, "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
+    ),
+    "500": _error("Unexpected error (`INTERNAL_ERROR`); never carries a stack trace."),
+    "503": _error("A dependency is unavailable (`SERVICE_UNAVAILABLE`, `DEVICE_OFFLINE`).",
+                  {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}),
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: ERROR_RESPONSES[code] for code in codes}
+
+
+AUTHED = ("401", "403", "404", "405", "429", "500", "503")
+WITH_BODY = ("400", "413", "415")
+
+
+def _body(name: str, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema, "description": description}
+
+
+DEVICE_ID = _param("device_id", "path", {"type": "string", "pattern": IDENTIFIER_PATTERN}, "Device id.")
+MESSAGE_ID = _param("message_id", "path", {"type": "string", "minLength": 1, "maxLength": 128}, "Message id.")
+LIMIT = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size.")
+OFFSET = _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}, "Items to skip.")
+ETAG = {"ETag": {"description": "Quoted device version, for If-Match / If-None-Match.", "schema": {"type": "string"}}}
+LOCATION = {"Location": {"description": "URL of the created resource.", "schema": {"type": "string"}}}
+
+BEARER = [{"bearerAuth": []}]
+DEVICE_OR_BEARER = [{"deviceBasic": []}, {"bearerAuth": []}]
+
+
+def _op(summary: str, responses: dict[str, Any], *, tag: str, security=None, scope: str | None = None, **extra) -> dict[str, Any]:
+    description = extra.pop("description", "")
+    if scope:
+        description = (description + "\n\n" if description else "") + f"Scope: `{scope}` (or `admin`)."
+    operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses, **extra}
+    if description:
+        operation["description"] = description
+    operation["security"] = security if security is not None else []
+    return operation
+
+
+def _paths() -> dict[str, Any]:
+    p = API_PREFIX
+    token = _op(
+        "Get an access token (OAuth 2.0 client credentials)",
+        {
+            "200": _json(_ref("TokenResponse"), "Token issued; `Cache-Control: no-store`."),
+            "400": _json(_ref("OAuthError"), "invalid_request / unsupported_grant_type / invalid_scope"),
+            "401": _json(_ref("OAuthError"), "invalid_client; `WWW-Authenticate` is set."),
+            **_errors("405", "413", "429", "500", "503"),
+        },
+        tag="auth",
+        security=[{}, {"clientBasic": []}],
+        requestBody={
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {"schema": _ref("TokenRequest")},
+                "application/json": {"schema": _ref("TokenRequest")},
+            },
+        },
+    )
+    device_list_query = [
+        _param("status", "query", {"type": "string", "enum": list(DEVICE_STATUSES)}, "Effective status."),
+        _param("type", "query", {"type": "string", "maxLength": 64}, "device_type equals."),
+        _param("capability", "query", {"type": "string", "maxLength": 64}, "Has this capability."),
+        LIMIT,
+        OFFSET,
+    ]
+    update = dict(
+        parameters=[_param("If-Match", "header", {"type": "string"}, "Only if the ETag still matches (`*`: any).")],
+        scope="device:write",
+        tag="devices",
+        security=BEARER,
+    )
+    return {
+        f"{p}/auth/token": {"post": {**token, "operationId": "token"}},
+        f"{p}/auth/login": {"post": {**token, "operationId": "login", "summary": "Same as /auth/token (old hub name)"}},
+        f"{p}/devices": {
+            "post": _op(
+                "Register a device", {
+                    "201": _json(_ref("DeviceWithSecret"), "Registered; `device_secret` is shown only here.", {**ETAG, **LOCATION}),
+                    **_errors(*WITH_BODY, *AUTHED, "409"),
+                },
+                tag="devices", security=BEARER, scope="device:write", requestBody=_body("DeviceCreate"),
+                operationId="registerDevice",
+            ),
+            "get": _op(
+                "List devices", {"200": _json(_ref("DeviceList"), "A page of devices."), **_errors("400", *AUTHED)},
+                tag="devices", security=BEARER, scope="device:read", parameters=device_list_query, operationId="listDevices",
+            ),
+        },
+        f"{p}/devices/register": {
+            "post": _op(
+                "Register a device (old hub name)", {
+                    "201": _json(_ref("DeviceWithSecret"), "Registered.", {**ETAG, **LOCATION}),
+                    **_errors(*WITH_BODY, *AUTHED, "409"),
+                },
+                tag="devices", security=BEARER, scope="device:write", requestBody=_body("DeviceCreate"),
+                operationId="registerDeviceAlias",
+            ),
+        },
+        f"{p}/devices/{{device_id}}": {
+            "parameters": [DEVICE_ID],
+            "get": _op(
+                "Get a device", {
+                    "200": _json(_ref("Device"), "The device.", ETAG),
+                    "304": {"description": "If-None-Match matched the current ETag.", "headers": {**_COMMON_HEADERS, **ETAG}},
+                    **_errors(*AUTHED),
+                },
+                tag="devices", security=BEARER, scope="device:read", operationId="getDevice",
+                parameters=[_param("If-None-Match", "header", {"type": "string"}, "Answer 304 if the ETag matches.")],
+            ),
+            "patch": _op(
+                "Change some fields", {"200": _json(_ref("Device"), "Updated.", ETAG), **_errors(*WITH_BODY, *AUTHED, "412")},
+                requestBody=_body("DevicePatch"), operationId="patchDevice", **update,
+            ),
+            "put": _op(
+                "Replace every mutable field", {"200": _json(_ref("Device"), "Replaced.", ETAG), **_errors(*WITH_BODY, *AUTHED, "412")},
+                requestBody=_body("DeviceReplace"), operationId="replaceDevice", **update,
+            ),
+            "delete": _op(
+                "Delete a device; its undelivered commands become `cancelled`",
+                {"204": {"description": "Deleted.", "headers": _COMMON_HEADERS}, **_errors(*AUTHED)},
+                tag="devices", security=BEARER, scope="device:write", operationId="deleteDevice",
+            ),
+        },
+        f"{p}/devices/{{device_id}}/heartbeat": {
+            "parameters": [DEVICE_ID],
+            "post": _op(
+                "Device heartbeat: status `online` (or `error`), `last_seen` now",
+                {"200": _json(_ref("Device"), "The device after the heartbeat.", ETAG), **_errors(*WITH_BODY, *AUTHED)},
+                tag="devices", security=DEVICE_OR_BEARER, scope="device:write",
+                description="HTTP Basic `device_id:device_secret` (the device itself) or a bearer token.",
+                requestBody=_body("Heartbeat", required=False), operationId="heartbeat",
+            ),
+        },
+        f"{p}/devices/{{device_id}}/command": {
+            "parameters": [DEVICE_ID],
+            "post": _op(
+                "Send a command to a device", {
+                    "200": _json(_ref("Message"), "With `wait`: the command finished in time."),
+                    "202": _json(_ref("CommandAccepted"), "Stored and queued.", LOCATION),
+                    **_errors(*WITH_BODY, *AUTHED, "409"),
+                },
+                tag="commands", security=BEARER, scope="device:command", requestBody=_body("CommandRequest"),
+                operationId="sendCommand",
+                parameters=[
+                    _param("Idempotency-Key", "header", {"type": "string", "maxLength": 128},
+                           "Same key and body within 24 h: the first response; another body: 409."),
+                    _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": 30},
+                           "Wait up to N seconds for the device's result."),
+                ],
+            ),
+        },
+        f"{p}/devices/{{device_id}}/commands": {
+            "parameters": [DEVICE_ID],
+            "get": _op(
+                "List a device's commands, newest first",
+                {"200": _json(_ref("MessageList"), "A page of commands."), **_errors("400", *AUTHED)},
+                tag="commands", security=DEVICE_OR_BEARER, scope="device:read", operationId="listCommands",
+                parameters=[_param("status", "query", {"type": "string", "enum": list(MESSAGE_STATUSES)}, "Status."), LIMIT, OFFSET],
+            ),
+        },
+        f"{p}/messages": {
+            "post": _op(
+                "Route a message to device `destination`",
+                {"202": _json(_ref("CommandAccepted"), "Stored and queued.", LOCATION), **_errors(*WITH_BODY, *AUTHED, "409")},
+                tag="commands", security=BEARER, scope="device:command", requestBody=_body("RoutedMessage"),
+                operationId="routeMessage",
+            ),
+        },
+        f"{p}/messages/{{message_id}}": {
+            "parameters": [MESSAGE_ID],
+            "get": _op(
+                "Get a message (command) and its result", {"200": _json(_ref("Message"), "The message."), **_errors(*AUTHED)},
+                tag="commands", security=BEARER, scope="message:read", operationId="getMessage",
+            ),
+        },
+        f"{p}/messages/{{message_id}}/ack": {
+            "parameters": [MESSAGE_ID],
+            "post": _op(
+                "Device acknowledges or completes a command; status never moves backwards",
+                {"200": _json(_ref("Message"), "The message after the ack."), **_errors(*WITH_BODY, *AUTHED, "409")},
+                tag="commands", security=[{"deviceBasic": []}], requestBody=_body("Ack"), operationId="ackMessage",
+            ),
+        },
+        f"{p}/system/health": {
+            "get": _op(
+                "Dependency health (cached ≤ 2 s per worker)",
+                {"200": _json(_ref("Health"), "healthy or degraded."), "503": _json(_ref("Health"), "unhealthy (PostgreSQL down).")},
+                tag="system", operationId="health",
+            ),
+        },
+        f"{p}/system/health/liveness": {
+            "get": _op("Liveness: touches no dependency", {"200": _json(_ref("Probe"), "alive")},
+                       tag="system", operationId="liveness"),
+        },
+        f"{p}/system/health/readiness": {
+            "get": _op(
+                "Readiness: 503 while draining or when PostgreSQL is unreachable",
+                {"200": _json(_ref("Probe"), "ready"), "503": _json(_ref("Probe"), "draining or not_ready")},
+                tag="system", operationId="readiness",
+            ),
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics, aggregated over all workers",
+                {"200": {"description": "Prometheus text exposition format.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                tag="system", operationId="metrics",
+            ),
+        },
+        f"{p}{OPENAPI_PATH}": {
+            "get": _op("This document", {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": OBJECT}}}},
+                       tag="system", operationId="openapi"),
+        },
+    }
+
+
+def build_document(version: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "UAIP Hub",
+            "version": version,
+            "description": "REST hub through which AI agents find, inspect and command IoT devices. Every response "
+            "carries `X-Request-ID`; rate-limited responses carry `X-RateLimit-*` (CONTRACT.md §6).",
+        },
+        "servers": [{"url": "/"}],
+        "tags": [{"name": name} for name in ("auth", "devices", "commands", "system")],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "deviceBasic": {"type": "http", "scheme": "basic", "description": "device_id:device_secret"},
+                "clientBasic": {"type": "http", "scheme": "basic", "description": "client_id:client_secret"},
+            },
+        },
+    }
+
+
+@blueprint.get(OPENAPI_PATH)
+def openapi_document():
+    return jsonify(current_app.extensions["uaip.openapi"])
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("uaip-hub")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["uaip.openapi"] = build_document(_version())
+    app.register_blueprint(blueprint, url_prefix=API_PREFIX)

@@ -1,0 +1,160 @@
+"""Access log and application logs: one JSON object per line, request ids, levels, and never a secret."""
+
+import base64
+import io
+import json
+import logging
+import logging.config
+
+import pytest
+from flask import request
+
+from app import create_app
+from app.logs import configure_logging, gunicorn_logconfig, redact
+from tests.conftest import basic
+
+ACCESS_FIELDS = {
+    "timestamp", "level", "message", "request_id", "method", "path", "route", "status", "duration_ms",
+    "client_ip", "client_id", "user_agent", "response_bytes",
+}
+
+
+@pytest.fixture()
+def test_routes(app):
+    """Routes only these tests need; requested first, so they exist before the first request."""
+
+    @app.get("/api/v1/boom-for-log-test")
+    def boom():
+        raise RuntimeError("boom")
+
+    @app.get("/api/v1/log-for-test")
+    def log_something():
+        logging.getLogger("app.test").info("did a thing", extra={"device_id": "d-1", "count": 3})
+        return {"ok": True}
+
+    @app.post("/api/v1/leaky-for-test")
+    def leaky():
+        body = request.get_json()
+        logging.getLogger("app.test").warning(
+            "about to fail", extra={"password": body["password"], "payload": body, "header": request.headers["Authorization"]}
+        )
+        raise RuntimeError(f"failed with {request.headers['Authorization']} and secret {body['client_secret']} / {body['note']}")
+
+    return app
+
+
+def access_lines(lines):
+    return [line for line in lines() if line["logger"] == "uaip.access"]
+
+
+def test_access_line_has_every_contract_field(client, auth, log_lines):
+    r = client.get("/api/v1/devices?limit=1", headers={**auth, "X-Request-ID": "req-42", "User-Agent": "agent/1.0"})
+    assert r.status_code == 200
+    (line,) = access_lines(log_lines)
+    assert ACCESS_FIELDS <= set(line)
+    assert line["request_id"] == "req-42" and line["level"] == "info"
+    assert (line["method"], line["path"], line["route"], line["status"]) == ("GET", "/api/v1/devices", "/api/v1/devices", 200)
+    assert line["client_ip"] == "127.0.0.1" and line["user_agent"] == "agent/1.0"
+    assert line["client_id"]  # the token's client
+    assert line["response_bytes"] == len(r.data) and line["duration_ms"] >= 0
+    assert line["timestamp"].endswith("Z")
+
+
+def test_route_is_the_url_rule_and_levels_follow_status(test_routes, client, auth, log_lines):
+    client.get("/api/v1/devices/some-unknown-device", headers=auth)
+    client.get("/api/v1/no-such-route")
+    client.get("/api/v1/boom-for-log-test")
+    unknown, no_route, error = access_lines(log_lines)
+    assert unknown["route"] == "/api/v1/devices/<device_id>" and unknown["path"] == "/api/v1/devices/some-unknown-device"
+    assert (unknown["status"], unknown["level"]) == (404, "warning")
+    assert no_route["route"] is None and no_route["level"] == "warning"
+    assert (error["status"], error["level"]) == (500, "error")
+
+
+def test_application_logs_carry_the_request_id_and_extra_fields(test_routes, client, log_lines):
+    client.get("/api/v1/log-for-test", headers={"X-Request-ID": "corr-7"})
+    (line,) = [line for line in log_lines() if line["logger"] == "app.test"]
+    assert line["request_id"] == "corr-7" and line["message"] == "did a thing"
+    assert line["device_id"] == "d-1" and line["count"] == 3 and line["level"] == "info"
+
+
+def test_text_format_and_idempotent_configuration():
+    buffer = io.StringIO()
+    for _ in range(3):
+        configure_logging("info", "text", stream=buffer)
+    try:
+        logging.getLogger("app.test").warning("hello", extra={"k": "v"})
+        (line,) = buffer.getvalue().splitlines()  # one handler, however often it was configured
+        assert " WARNING " in line and "hello" in line and "k=v" in line
+    finally:
+        configure_logging("info", "json")
+
+
+def test_gunicorn_logconfig_uses_the_same_handler():
+    config = gunicorn_logconfig("warning", "json")
+    logging.config.dictConfig(config)
+    try:
+        from app.logs import HubHandler
+
+        assert any(isinstance(h, HubHandler) for h in logging.getLogger().handlers)
+        assert logging.getLogger("gunicorn.error").propagate
+    finally:
+        configure_logging("info", "json")
+
+
+def test_redact_patterns():
+    assert "abc.def" not in redact("Authorization: Bearer abc.def-ghi")
+    assert "s3cr3t-value" not in redact("client_secret=s3cr3t-value&grant_type=x")
+    assert "hunter22" not in redact('{"password": "hunter22"}')
+    assert "pw123456" not in redact("postgresql://user:pw123456@db:5432/x")
+    assert redact("nothing to hide here") == "nothing to hide here"
+
+
+def test_no_secret_reaches_a_log_line(test_routes, client, api_client_factory, log_lines, make_device):
+    """Token requests (form, JSON, Basic), bearer calls, device Basic auth, and a 500 whose exception text and
+    extra fields contain the request's credentials: none of the secret values appears anywhere in the output."""
+    client_id, secret = api_client_factory("device:read device:write")
+    secrets = {secret}
+
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    token = client.post("/api/v1/auth/token", data=form).json["access_token"]
+    client.post("/api/v1/auth/token", json=form)
+    client.post("/api/v1/auth/token", data={"grant_type": "client_credentials"}, headers=basic(client_id, secret))
+    client.post("/api/v1/auth/token", data={**form, "client_secret": "wrong-" + secret})
+    secrets |= {token, "wrong-" + secret, base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+    bearer = {"Authorization": f"Bearer {token}"}
+    client.get("/api/v1/devices", headers=bearer)
+    device = make_device()
+    secrets.add(device["device_secret"])
+    client.post(f"/api/v1/devices/{device['device_id']}/heartbeat", headers=basic(device["device_id"], device["device_secret"]))
+
+    leaked = "zz-" + secret[::-1]
+    secrets |= {leaked, "pa55-word-value"}
+    r = client.post(
+        "/api/v1/leaky-for-test",
+        json={"client_secret": leaked, "password": "pa55-word-value", "note": leaked},
+        headers=bearer,
+    )
+    assert r.status_code == 500
+
+    output = log_lines.text()
+    lines = log_lines()
+    assert any(line.get("exception") for line in lines), "the traceback is logged"
+    assert any(line["status"] == 500 for line in lines if line["logger"] == "uaip.access")
+    for value in secrets:
+        assert value not in output, f"a secret reached the log: {value[:6]}…"
+    assert "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode() not in output
+
+
+def test_configured_secrets_are_masked(hub_env):
+    app = create_app(hub_env)
+    buffer = io.StringIO()
+    configure_logging("info", "json", stream=buffer)
+    try:
+        with app.test_request_context("/"):
+            logging.getLogger("app.test").error("jwt secret is %s", app.config["SETTINGS"].jwt_secret)
+        assert app.config["SETTINGS"].jwt_secret not in buffer.getvalue()
+        assert json.loads(buffer.getvalue())["message"].startswith("jwt secret is [REDACTED]")
+    finally:
+        configure_logging("info", "json")

@@ -1,0 +1,77 @@
+"""/metrics in one process: contract names and labels, bounded label values, 429s observed, devices by status."""
+
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from app import create_app
+
+
+def sample(name, **labels):
+    return REGISTRY.get_sample_value(name, labels) or 0
+
+
+def test_requests_are_counted_by_url_rule_never_by_raw_path(client, auth, make_device):
+    device = make_device()
+    rule = "/api/v1/devices/<device_id>"
+    labels = {"method": "GET", "endpoint": rule, "status": "200"}
+    before = sample("uaip_http_requests_total", **labels)
+    before_hist = sample("uaip_http_request_duration_seconds_count", **labels)
+    client.get(f"/api/v1/devices/{device['device_id']}", headers=auth)
+    assert sample("uaip_http_requests_total", **labels) == before + 1
+    assert sample("uaip_http_request_duration_seconds_count", **labels) == before_hist + 1
+
+    unmatched = {"method": "GET", "endpoint": "<unmatched>", "status": "404"}
+    before = sample("uaip_http_requests_total", **unmatched)
+    for i in range(5):
+        client.get(f"/api/v1/random-{i}")
+    assert sample("uaip_http_requests_total", **unmatched) == before + 5
+
+    odd = {"method": "OTHER", "endpoint": "<unmatched>", "status": "405"}
+    before = sample("uaip_http_requests_total", **odd)
+    client.open("/api/v1/devices", method="BREW")
+    assert sample("uaip_http_requests_total", **odd) == before + 1
+
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "random-" not in text and device["device_id"] not in text
+
+
+def test_contract_metrics_are_exposed(client, make_device):
+    make_device()
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.mimetype == "text/plain"
+    families = {family.name: family for family in text_string_to_metric_families(r.get_data(as_text=True))}
+    for name in ("uaip_http_requests", "uaip_http_request_duration_seconds", "uaip_rate_limited",
+                 "uaip_commands", "uaip_dependency_up", "uaip_devices"):
+        assert name in families, name
+    assert families["uaip_http_request_duration_seconds"].type == "histogram"
+    buckets = {s.labels["le"] for s in families["uaip_http_request_duration_seconds"].samples if "le" in s.labels}
+    assert {"0.001", "10.0", "+Inf"} <= buckets
+    devices = {s.labels["status"]: s.value for s in families["uaip_devices"].samples}
+    assert set(devices) == {"pending", "online", "offline", "error"} and devices["pending"] >= 1
+
+
+def test_scraping_is_not_counted_and_not_limited(hub_env):
+    app = create_app({**hub_env, "RATE_LIMIT_BURST": "1"})
+    client = app.test_client()
+    before = sample("uaip_http_requests_total", method="GET", endpoint="/metrics", status="200")
+    assert [client.get("/metrics").status_code for _ in range(3)] == [200] * 3
+    assert sample("uaip_http_requests_total", method="GET", endpoint="/metrics", status="200") == before
+
+
+def test_rate_limited_requests_reach_the_histogram(hub_env, monkeypatch):
+    monkeypatch.setenv("UAIP_REDIS_KEY_PREFIX", "uaip-test-hist-" + __import__("uuid").uuid4().hex[:8])
+    app = create_app({**hub_env, "RATE_LIMIT_BURST": "1"})
+    client = app.test_client()
+    labels = {"method": "GET", "endpoint": "/api/v1/devices", "status": "429"}
+    before = sample("uaip_http_request_duration_seconds_count", **labels)
+    client.get("/api/v1/devices")
+    client.get("/api/v1/devices")
+    assert sample("uaip_http_request_duration_seconds_count", **labels) == before + 1
+
+
+def test_metrics_answer_when_postgresql_is_down(hub_env):
+    app = create_app({**hub_env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
+    r = app.test_client().get("/metrics")
+    assert r.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(r.get_data(as_text=True))}
+    assert all(s.value != s.value for s in families["uaip_devices"].samples)  # NaN: unknown, not zero

@@ -1,0 +1,148 @@
+"""The OpenAPI document stays true: same routes as the app (both directions), and schemathesis finds no 5xx and no
+response that breaks the document's own schemas."""
+
+import re
+
+import hypothesis
+import hypothesis.errors
+import pytest
+import schemathesis
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from app import create_app
+
+# Routes the contract has and the document describes, but whose views are still being written on other branches
+# (commands/relay and health/lifecycle). Empty this list when those branches are merged: the test then demands
+# that the app serves every documented route.
+NOT_YET_ROUTES = {
+    ("POST", "/api/v1/devices/{device_id}/command"),
+    ("GET", "/api/v1/devices/{device_id}/commands"),
+    ("POST", "/api/v1/messages"),
+    ("GET", "/api/v1/messages/{message_id}"),
+    ("POST", "/api/v1/messages/{message_id}/ack"),
+    ("GET", "/api/v1/system/health"),
+    ("GET", "/api/v1/system/health/liveness"),
+    ("GET", "/api/v1/system/health/readiness"),
+}
+IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
+HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+
+def app_routes(app) -> set[tuple[str, str]]:
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        routes |= {(method, path) for method in rule.methods - IMPLICIT_METHODS}
+    return routes
+
+
+def document_routes(document) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    }
+
+
+def test_document_is_served_without_auth_and_describes_the_app(app, client):
+    r = client.get("/api/v1/openapi.json")
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    document = r.json
+    assert document["openapi"].startswith("3.")
+    documented, served = document_routes(document), app_routes(app)
+    assert served - documented == set(), "routes the document does not describe"
+    assert documented - served == NOT_YET_ROUTES, "documented routes the app does not serve (besides NOT_YET_ROUTES)"
+
+
+def test_every_operation_documents_its_errors_with_the_envelope(client):
+    document = client.get("/api/v1/openapi.json").json
+    envelope = {"$ref": "#/components/schemas/Error"}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            assert "200" in operation["responses"] or "201" in operation["responses"] or "202" in operation["responses"] \
+                or "204" in operation["responses"], (method, path)
+            if path.startswith("/api/v1/system") or path in ("/metrics", "/api/v1/openapi.json"):
+                continue
+            for status in ("429", "500"):
+                schema = operation["responses"][status]["content"]["application/json"]["schema"]
+                assert schema == envelope, (method, path, status)
+
+
+def test_request_bodies_come_from_the_validation_models(client):
+    from app.api.devices import DeviceCreate
+
+    schemas = client.get("/api/v1/openapi.json").json["components"]["schemas"]
+    assert schemas["DeviceCreate"]["properties"].keys() == DeviceCreate.model_json_schema()["properties"].keys()
+    assert schemas["DeviceCreate"]["additionalProperties"] is False
+
+
+# --- schemathesis --------------------------------------------------------------------------------------------
+
+MAX_EXAMPLES = 25
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(hub_env):
+    return create_app(hub_env)
+
+
+@pytest.fixture(scope="module")
+def admin_headers(fuzz_app, database):
+    from app.db import Database
+    from app.services.clients import create_client
+    from app.security import issue_token
+
+    pool = Database(database, maxconn=2)
+    client, _secret = create_client(pool, "schemathesis", "admin")
+    pool.close()
+    settings = fuzz_app.config["SETTINGS"]
+    token, _ = issue_token(client.client_id, ["admin"], settings.jwt_secret, 3600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def fuzz_schema(fuzz_app):
+    return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", fuzz_app)
+
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+def test_api_conforms_to_its_document(fuzz_schema, admin_headers, mode):
+    """Every served operation, MAX_EXAMPLES generated requests each (valid, then invalid input), admin token."""
+    failures = []
+    operations = [result.ok() for result in fuzz_schema.get_all_operations()]
+    tested = 0
+    for operation in operations:
+        if (operation.method.upper(), operation.path) in NOT_YET_ROUTES:
+            continue
+        tested += 1
+
+        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+        @hypothesis.settings(
+            max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
+            suppress_health_check=list(hypothesis.HealthCheck), phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        )
+        def run(case):
+            case.call_and_validate(headers=admin_headers, checks=CHECKS)
+
+        try:
+            run()
+        except hypothesis.errors.Unsatisfiable:
+            pass  # negative mode: an operation without inputs has no invalid request to make
+        except Exception as exc:  # noqa: BLE001 - collect every operation's failure, report them together
+            failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
+    assert tested >= 8
+    assert not failures, "\n\n".join(failures)

@@ -1,0 +1,126 @@
+"""The pipeline under real gunicorn: metrics aggregated over workers (and valid for promtool), JSON logs from
+gunicorn itself, and one rate limit shared by every worker of two instances on one Redis."""
+
+import glob
+import os
+import shutil
+import subprocess
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.security import issue_token
+from tests.support.processes import HubServer
+from tests.support.services import wait_for
+
+pytestmark = pytest.mark.process
+
+PROMTOOL_HINT = (
+    "promtool not found: install it (Debian: apt-get install prometheus; scripts/lib.sh does this) "
+    "or set UAIP_TEST_ALLOW_NO_PROMTOOL=1 to skip this check explicitly"
+)
+
+
+def promtool() -> str | None:
+    found = shutil.which("promtool")
+    if found is None and os.environ.get("UAIP_TEST_ALLOW_NO_PROMTOOL") != "1":
+        pytest.fail(PROMTOOL_HINT)
+    return found
+
+
+def workers_that_counted(metrics_dir, endpoint: str) -> set[str]:
+    """Per-worker files holding a uaip_http_requests_total sample for `endpoint` (proves requests were spread)."""
+    files = set()
+    for path in glob.glob(str(metrics_dir / "counter_*.db")):
+        for entry in MmapedDict.read_all_values_from_file(path):
+            key, value = entry[0], entry[1]
+            if '"uaip_http_requests_total"' in key and endpoint in key and value > 0:
+                files.add(os.path.basename(path))
+    return files
+
+
+def requests_total(url: str, endpoint: str, status: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "uaip_http_requests_total" and s.labels.get("endpoint") == endpoint and s.labels.get("status") == status:
+                return s.value
+    return 0.0
+
+
+@pytest.fixture()
+def env(hub_env):
+    return {**hub_env, "UAIP_REDIS_KEY_PREFIX": f"uaip-test-{uuid.uuid4().hex[:10]}"}
+
+
+def test_metrics_are_summed_over_workers_and_pass_promtool(env):
+    tool = promtool()
+    with HubServer(env, workers=2, threads=2) as hub:
+        sent = 0
+
+        def burst():
+            nonlocal sent
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(pool.map(lambda _: requests.get(f"{hub.url}/api/v1/devices", timeout=10).status_code, range(20)))
+            assert set(statuses) == {401}
+            sent += len(statuses)
+            return len(workers_that_counted(hub.metrics_dir, "/api/v1/devices")) >= 2
+
+        wait_for(burst, timeout=60, interval=0, message="requests served by both workers")
+        assert requests_total(hub.url, "/api/v1/devices", "401") == sent
+
+        text = requests.get(f"{hub.url}/metrics", timeout=10).text
+        for name in ("uaip_http_requests_total", "uaip_http_request_duration_seconds_bucket", "uaip_rate_limited_total",
+                     "uaip_commands_total", "uaip_devices"):
+            assert name in text, name
+        if tool:
+            check = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+            assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout + check.stderr
+
+        token = issue_token("client-log-check", ["device:read"], env["JWT_SECRET"], 3600)[0]
+        requests.get(f"{hub.url}/api/v1/devices?limit=1", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+        def access_line_for_token_call():
+            return [l for l in hub.json_lines() if l.get("logger") == "uaip.access" and l.get("client_id") == "client-log-check"]
+
+        wait_for(access_line_for_token_call, timeout=10, message="access line of the bearer call")
+        lines = hub.json_lines()
+        output = hub.output()
+    assert token not in output
+    assert any(l.get("logger") == "gunicorn.error" and "Booting worker" in l.get("message", "") for l in lines), \
+        "gunicorn's own log lines are JSON too"
+    assert len([l for l in lines if l.get("logger") == "uaip.access"]) >= sent
+    non_json = [line for line in output.splitlines() if line.strip() and not line.lstrip().startswith("{")]
+    assert not non_json, non_json[:5]
+
+
+def test_one_burst_is_shared_by_every_worker_of_two_instances(env):
+    burst = 20
+    limited = {**env, "RATE_LIMIT_BURST": str(burst), "RATE_LIMIT_PER_MINUTE": str(burst)}
+    # per-minute = burst: the admitted count is exact for any run shorter than a minute, however loaded the host.
+    token = issue_token("client-cluster", ["device:read"], env["JWT_SECRET"], 3600)[0]
+    headers = {"Authorization": f"Bearer {token}"}
+    with HubServer(limited, workers=2, threads=4) as first, HubServer(limited, workers=2, threads=4) as second:
+        urls = [first.url, second.url] * 100
+
+        def call(url):
+            return requests.get(f"{url}/api/v1/nothing-here", headers=headers, timeout=30).status_code
+
+        with ThreadPoolExecutor(50) as pool:
+            statuses = list(pool.map(call, urls))
+    assert len(statuses) == 200
+    assert statuses.count(404) == burst, {s: statuses.count(s) for s in set(statuses)}
+    assert statuses.count(429) == 200 - burst
+
+
+def test_check_config_passes_without_a_metrics_directory(env, tmp_path):
+    from tests.support.processes import BIN, ROOT, _process_env
+
+    fresh = {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "not-yet")}
+    result = subprocess.run([str(BIN / "gunicorn"), "--check-config", "-c", "gunicorn.conf.py", "wsgi:app"],
+                            cwd=ROOT, env=_process_env(fresh), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
