@@ -45,14 +45,10 @@ class Cache:
         self._client = None
 
 
-def redis_key_prefix() -> str:
-    """Prefix for every key the hub writes, so several hubs (or test runs) can share one Redis."""
-    return os.environ.get("UAIP_REDIS_KEY_PREFIX", "uaip").strip() or "uaip"
-
-
 def init_app(app: Flask) -> None:
-    url = app.config["SETTINGS"].redis_url
-    app.extensions["uaip.cache"] = Cache(url, redis_key_prefix()) if url else None
+    settings = app.config["SETTINGS"]
+    # Every key the hub writes starts with UAIP_REDIS_KEY_PREFIX, so several hubs (or test runs) share one Redis.
+    app.extensions["uaip.cache"] = Cache(settings.redis_url, settings.redis_key_prefix) if settings.redis_url else None
 
 
 def get_cache() -> Cache | None:

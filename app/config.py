@@ -113,6 +113,7 @@ class Settings:
     nats_url: str
     jwt_secret: str = dataclasses.field(repr=False)
     redis_url: str | None = dataclasses.field(default=None, repr=False)
+    redis_key_prefix: str = "uaip"
     environment: str = "production"
     jwt_expiry_seconds: int = 3600
     server_host: str = "0.0.0.0"
@@ -141,6 +142,7 @@ class Settings:
         return cls(
             database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres"), required=True),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix"), required=False),
+            redis_key_prefix=_raw(env, "UAIP_REDIS_KEY_PREFIX") or "uaip",
             nats_url=_url(env, "NATS_URL", ("nats", "tls", "ws", "wss"), required=True),
             jwt_secret=_jwt_secret(env, environment),
             environment=environment,

@@ -50,13 +50,13 @@ def is_exempt() -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in EXEMPT_PATHS)
 
 
-def storage_settings(redis_url: str | None) -> tuple[str, dict]:
+def storage_settings(redis_url: str | None, key_prefix: str) -> tuple[str, dict]:
     """Storage URI and options: Redis with the hub's key prefix and bounded timeouts, or memory."""
     if not redis_url:
         return "memory://", {}
     return redis_url, {
         # The strategy is part of the prefix: keys of another strategy would give WRONGTYPE errors.
-        "key_prefix": f"{cache.redis_key_prefix()}:limits:{STRATEGY}",
+        "key_prefix": f"{key_prefix}:limits:{STRATEGY}",
         "socket_timeout": cache.SOCKET_TIMEOUT_SECONDS,
         "socket_connect_timeout": cache.CONNECT_TIMEOUT_SECONDS,
         # One immediate retry replaces a pooled connection that died with a Redis restart; no back-off sleeps.
@@ -92,7 +92,7 @@ def _restore_retry_after(response):
 
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
-    storage_uri, storage_options = storage_settings(settings.redis_url)
+    storage_uri, storage_options = storage_settings(settings.redis_url, settings.redis_key_prefix)
     limiter = Limiter(
         key_func=limit_key,
         application_limits=[limit_string(settings.rate_limit_per_minute, settings.rate_limit_burst)],

@@ -1,5 +1,6 @@
 """/metrics in one process: contract names and labels, bounded label values, 429s observed, devices by status."""
 
+import uuid
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -58,9 +59,9 @@ def test_scraping_is_not_counted_and_not_limited(hub_env):
     assert sample("uaip_http_requests_total", method="GET", endpoint="/metrics", status="200") == before
 
 
-def test_rate_limited_requests_reach_the_histogram(hub_env, monkeypatch):
-    monkeypatch.setenv("UAIP_REDIS_KEY_PREFIX", "uaip-test-hist-" + __import__("uuid").uuid4().hex[:8])
-    app = create_app({**hub_env, "RATE_LIMIT_BURST": "1"})
+def test_rate_limited_requests_reach_the_histogram(hub_env):
+    prefix = "uaip-test-hist-" + uuid.uuid4().hex[:8]
+    app = create_app({**hub_env, "RATE_LIMIT_BURST": "1", "UAIP_REDIS_KEY_PREFIX": prefix})
     client = app.test_client()
     labels = {"method": "GET", "endpoint": "/api/v1/devices", "status": "429"}
     before = sample("uaip_http_request_duration_seconds_count", **labels)

@@ -16,17 +16,16 @@ BURST = 3
 
 
 @pytest.fixture()
-def key_prefix(monkeypatch) -> str:
+def key_prefix() -> str:
     """A Redis key prefix of this test alone, so no other test or run shares its buckets (ip:127.0.0.1 ...)."""
-    prefix = f"uaip-test-{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("UAIP_REDIS_KEY_PREFIX", prefix)
-    return prefix
+    return f"uaip-test-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture()
 def make_app(hub_env, key_prefix):
     def make(**overrides):
-        return create_app({**hub_env, "RATE_LIMIT_PER_MINUTE": "10", "RATE_LIMIT_BURST": str(BURST), **overrides})
+        return create_app({**hub_env, "UAIP_REDIS_KEY_PREFIX": key_prefix, "RATE_LIMIT_PER_MINUTE": "10",
+                           "RATE_LIMIT_BURST": str(BURST), **overrides})
 
     return make
 
