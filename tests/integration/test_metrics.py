@@ -1,6 +1,7 @@
 """/metrics in one process: contract names and labels, bounded label values, 429s observed, devices by status."""
 
 import uuid
+
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
