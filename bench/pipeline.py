@@ -1,10 +1,10 @@
 """Cost and exactness of the request pipeline, measured under real gunicorn (run: `python -m bench.pipeline`).
 
 1. Overhead: the same tiny view (`GET /api/v1/bench/ping`, a blueprint defined here) served by
-   `full_app()` — create_app() with everything: request id, JSON access log, Redis rate-limit check, metrics,
-   security headers — and by `bare_app()` — a plain Flask app with only that blueprint. Both run under
-   gunicorn.conf.py (same workers, threads, settings); `hey` measures the latency distribution. The overhead is the
-   difference of the medians.
+   `bench.apps:ping_full()` — create_app() with everything: request id, JSON access log, Redis rate-limit check, metrics,
+   security headers — and by `ping_bare()` — a plain Flask app with only that blueprint. Both run under
+   gunicorn.conf.py (same workers, threads, settings); `hey` measures the latency distribution in rounds that
+   alternate A/B. The overhead is the difference of the medians.
 2. Redis round trips per request: MONITOR on a private Redis during a known number of requests (commands Lua
    scripts run inside Redis are reported apart: they are not round trips).
 3. Exactness: two gunicorn instances x 2 workers on one Redis, 200 concurrent requests from one client; the count
@@ -17,71 +17,17 @@ them as JSON. The machine may be shared: figures are what this run saw, not a gu
 from __future__ import annotations
 
 import json
-import re
 import secrets
-import shutil
-import subprocess
-import sys
 import threading
 import uuid
-from pathlib import Path
 
 import redis
-from flask import Blueprint, Flask, jsonify
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-blueprint = Blueprint("bench", __name__)
-
-
-@blueprint.get("/bench/ping")
-def ping():
-    return jsonify({"ok": True})
-
-
-def full_app() -> Flask:
-    """The hub's app factory (every pipeline stage on) plus the benchmark view."""
-    from app import create_app
-    from app.api import API_PREFIX
-
-    app = create_app()
-    app.register_blueprint(blueprint, url_prefix=API_PREFIX)
-    return app
-
-
-def bare_app() -> Flask:
-    """The same view with no pipeline at all."""
-    from app.api import API_PREFIX
-
-    app = Flask(__name__)
-    app.register_blueprint(blueprint, url_prefix=API_PREFIX)
-    return app
+from bench.apps import PING
+from bench.harness import Gunicorn, hey, median
 
 
 # --- measurement ---------------------------------------------------------------------------------------------
-
-
-def _hey(url: str, n: int, concurrency: int, headers: dict[str, str]) -> str:
-    args = ["hey", "-n", str(n), "-c", str(concurrency)]
-    for name, value in headers.items():
-        args += ["-H", f"{name}: {value}"]
-    return subprocess.run(args + [url], capture_output=True, text=True, check=True, timeout=600).stdout
-
-
-def _latency(output: str, percentile: int) -> float:
-    match = re.search(rf"^\s*{percentile}% in ([0-9.]+) secs", output, re.MULTILINE)
-    return float(match.group(1)) * 1000 if match else float("nan")
-
-
-def _rps(output: str) -> float:
-    match = re.search(r"Requests/sec:\s+([0-9.]+)", output)
-    return float(match.group(1)) if match else float("nan")
-
-
-def _status_counts(output: str) -> dict[int, int]:
-    return {int(code): int(count) for code, count in re.findall(r"\[(\d{3})\]\s+(\d+) responses", output)}
 
 
 def _redis_round_trips(store_url: str, url: str, n: int, headers: dict[str, str]) -> dict:
@@ -92,7 +38,7 @@ def _redis_round_trips(store_url: str, url: str, n: int, headers: dict[str, str]
     client = redis.Redis.from_url(store_url)
 
     def load():
-        _hey(url, n, 1, headers)
+        hey(url, requests=n, concurrency=1, headers=headers)
         redis.Redis.from_url(store_url).echo(marker)
 
     with client.monitor() as monitor:
@@ -108,24 +54,13 @@ def _redis_round_trips(store_url: str, url: str, n: int, headers: dict[str, str]
     return {"round_trips_per_request": sum(seen.values()) / n, "by_command": seen, "lua_internal_per_request": inside / n}
 
 
-def _server(env: dict[str, str], target: str, workers: int, threads: int):
-    from tests.support.processes import HubServer
-
-    server = HubServer(env, workers=workers, threads=threads)
-    server.args[-1] = target
-    return server
-
-
-def measure(requests_per_run: int = 3000, concurrency: int = 8, workers: int = 2, threads: int = 4) -> dict:
+def measure(rounds: int = 3, requests_per_round: int = 1500, concurrency: int = 8) -> dict:
+    """Overhead (A/B rounds, alternating), Redis round trips per request, and limit exactness."""
     from app.security import issue_token
     from tests.support.servers import RedisServer
     from tests.support.services import NATS_URL, POSTGRES_ADMIN_URL
 
-    if shutil.which("hey") is None:
-        raise SystemExit("hey not found: apt-get install -y hey")
     jwt_secret = secrets.token_urlsafe(48)
-    figures: dict = {"requests_per_run": requests_per_run, "concurrency": concurrency,
-                     "workers": workers, "threads": threads}
     with RedisServer() as store:
         env = {
             "DATABASE_URL": POSTGRES_ADMIN_URL,  # the ping view never queries; the pool is lazy
@@ -138,52 +73,54 @@ def measure(requests_per_run: int = 3000, concurrency: int = 8, workers: int = 2
             "RATE_LIMIT_PER_MINUTE": "1000000",
             "RATE_LIMIT_BURST": "1000000",
         }
-        token = issue_token("bench-client", ["device:read"], jwt_secret, 3600)[0]
-        headers = {"Authorization": f"Bearer {token}"}
-
-        # 1. overhead, one server at a time (2 shared cores: never both at once)
-        for name, target in (("bare", "bench.pipeline:bare_app()"), ("full", "bench.pipeline:full_app()")):
-            with _server(env, target, workers, threads) as server:
-                url = f"{server.url}/api/v1/bench/ping"
-                _hey(url, 500, concurrency, headers)  # warm-up: imports, connections, Lua script load
-                serial = _hey(url, requests_per_run // 3, 1, headers)
-                loaded = _hey(url, requests_per_run, concurrency, headers)
-                figures[name] = {
-                    "median_ms_c1": _latency(serial, 50),
-                    "p90_ms_c1": _latency(serial, 90),
-                    "median_ms": _latency(loaded, 50),
-                    "p90_ms": _latency(loaded, 90),
-                    "p99_ms": _latency(loaded, 99),
-                    "requests_per_second": _rps(loaded),
-                }
-                if name == "full":
-                    figures["redis"] = _redis_round_trips(store.url, url, 200, headers)
-        figures["overhead_median_ms_c1"] = round(figures["full"]["median_ms_c1"] - figures["bare"]["median_ms_c1"], 3)
-        figures["overhead_median_ms"] = round(figures["full"]["median_ms"] - figures["bare"]["median_ms"], 3)
-
-        # 3. exactness across 2 instances x 2 workers on one Redis
-        burst = 20
-        limited = {**env, "RATE_LIMIT_PER_MINUTE": "100", "RATE_LIMIT_BURST": str(burst)}
-        token = issue_token(f"bench-burst-{uuid.uuid4().hex[:6]}", ["device:read"], jwt_secret, 3600)[0]
-        with _server(limited, "bench.pipeline:full_app()", 2, 4) as first, \
-                _server(limited, "bench.pipeline:full_app()", 2, 4) as second:
-            outputs: list[str] = []
-
-            def fire(server):
-                outputs.append(_hey(f"{server.url}/api/v1/bench/ping", 100, 100, {"Authorization": f"Bearer {token}"}))
-
-            runners = [threading.Thread(target=fire, args=(s,)) for s in (first, second)]
-            for runner in runners:
-                runner.start()
-            for runner in runners:
-                runner.join()
-        counts: dict[int, int] = {}
-        for output in outputs:
-            for code, count in _status_counts(output).items():
-                counts[code] = counts.get(code, 0) + count
-        figures["exactness"] = {"burst": burst, "sent": 200, "admitted": counts.get(200, 0), "status_counts": counts,
-                                "slowest_s": max((_latency(o, 99) / 1000 for o in outputs), default=None)}
+        headers = {"Authorization": f"Bearer {issue_token('bench-client', ['device:read'], jwt_secret, 3600)[0]}"}
+        samples: dict[str, dict[str, list[float]]] = {side: {"c1": [], "loaded": [], "rps": []} for side in ("bare", "full")}
+        with Gunicorn(env, target="bench.apps:ping_bare()") as bare, \
+                Gunicorn(env, target="bench.apps:ping_full()") as full:
+            servers = {"bare": bare, "full": full}
+            for server in servers.values():  # warm-up: imports, connections, Lua script load
+                hey(f"{server.url}{PING}", requests=500, concurrency=concurrency, headers=headers)
+            for _ in range(rounds):
+                for side, server in servers.items():  # A, B, A, B, ...: drift in machine load hits both alike
+                    url = f"{server.url}{PING}"
+                    serial = hey(url, requests=requests_per_round // 3, concurrency=1, headers=headers)
+                    loaded = hey(url, requests=requests_per_round, concurrency=concurrency, headers=headers)
+                    samples[side]["c1"].append(serial.p50_ms)
+                    samples[side]["loaded"].append(loaded.p50_ms)
+                    samples[side]["rps"].append(loaded.requests_per_second)
+            redis_trips = _redis_round_trips(store.url, f"{full.url}{PING}", 200, headers)
+        figures: dict = {side: {key: median(values) for key, values in series.items()} for side, series in samples.items()}
+        figures["overhead_median_ms_c1"] = figures["full"]["c1"] - figures["bare"]["c1"]
+        figures["overhead_median_ms_loaded"] = figures["full"]["loaded"] - figures["bare"]["loaded"]
+        figures["redis"] = redis_trips
+        figures["exactness"] = _exactness(env, jwt_secret)
+        figures.update(rounds=rounds, requests_per_round=requests_per_round, concurrency=concurrency)
     return figures
+
+
+def _exactness(env: dict[str, str], jwt_secret: str, burst: int = 20) -> dict:
+    """Two gunicorn instances x 2 workers on one Redis; 200 concurrent requests from one client."""
+    from app.security import issue_token
+
+    limited = {**env, "RATE_LIMIT_PER_MINUTE": "100", "RATE_LIMIT_BURST": str(burst)}
+    token = issue_token(f"bench-burst-{uuid.uuid4().hex[:6]}", ["device:read"], jwt_secret, 3600)[0]
+    results = []
+    with Gunicorn(limited, target="bench.apps:ping_full()", workers=2) as first, \
+            Gunicorn(limited, target="bench.apps:ping_full()", workers=2) as second:
+        def fire(server):
+            results.append(hey(f"{server.url}{PING}", requests=100, concurrency=100,
+                               headers={"Authorization": f"Bearer {token}"}))
+
+        runners = [threading.Thread(target=fire, args=(s,)) for s in (first, second)]
+        for runner in runners:
+            runner.start()
+        for runner in runners:
+            runner.join()
+    counts: dict[int, int] = {}
+    for result in results:
+        for code, count in result.statuses.items():
+            counts[code] = counts.get(code, 0) + count
+    return {"burst": burst, "sent": 200, "admitted": counts.get(200, 0), "status_counts": counts}
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def list_vs_bare(db: BenchDatabase, rounds: int = 3, seconds: int = 5, concurren
     env = hub_env(db.url)
     client_id, secret = db.create_client()
     hub_rps, bare_rps, hub_p50, bare_p50 = [], [], [], []
-    with Gunicorn(env) as hub, Gunicorn(env, target="bench.bare_app:app") as bare:
+    with Gunicorn(env) as hub, Gunicorn(env, target="bench.apps:bare_device_list()") as bare:
         headers = {"Authorization": f"Bearer {fetch_token(hub.url, client_id, secret)}"}
         for target in (hub, bare):  # warm up both (pools, JIT-free but caches and imports)
             hey(target.url + LIST_PATH, requests=300, concurrency=concurrency, headers=headers)
