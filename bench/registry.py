@@ -66,6 +66,18 @@ def worker_classes(db: BenchDatabase, seconds: int = 5, concurrency: int = 16) -
     return figures
 
 
+def default_limits(db: BenchDatabase) -> dict:
+    """Scenario 4: `hey -n 1000 -c 10` on /devices from one client with the default limits (100/min, burst 20)."""
+    env = {k: v for k, v in hub_env(db.url).items() if not k.startswith("RATE_LIMIT_")}
+    client_id, secret = db.create_client()
+    with Gunicorn(env) as hub:
+        headers = {"Authorization": f"Bearer {fetch_token(hub.url, client_id, secret)}"}
+        result = hey(hub.url + "/api/v1/devices", requests=1000, concurrency=10, headers=headers)
+        after = requests.get(hub.url + "/api/v1/devices", headers=headers)
+    return {"statuses": result.statuses, "errors": result.errors, "next_status": after.status_code,
+            "retry_after": after.headers.get("Retry-After"), "limit_header": after.headers.get("X-RateLimit-Limit")}
+
+
 def token_issuance(db: BenchDatabase, requests_count: int = 3000, concurrency: int = 8) -> dict:
     """Token endpoint throughput for a returning client (verified-secret cache warm), plus the cold cost."""
     env = hub_env(db.url)

@@ -1,0 +1,115 @@
+"""One command for every benchmark: `python -m bench.run` (or `scripts/bench`).
+
+Starts what it needs (its own database, gunicorn instances on free ports from a runtime-only venv, private
+Redis where a scenario needs one) against the local PostgreSQL/Redis/NATS, runs each scenario with `hey`
+(alternating A/B rounds where two things are compared) and prints a table of medians and ratios. Full
+figures go to bench/results/<time>.json. `--quick` shortens every scenario (a smoke run, not figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+from bench import pipeline, registry
+from bench.harness import ROOT, BenchDatabase
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    with open("/proc/meminfo") as meminfo:
+        mem_gb = int(meminfo.readline().split()[1]) / 1024 / 1024
+    return f"{platform.machine()}, {cpus} cores, {mem_gb:.0f} GiB, Python {platform.python_version()}"
+
+
+def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
+    rounds, seconds = (1, 2) if quick else (3, 5)
+    return {
+        "device_list": lambda db: registry.list_vs_bare(db, rounds=rounds, seconds=seconds),
+        "pipeline": lambda db: pipeline.measure(rounds=rounds, requests_per_round=600 if quick else 1500),
+        "default_limits": registry.default_limits,
+        "token": lambda db: registry.token_issuance(db, requests_count=500 if quick else 3000),
+        "memory": lambda db: registry.worker_memory(db, total_requests=2_000 if quick else 50_000),
+        "worker_classes": lambda db: registry.worker_classes(db, seconds=seconds),
+    }
+
+
+def rows(figures: dict) -> list[tuple[str, str, str]]:
+    """(what, goal, measured) for the summary table."""
+    out = []
+    if "device_list" in figures:
+        f = figures["device_list"]
+        out.append(("GET /devices?limit=50 (1,000 devices), hub vs bare Flask+psycopg2", "≥ 0.8×",
+                    f"{f['hub_rps']:.0f} vs {f['bare_rps']:.0f} req/s = {f['ratio']:.2f}×"))
+    if "pipeline" in figures:
+        f = figures["pipeline"]
+        out.append(("pipeline overhead, median, 1 connection", "≤ 1.5 ms",
+                    f"{f['overhead_median_ms_c1']:.2f} ms ({f['full']['c1']:.2f} vs {f['bare']['c1']:.2f})"))
+        out.append(("pipeline overhead, median, 8 connections", "—",
+                    f"{f['overhead_median_ms_loaded']:.2f} ms ({f['full']['rps']:.0f} vs {f['bare']['rps']:.0f} req/s)"))
+        out.append(("limiter Redis round trips per request", "stated", f"{f['redis']['round_trips_per_request']:.1f}"))
+        e = f["exactness"]
+        out.append(("burst exactness, 200 concurrent over 2 instances × 2 workers", f"= {e['burst']}",
+                    f"{e['admitted']} admitted, statuses {e['status_counts']}"))
+    if "default_limits" in figures:
+        f = figures["default_limits"]
+        out.append(("hey -n 1000 -c 10 /devices, default limits", "20 × 200, rest 429",
+                    f"{f['statuses']}, errors {f['errors']}, then {f['next_status']} Retry-After {f['retry_after']}"))
+    if "token" in figures:
+        f = figures["token"]
+        out.append(("token issuance (returning client)", "≥ 200/s",
+                    f"{f['tokens_per_second']:.0f}/s (first check per worker: scrypt {f['scrypt_ms']:.0f} ms)"))
+    if "memory" in figures:
+        f = figures["memory"]
+        out.append((f"RSS per worker, start → after {f['requests']:,} requests", "< 80 MB, < 10 % growth",
+                    " / ".join(f"{s:.1f}→{e:.1f} MB" for s, e in zip(f["rss_start_mb"], f["rss_end_mb"]))
+                    + f" (max +{f['max_growth_pct']:.1f} %)"))
+    if "worker_classes" in figures:
+        for label, f in figures["worker_classes"].items():
+            out.append((f"worker layout {label}: /devices?limit=50", "choose default",
+                        f"{f['rps']:.0f} req/s, p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms"))
+    return out
+
+
+def table(figures: dict) -> str:
+    lines = ["| scenario | goal | measured |", "| --- | --- | --- |"]
+    lines += [f"| {what} | {goal} | {measured} |" for what, goal, measured in rows(figures)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs: check the scripts, not the figures")
+    parser.add_argument("--only", nargs="*", help="scenario names to run (default: all)")
+    args = parser.parse_args()
+    chosen = scenarios(args.quick)
+    names = args.only or list(chosen)
+    db = BenchDatabase.create()
+    figures: dict = {"machine": machine(), "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        db.seed_devices(1000)
+        for name in names:
+            started = time.monotonic()
+            print(f"[bench] {name} ...", flush=True)
+            figures[name] = chosen[name](db)
+            print(f"[bench] {name} done in {time.monotonic() - started:.0f} s", flush=True)
+    finally:
+        db.drop()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(figures, indent=2, default=str))
+    print(f"\nMachine: {figures['machine']}\n")
+    print(table(figures))
+    print(f"\nFull figures: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
