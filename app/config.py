@@ -56,30 +56,25 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+def _number(env: Mapping[str, str], name: str, default, minimum, maximum, kind: type, noun: str):
     value = _raw(env, name)
     if value is None:
         return default
     try:
-        number = int(value)
+        number = kind(value)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
-    if not minimum <= number <= maximum:
-        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {number}")
-    return number
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
-    value = _raw(env, name)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+        raise ConfigError(f"{name} must be {noun}, got {value!r}") from None
     if not minimum <= number <= maximum:
         raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}, got {number:g}")
     return number
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    return _number(env, name, default, minimum, maximum, int, "an integer")
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
+    return _number(env, name, default, minimum, maximum, float, "a number")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -83,19 +83,14 @@ def accepted_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+ENVELOPE_FIELDS = ("message_id", "device_id", "command", "params", "qos", "priority", "created_at", "expires_at",
+                   "request_id")
+
+
 def envelope(row: dict[str, Any]) -> dict[str, Any]:
     """The body published on `uaip.devices.{id}.commands`."""
-    return {
-        "message_id": str(row["message_id"]),
-        "device_id": row["device_id"],
-        "command": row["command"],
-        "params": row["params"],
-        "qos": row["qos"],
-        "priority": row["priority"],
-        "created_at": timestamp(row["created_at"]),
-        "expires_at": timestamp(row["expires_at"]),
-        "request_id": row["request_id"],
-    }
+    view = message_view(row)
+    return {field: view[field] for field in ENVELOPE_FIELDS}
 
 
 def message_not_found(message_id: str) -> APIError:
