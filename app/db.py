@@ -69,6 +69,9 @@ class Database:
                     application_name=self.application_name,
                     options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC",
                 )
+                # psycopg2 keeps only `minconn` idle connections and closes every other one it gets back, so
+                # with minconn=0 each transaction would open a new connection (~6 ms). Keep up to maxconn.
+                self._pool.minconn = self.maxconn
                 self._pool_pid = os.getpid()
         return self._pool
 
