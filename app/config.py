@@ -65,7 +65,7 @@ def _number(env: Mapping[str, str], name: str, default, minimum, maximum, kind: 
     except ValueError:
         raise ConfigError(f"{name} must be {noun}, got {value!r}") from None
     if not minimum <= number <= maximum:
-        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}, got {number:g}")
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {number}")
     return number
 
 

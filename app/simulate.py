@@ -89,6 +89,7 @@ class DeviceSimulator:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim-device")
         self.received: list[dict[str, Any]] = []  # every command envelope delivered, duplicates included
         self.outcomes: dict[str, dict[str, Any]] = {}  # message_id → final ack sent
+        self._running: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeats: threading.Thread | None = None
@@ -163,9 +164,21 @@ class DeviceSimulator:
         with self._lock:
             self.received.append(command)
             outcome = self.outcomes.get(message_id)
-        if outcome is not None:  # a redelivery of a command already done
+            running = message_id in self._running
+            if outcome is None and not running:
+                self._running.add(message_id)
+        if outcome is not None:  # a redelivery of a command already done: report its outcome again
             self._ack(device_id, outcome)
             return
+        if running:  # a redelivery of a command still being executed: it reports when done
+            return
+        try:
+            self._run(command, message_id, device_id)
+        finally:
+            with self._lock:
+                self._running.discard(message_id)
+
+    def _run(self, command: dict[str, Any], message_id: str, device_id: str) -> None:
         if not self._ack(device_id, {"message_id": message_id, "status": "acknowledged"}):
             return
         params = command.get("params") if isinstance(command.get("params"), dict) else {}
@@ -177,11 +190,11 @@ class DeviceSimulator:
         else:
             outcome = {"message_id": message_id, "status": "completed",
                        "result": {"command": command.get("command"), "echo": params}}
-        if self._ack(device_id, outcome):
-            with self._lock:
-                if len(self.outcomes) >= MAX_REMEMBERED:
-                    self.outcomes.clear()
-                self.outcomes[message_id] = outcome
+        with self._lock:  # remembered first: a redelivery from now on gets this outcome, even if this ack is lost
+            if len(self.outcomes) >= MAX_REMEMBERED:
+                self.outcomes.clear()
+            self.outcomes[message_id] = outcome
+        self._ack(device_id, outcome)
 
     def received_ids(self) -> set[str]:
         with self._lock:

@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Any, Iterable
 
-from psycopg2.extras import Json
+from psycopg2.extras import Json, execute_values
 
 from app import messaging as subjects
 from app.db import Database
@@ -257,10 +257,14 @@ def publish_and_mark_sent(
         (published if _publish(messaging, row) else failed).append(str(row["message_id"]))
 
     def mark(cur):
+        # Losing this write in a crash is harmless (the command is durable as queued; the relay re-sends it),
+        # so it does not wait for the WAL flush: one of the two commits of a submit becomes cheap.
+        cur.execute("SET LOCAL synchronous_commit = off")
         newly_sent = 0
         if published:
             cur.execute(
-                "UPDATE commands SET status = 'sent', sent_at = COALESCE(sent_at, now()), attempts = attempts + 1, "
+                "UPDATE commands SET status = CASE WHEN status = 'queued' THEN 'sent' ELSE status END, "
+                "sent_at = COALESCE(sent_at, now()), attempts = attempts + 1, "
                 "updated_at = now(), next_attempt_at = now() + make_interval(secs => %s) "
                 "WHERE message_id = ANY(%s::uuid[]) AND status = 'queued'",
                 (retry_seconds, published),
@@ -374,52 +378,73 @@ def transition_error(current: str, new: str, expired_by_time: bool) -> str | Non
     return None
 
 
-def _apply_ack(cur, ack: Ack) -> AckOutcome:
-    message_id = parse_message_id(ack.message_id)
-    if message_id is None:
-        return AckOutcome(ack, "MESSAGE_NOT_FOUND")
-    cur.execute(
-        f"SELECT {MESSAGE_COLUMNS}, expires_at <= now() AS past_ttl FROM commands WHERE message_id = %s FOR UPDATE",
-        (str(message_id),),
-    )
-    row = cur.fetchone()
+def _apply_ack(row: dict[str, Any] | None, ack: Ack, now) -> AckOutcome:
+    """Decide one ack against the locked row (updated in place when it applies)."""
     if row is None:
         return AckOutcome(ack, "MESSAGE_NOT_FOUND")
     if row["device_id"] != ack.device_id:
         return AckOutcome(ack, "FORBIDDEN")
     current = row["status"]
-    code = transition_error(current, ack.status, bool(row["past_ttl"]))
+    code = transition_error(current, ack.status, row["expires_at"] <= now)
     if code == "MESSAGE_EXPIRED" and current != "expired":
         # The TTL passed before the sweeper got to it: record the expiry now, then refuse the ack.
-        cur.execute(
-            f"UPDATE commands SET status = 'expired', updated_at = now() WHERE message_id = %s RETURNING {MESSAGE_COLUMNS}",
-            (str(message_id),),
-        )
-        expired = cur.fetchone()
-        return AckOutcome(ack, code, message_view(expired), current, True, row["request_id"])
+        row["status"] = "expired"
+        return AckOutcome(ack, code, message_view(row), current, True, row["request_id"])
     if code is not None or current == ack.status:
         return AckOutcome(ack, code, message_view(row), current, False, row["request_id"])
-    finished = ack.status in ("completed", "failed")
-    cur.execute(
-        "UPDATE commands SET status = %(status)s, updated_at = now(), sent_at = COALESCE(sent_at, now()), "
-        "acknowledged_at = COALESCE(acknowledged_at, now()), "
-        "completed_at = CASE WHEN %(finished)s THEN now() ELSE completed_at END, "
-        "result = COALESCE(%(result)s, result), error = COALESCE(%(error)s, error) "
-        f"WHERE message_id = %(id)s RETURNING {MESSAGE_COLUMNS}",
-        {
-            "status": ack.status, "finished": finished, "id": str(message_id), "error": ack.error,
-            "result": Json(ack.result) if ack.result is not None else None,
-        },
-    )
-    updated = cur.fetchone()
-    return AckOutcome(ack, None, message_view(updated), current, True, row["request_id"])
+    row["status"] = ack.status
+    row["sent_at"] = row["sent_at"] or now
+    row["acknowledged_at"] = row["acknowledged_at"] or now
+    if ack.status in ("completed", "failed"):
+        row["completed_at"] = now
+    if ack.result is not None:
+        row["result"] = ack.result
+    if ack.error is not None:
+        row["error"] = ack.error
+    return AckOutcome(ack, None, message_view(row), current, True, row["request_id"])
+
+
+def _apply_ack_batch(cur, acks: list[Ack]) -> list[AckOutcome]:
+    """Lock every row the batch touches (one SELECT, in message-id order, so relays with overlapping batches
+    cannot deadlock), decide each ack in arrival order, then write each changed row once (one statement)."""
+    ids = sorted({str(parsed) for ack in acks if (parsed := parse_message_id(ack.message_id)) is not None})
+    rows: dict[str, dict[str, Any]] = {}
+    now = None
+    if ids:
+        cur.execute(
+            f"SELECT {MESSAGE_COLUMNS}, now() AS db_now FROM commands WHERE message_id = ANY(%s::uuid[]) "
+            "ORDER BY message_id FOR UPDATE",
+            (ids,),
+        )
+        for row in cur.fetchall():
+            now = row.pop("db_now")
+            rows[str(row["message_id"])] = dict(row)
+    outcomes, changed = [], {}
+    for ack in acks:
+        parsed = parse_message_id(ack.message_id)
+        row = rows.get(str(parsed)) if parsed is not None else None
+        outcome = _apply_ack(row, ack, now)
+        if outcome.changed:
+            changed[str(parsed)] = row
+        outcomes.append(outcome)
+    if changed:
+        execute_values(
+            cur,
+            "UPDATE commands AS c SET status = v.status, sent_at = v.sent_at, acknowledged_at = v.acknowledged_at, "
+            "completed_at = v.completed_at, result = v.result, error = v.error, updated_at = now() "
+            "FROM (VALUES %s) AS v(message_id, status, sent_at, acknowledged_at, completed_at, result, error) "
+            "WHERE c.message_id = v.message_id",
+            [(message_id, row["status"], row["sent_at"], row["acknowledged_at"], row["completed_at"],
+              Json(row["result"]) if row["result"] is not None else None, row["error"])
+             for message_id, row in changed.items()],
+            template="(%s::uuid, %s, %s::timestamptz, %s::timestamptz, %s::timestamptz, %s::jsonb, %s)", page_size=1000,
+        )
+    return outcomes
 
 
 def apply_acks(db: Database, acks: list[Ack]) -> list[AckOutcome]:
-    """Apply acks in one transaction (the relay's batches). Rows are locked in message-id order (a stable sort
-    keeps one message's acks in arrival order), so two relays with overlapping batches cannot deadlock."""
-    ordered = sorted(acks, key=lambda ack: ack.message_id)
-    outcomes = db.transaction(lambda cur: [_apply_ack(cur, ack) for ack in ordered])
+    """Apply acks (a relay batch, or one REST ack) in one transaction; a message's acks apply in order."""
+    outcomes = db.transaction(lambda cur: _apply_ack_batch(cur, acks))
     for outcome in outcomes:
         if outcome.changed:
             count(outcome.message["status"])
@@ -561,7 +586,8 @@ def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str,
             published.append(row)
         for row in published:
             cur.execute(
-                "UPDATE commands SET status = 'sent', sent_at = COALESCE(sent_at, now()), attempts = attempts + 1, "
+                "UPDATE commands SET status = CASE WHEN status = 'queued' THEN 'sent' ELSE status END, "
+                "sent_at = COALESCE(sent_at, now()), attempts = attempts + 1, "
                 "updated_at = now(), next_attempt_at = now() + make_interval(secs => %s) WHERE message_id = %s",
                 (retry_delay(row["attempts"] + 1, retry_seconds), str(row["message_id"])),
             )
@@ -580,12 +606,14 @@ def redeliver_due(db: Database, messaging: Messaging, retry_seconds: float) -> i
 
 
 def redeliver_all(db: Database, messaging: Messaging, retry_seconds: float) -> int:
-    """On relay start: every open command, whatever its back-off (acks sent while no relay ran were lost)."""
+    """On relay start and NATS reconnect: every unfinished command, whatever its back-off. Acks published while
+    no relay listened were lost, including a completion report after an `acknowledged` that did arrive, so
+    acknowledged qos ≥ 1 commands are re-sent too: the device answers a duplicate with its outcome."""
     started = db.transaction(lambda cur: (cur.execute("SELECT now() AS now"), cur.fetchone())[1]["now"])
     total = 0
     while True:
         published = _redeliver(
-            db, messaging, "status IN ('queued', 'sent') AND updated_at < %(started)s", {"started": started},
+            db, messaging, "status IN ('queued', 'sent', 'acknowledged') AND updated_at < %(started)s", {"started": started},
             retry_seconds,
         )
         total += published
