@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
 import sys
+import threading
 
 import click
 from flask import current_app
@@ -12,6 +16,7 @@ from flask.cli import FlaskGroup
 from app import create_app
 from app.config import ConfigError
 from app.db import get_db
+from app.messaging import get_messaging
 from app.migrate import migrate as apply_migrations
 from app.services.clients import UnknownScope, create_client, upsert_client
 
@@ -55,6 +60,55 @@ def create_client_command(name: str, scopes: str, as_json: bool) -> None:
         click.echo(f"client_secret: {secret}")
         click.echo(f"scopes:        {' '.join(client.scopes)}")
         click.echo("Store the secret now: it cannot be shown again.", err=True)
+
+
+def _default_logging(level: str = "info") -> None:
+    """Log to stdout when nothing configured logging yet (create_app may already have: then this is a no-op)."""
+    logging.basicConfig(level=level.upper(), stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@cli.command("relay")
+def relay_command() -> None:
+    """Run the relay: device acks and heartbeats from NATS, redelivery, expiry, offline sweep (until SIGTERM)."""
+    from app.relay import run_relay
+
+    settings = current_app.config["SETTINGS"]
+    _default_logging(settings.log_level)
+    sys.exit(run_relay(get_db(), get_messaging(), settings))
+
+
+@cli.command("simulate", with_appcontext=False)
+@click.option("--devices", "count", type=click.IntRange(1, 10_000), default=1, show_default=True, help="How many devices.")
+@click.option("--hub-url", envvar="UAIP_HUB_URL", default="http://127.0.0.1:8443", show_default=True)
+@click.option("--nats-url", envvar="NATS_URL", default="nats://127.0.0.1:4222", show_default=True)
+@click.option("--client-id", envvar="UAIP_CLIENT_ID", help="API client with device:write (or use --token).")
+@click.option("--client-secret", envvar="UAIP_CLIENT_SECRET")
+@click.option("--token", envvar="UAIP_TOKEN", help="A bearer token with device:write.")
+@click.option("--prefix", help="Device id prefix (ids are PREFIX-1 … PREFIX-N); default sim-<random>.")
+@click.option("--heartbeat-seconds", type=click.FloatRange(0.1, 3600), default=15.0, show_default=True)
+def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | None, client_secret: str | None,
+                     token: str | None, prefix: str | None, heartbeat_seconds: float) -> None:
+    """Simulate devices: register them, heartbeat over NATS, execute commands and ack them (until Ctrl-C)."""
+    from app.simulate import DeviceSimulator, HubError, fetch_token
+
+    _default_logging(os.environ.get("LOG_LEVEL", "info"))
+    hub_url = hub_url.rstrip("/")
+    try:
+        if token is None:
+            if not (client_id and client_secret):
+                raise click.UsageError("give --token, or --client-id and --client-secret (or UAIP_CLIENT_ID/SECRET)")
+            token = fetch_token(hub_url, client_id, client_secret)
+        simulator = DeviceSimulator.with_registration(
+            hub_url, nats_url, count, token=token, prefix=prefix, heartbeat_seconds=heartbeat_seconds)
+    except (HubError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with simulator:
+        click.echo(f"simulating {count} device(s): {', '.join(simulator.device_ids[:5])}{' …' if count > 5 else ''}")
+        stop.wait()
+    click.echo(f"stopped; {len(simulator.received)} command(s) received, {len(simulator.outcomes)} answered")
 
 
 def main() -> None:

@@ -56,17 +56,25 @@ def _required(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+def _number(env: Mapping[str, str], name: str, default, minimum, maximum, kind: type, noun: str):
     value = _raw(env, name)
     if value is None:
         return default
     try:
-        number = int(value)
+        number = kind(value)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+        raise ConfigError(f"{name} must be {noun}, got {value!r}") from None
     if not minimum <= number <= maximum:
         raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {number}")
     return number
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    return _number(env, name, default, minimum, maximum, int, "an integer")
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float, maximum: float) -> float:
+    return _number(env, name, default, minimum, maximum, float, "a number")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -133,6 +141,10 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     bootstrap_client_id: str | None = None
     bootstrap_client_secret: str | None = dataclasses.field(default=None, repr=False)
+    # Relay tuning (not in the old hub; README "Commands and the relay"). Tests shorten the intervals.
+    relay_sweep_seconds: float = 2.0
+    command_retry_seconds: float = 10.0
+    relay_queue_group: str = "uaip-relay"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -164,6 +176,9 @@ class Settings:
             cors_origins=_list(env, "CORS_ORIGINS"),
             bootstrap_client_id=_raw(env, "UAIP_BOOTSTRAP_CLIENT_ID"),
             bootstrap_client_secret=_raw(env, "UAIP_BOOTSTRAP_CLIENT_SECRET"),
+            relay_sweep_seconds=_float(env, "UAIP_RELAY_SWEEP_SECONDS", 2.0, 0.05, 3600),
+            command_retry_seconds=_float(env, "UAIP_COMMAND_RETRY_SECONDS", 10.0, 0.1, 3600),
+            relay_queue_group=_raw(env, "UAIP_RELAY_QUEUE_GROUP") or "uaip-relay",
         )
 
 

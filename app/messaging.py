@@ -52,6 +52,9 @@ def heartbeat_subject(device_id: str) -> str:
 ACKS_WILDCARD = "uaip.devices.*.acks"
 HEARTBEATS_WILDCARD = "uaip.devices.*.heartbeat"
 DEVICE_EVENTS_SUBJECT = "uaip.events.devices"
+COMMANDS_WILDCARD = "uaip.devices.*.commands"
+# Internal, hub to hub: a command reached a final status (wakes `?wait=N` requests in every API worker).
+MESSAGE_FINAL_SUBJECT = "uaip.internal.messages.final"
 
 
 def device_id_from_subject(subject: str) -> str | None:
@@ -72,6 +75,17 @@ class MessagingUnavailable(Exception):
     """NATS is not connected right now (down, or reconnecting)."""
 
 
+# handler(subject, data): runs on the NATS loop thread, so it must return quickly (hand work to another thread).
+Handler = Callable[[str, bytes], None]
+
+
+class _Subscription:
+    def __init__(self, subject: str, queue: str, handler: Handler) -> None:
+        self.subject, self.queue, self.handler = subject, queue, handler
+        self.active: Any = None  # the nats-py Subscription once made
+        self.pending = False
+
+
 class Messaging:
     """A per-process NATS connection driven from a private event-loop thread."""
 
@@ -85,6 +99,8 @@ class Messaging:
         self._nc: NATS | None = None
         self._connector: asyncio.Future | None = None
         self._closing = False
+        self._subscriptions: list[_Subscription] = []
+        self._first_attempt = threading.Event()  # set once this process's first connection attempt ended
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
 
     # -- event loop ------------------------------------------------------------------------------------
@@ -98,6 +114,9 @@ class Messaging:
                 thread = threading.Thread(target=loop.run_forever, name="nats-loop", daemon=True)
                 thread.start()
                 self._loop, self._thread, self._pid, self._nc, self._closing = loop, thread, os.getpid(), None, False
+                self._first_attempt = threading.Event()
+                for entry in self._subscriptions:  # made again by this process's connection
+                    entry.active, entry.pending = None, False
                 self._connector = asyncio.run_coroutine_threadsafe(self._connect_until_connected(), loop)
         return self._loop
 
@@ -132,9 +151,12 @@ class Messaging:
                     reconnected_cb=self._on_reconnected,
                 )
                 log.info("connected to NATS", extra={"nats_server": str(self._nc.connected_url.netloc) if self._nc.connected_url else None})
+                self._first_attempt.set()
+                await self._make_subscriptions()
                 await self._run_reconnect_callbacks()
                 return
             except Exception as exc:  # noqa: BLE001 - any failure means "try again shortly"
+                self._first_attempt.set()
                 log.warning("NATS connection failed; retrying", extra={"error": str(exc) or exc.__class__.__name__})
                 await asyncio.sleep(FIRST_CONNECT_RETRY_SECONDS)
 
@@ -173,12 +195,73 @@ class Messaging:
             time.sleep(0.02)
         return self.is_connected()
 
+    # -- subscriptions ---------------------------------------------------------------------------------
+
+    async def _make_subscriptions(self) -> None:
+        """Subscribe every wanted subscription not made yet (nats-py re-subscribes by itself on reconnect)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        for entry in self._subscriptions:
+            if entry.active is not None or entry.pending:
+                continue
+            entry.pending = True
+
+            async def deliver(msg, handler=entry.handler) -> None:
+                try:
+                    handler(msg.subject, msg.data)
+                except Exception:  # noqa: BLE001 - one bad message must not stop the subscription
+                    log.exception("NATS message handler failed", extra={"subject": msg.subject})
+
+            try:
+                entry.active = await nc.subscribe(entry.subject, queue=entry.queue, cb=deliver)
+            except Exception as exc:  # noqa: BLE001 - retried at the next (re)connect or subscribe call
+                log.warning("NATS subscribe failed", extra={"subject": entry.subject, "error": str(exc)})
+            finally:
+                entry.pending = False
+
+    def subscribe(self, subject: str, handler: Handler, queue: str = "") -> None:
+        """Subscribe `handler(subject, data)` to `subject` (optionally in a queue group), now if connected, else
+        as soon as the connection is made; the subscription survives reconnects. The handler runs on the NATS
+        loop thread: it must not block, nor call this object's sync methods (hand the work to another thread)."""
+        entry = _Subscription(subject, queue, handler)
+
+        async def add() -> None:
+            self._subscriptions.append(entry)
+            await self._make_subscriptions()
+
+        self.run(add(), DEFAULT_CALL_TIMEOUT + CONNECT_TIMEOUT_SECONDS)
+
+    def drain_subscriptions(self, timeout: float = 5.0) -> None:
+        """Stop receiving: unsubscribe everything, after the messages already received were handed to their
+        handlers (the relay's graceful stop). Messages published afterwards are not received by this process."""
+        if self._loop is None or self._pid != os.getpid():
+            return
+
+        async def drain() -> None:
+            for entry in self._subscriptions:
+                sub, entry.active = entry.active, None
+                if sub is not None:
+                    try:
+                        await sub.drain()
+                    except Exception:  # noqa: BLE001 - not connected: nothing more can arrive anyway
+                        pass
+            self._subscriptions.clear()
+
+        try:
+            self.run(drain(), timeout)
+        except Exception:  # noqa: BLE001
+            log.warning("NATS subscriptions did not drain in time")
+
     # -- operations ------------------------------------------------------------------------------------
 
     def publish(self, subject: str, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None,
                 timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
-        """Hand one message to the connected client; raise MessagingUnavailable when NATS is not connected."""
+        """Hand one message to the connected client; raise MessagingUnavailable when NATS is not connected.
+        The first publish in a process waits for the first connection attempt (lazily started) to end."""
         self._ensure_started()
+        if self._nc is None:
+            self._first_attempt.wait(CONNECT_TIMEOUT_SECONDS + 0.5)
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise MessagingUnavailable("NATS is not connected")

@@ -59,7 +59,9 @@ def hub_env(database, run_id) -> dict[str, str]:
 
 @pytest.fixture()
 def app(hub_env):
-    return create_app(hub_env)
+    app = create_app(hub_env)
+    yield app
+    app.extensions["uaip.messaging"].close()  # its NATS connection and loop thread, if a request started them
 
 
 @pytest.fixture()

@@ -8,8 +8,10 @@ import pydantic
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from app.db import get_db
+from app.messaging import get_messaging
 from app.security import device_or_scope, require_device_self, require_scope
-from app.services import registry
+from app.services import commands, registry
+from app.services.events import publish_device_event
 from app.validation import IDENTIFIER_PATTERN, StrictModel, is_identifier, parse_body, query_choice, query_int, query_text
 
 blueprint = Blueprint("devices", __name__)
@@ -72,7 +74,7 @@ def _timeout() -> int:
     return current_app.config["SETTINGS"].heartbeat_timeout_seconds
 
 
-def _checked_id(device_id: str) -> str:
+def checked_device_id(device_id: str) -> str:
     """An id that cannot exist (bad characters, too long) is simply not found; it never reaches SQL."""
     if not is_identifier(device_id):
         raise registry.device_not_found(device_id[:128])
@@ -92,6 +94,7 @@ def _device_response(device: dict[str, Any], status: int = 200):
 def register_device():
     body = parse_body(DeviceCreate)
     device, secret = registry.register_device(get_db(), body.model_dump(), _timeout())
+    publish_device_event(get_messaging(), "registered", device["device_id"], device_type=device["device_type"])
     response = _device_response({**device, "device_secret": secret}, 201)
     response.headers["Location"] = url_for("devices.get_device", device_id=device["device_id"])
     return response
@@ -117,7 +120,7 @@ def list_devices():
 @blueprint.get("/devices/<device_id>")
 @require_scope("device:read")
 def get_device(device_id: str):
-    device = registry.get_device(get_db(), _checked_id(device_id), _timeout())
+    device = registry.get_device(get_db(), checked_device_id(device_id), _timeout())
     etag = registry.etag_for(device["version"])
     if etag in [tag.strip().removeprefix("W/") for tag in request.headers.get("If-None-Match", "").split(",")]:
         response = current_app.response_class(status=304)
@@ -129,7 +132,7 @@ def get_device(device_id: str):
 @blueprint.route("/devices/<device_id>", methods=["PATCH", "PUT"])
 @require_scope("device:write")
 def update_device(device_id: str):
-    device_id = _checked_id(device_id)
+    device_id = checked_device_id(device_id)
     replace = request.method == "PUT"
     body = parse_body(DeviceReplace if replace else DevicePatch)
     changes = body.model_dump() if replace else body.model_dump(include=body.model_fields_set)
@@ -143,26 +146,32 @@ def update_device(device_id: str):
     device = registry.update_device(
         get_db(), device_id, changes, expected_version=expected, replace=replace, timeout=_timeout()
     )
+    publish_device_event(get_messaging(), "updated", device_id, version=device["version"])
     return _device_response(device)
 
 
 @blueprint.delete("/devices/<device_id>")
 @require_scope("device:write")
 def delete_device(device_id: str):
-    registry.delete_device(get_db(), _checked_id(device_id))
+    cancelled = registry.delete_device(get_db(), checked_device_id(device_id))
+    publish_device_event(get_messaging(), "deleted", device_id, cancelled_commands=len(cancelled))
+    commands.notify_final(get_messaging(), cancelled)
     return "", 204
 
 
-def _device_secret_hash(device_id: str) -> str | None:
+def device_secret_lookup(device_id: str) -> str | None:
     return registry.device_secret_hash(get_db(), device_id) if is_identifier(device_id) else None
 
 
 @blueprint.post("/devices/<device_id>/heartbeat")
-@device_or_scope("device:write", _device_secret_hash)
+@device_or_scope("device:write", device_secret_lookup)
 def heartbeat(device_id: str):
-    device_id = _checked_id(device_id)
+    device_id = checked_device_id(device_id)
     require_device_self(device_id)
     body = parse_body(Heartbeat, optional=True) or Heartbeat()
-    device, _previous = registry.record_heartbeat(get_db(), device_id, body.status, _timeout())
+    device, previous = registry.record_heartbeat(get_db(), device_id, body.status, _timeout())
+    if device["status"] == "online" and previous != "online":
+        retry = current_app.config["SETTINGS"].command_retry_seconds
+        commands.devices_came_online(get_db(), get_messaging(), [(device_id, previous)], retry)
     return _device_response(device)
 

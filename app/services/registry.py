@@ -198,31 +198,63 @@ def update_device(
     return device_view(row)
 
 
-def delete_device(db: Database, device_id: str) -> None:
+def delete_device(db: Database, device_id: str) -> list[dict[str, Any]]:
+    """Delete the device and, in the same transaction, cancel its unfinished commands (their history stays).
+    Returns the cancelled messages (`message_id`, `status`)."""
+    from app.services.commands import cancel_device_commands, count
+
     def delete(cur):
         cur.execute("DELETE FROM devices WHERE device_id = %s RETURNING device_id", (device_id,))
-        return cur.fetchone()
+        if cur.fetchone() is None:
+            return None
+        return cancel_device_commands(cur, device_id)
 
-    if db.transaction(delete) is None:
+    cancelled = db.transaction(delete)
+    if cancelled is None:
         raise device_not_found(device_id)
+    count("cancelled", len(cancelled))
+    return cancelled
+
+
+def heartbeat_in(cur, device_id: str, status: str, timeout: int) -> dict[str, Any] | None:
+    """Inside a transaction: mark the device `status` and seen now. The row (with `previous_status`, the status
+    it read as before) or None for an unknown device. Concurrent heartbeats serialise on the row lock, so only
+    one of them sees a device come online."""
+    # The UPDATE joins the locked row: a sub-select in RETURNING would not see a row this statement updated.
+    cur.execute(
+        f"WITH before AS (SELECT device_id AS locked_id, {EFFECTIVE_STATUS} AS previous_status FROM devices "
+        f"WHERE device_id = %(id)s FOR UPDATE) "
+        f"UPDATE devices SET status = %(status)s, last_seen = now() FROM before WHERE device_id = before.locked_id "
+        f"RETURNING {DEVICE_COLUMNS}, before.previous_status",
+        {"id": device_id, "status": status, "timeout": timeout},
+    )
+    return cur.fetchone()
 
 
 def record_heartbeat(db: Database, device_id: str, status: str, timeout: int) -> tuple[dict[str, Any], str]:
     """Mark the device `status` (online or error) and seen now; returns (device, status it had before)."""
-
-    def update(cur):
-        cur.execute(
-            f"WITH before AS (SELECT {EFFECTIVE_STATUS} AS status FROM devices WHERE device_id = %(id)s FOR UPDATE) "
-            f"UPDATE devices SET status = %(status)s, last_seen = now() WHERE device_id = %(id)s "
-            f"RETURNING {DEVICE_COLUMNS}, (SELECT status FROM before) AS previous_status",
-            {"id": device_id, "status": status, "timeout": timeout},
-        )
-        return cur.fetchone()
-
-    row = db.transaction(update)
+    row = db.transaction(lambda cur: heartbeat_in(cur, device_id, status, timeout))
     if row is None:
         raise device_not_found(device_id)
     return device_view(row), row["previous_status"]
+
+
+def mark_stale_devices_offline(db: Database, timeout: int) -> list[dict[str, Any]]:
+    """Devices stored `online` with no heartbeat for `timeout` seconds become `offline`. The conditions are
+    re-checked after the row lock, so with several relays each transition is reported by exactly one."""
+
+    def update(cur):
+        cur.execute(
+            "UPDATE devices SET status = 'offline' WHERE device_id IN ("
+            "  SELECT device_id FROM devices WHERE status = 'online'"
+            "  AND last_seen < now() - make_interval(secs => %(timeout)s) LIMIT 1000 FOR UPDATE SKIP LOCKED) "
+            "AND status = 'online' AND last_seen < now() - make_interval(secs => %(timeout)s) "
+            "RETURNING device_id, last_seen",
+            {"timeout": timeout},
+        )
+        return [{"device_id": row["device_id"], "last_seen": timestamp(row["last_seen"])} for row in cur.fetchall()]
+
+    return db.transaction(update)
 
 
 def device_secret_hash(db: Database, device_id: str) -> str | None:

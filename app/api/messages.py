@@ -1,0 +1,192 @@
+"""Commands and messages (CONTRACT.md §5): submit, read, list per device, acknowledge.
+
+Views parse and validate, call one function of app/services/commands.py, and answer. `?wait=N` holds the
+request's gthread thread for up to N seconds (see Waiters).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+import pydantic
+from flask import Blueprint, current_app, g, jsonify, request
+
+from app.api.devices import PRINTABLE, DeviceId, checked_device_id, device_secret_lookup
+from app.db import get_db
+from app.errors import APIError
+from app.messaging import get_messaging
+from app.security import device_or_scope, require_device_self, require_scope
+from app.services import commands
+from app.validation import StrictModel, json_body, parse_model, query_choice, query_int
+
+blueprint = Blueprint("messages", __name__)
+
+MAX_WAIT_SECONDS = 30
+MIN_TTL_MS = 1_000
+MAX_TTL_MS = 86_400_000
+MAX_IDEMPOTENCY_KEY = 128
+
+CommandName = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE)]
+Qos = Literal[0, 1, 2]
+Priority = Annotated[int, pydantic.Field(ge=0, le=10)]
+TtlMs = Annotated[int, pydantic.Field(ge=MIN_TTL_MS, le=MAX_TTL_MS)]
+ErrorText = Annotated[str, pydantic.StringConstraints(max_length=4096)]
+
+
+class CommandCreate(StrictModel):
+    """Body of POST /devices/{id}/command. `action` is the old hub's name for `command`."""
+
+    command: CommandName | None = None
+    action: CommandName | None = None
+    params: dict[str, Any] = {}
+    qos: Qos = 1
+    priority: Priority = 5
+    ttl_ms: TtlMs | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_name(self):
+        if self.command is None and self.action is None:
+            raise ValueError("command (or action) is required")
+        if self.command is not None and self.action is not None and self.command != self.action:
+            raise ValueError("command and action differ; send one of them")
+        return self
+
+
+class MessageCreate(StrictModel):
+    """Body of POST /messages: route `payload` to device `destination` as a command."""
+
+    source: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE)] | None = None
+    destination: DeviceId
+    payload: dict[str, Any]
+    qos: Qos = 1
+    priority: Priority = 5
+    ttl_ms: TtlMs | None = None
+
+
+class AckBody(StrictModel):
+    """Body of POST /messages/{id}/ack (and of acks on NATS, where unknown fields are ignored)."""
+
+    status: Literal["acknowledged", "completed", "failed"]
+    result: Any = None
+    error: ErrorText | None = None
+
+
+def _settings():
+    return current_app.config["SETTINGS"]
+
+
+def _idempotency(route: str, body: Any) -> commands.Idempotency | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
+        raise APIError(
+            400, "VALIDATION_ERROR", "The Idempotency-Key header is invalid.",
+            {"Idempotency-Key": f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters"},
+        )
+    return commands.Idempotency(g.principal.subject, key, commands.request_hash(route, body))
+
+
+def _submit(spec: commands.CommandSpec, route: str, raw_body: Any):
+    wait = query_int("wait", 0, 0, MAX_WAIT_SECONDS)
+    idempotency = _idempotency(route, raw_body)
+    settings = _settings()
+    submitted = commands.submit_command(
+        get_db(), get_messaging(), spec,
+        client_id=g.principal.subject, request_id=g.get("request_id"), idempotency=idempotency,
+        max_pending=settings.max_pending_commands_per_device, heartbeat_timeout=settings.heartbeat_timeout_seconds,
+        retry_seconds=settings.command_retry_seconds,
+    )
+    location = f"/api/v1/messages/{submitted.message_id}"
+    finished = None
+    if wait:
+        finished = waiters().wait(get_db(), submitted.message_id, wait)
+    response = jsonify(finished if finished is not None else submitted.body)
+    response.status_code = 200 if finished is not None else 202
+    response.headers["Location"] = location
+    if submitted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def waiters() -> commands.Waiters:
+    extensions = current_app.extensions
+    if "uaip.waiters" not in extensions:
+        extensions.setdefault("uaip.waiters", commands.Waiters(get_messaging()))
+    return extensions["uaip.waiters"]
+
+
+@blueprint.post("/devices/<device_id>/command")
+@require_scope("device:command")
+def send_command(device_id: str):
+    raw = json_body()
+    body = parse_model(CommandCreate, raw)
+    device_id = checked_device_id(device_id)
+    spec = commands.CommandSpec(
+        device_id=device_id, command=body.command or body.action, params=body.params, qos=body.qos,
+        priority=body.priority, ttl_ms=body.ttl_ms or _settings().default_message_ttl_ms,
+    )
+    return _submit(spec, f"device:{device_id}", raw)
+
+
+@blueprint.post("/messages")
+@require_scope("device:command")
+def send_message():
+    raw = json_body()
+    body = parse_model(MessageCreate, raw)
+    payload = body.payload
+    name = payload.get("command", payload.get("action"))
+    if isinstance(name, str) and name:
+        command, params = name, payload.get("params", {})
+    else:
+        command, params = "message", payload
+    spec = commands.CommandSpec(
+        device_id=body.destination, command=command[:128], params=params, qos=body.qos, priority=body.priority,
+        ttl_ms=body.ttl_ms or _settings().default_message_ttl_ms, source=body.source,
+    )
+    return _submit(spec, "messages", raw)
+
+
+@blueprint.get("/messages/<message_id>")
+@require_scope("message:read")
+def get_message(message_id: str):
+    return jsonify(commands.get_message(get_db(), message_id))
+
+
+@blueprint.get("/devices/<device_id>/commands")
+@device_or_scope("device:read", device_secret_lookup)
+def list_commands(device_id: str):
+    device_id = checked_device_id(device_id)
+    require_device_self(device_id)
+    limit = query_int("limit", 100, 1, 1000)
+    offset = query_int("offset", 0, 0, 10_000_000)
+    items, total = commands.list_device_commands(
+        get_db(), device_id, status=query_choice("status", commands.STATUSES), limit=limit, offset=offset
+    )
+    return jsonify({"commands": items, "total": total, "limit": limit, "offset": offset})
+
+
+@blueprint.post("/messages/<message_id>/ack")
+@device_or_scope("admin", device_secret_lookup)
+def acknowledge(message_id: str):
+    """Device Basic auth (the device must own the message); an admin token may ack on a device's behalf."""
+    body = parse_model(AckBody, json_body())
+    if g.principal.kind == "device":
+        owner = g.principal.subject
+    else:
+        owner = commands.get_message(get_db(), message_id)["device_id"]
+    ack = commands.Ack(owner, message_id, body.status, body.result, body.error)
+    return jsonify(commands.acknowledge(get_db(), get_messaging(), ack))
+
+
+def ack_from_nats(device_id: str, data: bytes) -> commands.Ack | None:
+    """An ack published on `uaip.devices.{id}.acks`, validated like the REST body (unknown fields ignored)."""
+    try:
+        raw = json.loads(data)
+        if not isinstance(raw, dict) or not isinstance(raw.get("message_id"), str):
+            return None
+        body = AckBody.model_validate({key: raw[key] for key in ("status", "result", "error") if key in raw})
+    except (ValueError, pydantic.ValidationError):
+        return None
+    return commands.Ack(device_id, raw["message_id"], body.status, body.result, body.error)

@@ -1,0 +1,216 @@
+"""`uaip-hub relay`: the worker between NATS and PostgreSQL (CONTRACT.md §1 and §5, DESIGN.md decision 8).
+
+It consumes device acks and heartbeats in a NATS queue group (several relays share the stream), applies them
+in batches (one transaction per batch), and every UAIP_RELAY_SWEEP_SECONDS it expires commands past their TTL,
+marks silent devices offline (publishing `offline` once per transition), and publishes commands that are due:
+never sent (NATS was down at submit time) or sent but unacknowledged (qos ≥ 1) after their back-off. On start
+and on every NATS (re)connect it re-sends all open commands, since acks published while no relay listened were
+lost. All SQL is in app/services; this module is the loop.
+
+NATS messages are handed from the NATS thread to the main thread through a bounded queue. PostgreSQL outages are
+retried with back-off (the batch in hand is kept); NATS outages are handled by the client's reconnects.
+SIGTERM/SIGINT: stop taking messages (drain the subscriptions), apply what was received, exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from typing import Callable, TypeVar
+
+from app.api.messages import ack_from_nats
+from app.config import Settings
+from app.db import Database, DatabaseUnavailable
+from app.messaging import ACKS_WILDCARD, HEARTBEATS_WILDCARD, Messaging, device_id_from_subject
+from app.services import commands, registry
+from app.services.events import publish_device_event
+
+log = logging.getLogger("app.relay")
+T = TypeVar("T")
+
+BATCH_MAX = 500
+INBOX_MAX = 100_000
+DRAIN_SECONDS = 10.0
+DB_RETRY_MAX_SECONDS = 5.0
+
+
+class Relay:
+    def __init__(self, db: Database, messaging: Messaging, settings: Settings) -> None:
+        self.db = db
+        self.messaging = messaging
+        self.settings = settings
+        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
+        self.stopping = threading.Event()
+        self.stop_deadline = float("inf")
+        self.resend_all = threading.Event()
+        self.dropped = 0
+
+    # -- NATS thread ----------------------------------------------------------------------------------
+
+    def _receive(self, subject: str, data: bytes) -> None:
+        try:
+            self.inbox.put_nowait((subject, data))
+        except queue.Full:
+            self.dropped += 1  # recovered by redelivery: the device re-acks a re-sent command
+            if self.dropped % 1000 == 1:
+                log.warning("relay inbox full; dropping NATS messages", extra={"dropped": self.dropped})
+
+    async def _on_connected(self) -> None:
+        self.resend_all.set()
+
+    # -- main thread ----------------------------------------------------------------------------------
+
+    def request_stop(self, signum: int | None = None, _frame=None) -> None:
+        if not self.stopping.is_set():
+            self.stop_deadline = time.monotonic() + DRAIN_SECONDS
+            self.stopping.set()
+            log.info("relay stopping", extra={"signal": signum})
+
+    def run(self) -> int:
+        group = self.settings.relay_queue_group
+        self.messaging.on_reconnect.append(self._on_connected)
+        self.messaging.start()
+        self.messaging.subscribe(ACKS_WILDCARD, self._receive, queue=group)
+        self.messaging.subscribe(HEARTBEATS_WILDCARD, self._receive, queue=group)
+        log.info("relay started", extra={"queue_group": group, "sweep_seconds": self.settings.relay_sweep_seconds})
+        next_sweep = 0.0
+        while not self.stopping.is_set():
+            if self.resend_all.is_set() and self.messaging.is_connected():
+                self.resend_all.clear()
+                resent = self._db("re-send open commands", lambda: commands.redeliver_all(
+                    self.db, self.messaging, self.settings.command_retry_seconds))
+                if resent:
+                    log.info("re-sent open commands", extra={"count": resent})
+            batch = self._take(max(0.0, next_sweep - time.monotonic()))
+            if batch:
+                self._handle(batch)
+            if time.monotonic() >= next_sweep:
+                self._sweep()
+                next_sweep = time.monotonic() + self.settings.relay_sweep_seconds
+        # Graceful stop: no new messages, then everything already received is applied.
+        self.messaging.drain_subscriptions()
+        while not self.inbox.empty() and time.monotonic() < self.stop_deadline:
+            self._handle(self._take(0))
+        left = self.inbox.qsize()
+        if left:
+            log.warning("relay stopped with unapplied messages (re-sent commands recover them)", extra={"count": left})
+        self.messaging.close()
+        log.info("relay stopped")
+        return 0
+
+    def _take(self, timeout: float) -> list[tuple[str, bytes]]:
+        try:
+            batch = [self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()]
+        except queue.Empty:
+            return []
+        while len(batch) < BATCH_MAX:
+            try:
+                batch.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _db(self, what: str, work: Callable[[], T]) -> T | None:
+        """Run `work`, retrying while PostgreSQL is unavailable (until the stop deadline once stopping)."""
+        delay = 0.2
+        while True:
+            try:
+                return work()
+            except DatabaseUnavailable as exc:
+                if self.stopping.is_set() and time.monotonic() >= self.stop_deadline:
+                    log.error("database unavailable; giving up", extra={"work": what, "error": str(exc)})
+                    return None
+                log.warning("database unavailable; retrying", extra={"work": what, "error": str(exc)})
+                time.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX_SECONDS)
+            except Exception:  # noqa: BLE001 - a bug or bad data must not stop the relay
+                log.exception("relay work failed", extra={"work": what})
+                return None
+
+    # -- acks and heartbeats --------------------------------------------------------------------------
+
+    def _handle(self, batch: list[tuple[str, bytes]]) -> None:
+        acks: list[commands.Ack] = []
+        heartbeats: dict[str, str] = {}
+        for subject, data in batch:
+            device_id = device_id_from_subject(subject)
+            if device_id is None:
+                continue
+            if subject.endswith(".acks"):
+                ack = ack_from_nats(device_id, data)
+                if ack is None:
+                    log.warning("malformed ack ignored", extra={"device_id": device_id})
+                else:
+                    acks.append(ack)
+            elif subject.endswith(".heartbeat"):
+                heartbeats[device_id] = _heartbeat_status(data)
+        if acks:
+            self._apply_acks(acks)
+        if heartbeats:
+            self._apply_heartbeats(heartbeats)
+
+    def _apply_acks(self, acks: list[commands.Ack]) -> None:
+        outcomes = self._db("apply acks", lambda: commands.apply_acks(self.db, acks))
+        if outcomes is None and len(acks) > 1 and not self.stopping.is_set():
+            # Not an outage (that is retried above): apply one by one so one bad ack cannot sink the batch.
+            outcomes = [o for ack in acks for o in (self._db("apply ack", lambda a=ack: commands.apply_acks(self.db, [a])) or [])]
+        for outcome in outcomes or []:
+            ack = outcome.ack
+            extra = {"request_id": outcome.request_id, "message_id": ack.message_id, "device_id": ack.device_id,
+                     "ack_status": ack.status}
+            if outcome.code is None and outcome.changed:
+                log.info("command %s", outcome.message["status"], extra=extra)
+            elif outcome.code is not None:
+                log.warning("ack refused: %s", outcome.code, extra={**extra, "current_status": (outcome.message or {}).get("status")})
+        commands.notify_final(self.messaging, [o.message for o in outcomes or [] if o.final])
+
+    def _apply_heartbeats(self, heartbeats: dict[str, str]) -> None:
+        timeout = self.settings.heartbeat_timeout_seconds
+
+        def work():
+            def each(cur):
+                return [(device_id, registry.heartbeat_in(cur, device_id, status, timeout))
+                        for device_id, status in sorted(heartbeats.items())]
+            return self.db.transaction(each)
+
+        rows = self._db("apply heartbeats", work) or []
+        came_online = [(device_id, row["previous_status"]) for device_id, row in rows
+                       if row is not None and row["status"] == "online" and row["previous_status"] != "online"]
+        if came_online:
+            self._db("device online", lambda: commands.devices_came_online(
+                self.db, self.messaging, came_online, self.settings.command_retry_seconds))
+
+    # -- periodic sweep -------------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        for expired in self._db("expire commands", lambda: commands.expire_due(self.db)) or []:
+            log.info("command expired", extra={"request_id": expired["request_id"], "message_id": expired["message_id"],
+                                               "device_id": expired["device_id"]})
+            commands.notify_final(self.messaging, [expired])
+        stale = self._db("mark devices offline", lambda: registry.mark_stale_devices_offline(
+            self.db, self.settings.heartbeat_timeout_seconds)) or []
+        for device in stale:
+            publish_device_event(self.messaging, "offline", device["device_id"], last_seen=device["last_seen"])
+        self._db("redeliver commands", lambda: commands.redeliver_due(
+            self.db, self.messaging, self.settings.command_retry_seconds))
+        self._db("purge idempotency keys", lambda: commands.purge_idempotency_keys(self.db))
+
+
+def _heartbeat_status(data: bytes) -> str:
+    """`{"status": "online"|"error", ...}` or an empty body (online)."""
+    try:
+        body = json.loads(data) if data.strip() else {}
+    except ValueError:
+        return "online"
+    return "error" if isinstance(body, dict) and body.get("status") == "error" else "online"
+
+
+def run_relay(db: Database, messaging: Messaging, settings: Settings) -> int:
+    relay = Relay(db, messaging, settings)
+    signal.signal(signal.SIGTERM, relay.request_stop)
+    signal.signal(signal.SIGINT, relay.request_stop)
+    return relay.run()

@@ -1,0 +1,259 @@
+"""Command benchmark (a script, not a test): `python bench/commands.py [--quick]`.
+
+Starts its own gunicorn (2 workers × 4 threads), relay and simulated devices on a fresh database of the local
+PostgreSQL, NATS and Redis (the ones the test suite uses, tests/support/services.py), and measures:
+
+1. submit rate: POST /devices/{id}/command spread over 50 devices, with wrk (Lua script) when installed,
+   else a Python thread pool;
+2. round trip at ~50 commands/s: submit with `?wait=10` → simulated device acks over NATS → relay applies →
+   200 `completed`; client-side p50/p99, and the same from the stored timestamps (completed_at − created_at);
+3. relay ack throughput: N acks published straight on NATS for stored `sent` commands; time until all are
+   `completed` in PostgreSQL.
+
+`run(quick=False)` returns the figures as a dict; `main()` prints a table. Goals: ≥ 300 submits/s, round trip
+p50 ≤ 10 ms and p99 ≤ 50 ms, ≥ 1,000 acks/s. Figures depend on the machine (and whoever else is using it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.db import Database  # noqa: E402
+from app.messaging import Messaging, ack_subject  # noqa: E402
+from app.migrate import migrate  # noqa: E402
+from app.services.clients import create_client  # noqa: E402
+from app.simulate import fetch_token, register_devices  # noqa: E402
+from tests.support import services  # noqa: E402
+from tests.support.processes import HubServer, Relay  # noqa: E402
+
+GOALS = {"submit_per_s": 300, "round_trip_p50_ms": 10, "round_trip_p99_ms": 50, "acks_per_s": 1000}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def bench_env(database_url: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url, "REDIS_URL": services.REDIS_BASE_URL, "NATS_URL": services.NATS_URL,
+        "JWT_SECRET": "bench-" + uuid.uuid4().hex * 2, "UAIP_REDIS_KEY_PREFIX": f"uaip-bench-{uuid.uuid4().hex[:6]}",
+        "RATE_LIMIT_PER_MINUTE": "1000000", "RATE_LIMIT_BURST": "1000000",
+        "MAX_PENDING_COMMANDS_PER_DEVICE": "100000", "LOG_LEVEL": "warning",
+        "UAIP_RELAY_QUEUE_GROUP": f"uaip-relay-bench-{uuid.uuid4().hex[:6]}", "UAIP_RELAY_SWEEP_SECONDS": "1",
+    }
+
+
+# --- 1. submit rate ------------------------------------------------------------------------------------
+
+WRK_SCRIPT = """
+local devices = {%s}
+local counter = 0
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer %s"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"command":"bench","params":{"n":1}}'
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/api/v1/devices/" .. devices[(counter %% #devices) + 1] .. "/command")
+end
+"""
+
+
+def submit_rate_wrk(url: str, token: str, devices: list[str], seconds: int) -> tuple[float, str]:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(WRK_SCRIPT % (", ".join(f'"{d}"' for d in devices), token))
+    try:
+        out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(script), url],
+                             capture_output=True, text=True, timeout=seconds + 30).stdout
+    finally:
+        script.unlink(missing_ok=True)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non_2xx:
+        raise RuntimeError(f"wrk saw {non_2xx.group(1)} failed submits:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "wrk -t2 -c16"
+
+
+def submit_rate_python(url: str, token: str, devices: list[str], seconds: int) -> tuple[float, str]:
+    deadline = time.monotonic() + seconds
+    counts = [0] * 16
+
+    def worker(i: int) -> None:
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {token}"}
+        n = 0
+        while time.monotonic() < deadline:
+            r = session.post(f"{url}/api/v1/devices/{devices[(i + n) % len(devices)]}/command",
+                             json={"command": "bench", "params": {"n": 1}}, headers=headers, timeout=10)
+            assert r.status_code == 202, r.text
+            n += 1
+        counts[i] = n
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(worker, range(16)))
+    return sum(counts) / (time.monotonic() - started), "python, 16 threads"
+
+
+# --- 2. round trip -------------------------------------------------------------------------------------
+
+
+def round_trip(url: str, token: str, devices: list[str], count: int, rate: float, db: Database) -> dict[str, float]:
+    latencies: list[float] = []
+    ids: list[str] = []
+    lock = threading.Lock()
+    session_local = threading.local()
+
+    def one(i: int) -> None:
+        session = getattr(session_local, "s", None) or requests.Session()
+        session_local.s = session
+        started = time.perf_counter()
+        r = session.post(f"{url}/api/v1/devices/{devices[i % len(devices)]}/command?wait=10",
+                         json={"command": "bench", "params": {"i": i}},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=20)
+        elapsed = (time.perf_counter() - started) * 1000
+        if r.status_code != 200 or r.json()["status"] != "completed":
+            raise RuntimeError(f"round trip {i}: {r.status_code} {r.text}")
+        with lock:
+            latencies.append(elapsed)
+            ids.append(r.json()["message_id"])
+
+    with ThreadPoolExecutor(8) as pool:
+        started = time.monotonic()
+        futures = []
+        for i in range(count):  # open loop at `rate` per second
+            pause = started + i / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            futures.append(pool.submit(one, i))
+        for future in futures:
+            future.result()
+
+    def stored(cur):
+        cur.execute("SELECT extract(epoch FROM completed_at - created_at) * 1000 AS ms FROM commands "
+                    "WHERE message_id = ANY(%s::uuid[])", (ids,))
+        return [float(row["ms"]) for row in cur.fetchall()]
+
+    in_db = db.transaction(stored)
+    return {
+        "round_trip_p50_ms": statistics.median(latencies), "round_trip_p99_ms": percentile(latencies, 99),
+        "stored_p50_ms": statistics.median(in_db), "stored_p99_ms": percentile(in_db, 99), "round_trips": count,
+    }
+
+
+# --- 3. relay ack throughput ---------------------------------------------------------------------------
+
+
+def ack_throughput(db: Database, nats_url: str, device_id: str, count: int) -> float:
+    def prepare(cur):
+        cur.execute(
+            "INSERT INTO commands (message_id, device_id, command, qos, priority, status, sent_at, expires_at, "
+            "next_attempt_at) SELECT gen_random_uuid(), %s, 'bench-ack', 1, 5, 'sent', now(), now() + interval '1 hour', "
+            "now() + interval '1 hour' FROM generate_series(1, %s) RETURNING message_id",
+            (device_id, count),
+        )
+        return [str(row["message_id"]) for row in cur.fetchall()]
+
+    ids = db.transaction(prepare)
+    publisher = Messaging([nats_url], name="uaip-bench")
+    try:
+        assert publisher.wait_connected(10)
+        started = time.perf_counter()
+        for message_id in ids:
+            publisher.publish(ack_subject(device_id), {"message_id": message_id, "status": "completed", "result": {}})
+        publisher.flush()
+
+        def remaining(cur):
+            cur.execute("SELECT count(*) AS n FROM commands WHERE message_id = ANY(%s::uuid[]) AND status <> 'completed'", (ids,))
+            return cur.fetchone()["n"]
+
+        services.wait_for(lambda: db.transaction(remaining) == 0, timeout=120, interval=0.01, message="acks applied")
+        return count / (time.perf_counter() - started)
+    finally:
+        publisher.close()
+
+
+# --- all -----------------------------------------------------------------------------------------------
+
+
+def run(quick: bool = False) -> dict[str, object]:
+    name, url = services.create_database("uaip_bench")
+    db = Database(url, maxconn=4)
+    try:
+        migrate(url)
+        client, secret = create_client(db, "bench", "admin")
+        env = bench_env(url)
+        figures: dict[str, object] = {}
+        with HubServer(env, workers=2, threads=4) as hub, Relay(env) as relay:
+            token = fetch_token(hub.url, client.client_id, secret)
+            prefix = f"bench-{uuid.uuid4().hex[:6]}"
+            devices = register_devices(hub.url, token, [f"{prefix}-{i}" for i in range(1, 51)])
+            seconds = 5 if quick else 15
+            rate, tool = (submit_rate_wrk if shutil.which("wrk") else submit_rate_python)(hub.url, token, devices, seconds)
+            figures.update(submit_per_s=rate, submit_tool=tool)
+            # The devices run in their own process (as they would in reality), not competing for this one's GIL.
+            simulator = subprocess.Popen(
+                [str(Path(sys.executable).with_name("uaip-hub")), "simulate", "--devices", str(len(devices)),
+                 "--prefix", prefix, "--token", token, "--hub-url", hub.url, "--nats-url", services.NATS_URL,
+                 "--heartbeat-seconds", "5"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "LOG_LEVEL": "warning"})
+            try:
+                services.wait_for(lambda: requests.get(f"{hub.url}/api/v1/devices/{devices[-1]}", timeout=5,
+                                                       headers={"Authorization": f"Bearer {token}"}).json()["status"] == "online",
+                                  timeout=30, message="simulated devices online")
+                round_trip(hub.url, token, devices, 20, 50, db)  # warm-up: connections, waiter subscriptions
+                figures.update(round_trip(hub.url, token, devices, 200 if quick else 500, 50, db))
+            finally:
+                simulator.terminate()
+                simulator.wait(30)
+            figures["acks_per_s"] = ack_throughput(db, services.NATS_URL, devices[0], 2000 if quick else 5000)
+            assert relay.running()
+        return figures
+    finally:
+        db.close()
+        services.drop_database(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+    figures = run(quick=args.quick)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    rows = [
+        ("command submits", f"{figures['submit_per_s']:.0f}/s ({figures['submit_tool']})", "≥ 300/s"),
+        ("round trip p50 (client, wait=)", f"{figures['round_trip_p50_ms']:.1f} ms", "≤ 10 ms"),
+        ("round trip p99 (client, wait=)", f"{figures['round_trip_p99_ms']:.1f} ms", "≤ 50 ms"),
+        ("round trip p50 (stored timestamps)", f"{figures['stored_p50_ms']:.1f} ms", ""),
+        ("round trip p99 (stored timestamps)", f"{figures['stored_p99_ms']:.1f} ms", ""),
+        ("relay acks applied", f"{figures['acks_per_s']:.0f}/s", "≥ 1000/s"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'figure':<28}  goal")
+    for name, value, goal in rows:
+        print(f"{name:<{width}}  {value:<28}  {goal}")
+
+
+if __name__ == "__main__":
+    main()

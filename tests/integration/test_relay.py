@@ -1,0 +1,272 @@
+"""The relay as a real `uaip-hub relay` subprocess with simulated devices over NATS: delivery, acks, expiry,
+offline sweeps, and recovery from NATS, PostgreSQL and relay restarts (CONTRACT.md §1 and §5)."""
+
+import json
+import signal
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from app import create_app
+from app.db import Database
+from app.messaging import DEVICE_EVENTS_SUBJECT, Messaging, ack_subject, heartbeat_subject
+from app.migrate import migrate
+from app.services.clients import create_client
+from app.simulate import DeviceSimulator
+from tests.conftest import ALL_SCOPES, basic, unique_id
+from tests.support.listen import NatsCollector
+from tests.support.processes import HubServer, Relay
+from tests.support.servers import NatsServer, PostgresServer
+from tests.support.services import NATS_URL, wait_for
+
+pytestmark = pytest.mark.process
+
+DEVICES = "/api/v1/devices"
+MESSAGES = "/api/v1/messages"
+
+
+@pytest.fixture(scope="session")
+def relay_env(hub_env, run_id):
+    """Short relay intervals for tests, and a queue group of this run's own (the NATS server is shared)."""
+    return {**hub_env, "UAIP_RELAY_SWEEP_SECONDS": "0.2", "UAIP_COMMAND_RETRY_SECONDS": "1",
+            "UAIP_RELAY_QUEUE_GROUP": f"uaip-relay-test-{run_id}", "LOG_FORMAT": "text"}
+
+
+def start_relay(env) -> Relay:
+    relay = Relay(env).start()
+    wait_for(lambda: "relay started" in relay.output() or not relay.running(), timeout=30, message="relay start")
+    assert relay.running(), relay.output()
+    return relay
+
+
+def token(hub_url_or_client, client_id, secret):
+    data = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    if isinstance(hub_url_or_client, str):
+        return requests.post(f"{hub_url_or_client}/api/v1/auth/token", data=data, timeout=10).json()["access_token"]
+    return hub_url_or_client.post("/api/v1/auth/token", data=data).json["access_token"]
+
+
+class Api:
+    """The same calls through Flask's test client or through HTTP to a real gunicorn."""
+
+    def __init__(self, target, access_token):
+        self.target = target
+        self.headers = {"Authorization": f"Bearer {access_token}"}
+
+    def call(self, method, path, **kwargs):
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        if isinstance(self.target, str):
+            r = requests.request(method, f"{self.target}/api/v1{path}", headers=headers, timeout=40, **kwargs)
+            return r.status_code, (r.json() if r.content else None), r.headers
+        r = self.target.open(f"/api/v1{path}", method=method, headers=headers, **kwargs)
+        return r.status_code, r.json, r.headers
+
+    def register(self, device_id=None):
+        status, body, _ = self.call("POST", "/devices", json={"device_id": device_id or unique_id("relay"),
+                                                               "name": "relay test", "device_type": "sim"})
+        assert status == 201, body
+        return body
+
+    def command(self, device_id, query="", headers=None, **body):
+        return self.call("POST", f"/devices/{device_id}/command{query}", json={"command": "echo", **body},
+                         headers=headers or {})
+
+    def status(self, message_id):
+        return self.call("GET", f"/messages/{message_id}")[1]["status"]
+
+    def device_status(self, device_id):
+        return self.call("GET", f"/devices/{device_id}")[1]["status"]
+
+
+@pytest.fixture()
+def api(client, api_client_factory):
+    return Api(client, token(client, *api_client_factory()))
+
+
+@pytest.fixture()
+def relay(relay_env):
+    process = start_relay(relay_env)
+    yield process
+    process.stop()
+
+
+def all_final(api, message_ids, status="completed"):
+    return all(api.status(mid) == status for mid in message_ids)
+
+
+# --- delivery and acks ---------------------------------------------------------------------------------
+
+
+def test_command_round_trip_through_gunicorn_relay_and_simulated_device(relay_env, api_client_factory, relay):
+    with HubServer(relay_env) as hub:
+        api = Api(hub.url, token(hub.url, *api_client_factory()))
+        device = api.register()
+        with DeviceSimulator(NATS_URL, [device["device_id"]], heartbeat_seconds=30) as sim:
+            wait_for(lambda: api.device_status(device["device_id"]) == "online", timeout=20, message="device online")
+            status, body, headers = api.command(device["device_id"], "?wait=20", params={"x": 1},
+                                                headers={"X-Request-ID": "e2e-req-1"})
+            assert status == 200, body
+            assert body["status"] == "completed" and body["result"] == {"command": "echo", "echo": {"x": 1}}
+            assert body["request_id"] == "e2e-req-1" and body["acknowledged_at"] and body["completed_at"]
+            [envelope] = [e for e in sim.received if e["message_id"] == body["message_id"]]
+            assert envelope["request_id"] == "e2e-req-1" and envelope["device_id"] == device["device_id"]
+
+            status, failed, _ = api.command(device["device_id"], "?wait=20", params={"fail": True, "error": "jammed"})
+            assert status == 200 and failed["status"] == "failed" and failed["error"] == "jammed"
+
+            # Without wait: 202, then completed through polling.
+            status, accepted, _ = api.command(device["device_id"])
+            assert status == 202
+            wait_for(lambda: api.status(accepted["message_id"]) == "completed", timeout=20, message="completed")
+
+
+def test_acks_and_heartbeats_published_on_nats_are_applied(api, relay):
+    device = api.register()
+    device_id = device["device_id"]
+    publisher = Messaging([NATS_URL])
+    try:
+        assert publisher.wait_connected(10)
+        with NatsCollector(NATS_URL, [DEVICE_EVENTS_SUBJECT]) as events:
+            publisher.publish(heartbeat_subject(device_id), {"status": "online", "battery": 80})
+            wait_for(lambda: api.device_status(device_id) == "online", timeout=20, message="online via NATS")
+            events.wait_for(lambda s, b: b["device_id"] == device_id and b["event"] == "online")
+        _, accepted, _ = api.command(device_id)
+        message_id = accepted["message_id"]
+        publisher.publish(ack_subject(device_id), {"message_id": message_id, "status": "acknowledged"})
+        publisher.publish(ack_subject(device_id), {"message_id": message_id, "status": "completed", "result": {"ok": 1}})
+        wait_for(lambda: api.status(message_id) == "completed", timeout=20, message="ack applied")
+        # A late, backwards ack on NATS changes nothing; neither does another device's ack.
+        publisher.publish(ack_subject(device_id), {"message_id": message_id, "status": "acknowledged"})
+        _, other, _ = api.command(device_id)
+        publisher.publish(ack_subject("someone-else"), {"message_id": other["message_id"], "status": "completed"})
+        publisher.publish(ack_subject(device_id), {"message_id": other["message_id"], "status": "failed", "error": "e"})
+        wait_for(lambda: api.status(other["message_id"]) == "failed", timeout=20, message="second ack")
+        assert api.call("GET", f"/messages/{message_id}")[1]["result"] == {"ok": 1}
+        assert api.status(message_id) == "completed"
+    finally:
+        publisher.close()
+
+
+def test_relay_expires_commands_at_their_ttl(api, relay):
+    device = api.register()  # never heartbeats: nothing acks
+    _, accepted, _ = api.command(device["device_id"], ttl_ms=1000)
+    status, body, _ = api.command(device["device_id"], "?wait=20", ttl_ms=1000)
+    assert status == 200 and body["status"] == "expired"
+    wait_for(lambda: api.status(accepted["message_id"]) == "expired", timeout=20, message="expired")
+    code, refused, _ = api.call("POST", f"/messages/{accepted['message_id']}/ack", json={"status": "completed"},
+                                headers=basic(device["device_id"], device["device_secret"]))
+    assert code == 409 and refused["code"] == "MESSAGE_EXPIRED"
+
+
+def test_offline_is_published_once_per_transition_with_two_relays(relay_env, api_client_factory, hub_env):
+    env = {**relay_env, "HEARTBEAT_TIMEOUT_SECONDS": "1"}
+    app = create_app(env)
+    try:
+        client = app.test_client()
+        api = Api(client, token(client, *api_client_factory()))
+        first, second = api.register(), api.register()
+        with NatsCollector(NATS_URL, [DEVICE_EVENTS_SUBJECT]) as events:
+            relays = [start_relay(env), start_relay(env)]
+            try:
+                beat = lambda d: client.post(f"{DEVICES}/{d['device_id']}/heartbeat",  # noqa: E731
+                                             headers=basic(d["device_id"], d["device_secret"]))
+                beat(first)
+                offline = lambda d: lambda s, b: b["device_id"] == d["device_id"] and b["event"] == "offline"  # noqa: E731
+                events.wait_for(offline(first), timeout=20)
+                # By the time a later device has gone offline too, both relays have swept past the first one.
+                beat(second)
+                events.wait_for(offline(second), timeout=20)
+                assert len(events.bodies(offline(first))) == 1
+                assert [b["event"] for b in events.bodies(lambda s, b: b["device_id"] == first["device_id"])] == \
+                    ["online", "offline"]
+            finally:
+                codes = [relay.stop() for relay in relays]
+        assert codes == [0, 0]
+    finally:
+        app.extensions["uaip.messaging"].close()
+
+
+# --- lifecycle and recovery ----------------------------------------------------------------------------
+
+
+def test_relay_exits_0_on_sigterm_and_sigint(relay_env):
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        relay = start_relay(relay_env)
+        relay.signal(signum)
+        assert relay.wait(timeout=30) == 0, relay.output()
+        assert "relay stopped" in relay.output()
+
+
+def test_nothing_lost_while_nats_is_down(relay_env, api_client_factory):
+    with NatsServer() as nats:
+        env = {**relay_env, "NATS_URL": nats.url}
+        with HubServer(env) as hub, Relay(env) as relay:
+            wait_for(lambda: "relay started" in relay.output(), timeout=30, message="relay start")
+            api = Api(hub.url, token(hub.url, *api_client_factory()))
+            device = api.register()
+            with DeviceSimulator(nats.url, [device["device_id"]], heartbeat_seconds=0.5) as sim:
+                wait_for(lambda: api.device_status(device["device_id"]) == "online", timeout=20, message="online")
+                nats.stop()
+                results = [api.command(device["device_id"], params={"n": i}) for i in range(20)]
+                assert [status for status, _, _ in results] == [202] * 20
+                assert {body["status"] for _, body, _ in results} == {"queued"}
+                ids = [body["message_id"] for _, body, _ in results]
+                nats.start()
+                wait_for(lambda: all_final(api, ids), timeout=60, message="all 20 commands completed")
+                assert set(ids) <= sim.received_ids()
+            assert relay.running() and hub.running()
+
+
+def test_relay_restart_mid_stream_loses_nothing(api, relay_env, relay):
+    device = api.register()
+    with DeviceSimulator(NATS_URL, [device["device_id"]], heartbeat_seconds=0.5):
+        wait_for(lambda: api.device_status(device["device_id"]) == "online", timeout=20, message="online")
+        ids = []
+        submitted_half = threading.Event()
+
+        def submit():
+            for i in range(30):
+                ids.append(api.command(device["device_id"], params={"n": i})[1]["message_id"])
+                if i == 10:
+                    submitted_half.set()
+
+        with ThreadPoolExecutor(1) as pool:
+            done = pool.submit(submit)
+            submitted_half.wait(30)
+            assert relay.stop() == 0
+            replacement = start_relay(relay_env)
+            done.result(60)
+        try:
+            wait_for(lambda: all_final(api, ids), timeout=60, message="all 30 commands completed")
+        finally:
+            replacement.stop()
+
+
+def test_relay_survives_a_postgresql_restart(relay_env):
+    with PostgresServer() as postgres:
+        url = postgres.create_database("uaip_relay_" + uuid.uuid4().hex[:8])
+        migrate(url)
+        env = {**relay_env, "DATABASE_URL": url}
+        pool = Database(url, maxconn=2)
+        client_id, secret = (lambda c: (c[0].client_id, c[1]))(create_client(pool, "pg-restart", ALL_SCOPES))
+        pool.close()
+        app = create_app(env)
+        try:
+            client = app.test_client()
+            api = Api(client, token(client, client_id, secret))
+            device = api.register()
+            with Relay(env) as relay, DeviceSimulator(NATS_URL, [device["device_id"]], heartbeat_seconds=0.5):
+                wait_for(lambda: api.device_status(device["device_id"]) == "online", timeout=30, message="online")
+                before = api.command(device["device_id"])[1]["message_id"]
+                wait_for(lambda: api.status(before) == "completed", timeout=20, message="completed before restart")
+                postgres.restart()
+                after = wait_for(lambda: api.command(device["device_id"])[1]["message_id"], timeout=30,
+                                 message="submit after the restart")
+                wait_for(lambda: api.status(after) == "completed", timeout=30, message="completed after restart")
+                assert relay.running()
+                assert relay.stop() == 0
+        finally:
+            app.extensions["uaip.messaging"].close()
