@@ -13,14 +13,16 @@ from typing import Any
 import pydantic
 from flask import Blueprint, Flask, current_app, jsonify
 
+
 from app.api import API_PREFIX
 from app.api.devices import DeviceCreate, DevicePatch, DeviceReplace, Heartbeat
+from app.api.messages import AckBody, CommandCreate, MessageCreate
 from app.security import SCOPES
+from app.services.commands import STATUSES as MESSAGE_STATUSES
 from app.services.registry import DEVICE_STATUSES
 from app.validation import IDENTIFIER_PATTERN
 
 OPENAPI_PATH = "/openapi.json"
-MESSAGE_STATUSES = ("queued", "sent", "acknowledged", "completed", "failed", "expired", "cancelled")
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -145,18 +147,6 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         **_model_schemas(DeviceCreate, DeviceReplace, DevicePatch, Heartbeat),
-        "CommandRequest": _object(
-            {
-                "command": {"type": "string", "minLength": 1},
-                "action": {"type": "string", "minLength": 1, "description": "The old hub's name for `command`."},
-                "params": OBJECT,
-                "qos": {"type": "integer", "enum": [0, 1, 2], "default": 1},
-                "priority": {"type": "integer", "minimum": 0, "maximum": 10, "default": 5},
-                "ttl_ms": {"type": "integer", "minimum": 1, "description": "Default DEFAULT_MESSAGE_TTL_MS."},
-            },
-            required=[],
-            description="`command` (or `action`) is required.",
-        ),
         "CommandAccepted": _object(
             {
                 "message_id": {"type": "string"},
@@ -175,24 +165,7 @@ def _schemas() -> dict[str, Any]:
                 "offset": {"type": "integer"},
             }
         ),
-        "Ack": _object(
-            {
-                "status": {"type": "string", "enum": ["acknowledged", "completed", "failed"]},
-                "result": OBJECT,
-                "error": {"type": "string"},
-            },
-            required=["status"],
-        ),
-        "RoutedMessage": _object(
-            {
-                "source": {"type": "string"},
-                "destination": {"type": "string", "pattern": IDENTIFIER_PATTERN},
-                "payload": OBJECT,
-                "qos": {"type": "integer", "enum": [0, 1, 2]},
-                "priority": {"type": "integer", "minimum": 0, "maximum": 10},
-            },
-            required=["destination", "payload"],
-        ),
+        **_model_schemas(CommandCreate, MessageCreate, AckBody),
         "Health": _object(
             {
                 "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
@@ -389,7 +362,7 @@ def _paths() -> dict[str, Any]:
                     "202": _json(_ref("CommandAccepted"), "Stored and queued.", LOCATION),
                     **_errors(*WITH_BODY, *AUTHED, "409"),
                 },
-                tag="commands", security=BEARER, scope="device:command", requestBody=_body("CommandRequest"),
+                tag="commands", security=BEARER, scope="device:command", requestBody=_body("CommandCreate"),
                 operationId="sendCommand",
                 parameters=[
                     _param("Idempotency-Key", "header", {"type": "string", "maxLength": 128},
@@ -412,7 +385,7 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Route a message to device `destination`",
                 {"202": _json(_ref("CommandAccepted"), "Stored and queued.", LOCATION), **_errors(*WITH_BODY, *AUTHED, "409")},
-                tag="commands", security=BEARER, scope="device:command", requestBody=_body("RoutedMessage"),
+                tag="commands", security=BEARER, scope="device:command", requestBody=_body("MessageCreate"),
                 operationId="routeMessage",
             ),
         },
@@ -428,7 +401,7 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Device acknowledges or completes a command; status never moves backwards",
                 {"200": _json(_ref("Message"), "The message after the ack."), **_errors(*WITH_BODY, *AUTHED, "409")},
-                tag="commands", security=[{"deviceBasic": []}], requestBody=_body("Ack"), operationId="ackMessage",
+                tag="commands", security=[{"deviceBasic": []}], requestBody=_body("AckBody"), operationId="ackMessage",
             ),
         },
         f"{p}/system/health": {
