@@ -13,7 +13,6 @@ from typing import Any
 import pydantic
 from flask import Blueprint, Flask, current_app, jsonify
 
-
 from app.api import API_PREFIX
 from app.api.devices import DeviceCreate, DevicePatch, DeviceReplace, Heartbeat
 from app.api.messages import AckBody, CommandCreate, MessageCreate
