@@ -1,4 +1,4 @@
-"""Command benchmark (a script, not a test): `python bench/commands.py [--quick]`.
+"""Command benchmark (a script, not a test): `python -m bench.commands [--quick]` (also part of `bench.run`).
 
 Starts its own gunicorn (2 workers × 4 threads), relay and simulated devices on a fresh database of the local
 PostgreSQL, NATS and Redis (the ones the test suite uses, tests/support/services.py), and measures:
@@ -33,16 +33,14 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from app.db import Database  # noqa: E402
-from app.messaging import Messaging, ack_subject  # noqa: E402
-from app.migrate import migrate  # noqa: E402
-from app.services.clients import create_client  # noqa: E402
-from app.simulate import fetch_token, register_devices  # noqa: E402
-from tests.support import services  # noqa: E402
-from tests.support.processes import HubServer, Relay  # noqa: E402
+from app.db import Database
+from app.messaging import Messaging, ack_subject
+from app.migrate import migrate
+from app.services.clients import create_client
+from app.simulate import fetch_token, register_devices
+from bench.harness import Gunicorn, hub_env
+from tests.support import services
+from tests.support.processes import Relay
 
 GOALS = {"submit_per_s": 300, "round_trip_p50_ms": 10, "round_trip_p99_ms": 50, "acks_per_s": 1000}
 
@@ -53,13 +51,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_env(database_url: str) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url, "REDIS_URL": services.REDIS_BASE_URL, "NATS_URL": services.NATS_URL,
-        "JWT_SECRET": "bench-" + uuid.uuid4().hex * 2, "UAIP_REDIS_KEY_PREFIX": f"uaip-bench-{uuid.uuid4().hex[:6]}",
-        "RATE_LIMIT_PER_MINUTE": "1000000", "RATE_LIMIT_BURST": "1000000",
-        "MAX_PENDING_COMMANDS_PER_DEVICE": "100000", "LOG_LEVEL": "warning",
-        "UAIP_RELAY_QUEUE_GROUP": f"uaip-relay-bench-{uuid.uuid4().hex[:6]}", "UAIP_RELAY_SWEEP_SECONDS": "1",
-    }
+    return hub_env(
+        database_url, MAX_PENDING_COMMANDS_PER_DEVICE="100000",
+        UAIP_RELAY_QUEUE_GROUP=f"uaip-relay-bench-{uuid.uuid4().hex[:6]}", UAIP_RELAY_SWEEP_SECONDS="1",
+    )
 
 
 # --- 1. submit rate ------------------------------------------------------------------------------------
@@ -202,7 +197,7 @@ def run(quick: bool = False) -> dict[str, object]:
         client, secret = create_client(db, "bench", "admin")
         env = bench_env(url)
         figures: dict[str, object] = {}
-        with HubServer(env, workers=2, threads=4) as hub, Relay(env) as relay:
+        with Gunicorn(env) as hub, Relay(env) as relay:
             token = fetch_token(hub.url, client.client_id, secret)
             prefix = f"bench-{uuid.uuid4().hex[:6]}"
             devices = register_devices(hub.url, token, [f"{prefix}-{i}" for i in range(1, 51)])

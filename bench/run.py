@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from bench import pipeline, registry
+from bench import commands, pipeline, registry
 from bench.harness import ROOT, BenchDatabase
 
 RESULTS = ROOT / "bench" / "results"
@@ -35,6 +35,7 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
     return {
         "device_list": lambda db: registry.list_vs_bare(db, rounds=rounds, seconds=seconds),
         "pipeline": lambda db: pipeline.measure(rounds=rounds, requests_per_round=600 if quick else 1500),
+        "commands": lambda db: commands.run(quick=quick),
         "default_limits": registry.default_limits,
         "token": lambda db: registry.token_issuance(db, requests_count=500 if quick else 3000),
         "memory": lambda db: registry.worker_memory(db, total_requests=2_000 if quick else 50_000),
@@ -59,6 +60,14 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
         e = f["exactness"]
         out.append(("burst exactness, 200 concurrent over 2 instances × 2 workers", f"= {e['burst']}",
                     f"{e['admitted']} admitted, statuses {e['status_counts']}"))
+    if "commands" in figures:
+        f = figures["commands"]
+        out.append(("command submit rate (2 workers × 4 threads)", "≥ 300/s", f"{f['submit_per_s']:.0f}/s ({f['submit_tool']})"))
+        out.append(("round trip submit → device ack → completed at 50/s, client with ?wait", "p50 ≤ 10 ms, p99 ≤ 50 ms",
+                    f"p50 {f['round_trip_p50_ms']:.1f} ms, p99 {f['round_trip_p99_ms']:.1f} ms"))
+        out.append(("same, from stored created_at → completed_at", "—",
+                    f"p50 {f['stored_p50_ms']:.1f} ms, p99 {f['stored_p99_ms']:.1f} ms"))
+        out.append(("relay acks applied (NATS → PostgreSQL)", "≥ 1,000/s", f"{f['acks_per_s']:.0f}/s"))
     if "default_limits" in figures:
         f = figures["default_limits"]
         out.append(("hey -n 1000 -c 10 /devices, default limits", "20 × 200, rest 429",
