@@ -6,7 +6,7 @@ API_PREFIX = "/api/v1"
 
 
 def init_app(app: Flask) -> None:
-    from app.api import auth, devices
+    from app.api import auth, devices, system
 
-    for module in (auth, devices):
+    for module in (auth, devices, system):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
