@@ -78,8 +78,20 @@ class Database:
                     application_name=self.application_name,
                     options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC",
                 )
+                # psycopg2 keeps a returned connection only while fewer than `minconn` are idle and closes it
+                # otherwise: with minconn=0 every request would open a new connection. Raised after creation,
+                # so the pool still connects lazily but keeps up to maxconn idle connections for reuse.
+                self._pool.minconn = self.maxconn
                 self._pool_pid = os.getpid()
         return self._pool
+
+    def _retire(self, pool: psycopg2.pool.ThreadedConnectionPool) -> None:
+        """A pooled connection turned out dead (server restart, network cut): its idle siblings were opened to
+        the same server and are as dead, so the next borrower gets a new pool instead of trying them one by
+        one. Connections still lent out from the old pool go back into it; it is closed once unreferenced."""
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
@@ -103,6 +115,8 @@ class Database:
                 with contextlib.suppress(psycopg2.Error):
                     conn.rollback()
             pool.putconn(conn, close=broken or conn.closed != 0)
+            if broken:
+                self._retire(pool)
             self._slots.release()
 
     def transaction(self, work: Callable[[psycopg2.extensions.cursor], T], retry: bool = True) -> T:
