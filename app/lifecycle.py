@@ -174,10 +174,13 @@ def master_exiting(server) -> None:
     """on_exit: workers still present here outlived the graceful timeout and were sent SIGKILL; say so."""
     for pid in list(getattr(server, "WORKERS", {})):
         try:
-            os.waitpid(pid, 0)
+            _, status = os.waitpid(pid, 0)
         except ChildProcessError:
-            pass
-        server.log.warning(
-            "worker %s was killed: requests still in flight after the graceful timeout (%ss)",
-            pid, server.cfg.graceful_timeout,
-        )
+            continue
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            server.log.warning(
+                "worker %s was killed: requests still in flight after the graceful timeout (%ss)",
+                pid, server.cfg.graceful_timeout,
+            )
+        else:
+            server.log.info("worker %s exited at the graceful timeout (status %s)", pid, status)
