@@ -183,3 +183,22 @@ def test_uptime_counts_from_the_master_start(monkeypatch):
     monkeypatch.delenv(lifecycle.MASTER_STARTED_ENV)
     lifecycle.record_master_start()
     assert os.environ[lifecycle.MASTER_STARTED_ENV].startswith(f"{os.getpid()}:")
+
+
+def test_a_statement_timeout_is_503_not_500(hub_env, auth, make_device, database, monkeypatch):
+    """A PATCH stuck behind a lock until statement_timeout answers 503 SERVICE_UNAVAILABLE."""
+    import psycopg2
+
+    from app import db as db_module
+
+    device = make_device()
+    monkeypatch.setattr(db_module, "STATEMENT_TIMEOUT_MS", 300)
+    app = create_app(hub_env)  # a new app: its pool is created with the shortened timeout
+    with psycopg2.connect(database) as lock_conn, lock_conn.cursor() as cur:
+        cur.execute("LOCK TABLE devices IN SHARE MODE")
+        response = app.test_client().patch(f"/api/v1/devices/{device['device_id']}", json={"name": "late"},
+                                           headers=auth)
+        lock_conn.rollback()
+    app.extensions["uaip.db"].close()
+    assert response.status_code == 503 and response.json["code"] == "SERVICE_UNAVAILABLE"
+    assert response.headers["Retry-After"]
