@@ -123,6 +123,7 @@ def test_sighup_replaces_every_worker_without_a_failed_request(hub_env, credenti
         assert len(old) == 2
         load = LoadGenerator(hub.url, f"/api/v1/devices/{device_id}", rate=120, max_seconds=8, headers=auth).start()
         time.sleep(2)
+        sent_before_hup, _ = load.snapshot()
         hub.signal(signal.SIGHUP)
         def replaced() -> set[int] | None:
             pids = hub.worker_pids()
@@ -133,7 +134,7 @@ def test_sighup_replaces_every_worker_without_a_failed_request(hub_env, credenti
         after = requests.get(f"{hub.url}/api/v1/devices/{device_id}", headers=auth, timeout=10)
         output = hub.output()
     assert result.failures == 0, result.summary()
-    assert result.sent == 120 * 8 + 1, result.summary()
+    assert result.sent - sent_before_hup >= 100, result.summary()  # the load went on across the restart
     assert new.isdisjoint(old) and after.status_code == 200
     assert "Hang up" in output
 

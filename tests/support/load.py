@@ -2,7 +2,7 @@
 
 Threads with keep-alive sessions send requests on a fixed schedule (request i is due at start + i / rate), so
 the offered load does not depend on how fast the server answers, up to `threads` requests in flight. It always
-stops: after `max_requests`, after `max_seconds`, on `stop()`, or — like a load balancer — as soon as its
+stops: after `max_requests`, after `max_seconds` of schedule or of wall time (whichever comes first), on `stop()`, or — like a load balancer — as soon as its
 readiness watcher sees the hub not ready (`gate_path`). A connection error or timeout counts as a failure; so
 does any status outside `ok_statuses`.
 """
@@ -146,8 +146,8 @@ class LoadGenerator:
         if index >= self.max_requests:
             return None
         due = self._started + index / self.rate
-        if due - self._started > self.max_seconds:
-            return None
+        if due - self._started > self.max_seconds or time.monotonic() - self._started > self.max_seconds:
+            return None  # the schedule is over, or the server is slower than the offered rate: stop on time
         return index, due
 
     def _run(self) -> None:
