@@ -10,10 +10,12 @@ import os
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/uaip-metrics")
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)  # also for --check-config, which loads the app
 
+from app import lifecycle  # noqa: E402
 from app.config import Settings, env_or_exit  # noqa: E402
 from app.logs import gunicorn_logconfig  # noqa: E402
 
 _settings = env_or_exit(Settings.from_env)
+lifecycle.record_master_start()  # for health's uptime_seconds; kept across SIGHUP, renewed by a USR2 re-exec
 
 bind = [f"{_settings.server_host}:{_settings.server_port}"]
 worker_class = "gthread"
@@ -23,8 +25,8 @@ preload_app = False  # every pool and client is created in the worker, after for
 graceful_timeout = _settings.graceful_timeout_seconds
 timeout = 60
 keepalive = 5
-max_requests = 10_000
-max_requests_jitter = 1_000
+max_requests = 10_000  # recycle workers now and then (override: GUNICORN_CMD_ARGS="--max-requests 50")
+max_requests_jitter = 1_000  # so workers do not all restart at once
 control_socket_disable = True  # no control socket: containers have a read-only HOME
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 accesslog = None  # the app writes its own JSON access line per request
@@ -32,6 +34,9 @@ errorlog = "-"
 loglevel = _settings.log_level
 logconfig_dict = gunicorn_logconfig(_settings.log_level, _settings.log_format)  # gunicorn's own lines: same format
 proc_name = "uaip-hub"
+
+
+# --- hooks: metrics files (app/metrics.py) and worker lifecycle (app/lifecycle.py) ------------------------
 
 
 def on_starting(server):
@@ -44,3 +49,31 @@ def child_exit(server, worker):
     from app.metrics import mark_worker_dead
 
     mark_worker_dead(worker.pid)
+
+
+def when_ready(server):
+    lifecycle.master_ready(server)
+
+
+def post_fork(server, worker):
+    lifecycle.worker_forked(worker)
+
+
+def post_worker_init(worker):
+    lifecycle.worker_ready(worker)
+
+
+def worker_int(worker):
+    lifecycle.worker_interrupted(worker)
+
+
+def worker_abort(worker):
+    lifecycle.worker_aborted(worker)
+
+
+def worker_exit(server, worker):
+    lifecycle.worker_exiting(worker)
+
+
+def on_exit(server):
+    lifecycle.master_exiting(server)

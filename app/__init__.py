@@ -17,7 +17,7 @@ from app.config import load_settings
 
 def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     """Build the WSGI app. `overrides` uses the environment's variable names (tests, tools)."""
-    from app import api, cache, db, errors, limits, logs, messaging, metrics, openapi, pipeline
+    from app import api, cache, db, errors, health, lifecycle, limits, logs, messaging, metrics, openapi, pipeline
 
     settings = load_settings(overrides)
     app = Flask(__name__)
@@ -32,6 +32,8 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     db.init_app(app)
     cache.init_app(app)
     messaging.init_app(app)
+    health.init_app(app)
+    lifecycle.init_app(app)  # so gunicorn's worker hooks can close this app's extensions
     pipeline.init_app(app)
     metrics.init_app(app)
     limits.init_app(app)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from typing import Callable, Iterator, TypeVar
 
 import psycopg2
@@ -29,6 +30,11 @@ CONNECT_TIMEOUT_SECONDS = 3
 STATEMENT_TIMEOUT_MS = 5_000
 # psycopg2's pool raises at once when every connection is lent out; callers wait up to this long instead.
 POOL_WAIT_SECONDS = 5
+# The health probe's own connection: libpq's connect_timeout has a floor of 2 s; TCP keepalives and
+# tcp_user_timeout bound a probe on a connection whose peer vanished without a reset.
+PING_CONNECT_TIMEOUT_SECONDS = 2
+PING_TCP_OPTIONS = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 2,
+                    "tcp_user_timeout": 2_000}
 
 
 class DatabaseUnavailable(Exception):
@@ -54,16 +60,17 @@ class Database:
         self._pool_pid: int | None = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(maxconn)
+        self._ping_conn: psycopg2.extensions.connection | None = None
+        self._ping_pid: int | None = None
+        self._ping_lock = threading.Lock()
 
     def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
         if self._pool is not None and self._pool_pid == os.getpid():
             return self._pool
         with self._lock:
             if self._pool is None or self._pool_pid != os.getpid():
-                # Built with minconn=0 so that creating the pool never connects (a worker starts even while
-                # PostgreSQL is down); then minconn is raised, because putconn() *closes* every returned
-                # connection beyond minconn idle ones, which would mean a new connection per request.
-                pool = psycopg2.pool.ThreadedConnectionPool(
+                # minconn=0: creating the pool never connects, so a worker starts even while PostgreSQL is down.
+                self._pool = psycopg2.pool.ThreadedConnectionPool(
                     0,
                     self.maxconn,
                     self.url,
@@ -71,10 +78,20 @@ class Database:
                     application_name=self.application_name,
                     options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC",
                 )
-                pool.minconn = self.maxconn
-                self._pool = pool
+                # psycopg2 keeps a returned connection only while fewer than `minconn` are idle and closes it
+                # otherwise: with minconn=0 every request would open a new connection. Raised after creation,
+                # so the pool still connects lazily but keeps up to maxconn idle connections for reuse.
+                self._pool.minconn = self.maxconn
                 self._pool_pid = os.getpid()
         return self._pool
+
+    def _retire(self, pool: psycopg2.pool.ThreadedConnectionPool) -> None:
+        """A pooled connection turned out dead (server restart, network cut): its idle siblings were opened to
+        the same server and are as dead, so the next borrower gets a new pool instead of trying them one by
+        one. Connections still lent out from the old pool go back into it; it is closed once unreferenced."""
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
@@ -98,6 +115,8 @@ class Database:
                 with contextlib.suppress(psycopg2.Error):
                     conn.rollback()
             pool.putconn(conn, close=broken or conn.closed != 0)
+            if broken:
+                self._retire(pool)
             self._slots.release()
 
     def transaction(self, work: Callable[[psycopg2.extensions.cursor], T], retry: bool = True) -> T:
@@ -126,14 +145,55 @@ class Database:
                 log.warning("discarded a dead database connection; retrying once", extra={"error": str(exc)})
         raise AssertionError("unreachable")
 
+    def ping(self, timeout: float = 1.0) -> float:
+        """One `SELECT 1` round trip in milliseconds, for health checks; raises DatabaseUnavailable.
+
+        It runs on a dedicated connection, not a pooled one: a pool fully lent out under load must not read as
+        "PostgreSQL is down" (and must not make a probe wait POOL_WAIT_SECONDS). The connection is kept for
+        the next probe; like `transaction()`, a kept connection that died (server restart) is replaced once.
+        """
+        with self._ping_lock:
+            for attempt in (1, 2):
+                reused = self._ping_conn is not None and self._ping_pid == os.getpid() and self._ping_conn.closed == 0
+                started = time.perf_counter()
+                try:
+                    if not reused:
+                        self._ping_conn = psycopg2.connect(
+                            self.url,
+                            connect_timeout=PING_CONNECT_TIMEOUT_SECONDS,
+                            application_name=f"{self.application_name}-health",
+                            options=f"-c statement_timeout={max(1, int(timeout * 1000))}",
+                            **PING_TCP_OPTIONS,
+                        )
+                        self._ping_conn.autocommit = True
+                        self._ping_pid = os.getpid()
+                    with self._ping_conn.cursor() as cur:
+                        cur.execute("SELECT 1")
+                        cur.fetchone()
+                    return (time.perf_counter() - started) * 1000
+                except psycopg2.Error as exc:
+                    self._close_ping()
+                    if not (reused and attempt == 1 and _is_connection_error(exc, None)):
+                        raise DatabaseUnavailable(str(exc).strip() or exc.__class__.__name__) from exc
+        raise AssertionError("unreachable")
+
+    def _close_ping(self) -> None:
+        if self._ping_conn is not None and self._ping_pid == os.getpid():
+            with contextlib.suppress(Exception):
+                self._ping_conn.close()
+        self._ping_conn = None
+        self._ping_pid = None
+
     def close(self) -> None:
-        """Close every pooled connection (worker exit)."""
+        """Close every pooled connection and the health-probe connection (worker exit)."""
         with self._lock:
             if self._pool is not None and self._pool_pid == os.getpid():
                 with contextlib.suppress(Exception):
                     self._pool.closeall()
             self._pool = None
             self._pool_pid = None
+        with self._ping_lock:
+            self._close_ping()
 
 
 def init_app(app: Flask) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg2.errors
 from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -101,6 +102,16 @@ def _handle_database_unavailable(exc: DatabaseUnavailable):
     )
 
 
+def _handle_statement_timeout(exc: psycopg2.errors.QueryCanceled):
+    # A statement that hit statement_timeout (a held lock, an overloaded server) is transient, like an outage:
+    # 503 with Retry-After, not a 500.
+    log.warning("database statement timed out: %s", str(exc).strip())
+    return error_response(
+        503, "SERVICE_UNAVAILABLE", "The database did not answer in time; retry shortly.",
+        headers={"Retry-After": "5"},
+    )
+
+
 def _handle_unexpected(exc: Exception):
     if isinstance(exc, HTTPException):
         return _handle_http_exception(exc)
@@ -113,4 +124,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(APIError, _handle_api_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
     app.register_error_handler(DatabaseUnavailable, _handle_database_unavailable)
+    app.register_error_handler(psycopg2.errors.QueryCanceled, _handle_statement_timeout)
     app.register_error_handler(Exception, _handle_unexpected)

@@ -106,6 +106,14 @@ class HubServer(_Process):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def worker_pids(self) -> set[int]:
+        """The master's live child processes (its workers), from /proc (Linux)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        try:
+            return {int(pid) for pid in children.read_text().split()}
+        except (FileNotFoundError, ProcessLookupError):
+            return set()
+
     def start(self):
         super().start()
         wait_for(self._answers, timeout=30, message=f"gunicorn on port {self.port}\n{self.output()[-2000:]}")
