@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from bench import commands, pipeline, registry
+from bench import commands, lifecycle, pipeline, registry
 from bench.harness import ROOT, BenchDatabase
 
 RESULTS = ROOT / "bench" / "results"
@@ -40,6 +40,7 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
         "token": lambda db: registry.token_issuance(db, requests_count=500 if quick else 3000),
         "memory": lambda db: registry.worker_memory(db, total_requests=2_000 if quick else 50_000),
         "worker_classes": lambda db: registry.worker_classes(db, seconds=seconds),
+        "lifecycle": lambda db: lifecycle.run(seconds=4.0 if quick else 10.0, health_requests=100 if quick else 300),
     }
 
 
@@ -85,6 +86,18 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
         for label, f in figures["worker_classes"].items():
             out.append((f"worker layout {label}: /devices?limit=50", "choose default",
                         f"{f['rps']:.0f} req/s, p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms"))
+    if "lifecycle" in figures:
+        f = figures["lifecycle"]
+        for key, label in (("sighup", "SIGHUP under load"), ("sigterm_with_drain", "SIGTERM after the drain file, under load")):
+            r = f[key]
+            out.append((f"{label} ({f['offered_rate']:.0f} req/s offered, capacity {f['capacity']['rate']:.0f})",
+                        "0 failed", f"{r['failures']} failed of {r['sent']}, p99 {r['p99_ms']} ms"
+                        + (f", exit {r['exit_code']} in {r['sigterm_to_exit_seconds']} s" if "exit_code" in r else "")))
+        out.append(("SIGTERM to exit: idle / with an idle keep-alive connection", "—",
+                    f"{f['sigterm_to_exit_idle_seconds']} s / {f['sigterm_to_exit_with_idle_keepalive_seconds']} s"))
+        out.append(("health latency p50/p99: cached / uncached", "—",
+                    f"{f['health_cached']['p50_ms']}/{f['health_cached']['p99_ms']} ms / "
+                    f"{f['health_uncached']['p50_ms']}/{f['health_uncached']['p99_ms']} ms"))
     return out
 
 
