@@ -25,6 +25,9 @@ preload_app = False  # every pool and client is created in the worker, after for
 graceful_timeout = _settings.graceful_timeout_seconds
 timeout = 60
 keepalive = 5
+# Header lines up to 16 KiB (gunicorn's default is 8,190 bytes): an oversized X-Request-ID then reaches the app,
+# which answers as the contract says (a new id) instead of gunicorn's HTML 431.
+limit_request_field_size = 16_384
 max_requests = 10_000  # recycle workers now and then (override: GUNICORN_CMD_ARGS="--max-requests 50")
 max_requests_jitter = 1_000  # so workers do not all restart at once
 control_socket_disable = True  # no control socket: containers have a read-only HOME
