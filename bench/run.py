@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from bench import commands, lifecycle, pipeline, registry
+from bench import commands, faults, lifecycle, pipeline, registry
 from bench.harness import ROOT, BenchDatabase
 
 RESULTS = ROOT / "bench" / "results"
@@ -40,6 +40,7 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
         "token": lambda db: registry.token_issuance(db, requests_count=500 if quick else 3000),
         "memory": lambda db: registry.worker_memory(db, total_requests=2_000 if quick else 50_000),
         "worker_classes": lambda db: registry.worker_classes(db, seconds=seconds),
+        "faults": lambda db: faults.run(outage_seconds=3.0 if quick else 5.0),
         "lifecycle": lambda db: lifecycle.run(seconds=4.0 if quick else 10.0, health_requests=100 if quick else 300),
     }
 
@@ -98,6 +99,14 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
         out.append(("health latency p50/p99: cached / uncached", "—",
                     f"{f['health_cached']['p50_ms']}/{f['health_cached']['p99_ms']} ms / "
                     f"{f['health_uncached']['p50_ms']}/{f['health_uncached']['p99_ms']} ms"))
+    if "faults" in figures:
+        f = figures["faults"]
+        for phase in f["phases"]:
+            out.append((f"{phase['dependency']} killed for {phase['outage_seconds']:.0f} s under load (20 submits/s + 20 reads/s)",
+                        "no 500, clear 503s, recovers",
+                        f"submits {phase['submits']}, reads {phase['reads']}; healthy again {phase['recovery_seconds']} s after restart"))
+        out.append(("commands accepted during the drill that reached `completed`", "all",
+                    f"{f['completed_commands']} of {f['accepted_commands']} (missing {len(f['missing_commands'])})"))
     return out
 
 
