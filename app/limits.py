@@ -20,6 +20,7 @@ from redis.retry import Retry
 
 from app import cache, metrics
 from app.errors import HTTP_CODES, error_response
+from app.limit_storage import SCHEME_PREFIX, WindowReadingRedisStorage
 from app.security import recognised_device, token_principal
 
 STRATEGY = "moving-window"
@@ -54,7 +55,8 @@ def storage_settings(redis_url: str | None, key_prefix: str) -> tuple[str, dict]
     """Storage URI and options: Redis with the hub's key prefix and bounded timeouts, or memory."""
     if not redis_url:
         return "memory://", {}
-    return redis_url, {
+    # WindowReadingRedisStorage (app/limit_storage.py): limits' Redis storage, one round trip fewer per request.
+    return SCHEME_PREFIX + redis_url, {
         # The strategy is part of the prefix: keys of another strategy would give WRONGTYPE errors.
         "key_prefix": f"{key_prefix}:limits:{STRATEGY}",
         "socket_timeout": cache.SOCKET_TIMEOUT_SECONDS,
@@ -90,6 +92,11 @@ def _restore_retry_after(response):
     return response
 
 
+def _forget_windows(limiter: Limiter) -> None:
+    if isinstance(limiter.storage, WindowReadingRedisStorage):
+        limiter.storage.forget_windows()
+
+
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     storage_uri, storage_options = storage_settings(settings.redis_url, settings.redis_key_prefix)
@@ -107,6 +114,7 @@ def init_app(app: Flask) -> None:
         request_identifier=lambda: request.endpoint or "unrouted",
     )
     limiter.request_filter(is_exempt)
+    app.before_request(lambda: _forget_windows(limiter))  # before flask-limiter's own check, registered below
     # after_request hooks run in reverse order: _restore runs after flask-limiter's header hook, _remember before.
     app.after_request(_restore_retry_after)
     limiter.init_app(app)

@@ -1,5 +1,6 @@
 """Rate limits: per-client buckets on Redis, headers, the 429 envelope, exemptions, client IP and Redis outages."""
 
+import time
 import uuid
 
 import pytest
@@ -177,3 +178,23 @@ def test_memory_fallback_still_enforces_limits(make_app):
         server.stop()
         results = statuses(app.test_client(), BURST + 1, headers=bearer(app, "client-mem"))
         assert results == [404] * BURST + [429]
+
+
+def test_two_redis_round_trips_per_request_and_exact_headers(make_app):
+    """One script per window takes the entry and reads the window, so the headers cost no third round trip;
+    the header values still count down exactly and reset at the oldest entry plus the window."""
+    with RedisServer() as store:
+        app = make_app(REDIS_URL=store.url, RATE_LIMIT_PER_MINUTE="50", RATE_LIMIT_BURST="10")
+        client = app.test_client()
+        headers = bearer(app, "client-round-trips")
+        first = client.get("/api/v1/devices", headers=headers)
+        server = redis.Redis.from_url(store.url)
+        before = server.info("commandstats")
+        remaining = [client.get("/api/v1/devices", headers=headers).headers["X-RateLimit-Remaining"] for _ in range(5)]
+        after = server.info("commandstats")
+        scripts = sum(after[k]["calls"] - before.get(k, {"calls": 0})["calls"] for k in ("cmdstat_evalsha", "cmdstat_eval")
+                      if k in after)
+        assert scripts == 2 * 5  # one per window; the stock storage made a third call for the headers
+        assert first.headers["X-RateLimit-Remaining"] == "9" and remaining == ["8", "7", "6", "5", "4"]
+        assert first.headers["X-RateLimit-Limit"] == "10"
+        assert 0 < int(first.headers["X-RateLimit-Reset"]) - time.time() <= 13
