@@ -43,6 +43,9 @@ SECRET_PATTERNS = (
     # credentials in URLs: postgresql://user:password@host
     (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:)([^@/\s]+)@"), r"\1" + REDACTED + "@"),
 )
+# Every SECRET_PATTERNS match contains one of these: text without any of them skips the substitutions (the
+# common case: paths, routes, addresses, user agents), which keeps the access line cheap.
+MAYBE_SECRET = re.compile(r"bearer|basic|eyJ|secret|passw|pwd|token|api[_-]?key|authoriz|://", re.IGNORECASE)
 # Values shorter than this are not masked by exact match (they would mangle ordinary text); patterns still apply.
 MIN_SECRET_VALUE_LENGTH = 6
 MAX_FIELD_LENGTH = 8192
@@ -110,8 +113,9 @@ def redact(text: str, values: Iterable[str] = ()) -> str:
     for value in sorted({*values, *_static_secrets}, key=len, reverse=True):
         if value in text:
             text = text.replace(value, REDACTED)
-    for pattern, replacement in SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
+    if MAYBE_SECRET.search(text):
+        for pattern, replacement in SECRET_PATTERNS:
+            text = pattern.sub(replacement, text)
     if len(text) > MAX_FIELD_LENGTH:
         text = text[:MAX_FIELD_LENGTH] + "…"
     return text
