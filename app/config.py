@@ -145,6 +145,7 @@ class Settings:
     relay_sweep_seconds: float = 2.0
     command_retry_seconds: float = 10.0
     relay_queue_group: str = "uaip-relay"
+    relay_metrics_port: int = 9464
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -179,6 +180,7 @@ class Settings:
             relay_sweep_seconds=_float(env, "UAIP_RELAY_SWEEP_SECONDS", 2.0, 0.05, 3600),
             command_retry_seconds=_float(env, "UAIP_COMMAND_RETRY_SECONDS", 10.0, 0.1, 3600),
             relay_queue_group=_raw(env, "UAIP_RELAY_QUEUE_GROUP") or "uaip-relay",
+            relay_metrics_port=_int(env, "UAIP_RELAY_METRICS_PORT", 9464, 0, 65_535),
         )
 
 

@@ -209,7 +209,18 @@ def _heartbeat_status(data: bytes) -> str:
     return "error" if isinstance(body, dict) and body.get("status") == "error" else "online"
 
 
+def serve_metrics(port: int) -> None:
+    """The relay's own /metrics (uaip_commands_total for the acks it applies, uaip_dependency_up, process
+    metrics): prometheus_client's HTTP server on a daemon thread. Port 0 turns it off."""
+    if port:
+        from prometheus_client import start_http_server
+
+        start_http_server(port)
+        log.info("relay metrics on :%d/metrics", port)
+
+
 def run_relay(db: Database, messaging: Messaging, settings: Settings) -> int:
+    serve_metrics(settings.relay_metrics_port)
     relay = Relay(db, messaging, settings)
     signal.signal(signal.SIGTERM, relay.request_stop)
     signal.signal(signal.SIGINT, relay.request_stop)

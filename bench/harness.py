@@ -91,6 +91,7 @@ def hub_env(database_url: str, **extra: str) -> dict[str, str]:
         "JWT_SECRET": "bench-" + secrets.token_hex(24),
         "UAIP_REDIS_KEY_PREFIX": "uaip-bench-" + secrets.token_hex(4),
         "LOG_LEVEL": "warning",
+        "UAIP_RELAY_METRICS_PORT": "0",
         "RATE_LIMIT_PER_MINUTE": "1000000",
         "RATE_LIMIT_BURST": "1000000",
         **extra,

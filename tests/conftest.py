@@ -51,6 +51,7 @@ def hub_env(database, run_id) -> dict[str, str]:
         "UAIP_REDIS_KEY_PREFIX": f"uaip-test-{run_id}",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info",
+        "UAIP_RELAY_METRICS_PORT": "0",  # relays started by tests must not fight over one port
         # Tests exercise limits explicitly; everything else should not trip them.
         "RATE_LIMIT_PER_MINUTE": "100000",
         "RATE_LIMIT_BURST": "100000",

@@ -559,6 +559,11 @@ def test_relay_deployment(default, renders):
     assert c["command"] == ["uaip-hub", "relay"]
     assert c["resources"]["limits"]["memory"] == "256Mi"
     assert renders["single-replica"].get("Deployment", f"{RELEASE}-relay")["spec"]["replicas"] == 1
+    # Its own /metrics (the commands it completes are counted in its process), announced for scraping.
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
+    assert {"name": "UAIP_RELAY_METRICS_PORT", "value": "9464"} in c["env"]
+    annotations = relay["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9464"
 
 
 # --------------------------------------------------------------------------- networking, monitoring, tests
@@ -591,7 +596,7 @@ def test_network_policy(default, renders):
     assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
     assert "app.kubernetes.io/component" not in spec["podSelector"]["matchLabels"]  # API, relay and Job
     (ingress,) = spec["ingress"]
-    assert ingress["ports"] == [{"port": 8443, "protocol": "TCP"}]
+    assert ingress["ports"] == [{"port": 8443, "protocol": "TCP"}, {"port": 9464, "protocol": "TCP"}]  # API, relay metrics
     assert ingress["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress"}
     allowed = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]}
     assert allowed == {(53, "UDP"), (53, "TCP"), (5432, "TCP"), (6379, "TCP"), (4222, "TCP")}

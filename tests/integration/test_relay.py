@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
 from app.db import Database
@@ -20,7 +21,7 @@ from tests.conftest import ALL_SCOPES, basic, unique_id
 from tests.support.listen import NatsCollector
 from tests.support.processes import HubServer, Relay
 from tests.support.servers import NatsServer, PostgresServer
-from tests.support.services import NATS_URL, wait_for
+from tests.support.services import NATS_URL, free_port, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -32,7 +33,8 @@ MESSAGES = "/api/v1/messages"
 def relay_env(hub_env, run_id):
     """Short relay intervals for tests, and a queue group of this run's own (the NATS server is shared)."""
     return {**hub_env, "UAIP_RELAY_SWEEP_SECONDS": "0.2", "UAIP_COMMAND_RETRY_SECONDS": "1",
-            "UAIP_RELAY_QUEUE_GROUP": f"uaip-relay-test-{run_id}", "LOG_FORMAT": "text"}
+            "UAIP_RELAY_QUEUE_GROUP": f"uaip-relay-test-{run_id}", "LOG_FORMAT": "text",
+            "UAIP_RELAY_METRICS_PORT": "0"}  # several relays run at once; one test below gives its own a port
 
 
 def start_relay(env) -> Relay:
@@ -148,6 +150,31 @@ def test_acks_and_heartbeats_published_on_nats_are_applied(api, relay):
         assert api.status(message_id) == "completed"
     finally:
         publisher.close()
+
+
+def relay_commands_total(port: int, status: str) -> float:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "uaip_commands_total" and sample.labels.get("status") == status:
+                return sample.value
+    return 0.0
+
+
+def test_relay_serves_metrics_for_the_acks_it_applies(api, relay_env):
+    port = free_port()
+    relay = start_relay({**relay_env, "UAIP_RELAY_METRICS_PORT": str(port)})
+    publisher = Messaging([NATS_URL])
+    try:
+        assert relay_commands_total(port, "completed") == 0
+        device_id = api.register()["device_id"]
+        _, accepted, _ = api.command(device_id)
+        assert publisher.wait_connected(10)
+        publisher.publish(ack_subject(device_id), {"message_id": accepted["message_id"], "status": "completed"})
+        wait_for(lambda: relay_commands_total(port, "completed") == 1, timeout=20, message="relay counted the ack")
+    finally:
+        publisher.close()
+        relay.stop()
 
 
 def test_relay_expires_commands_at_their_ttl(api, relay):
