@@ -34,13 +34,8 @@ RUN python3 -c "import configparser; c = configparser.ConfigParser(); c.read('se
  && pip install --no-cache-dir -r /tmp/requirements.txt
 
 # 2) The application itself, without touching the dependencies again.
-#    A setup.cfg-only project (no setup.py, no pyproject.toml) is not
-#    installable by pip; give it the two-line setuptools shim in that case.
 COPY . .
-RUN if [ ! -f pyproject.toml ] && [ ! -f setup.py ]; then \
-        printf 'from setuptools import setup\n\nsetup()\n' > setup.py; \
-    fi \
- && pip install --no-cache-dir --no-deps --no-build-isolation . \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
  && pip uninstall --yes setuptools wheel \
  && pip check
 

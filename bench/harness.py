@@ -109,24 +109,10 @@ class Gunicorn(HubServer):
         if worker_class:
             self.args[1:1] = ["-k", worker_class]
 
-    def _answers(self) -> bool:
-        import requests
-
-        if not self.running():
-            raise AssertionError(f"gunicorn exited early:\n{self.output()[-3000:]}")
-        try:
-            requests.get(f"{self.url}/api/v1/devices?limit=1", timeout=1)
-            return True
-        except requests.ConnectionError:
-            return False
-
-    def worker_pids(self) -> list[int]:
-        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        return [int(pid) for pid in path.read_text().split()]
-
     def worker_rss_mb(self) -> list[float]:
+        """Resident memory of each worker, in pid order (so two readings pair up)."""
         sizes = []
-        for pid in self.worker_pids():
+        for pid in sorted(self.worker_pids()):
             status = Path(f"/proc/{pid}/status").read_text()
             kb = int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
             sizes.append(kb / 1024)
