@@ -25,17 +25,6 @@ Capabilities = Annotated[list[Capability], pydantic.Field(max_length=64)]
 Location = Union[Annotated[str, pydantic.StringConstraints(max_length=256, pattern=PRINTABLE)], dict[str, Any], None]
 
 
-class DeviceCreate(StrictModel):
-    """Body of POST /devices. `device_id` is generated when absent."""
-
-    device_id: DeviceId | None = None
-    name: Name
-    device_type: DeviceType
-    capabilities: Capabilities = []
-    location: Location = None
-    metadata: dict[str, Any] = {}
-
-
 class DeviceReplace(StrictModel):
     """Body of PUT /devices/{id}: every mutable field; omitted optional ones are reset."""
 
@@ -44,6 +33,12 @@ class DeviceReplace(StrictModel):
     capabilities: Capabilities = []
     location: Location = None
     metadata: dict[str, Any] = {}
+
+
+class DeviceCreate(DeviceReplace):
+    """Body of POST /devices: the mutable fields and an optional `device_id` (generated when absent)."""
+
+    device_id: DeviceId | None = None
 
 
 class DevicePatch(StrictModel):
@@ -144,7 +139,7 @@ def update_device(device_id: str):
             raise registry.precondition_failed(device["version"])
         return _device_response(device)
     device = registry.update_device(
-        get_db(), device_id, changes, expected_version=expected, replace=replace, timeout=_timeout()
+        get_db(), device_id, changes, expected_version=expected, timeout=_timeout()
     )
     publish_device_event(get_messaging(), "updated", device_id, version=device["version"])
     return _device_response(device)

@@ -150,22 +150,13 @@ def get_device(db: Database, device_id: str, timeout: int) -> dict[str, Any]:
 
 
 def update_device(
-    db: Database, device_id: str, changes: dict[str, Any], *, expected_version: int | None,
-    replace: bool, timeout: int,
+    db: Database, device_id: str, changes: dict[str, Any], *, expected_version: int | None, timeout: int,
 ) -> dict[str, Any]:
-    """Apply `changes` (PATCH) or replace every mutable field (PUT), bumping `version`.
+    """Set the given mutable fields (a PATCH's subset, or all of them for PUT), bumping `version`.
 
     `expected_version` comes from If-Match: the update only applies to that version, else 412. The check and
     the write are one statement, so two racing PATCHes with the same If-Match cannot both win.
     """
-    if replace:
-        changes = {
-            "name": changes["name"],
-            "device_type": changes["device_type"],
-            "capabilities": changes.get("capabilities") or [],
-            "location": changes.get("location"),
-            "metadata": changes.get("metadata") or {},
-        }
     assignments, params = [], {"id": device_id, "timeout": timeout, "expected": expected_version}
     for field in MUTABLE_FIELDS:
         if field in changes:
