@@ -17,7 +17,7 @@ from app.config import load_settings
 
 def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     """Build the WSGI app. `overrides` uses the environment's variable names (tests, tools)."""
-    from app import api, cache, db, errors, health, lifecycle, limits, logs, messaging, metrics, openapi, pipeline
+    from app import api, cache, cli, db, errors, health, lifecycle, limits, logs, messaging, metrics, openapi, pipeline
 
     settings = load_settings(overrides)
     app = Flask(__name__)
@@ -40,4 +40,5 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     api.init_app(app)
     openapi.init_app(app)
     errors.init_app(app)
+    cli.init_app(app)  # migrate, create-client, relay: `uaip-hub ...` and `flask --app wsgi ...`
     return app

@@ -1,4 +1,9 @@
-"""`uaip-hub` commands, built on Flask's CLI (so `flask --app wsgi ...` works too)."""
+"""`uaip-hub` commands, built on Flask's CLI.
+
+migrate, create-client and relay are the app's own commands (registered on `app.cli` by create_app), so
+`flask --app wsgi migrate` works as well as `uaip-hub migrate`. simulate is a device-side client of a running
+hub: it needs no hub configuration, so it lives on the `uaip-hub` group only.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ import threading
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup
+from flask import Flask
+from flask.cli import FlaskGroup, with_appcontext
 
 from app import create_app
 from app.config import ConfigError
@@ -28,7 +34,8 @@ def cli() -> None:
     """UAIP Hub: REST hub for AI agents and IoT devices."""
 
 
-@cli.command("migrate")
+@click.command("migrate")
+@with_appcontext
 def migrate_command() -> None:
     """Apply database migrations (idempotent; safe from several pods at once)."""
     settings = current_app.config["SETTINGS"]
@@ -41,7 +48,8 @@ def migrate_command() -> None:
         raise click.UsageError("set both UAIP_BOOTSTRAP_CLIENT_ID and UAIP_BOOTSTRAP_CLIENT_SECRET, or neither")
 
 
-@cli.command("create-client")
+@click.command("create-client")
+@with_appcontext
 @click.option("--name", required=True, help="Human-readable client name.")
 @click.option("--scopes", default="device:read", show_default=True, help='Space-separated, e.g. "device:read device:write".')
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
@@ -67,7 +75,8 @@ def _default_logging(level: str = "info") -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
-@cli.command("relay")
+@click.command("relay")
+@with_appcontext
 def relay_command() -> None:
     """Run the relay: device acks and heartbeats from NATS, redelivery, expiry, offline sweep (until SIGTERM)."""
     from app.relay import run_relay
@@ -109,6 +118,14 @@ def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | N
         click.echo(f"simulating {count} device(s): {', '.join(simulator.device_ids[:5])}{' …' if count > 5 else ''}")
         stop.wait()
     click.echo(f"stopped; {len(simulator.received)} command(s) received, {len(simulator.outcomes)} answered")
+
+
+APP_COMMANDS = (migrate_command, create_client_command, relay_command)
+
+
+def init_app(app: Flask) -> None:
+    for command in APP_COMMANDS:
+        app.cli.add_command(command)
 
 
 def main() -> None:

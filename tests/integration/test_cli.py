@@ -1,7 +1,11 @@
 """`uaip-hub migrate` and `uaip-hub create-client` as real subprocesses on a real database."""
 
 import json
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg2
 
@@ -69,3 +73,15 @@ def test_bootstrap_client_is_created_then_updated(hub_env, client):
     assert run_cli(["migrate"], env).returncode == 0
     assert client.post("/api/v1/auth/token", data=form).status_code == 401
     assert client.post("/api/v1/auth/token", data={**form, "client_secret": "second-secret-value"}).status_code == 200
+
+
+def test_commands_also_run_through_flask_cli(hub_env):
+    """CONTRACT §1: uaip-hub is built on Flask's CLI, so `flask --app wsgi ...` offers the same commands."""
+    root = Path(__file__).resolve().parents[2]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(root), **hub_env}
+    flask = str(Path(sys.executable).with_name("flask"))
+    migrated = subprocess.run([flask, "--app", "wsgi", "migrate"], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert migrated.returncode == 0 and "schema up to date" in migrated.stdout, migrated.stderr
+    created = subprocess.run([flask, "--app", "wsgi", "create-client", "--name", "via-flask", "--json"], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0 and json.loads(created.stdout)["scopes"] == "device:read", created.stderr
