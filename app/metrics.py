@@ -109,6 +109,11 @@ def _refresh_before_scrape(view):
     @functools.wraps(view)
     def scrape(*args, **kwargs):
         refresh_device_gauge()
+        # uaip_dependency_up is set by health probes; a scrape runs them too (through the per-worker cache, so
+        # at most one round of probes per 2 s), or the gauge would stay empty where nothing calls /health.
+        from app.health import get_health
+
+        get_health().report()
         return view(*args, **kwargs)
 
     return scrape

@@ -6,6 +6,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
+from app.metrics import dependency_up
 
 
 def sample(name, **labels):
@@ -77,3 +78,12 @@ def test_metrics_answer_when_postgresql_is_down(hub_env):
     assert r.status_code == 200
     families = {f.name: f for f in text_string_to_metric_families(r.get_data(as_text=True))}
     assert all(s.value != s.value for s in families["uaip_devices"].samples)  # NaN: unknown, not zero
+
+
+def test_a_scrape_refreshes_dependency_gauges_without_a_health_call(hub_env):
+    """Prometheus may be the only caller: the scrape itself runs the (cached) health probes."""
+    dependency_up.labels(name="PostgreSQL").set(0)  # a stale value the scrape must replace
+    app = create_app(hub_env)
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'uaip_dependency_up{name="PostgreSQL"} 1.0' in text
+    assert 'uaip_dependency_up{name="Redis"} 1.0' in text
