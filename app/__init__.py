@@ -1,9 +1,10 @@
 """UAIP Hub: a REST hub through which AI agents find, inspect and command IoT devices.
 
 `create_app` reads as the order things happen to a request: configuration and logging, then the extensions the
-app holds (database, Redis, NATS), then the request pipeline (request id and access log, metrics, rate limits —
+app holds (database, Redis, NATS, the health checker, the registry gunicorn's worker hooks close at exit), then
+the request pipeline (request id and access log, metrics, rate limits —
 metrics before limits, so a 429 is still counted and timed), then the API and its OpenAPI document, then the error
-envelope around all of it.
+envelope around all of it; last, the app's CLI commands (migrate, create-client, relay).
 """
 
 from __future__ import annotations
