@@ -211,12 +211,20 @@ def _heartbeat_status(data: bytes) -> str:
 
 def serve_metrics(port: int) -> None:
     """The relay's own /metrics (uaip_commands_total for the acks it applies, uaip_dependency_up, process
-    metrics): prometheus_client's HTTP server on a daemon thread. Port 0 turns it off."""
-    if port:
-        from prometheus_client import start_http_server
+    metrics): prometheus_client's HTTP server on a daemon thread. Port 0 turns it off.
 
+    Several relays may run on one host (one queue group); the metrics are auxiliary to the relay's job, so a
+    port already taken costs a warning, not the relay."""
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    try:
         start_http_server(port)
-        log.info("relay metrics on :%d/metrics", port)
+    except OSError as exc:
+        log.warning("relay metrics not served: port %d is unavailable (%s); set UAIP_RELAY_METRICS_PORT", port, exc)
+        return
+    log.info("relay metrics on :%d/metrics", port)
 
 
 def run_relay(db: Database, messaging: Messaging, settings: Settings) -> int:

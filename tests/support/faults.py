@@ -130,7 +130,7 @@ def run_drill(hub_env: dict[str, str], outage_seconds: float = 3.0, per_second: 
             **hub_env, "DATABASE_URL": db_url, "REDIS_URL": redis_server.url, "NATS_URL": nats_server.url,
             "UAIP_REDIS_KEY_PREFIX": f"uaip-drill-{uuid.uuid4().hex[:8]}", "UAIP_RELAY_SWEEP_SECONDS": "0.2",
             "UAIP_COMMAND_RETRY_SECONDS": "1", "UAIP_RELAY_QUEUE_GROUP": f"uaip-drill-{uuid.uuid4().hex[:8]}",
-            "UAIP_HEALTH_CACHE_SECONDS": "0", "LOG_LEVEL": "warning",
+            "UAIP_HEALTH_CACHE_SECONDS": "0", "LOG_LEVEL": "warning", "UAIP_RELAY_METRICS_PORT": "0",
         }
         with HubServer(env) as hub, Relay(env) as relay:
             token = fetch_token(hub.url, client.client_id, secret)
