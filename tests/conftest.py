@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app
+from app import create_app, lifecycle
 from app.db import Database
 from app.migrate import migrate
 from app.services.clients import create_client
@@ -60,9 +60,15 @@ def hub_env(database, run_id) -> dict[str, str]:
 
 @pytest.fixture()
 def app(hub_env):
-    app = create_app(hub_env)
-    yield app
-    app.extensions["uaip.messaging"].close()  # its NATS connection and loop thread, if a request started them
+    return create_app(hub_env)
+
+
+@pytest.fixture(autouse=True)
+def _close_apps_after_each_test():
+    """Close what every app built during the test opened (NATS loop thread, Redis, pools), as a gunicorn worker
+    does at exit; tests that build apps themselves need not remember to. All of it reopens lazily if used again."""
+    yield
+    lifecycle.close_extensions()
 
 
 @pytest.fixture()
