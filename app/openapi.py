@@ -44,6 +44,16 @@ def _object(properties: dict[str, Any], required: list[str] | None = None, **ext
     return schema
 
 
+def _page(key: str, item: str) -> dict[str, Any]:
+    """A list answer: `{key: [item, ...], "total", "limit", "offset"}`."""
+    return _object({
+        key: {"type": "array", "items": _ref(item)},
+        "total": {"type": "integer", "minimum": 0},
+        "limit": {"type": "integer"},
+        "offset": {"type": "integer"},
+    })
+
+
 def _model_schemas(*models: type[pydantic.BaseModel]) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
     for model in models:
@@ -137,14 +147,7 @@ def _schemas() -> dict[str, Any]:
         "DeviceWithSecret": {
             "allOf": [device, _object({"device_secret": {"type": "string", "description": "Shown once."}})]
         },
-        "DeviceList": _object(
-            {
-                "devices": {"type": "array", "items": _ref("Device")},
-                "total": {"type": "integer", "minimum": 0},
-                "limit": {"type": "integer"},
-                "offset": {"type": "integer"},
-            }
-        ),
+        "DeviceList": _page("devices", "Device"),
         **_model_schemas(DeviceCreate, DeviceReplace, DevicePatch, Heartbeat),
         "CommandAccepted": _object(
             {
@@ -156,14 +159,7 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "Message": message,
-        "MessageList": _object(
-            {
-                "commands": {"type": "array", "items": _ref("Message")},
-                "total": {"type": "integer", "minimum": 0},
-                "limit": {"type": "integer"},
-                "offset": {"type": "integer"},
-            }
-        ),
+        "MessageList": _page("commands", "Message"),
         **_model_schemas(CommandCreate, MessageCreate, AckBody),
         "Health": _object(
             {
