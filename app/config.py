@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -95,6 +96,27 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], required: 
     return value
 
 
+def _public_url(env: Mapping[str, str], name: str) -> str | None:
+    """`scheme://host[:port]` with no path, normalised (scheme and host lower-cased, no trailing slash): it is
+    compared exactly against token audiences and published in discovery documents."""
+    value = _raw(env, name)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must look like https://hub.example.com (scheme and host), got {value!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(f"{name} must be scheme://host[:port] without a path, query or credentials, got {value!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{name} has an invalid port, got {value!r}") from None
+    host = parts.hostname.lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port is not None else "")
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     value = _raw(env, name) or ""
     return tuple(item.strip() for item in value.split(",") if item.strip())
@@ -139,6 +161,7 @@ class Settings:
     log_level: str = "info"
     log_format: str = "json"
     cors_origins: tuple[str, ...] = ()
+    public_url: str | None = None
     bootstrap_client_id: str | None = None
     bootstrap_client_secret: str | None = dataclasses.field(default=None, repr=False)
     # Relay tuning (not in the old hub; README "Commands and the relay"). Tests shorten the intervals.
@@ -175,6 +198,7 @@ class Settings:
             log_level=_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
             log_format=_choice(env, "LOG_FORMAT", "json", LOG_FORMATS),
             cors_origins=_list(env, "CORS_ORIGINS"),
+            public_url=_public_url(env, "UAIP_PUBLIC_URL"),
             bootstrap_client_id=_raw(env, "UAIP_BOOTSTRAP_CLIENT_ID"),
             bootstrap_client_secret=_raw(env, "UAIP_BOOTSTRAP_CLIENT_SECRET"),
             relay_sweep_seconds=_float(env, "UAIP_RELAY_SWEEP_SECONDS", 2.0, 0.05, 3600),

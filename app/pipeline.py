@@ -65,8 +65,10 @@ def write_access_log(response):
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     if settings.trusted_proxy_hops > 0:
-        # Only the proxies' own entries are trusted: the N-th X-Forwarded-For value from the right.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0, x_host=0, x_port=0, x_prefix=0)
+        # Only the proxies' own entries are trusted: the N-th X-Forwarded-For value from the right, and the scheme and
+        # host the same proxies forwarded (the public base URL, app/urls.py, when UAIP_PUBLIC_URL is unset).
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=0, x_prefix=0)
     app.before_request(assign_request_id)
     # after_request hooks run in reverse order of registration: the access line is written last.
     app.after_request(write_access_log)

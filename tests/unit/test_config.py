@@ -36,6 +36,11 @@ def test_defaults_match_the_contract():
         ("NATS_URL", "", "NATS_URL is required"),
         ("DATABASE_URL", "", "DATABASE_URL is required"),
         ("RATE_LIMIT_BURST", "1.5", "RATE_LIMIT_BURST must be an integer"),
+        ("UAIP_PUBLIC_URL", "hub.example.com", "UAIP_PUBLIC_URL must look like"),
+        ("UAIP_PUBLIC_URL", "ftp://hub.example.com", "UAIP_PUBLIC_URL must look like"),
+        ("UAIP_PUBLIC_URL", "https://hub.example.com/api", "UAIP_PUBLIC_URL must be scheme://host[:port]"),
+        ("UAIP_PUBLIC_URL", "https://user:pw@hub.example.com", "UAIP_PUBLIC_URL must be scheme://host[:port]"),
+        ("UAIP_PUBLIC_URL", "https://hub.example.com:99999", "UAIP_PUBLIC_URL has an invalid port"),
     ],
 )
 def test_bad_value_names_the_variable(name, value, fragment):
@@ -72,3 +77,16 @@ def test_repr_hides_secrets():
     s = parse(REDIS_URL="redis://:pw@h/0", UAIP_BOOTSTRAP_CLIENT_SECRET="boot-secret")
     text = repr(s)
     assert "x" * 40 not in text and "boot-secret" not in text and "postgresql://" not in text and ":pw@" not in text
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("https://Hub.Example.COM/", "https://hub.example.com"),
+        ("HTTP://hub.example.com:8443", "http://hub.example.com:8443"),
+        ("https://[::1]:9000", "https://[::1]:9000"),
+    ],
+)
+def test_public_url_is_normalised_for_exact_comparison(value, expected):
+    assert parse(UAIP_PUBLIC_URL=value).public_url == expected
+    assert parse().public_url is None
