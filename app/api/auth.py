@@ -1,5 +1,8 @@
 """OAuth 2.0 client credentials grant (RFC 6749 §4.4) at /auth/token, and /auth/login, the old hub's name.
 
+An optional `resource` (RFC 8707) picks the token's audience: the REST API (`<base>`) or the MCP endpoint
+(`<base>/api/v1/mcp`); any other value, or more than one, is `invalid_target`. Tokens without one work on REST.
+
 Errors here use RFC 6749 §5.2 bodies (`error`, `error_description`), not the hub's envelope, because OAuth2
 client libraries parse exactly that shape.
 """
@@ -13,6 +16,7 @@ from flask import Blueprint, current_app, jsonify, request
 from app.db import get_db
 from app.security import SCOPES, basic_credentials, issue_token
 from app.services.clients import authenticate_client
+from app.urls import canonical_resource, resources
 
 blueprint = Blueprint("auth", __name__)
 
@@ -29,8 +33,9 @@ def oauth_error(status: int, error: str, description: str):
     return response
 
 
-def _token_request_fields() -> dict[str, str] | None:
-    """Form or JSON fields as strings; None when the body cannot be read as either."""
+def _token_request_fields() -> tuple[dict[str, str], list] | None:
+    """Form or JSON fields as strings, and every `resource` value given (RFC 8707 allows the parameter more than
+    once: repeated form fields, or a JSON array); None when the body cannot be read as either."""
     if request.is_json:
         try:
             data = json.loads(request.get_data(cache=True) or b"{}")
@@ -38,18 +43,43 @@ def _token_request_fields() -> dict[str, str] | None:
             return None
         if not isinstance(data, dict):
             return None
-        return {key: value for key, value in data.items() if isinstance(value, str)}
+        resource = data.get("resource")
+        resources = [] if resource is None else resource if isinstance(resource, list) else [resource]
+        return {key: value for key, value in data.items() if isinstance(value, str)}, resources
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
-        return {key: value for key, value in request.form.items()}
+        return {key: value for key, value in request.form.items()}, request.form.getlist("resource")
     return None
+
+
+class InvalidTarget(Exception):
+    """A `resource` this hub cannot issue a token for (RFC 8707 `invalid_target`)."""
+
+    def __init__(self, reason: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(f"{reason} Its resources are {' and '.join(allowed)}.")
+
+
+def _audience(requested: list) -> str | None:
+    """The token's `aud` for the requested resources: none requested, none; exactly one of the hub's resources
+    (compared as app/urls.py `canonical_resource` writes it), that one. Anything else raises InvalidTarget."""
+    if not requested:
+        return None
+    allowed = resources()
+    if len(requested) > 1:
+        raise InvalidTarget("Request one resource per token.", allowed)
+    value = requested[0]
+    canonical = canonical_resource(value) if isinstance(value, str) else None
+    if canonical not in allowed:
+        raise InvalidTarget("The resource is not one this hub serves.", allowed)
+    return canonical
 
 
 @blueprint.post("/auth/token")
 @blueprint.post("/auth/login")
 def token():
-    fields = _token_request_fields()
-    if fields is None:
+    parsed = _token_request_fields()
+    if parsed is None:
         return oauth_error(400, "invalid_request", "The body must be application/x-www-form-urlencoded or a JSON object.")
+    fields, requested_resources = parsed
     grant_type = fields.get("grant_type")
     if grant_type is None:
         return oauth_error(400, "invalid_request", "grant_type is required.")
@@ -79,8 +109,15 @@ def token():
         if not set(scopes) <= granted:
             return oauth_error(400, "invalid_scope", "The requested scope exceeds the scopes granted to this client.")
 
+    try:
+        audience = _audience(requested_resources)
+    except InvalidTarget as exc:
+        return oauth_error(400, "invalid_target", str(exc))
+
     settings = current_app.config["SETTINGS"]
-    access_token, expires_in = issue_token(client.client_id, scopes, settings.jwt_secret, settings.jwt_expiry_seconds)
+    access_token, expires_in = issue_token(
+        client.client_id, scopes, settings.jwt_secret, settings.jwt_expiry_seconds, audience=audience
+    )
     response = jsonify(
         {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in, "scope": " ".join(scopes)}
     )
