@@ -25,8 +25,9 @@ from app.security import recognised_device, token_principal
 
 STRATEGY = "moving-window"
 BURST_WINDOW_SECONDS = 12
-# Never limited: probes, scrapes and the API description (paths, and everything below them).
-EXEMPT_PATHS = ("/api/v1/system/health", "/metrics", "/api/v1/openapi.json")
+# Never limited: probes, scrapes, the API description and the OAuth discovery documents (paths, and everything
+# below them).
+EXEMPT_PATHS = ("/api/v1/system/health", "/metrics", "/api/v1/openapi.json", "/.well-known")
 
 
 def limit_string(per_minute: int, burst: int) -> str:

@@ -63,42 +63,45 @@ def _model_schemas(*models: type[pydantic.BaseModel]) -> dict[str, Any]:
     return schemas
 
 
+# The wire shapes of a device (§4) and a message (§5), shared with the MCP tools' output schemas (app/mcp/tools.py).
+DEVICE_SCHEMA = _object(
+    {
+        "device_id": {"type": "string", "pattern": IDENTIFIER_PATTERN},
+        "name": {"type": "string"},
+        "device_type": {"type": "string"},
+        "status": {"type": "string", "enum": list(DEVICE_STATUSES)},
+        "capabilities": {"type": "array", "items": {"type": "string"}},
+        "location": {"anyOf": [{"type": "string"}, OBJECT, {"type": "null"}]},
+        "metadata": OBJECT,
+        "last_seen": _nullable(TIMESTAMP),
+        "registered_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+        "version": {"type": "integer", "minimum": 1},
+    }
+)
+MESSAGE_SCHEMA = _object(
+    {
+        "message_id": {"type": "string"},
+        "device_id": {"type": "string"},
+        "command": {"type": "string"},
+        "params": {"description": "The command's parameters, as sent."},
+        "qos": {"type": "integer", "enum": [0, 1, 2]},
+        "priority": {"type": "integer", "minimum": 0, "maximum": 10},
+        "status": {"type": "string", "enum": list(MESSAGE_STATUSES)},
+        "result": {"description": "What the device reported with its final acknowledgement (any JSON value), or null."},
+        "error": {"type": ["string", "null"]},
+        "created_at": TIMESTAMP,
+        "sent_at": _nullable(TIMESTAMP),
+        "acknowledged_at": _nullable(TIMESTAMP),
+        "completed_at": _nullable(TIMESTAMP),
+        "expires_at": TIMESTAMP,
+        "request_id": {"type": ["string", "null"]},
+    },
+    required=["message_id", "device_id", "command", "status", "created_at", "expires_at"],
+)
+
+
 def _schemas() -> dict[str, Any]:
-    device = _object(
-        {
-            "device_id": {"type": "string", "pattern": IDENTIFIER_PATTERN},
-            "name": {"type": "string"},
-            "device_type": {"type": "string"},
-            "status": {"type": "string", "enum": list(DEVICE_STATUSES)},
-            "capabilities": {"type": "array", "items": {"type": "string"}},
-            "location": {"anyOf": [{"type": "string"}, OBJECT, {"type": "null"}]},
-            "metadata": OBJECT,
-            "last_seen": _nullable(TIMESTAMP),
-            "registered_at": TIMESTAMP,
-            "updated_at": TIMESTAMP,
-            "version": {"type": "integer", "minimum": 1},
-        }
-    )
-    message = _object(
-        {
-            "message_id": {"type": "string"},
-            "device_id": {"type": "string"},
-            "command": {"type": "string"},
-            "params": OBJECT,
-            "qos": {"type": "integer", "enum": [0, 1, 2]},
-            "priority": {"type": "integer", "minimum": 0, "maximum": 10},
-            "status": {"type": "string", "enum": list(MESSAGE_STATUSES)},
-            "result": {"anyOf": [OBJECT, {"type": "null"}]},
-            "error": {"type": ["string", "null"]},
-            "created_at": TIMESTAMP,
-            "sent_at": _nullable(TIMESTAMP),
-            "acknowledged_at": _nullable(TIMESTAMP),
-            "completed_at": _nullable(TIMESTAMP),
-            "expires_at": TIMESTAMP,
-            "request_id": {"type": ["string", "null"]},
-        },
-        required=["message_id", "device_id", "command", "status", "created_at", "expires_at"],
-    )
     dependency = _object(
         {
             "name": {"type": "string", "enum": ["PostgreSQL", "Redis", "NATS"]},
@@ -120,7 +123,8 @@ def _schemas() -> dict[str, Any]:
         ),
         "OAuthError": _object(
             {
-                "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type", "invalid_scope"]},
+                "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type", "invalid_scope",
+                                                     "invalid_target"]},
                 "error_description": {"type": "string"},
             },
             description="RFC 6749 §5.2 error body of the token endpoint.",
@@ -131,6 +135,11 @@ def _schemas() -> dict[str, Any]:
                 "client_id": {"type": "string", "maxLength": 256},
                 "client_secret": {"type": "string", "maxLength": 256},
                 "scope": {"type": "string", "description": "Space-separated subset of: " + " ".join(SCOPES)},
+                "resource": {
+                    "type": "string", "format": "uri",
+                    "description": "RFC 8707: the resource the token is for, and its `aud`: the hub's base URL (REST "
+                    "API) or `<base>/api/v1/mcp` (MCP endpoint). Default: none (REST only).",
+                },
             },
             required=["grant_type"],
             description="Client credentials in the body (client_secret_post) or in HTTP Basic (client_secret_basic).",
@@ -143,9 +152,9 @@ def _schemas() -> dict[str, Any]:
                 "scope": {"type": "string"},
             }
         ),
-        "Device": device,
+        "Device": DEVICE_SCHEMA,
         "DeviceWithSecret": {
-            "allOf": [device, _object({"device_secret": {"type": "string", "description": "Shown once."}})]
+            "allOf": [DEVICE_SCHEMA, _object({"device_secret": {"type": "string", "description": "Shown once."}})]
         },
         "DeviceList": _page("devices", "Device"),
         **_model_schemas(DeviceCreate, DeviceReplace, DevicePatch, Heartbeat),
@@ -158,7 +167,7 @@ def _schemas() -> dict[str, Any]:
                 "expires_at": TIMESTAMP,
             }
         ),
-        "Message": message,
+        "Message": MESSAGE_SCHEMA,
         "MessageList": _page("commands", "Message"),
         **_model_schemas(CommandCreate, MessageCreate, AckBody),
         "Health": _object(
@@ -171,6 +180,26 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "Probe": _object({"status": {"type": "string", "enum": ["alive", "ready", "draining", "not_ready"]}}),
+        "ProtectedResourceMetadata": _object(
+            {
+                "resource": {"type": "string", "format": "uri"},
+                "authorization_servers": {"type": "array", "items": {"type": "string", "format": "uri"}},
+                "scopes_supported": {"type": "array", "items": {"type": "string", "enum": list(SCOPES)}},
+                "bearer_methods_supported": {"type": "array", "items": {"type": "string", "enum": ["header"]}},
+            },
+            description="RFC 9728 protected resource metadata.",
+        ),
+        "AuthorizationServerMetadata": _object(
+            {
+                "issuer": {"type": "string", "format": "uri"},
+                "token_endpoint": {"type": "string", "format": "uri"},
+                "grant_types_supported": {"type": "array", "items": {"type": "string"}},
+                "token_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
+                "response_types_supported": {"type": "array", "items": {"type": "string"}, "maxItems": 0},
+                "scopes_supported": {"type": "array", "items": {"type": "string", "enum": list(SCOPES)}},
+            },
+            description="RFC 8414 authorization server metadata.",
+        ),
     }
 
 
@@ -260,7 +289,8 @@ def _paths() -> dict[str, Any]:
         "Get an access token (OAuth 2.0 client credentials)",
         {
             "200": _json(_ref("TokenResponse"), "Token issued; `Cache-Control: no-store`."),
-            "400": _json(_ref("OAuthError"), "invalid_request / unsupported_grant_type / invalid_scope"),
+            "400": _json(_ref("OAuthError"), "invalid_request / unsupported_grant_type / invalid_scope / "
+                         "invalid_target (a `resource` the hub does not serve, or more than one)"),
             "401": _json(_ref("OAuthError"), "invalid_client; `WWW-Authenticate` is set."),
             **_errors("405", "413", "429", "500", "503"),
         },
@@ -399,6 +429,7 @@ def _paths() -> dict[str, Any]:
                 tag="commands", security=[{"deviceBasic": []}], requestBody=_body("AckBody"), operationId="ackMessage",
             ),
         },
+        **_discovery_paths(),
         f"{p}/system/health": {
             "get": _op(
                 "Dependency health (cached ≤ 2 s per worker)",
@@ -431,6 +462,24 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _discovery_paths() -> dict[str, Any]:
+    from app.api.discovery import AUTHORIZATION_SERVER, PROTECTED_RESOURCE
+    from app.urls import MCP_PATH
+
+    def document(summary: str, schema: str, operation_id: str) -> dict[str, Any]:
+        return {"get": _op(summary, {"200": _json(_ref(schema), summary), **_errors("405", "500")},
+                           tag="discovery", operationId=operation_id)}
+
+    return {
+        PROTECTED_RESOURCE: document("RFC 9728 metadata of the REST API (resource `<base>`)",
+                                     "ProtectedResourceMetadata", "restResourceMetadata"),
+        PROTECTED_RESOURCE + MCP_PATH: document("RFC 9728 metadata of the MCP endpoint (resource `<base>/api/v1/mcp`)",
+                                                "ProtectedResourceMetadata", "mcpResourceMetadata"),
+        AUTHORIZATION_SERVER: document("RFC 8414 metadata of the hub as its own authorization server",
+                                       "AuthorizationServerMetadata", "authorizationServerMetadata"),
+    }
+
+
 def build_document(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -441,7 +490,7 @@ def build_document(version: str) -> dict[str, Any]:
             "carries `X-Request-ID`; rate-limited responses carry `X-RateLimit-*` (CONTRACT.md §6).",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": name} for name in ("auth", "devices", "commands", "system")],
+        "tags": [{"name": name} for name in ("auth", "devices", "commands", "discovery", "system")],
         "paths": _paths(),
         "components": {
             "schemas": _schemas(),

@@ -1,4 +1,5 @@
-"""HTTP API: one blueprint module per resource, all under /api/v1."""
+"""HTTP API: one blueprint module per resource, all under /api/v1, and the OAuth discovery documents under
+/.well-known."""
 
 from flask import Flask
 
@@ -6,7 +7,8 @@ API_PREFIX = "/api/v1"
 
 
 def init_app(app: Flask) -> None:
-    from app.api import auth, devices, messages, system
+    from app.api import auth, devices, discovery, messages, system
 
     for module in (auth, devices, messages, system):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
+    app.register_blueprint(discovery.blueprint)
