@@ -7,8 +7,8 @@ API_PREFIX = "/api/v1"
 
 
 def init_app(app: Flask) -> None:
-    from app.api import auth, devices, discovery, messages, system
+    from app.api import auth, device_types, devices, discovery, messages, system, things
 
-    for module in (auth, devices, messages, system):
+    for module in (auth, devices, device_types, messages, things, system):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
     app.register_blueprint(discovery.blueprint)

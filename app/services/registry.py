@@ -71,11 +71,14 @@ def precondition_failed(current_version: int) -> APIError:
 
 def register_device(db: Database, fields: dict[str, Any], timeout: int) -> tuple[dict[str, Any], str]:
     """Insert a device; returns (device, plaintext secret). 409 DEVICE_EXISTS if the id is taken."""
+    from app.services.device_types import hold_type
+
     device_id = fields.get("device_id") or f"dev-{secrets.token_hex(8)}"
     secret = generate_secret()
     secret_hash = hash_secret(secret)
 
     def insert(cur):
+        hold_type(cur, fields["device_type"])
         cur.execute(
             "INSERT INTO devices (device_id, name, device_type, capabilities, location, metadata, secret_hash) "
             f"VALUES (%(id)s, %(name)s, %(type)s, %(caps)s, %(location)s, %(metadata)s, %(hash)s) "
@@ -157,6 +160,8 @@ def update_device(
     `expected_version` comes from If-Match: the update only applies to that version, else 412. The check and
     the write are one statement, so two racing PATCHes with the same If-Match cannot both win.
     """
+    from app.services.device_types import hold_type
+
     assignments, params = [], {"id": device_id, "timeout": timeout, "expected": expected_version}
     for field in MUTABLE_FIELDS:
         if field in changes:
@@ -169,6 +174,8 @@ def update_device(
     version_check = " AND version = %(expected)s" if expected_version is not None else ""
 
     def update(cur):
+        if "device_type" in changes:
+            hold_type(cur, changes["device_type"])
         cur.execute(
             f"UPDATE devices SET {', '.join(assignments)} WHERE device_id = %(id)s{version_check} "
             f"RETURNING {DEVICE_COLUMNS}",
