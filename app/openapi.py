@@ -66,7 +66,8 @@ def _model_schemas(*models: type[pydantic.BaseModel]) -> dict[str, Any]:
     return schemas
 
 
-# The wire shapes of a device (§4) and a message (§5), shared with the MCP tools' output schemas (app/mcp/tools.py).
+# The wire shapes of a device (§4), a message (§5) and a device type (§8), shared with the MCP tools' output
+# schemas (app/mcp/tools.py).
 DEVICE_SCHEMA = _object(
     {
         "device_id": {"type": "string", "pattern": IDENTIFIER_PATTERN},
@@ -101,6 +102,29 @@ MESSAGE_SCHEMA = _object(
         "request_id": {"type": ["string", "null"]},
     },
     required=["message_id", "device_id", "command", "status", "created_at", "expires_at"],
+)
+DEVICE_TYPE_SCHEMA = _object(
+    {
+        "device_type": {"type": "string", "pattern": TYPE_NAME_PATTERN},
+        "description": {"type": "string"},
+        "commands": {
+            "type": "object",
+            "propertyNames": {"pattern": COMMAND_NAME_PATTERN},
+            "additionalProperties": _object(
+                {
+                    "description": {"type": "string"},
+                    "params": {"type": "object", "description": "JSON Schema (2020-12) of the params."},
+                    "result": {"type": "object", "description": "JSON Schema of the result (advisory)."},
+                    "safe": {"type": "boolean"},
+                    "idempotent": {"type": "boolean"},
+                },
+                required=["description", "params", "safe", "idempotent"],
+            ),
+        },
+        "version": {"type": "integer", "minimum": 1},
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+    }
 )
 
 
@@ -183,6 +207,28 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "Probe": _object({"status": {"type": "string", "enum": ["alive", "ready", "draining", "not_ready"]}}),
+        "JsonRpcRequest": _object(
+            {
+                "jsonrpc": {"type": "string", "enum": ["2.0"]},
+                "id": {"type": ["string", "integer"], "description": "Absent only for notifications/* methods."},
+                "method": {"type": "string", "minLength": 1},
+                "params": OBJECT,
+            },
+            required=["jsonrpc", "method"],
+            description="One JSON-RPC 2.0 request or notification (no batches). See docs/mcp.md.",
+        ),
+        "JsonRpcResponse": _object(
+            {
+                "jsonrpc": {"type": "string", "enum": ["2.0"]},
+                "id": {"type": ["string", "integer", "null"], "description": "null when the request's id was unreadable."},
+                "result": OBJECT,
+                "error": _object(
+                    {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}}, required=["code", "message"]
+                ),
+            },
+            required=["jsonrpc", "id"],
+            description="A JSON-RPC 2.0 response: `result`, or `error` (-32700, -32600, -32601, -32602, -32020, -32022).",
+        ),
         "ProtectedResourceMetadata": _object(
             {
                 "resource": {"type": "string", "format": "uri"},
@@ -210,29 +256,7 @@ def _schemas() -> dict[str, Any]:
 def _typed_schemas() -> dict[str, Any]:
     """Device types, Thing Descriptions and the action route (docs/device-types.md)."""
     return {
-        "DeviceType": _object(
-            {
-                "device_type": {"type": "string", "pattern": TYPE_NAME_PATTERN},
-                "description": {"type": "string"},
-                "commands": {
-                    "type": "object",
-                    "propertyNames": {"pattern": COMMAND_NAME_PATTERN},
-                    "additionalProperties": _object(
-                        {
-                            "description": {"type": "string"},
-                            "params": {"type": "object", "description": "JSON Schema (2020-12) of the params."},
-                            "result": {"type": "object", "description": "JSON Schema of the result (advisory)."},
-                            "safe": {"type": "boolean"},
-                            "idempotent": {"type": "boolean"},
-                        },
-                        required=["description", "params", "safe", "idempotent"],
-                    ),
-                },
-                "version": {"type": "integer", "minimum": 1},
-                "created_at": TIMESTAMP,
-                "updated_at": TIMESTAMP,
-            }
-        ),
+        "DeviceType": DEVICE_TYPE_SCHEMA,
         "DeviceTypeList": _page("device_types", "DeviceType"),
         **_model_schemas(DeviceTypeBody),
         "ThingDescription": _object(
@@ -485,6 +509,7 @@ def _paths() -> dict[str, Any]:
                 tag="commands", security=[{"deviceBasic": []}], requestBody=_body("AckBody"), operationId="ackMessage",
             ),
         },
+        f"{p}/mcp": {"post": _mcp_operation()},
         **_discovery_paths(),
         f"{p}/system/health": {
             "get": _op(
@@ -516,6 +541,43 @@ def _paths() -> dict[str, Any]:
                        tag="system", operationId="openapi"),
         },
     }
+
+
+def _mcp_operation() -> dict[str, Any]:
+    from app.mcp.server import METHOD_HEADER, NAME_HEADER, SUPPORTED_VERSIONS, VERSION_HEADER
+
+    rpc_error = _json(_ref("JsonRpcResponse"), "")
+    return _op(
+        "Model Context Protocol endpoint for AI agents (Streamable HTTP, stateless)",
+        {
+            "200": _json(_ref("JsonRpcResponse"), "The JSON-RPC response: a result, or an error that is not a refusal "
+                         "of the message (-32601 and -32602 before 2026-07-28)."),
+            "202": {"description": "A notification, accepted; no body.", "headers": _COMMON_HEADERS},
+            "400": {**rpc_error, "description": "Malformed JSON (-32700), not one valid request (-32600), an "
+                    "unsupported MCP-Protocol-Version (-32022); with 2026-07-28 also -32602 and -32020."},
+            "404": {**rpc_error, "description": "2026-07-28 only: unknown method (-32601)."},
+            **_errors("405", "413", "415", "429", "500", "503"),
+            "401": _error("No token, or one not issued for this endpoint (`aud`); `WWW-Authenticate: Bearer "
+                          "resource_metadata=\"<base>/.well-known/oauth-protected-resource/api/v1/mcp\"`."),
+            "403": _error("An Origin not in CORS_ORIGINS (`ORIGIN_NOT_ALLOWED`), or a tool outside the token's scopes "
+                          "(`INSUFFICIENT_SCOPE`, `WWW-Authenticate: Bearer error=\"insufficient_scope\", scope=...`)."),
+            "406": _error("An Accept header that rules out application/json (`NOT_ACCEPTABLE`)."),
+        },
+        tag="mcp", security=BEARER, operationId="mcp",
+        description="JSON-RPC 2.0, one message per POST, answered with one application/json response; no sessions, "
+        "GET and DELETE get 405. Methods: initialize (2025-06-18, 2025-11-25), ping, tools/list, tools/call; with "
+        "`MCP-Protocol-Version: 2026-07-28`: server/discover, tools/list, tools/call. Tools: list_devices, "
+        "get_device (scope device:read), send_command (device:command), get_command (message:read). The token must "
+        "be issued for this endpoint (`resource` = `<base>/api/v1/mcp`); without one, 401 with `WWW-Authenticate: "
+        "Bearer resource_metadata=...`. See docs/mcp.md.",
+        parameters=[
+            _param(VERSION_HEADER, "header", {"type": "string", "enum": list(SUPPORTED_VERSIONS)},
+                   "Protocol revision of this request; absent: a handshake-era client."),
+            _param(METHOD_HEADER, "header", {"type": "string"}, "2026-07-28: the body's method."),
+            _param(NAME_HEADER, "header", {"type": "string"}, "2026-07-28: the tool name of a tools/call."),
+        ],
+        requestBody=_body("JsonRpcRequest"),
+    )
 
 
 def _discovery_paths() -> dict[str, Any]:
@@ -636,8 +698,8 @@ def build_document(version: str) -> dict[str, Any]:
             "carries `X-Request-ID`; rate-limited responses carry `X-RateLimit-*` (CONTRACT.md §6).",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": name} for name in ("auth", "devices", "device-types", "commands", "things", "discovery",
-                                             "system")],
+        "tags": [{"name": name} for name in ("auth", "devices", "device-types", "commands", "things", "mcp",
+                                             "discovery", "system")],
         "paths": {**_paths(), **_typed_paths()},
         "components": {
             "schemas": _schemas(),

@@ -39,7 +39,7 @@ def _storable(text: str) -> bool:
     return True
 
 
-def _check_decoded(value: Any, limit: int) -> str | None:
+def decoded_json_problem(value: Any, limit: int) -> str | None:
     """Why decoded JSON cannot be accepted (too deep, or a string PostgreSQL cannot store), or None.
     Iterative, so hostile nesting cannot exhaust the stack."""
     stack = [(value, 1)]
@@ -59,7 +59,7 @@ def _check_decoded(value: Any, limit: int) -> str | None:
     return None
 
 
-def _not_json(constant: str):
+def not_json_constant(constant: str):
     """Python's json module accepts NaN and ±Infinity; JSON (and PostgreSQL's jsonb) does not, and NaN would pass
     every numeric bound of a command's schema."""
     raise ValueError(f"{constant} is not a JSON value")
@@ -77,12 +77,12 @@ def json_body() -> Any:
     if not request.is_json:
         raise APIError(415, "UNSUPPORTED_MEDIA_TYPE", "The request body must be JSON (Content-Type: application/json).")
     try:
-        value = json.loads(raw, parse_constant=_not_json)
+        value = json.loads(raw, parse_constant=not_json_constant)
     except (ValueError, RecursionError) as exc:
         message = "The request body is not valid JSON."
         details = {"position": exc.pos} if isinstance(exc, json.JSONDecodeError) else {}
         raise APIError(400, "INVALID_JSON", message, details) from None
-    problem = _check_decoded(value, MAX_JSON_DEPTH)
+    problem = decoded_json_problem(value, MAX_JSON_DEPTH)
     if problem:
         raise APIError(400, "INVALID_JSON", problem)
     return value
