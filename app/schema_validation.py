@@ -11,6 +11,8 @@
   OverflowError there).
 - `required`, `dependentRequired` and `additionalProperties: false` report one error per member, located at the
   member itself (`/params/value`), so a client sees exactly which member is missing or unexpected.
+- a `false` subschema in `properties` (and the other lists and maps of subschemas) is compiled as a schema that
+  refuses everything with an error at its own place: jsonschema would report it at the parent's location.
 
 `format` is an annotation only (no format checker), and the registry is empty, so no `$ref` can leave the
 document (declared schemas only hold local `#/...` references, checked at declaration time).
@@ -151,6 +153,38 @@ def _multiple_of(validator, divisor, instance, schema):
         yield ValidationError(f"{_short(instance)} is not a multiple of {divisor}")
 
 
+FALSE_SCHEMA = "uaip:false"  # the keyword a compiled `false` subschema carries
+
+# Where 2020-12 keywords hold subschemas: one schema, a list of schemas, or a map of names to schemas.
+SCHEMA_KEYWORDS = ("additionalProperties", "contains", "contentSchema", "else", "if", "items", "not", "propertyNames",
+                   "then", "unevaluatedItems", "unevaluatedProperties")
+SCHEMA_LIST_KEYWORDS = ("allOf", "anyOf", "oneOf", "prefixItems")
+SCHEMA_MAP_KEYWORDS = ("properties", "patternProperties", "dependentSchemas", "$defs", "definitions")
+
+
+def _refuse_everything(validator, _value, instance, schema):
+    yield ValidationError(f"No value is allowed here; got {_short(instance)}.")
+
+
+def _without_false_subschemas(schema: Any) -> Any:
+    """A copy of `schema` where each `false` member of a list or map of subschemas (`properties`, `prefixItems`,
+    `$defs`, ...) is `{FALSE_SCHEMA: true}`: same places, so every local `$ref` still points where it did. A
+    keyword whose own value is `false` (`additionalProperties`, `items`, ...) is reported by that keyword."""
+    if schema is False:
+        return {FALSE_SCHEMA: True}
+    if not isinstance(schema, dict):
+        return schema
+    copy = dict(schema)
+    for keyword, value in schema.items():
+        if keyword in SCHEMA_KEYWORDS and isinstance(value, dict):
+            copy[keyword] = _without_false_subschemas(value)
+        elif keyword in SCHEMA_LIST_KEYWORDS and isinstance(value, list):
+            copy[keyword] = [_without_false_subschemas(item) for item in value]
+        elif keyword in SCHEMA_MAP_KEYWORDS and isinstance(value, dict):
+            copy[keyword] = {name: _without_false_subschemas(item) for name, item in value.items()}
+    return copy
+
+
 ParamsValidator = validators.extend(
     Draft202012Validator,
     {
@@ -161,6 +195,7 @@ ParamsValidator = validators.extend(
         "dependentRequired": _dependent_required,
         "uniqueItems": _unique_items,
         "multipleOf": _multiple_of,
+        FALSE_SCHEMA: _refuse_everything,
     },
 )
 
@@ -169,7 +204,7 @@ EMPTY_REGISTRY = Registry()
 
 def compile_schema(schema: Any):
     """A validator for a schema already accepted by app/schema_rules.py (no format checks, no remote refs)."""
-    return ParamsValidator(schema, registry=EMPTY_REGISTRY)
+    return ParamsValidator(_without_false_subschemas(schema), registry=EMPTY_REGISTRY)
 
 
 # --- errors as the API reports them ----------------------------------------------------------------------
@@ -204,7 +239,7 @@ def params_errors(validator, params: Any, prefix: str) -> tuple[list[dict[str, s
         return [], 0
     errors = [
         {"pointer": pointer(prefix, error.absolute_path), "message": shorten(error.message),
-         "keyword": error.validator if isinstance(error.validator, str) else "false"}
+         "keyword": "false" if error.validator in (None, FALSE_SCHEMA) else error.validator}
         for error in found
     ]
     errors.sort(key=lambda e: (e["pointer"], e["keyword"], e["message"]))
