@@ -262,3 +262,16 @@ def test_types_replaced_while_commands_flow_validate_each_command_against_one_ve
             refusing_key = "b" if version % 2 == 1 else "a"  # the key this version requires
             assert key != refusing_key, (key, version, body)
             assert ("/params/" + refusing_key, "required") in [(e["pointer"], e["keyword"]) for e in body["details"]["errors"]]
+
+
+def test_a_costly_schema_and_params_combination_is_refused_not_stalled(client, admin_auth, auth, make_device, db):
+    """A declarable schema (under every size limit) that makes each array item build 700 errors, and a body of
+    15,000 items just under 64 KB: refused with maxSteps instead of keeping the worker busy for minutes."""
+    name = f"costly-{uuid.uuid4().hex[:8]}"
+    items = {"anyOf": [{"required": [f"k{i}"]} for i in range(700)]}
+    declaration = {"commands": {"load": {"params": {"type": "object", "properties": {"v": {"type": "array", "items": items}}}}}}
+    assert client.put(f"{TYPES}/{name}", json=declaration, headers=admin_auth).status_code == 201
+    device_id = make_device(device_type=name)["device_id"]
+    response = client.post(f"/api/v1/devices/{device_id}/commands/load", json={"v": [{}] * 15_000}, headers=auth)
+    assert pointers(response) == [("", "maxSteps")]
+    assert stored_commands(db, device_id) == 0
