@@ -54,6 +54,9 @@ def test_put_creates_then_replaces_with_etag_and_defaults(client, admin_auth):
     assert body["commands"]["read"] == {"description": "", "params": {"type": "object", "additionalProperties": False},
                                         "safe": True, "idempotent": False}
     assert "result" not in body["commands"]["read"]
+    # Read back as written: commands and schema keywords keep their order.
+    assert list(body["commands"]) == ["set_temperature", "read"]
+    assert list(body["commands"]["set_temperature"]["params"]) == ["type", "properties", "required", "additionalProperties"]
 
     changed = {**THERMOSTAT, "description": "Version two"}
     replaced = client.put(f"{TYPES}/{name}", json=changed, headers=admin_auth)
