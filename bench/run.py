@@ -75,7 +75,7 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
         f = figures["typed_commands"]
         out.append(("typed command submit rate vs undeclared type, same body (A/B rounds)", f"≥ {typed.GOAL_RATIO}×",
                     f"{f['typed_per_s']:.0f} vs {f['untyped_per_s']:.0f}/s = {f['ratio']:.2f}×"))
-        out.append(("params validation per command, in process (valid / invalid); compiling a type", "µs",
+        out.append(("params validation per command, in process, CPU (valid / invalid); compiling a type", "µs",
                     f"{f['validate_valid_us']:.1f} / {f['validate_invalid_us']:.1f} µs; {f['compile_us']:.0f} µs"))
     if "default_limits" in figures:
         f = figures["default_limits"]
