@@ -275,3 +275,15 @@ def test_a_costly_schema_and_params_combination_is_refused_not_stalled(client, a
     response = client.post(f"/api/v1/devices/{device_id}/commands/load", json={"v": [{}] * 15_000}, headers=auth)
     assert pointers(response) == [("", "maxSteps")]
     assert stored_commands(db, device_id) == 0
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_not_json_and_never_reach_a_schema(client, auth, typed_device, make_device, db, constant):
+    """Python's json accepts them; NaN would pass `minimum`/`maximum`, and PostgreSQL's jsonb refuses them (a 500
+    before this check)."""
+    for device_id in (typed_device[0], make_device()["device_id"]):
+        body = b'{"command": "set_temperature", "params": {"value": ' + constant + b"}}"
+        response = client.post(f"/api/v1/devices/{device_id}/command", data=body,
+                               headers={**auth, "Content-Type": "application/json"})
+        assert response.status_code == 400 and response.json["code"] == "INVALID_JSON", response.json
+        assert stored_commands(db, device_id) == 0
