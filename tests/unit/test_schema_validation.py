@@ -43,6 +43,7 @@ def test_valid_params_give_no_errors():
                                             ("", "")])
 def test_reference_tokens_are_escaped_per_rfc_6901(token, escaped):
     assert escape_token(token) == escaped
+    assert pointer("/params", ["x", token]) == "/params/x/" + escaped
 
 
 def test_pointers_reach_into_nested_objects_and_arrays():
