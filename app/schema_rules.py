@@ -31,7 +31,9 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from app.schema_validation import PatternError, compile_pattern, escape_token, shorten
+from app.schema_validation import (
+    SCHEMA_KEYWORDS, SCHEMA_LIST_KEYWORDS, SCHEMA_MAP_KEYWORDS, PatternError, compile_pattern, escape_token, shorten,
+)
 
 MAX_SCHEMA_BYTES = 16_384
 MAX_SCHEMA_DEPTH = 16
@@ -86,14 +88,13 @@ def _subschemas(schema: dict, *, definitions: bool) -> list[tuple[tuple, Any]]:
     for keyword, value in schema.items():
         if keyword in DEFINITION_KEYWORDS and not definitions:
             continue
-        if keyword in ("properties", "patternProperties", "dependentSchemas", *DEFINITION_KEYWORDS):
+        if keyword in SCHEMA_MAP_KEYWORDS:
             if isinstance(value, dict):
                 found.extend(((keyword, name), child) for name, child in value.items())
-        elif keyword in ("allOf", "anyOf", "oneOf", "prefixItems"):
+        elif keyword in SCHEMA_LIST_KEYWORDS:
             if isinstance(value, list):
                 found.extend(((keyword, index), child) for index, child in enumerate(value))
-        elif keyword in ("additionalProperties", "contains", "contentSchema", "else", "if", "items", "not",
-                         "propertyNames", "then", "unevaluatedItems", "unevaluatedProperties"):
+        elif keyword in SCHEMA_KEYWORDS:
             found.append(((keyword,), value))
     return found
 

@@ -11,6 +11,14 @@
   OverflowError there).
 - `required`, `dependentRequired` and `additionalProperties: false` report one error per member, located at the
   member itself (`/params/value`), so a client sees exactly which member is missing or unexpected.
+- a `false` subschema in `properties` (and the other lists and maps of subschemas) is compiled as a schema that
+  refuses everything with an error at its own place: jsonschema would report it at the parent's location.
+
+Every keyword evaluation and every subschema entered counts against a budget of MAX_STEPS per command (an error
+costs more: building errors is the expensive part, also the ones `anyOf`/`oneOf` collect and discard), so no
+combination of schema and params
+keeps a worker busy for long: `items: {"anyOf": [700 branches]}` against 30,000 array items would otherwise take
+about 20 minutes. Params that exceed it are refused (422) with one error at their root, keyword `maxSteps`.
 
 `format` is an annotation only (no format checker), and the registry is empty, so no `$ref` can leave the
 document (declared schemas only hold local `#/...` references, checked at declaration time).
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import threading
 from fractions import Fraction
 from typing import Any, Iterable
 
@@ -151,16 +160,101 @@ def _multiple_of(validator, divisor, instance, schema):
         yield ValidationError(f"{_short(instance)} is not a multiple of {divisor}")
 
 
+FALSE_SCHEMA = "uaip:false"  # the keyword a compiled `false` subschema carries
+STEP = "uaip:step"  # the keyword every compiled subschema carries: entering it costs one step of the budget
+
+# Where 2020-12 keywords hold subschemas: one schema, a list of schemas, or a map of names to schemas.
+SCHEMA_KEYWORDS = ("additionalProperties", "contains", "contentSchema", "else", "if", "items", "not", "propertyNames",
+                   "then", "unevaluatedItems", "unevaluatedProperties")
+SCHEMA_LIST_KEYWORDS = ("allOf", "anyOf", "oneOf", "prefixItems")
+SCHEMA_MAP_KEYWORDS = ("properties", "patternProperties", "dependentSchemas", "$defs", "definitions")
+
+
+def _refuse_everything(validator, _value, instance, schema):
+    yield ValidationError(f"No value is allowed here; got {_short(instance)}.")
+
+
+def _step(validator, _value, instance, schema):
+    return ()
+
+
+def _prepared(schema: Any) -> Any:
+    """The schema as compiled: a copy in which every subschema carries STEP (so descending into it costs a step
+    of the budget, even when it has no keyword to evaluate, like `{}`), and each `false` member of a list or map of
+    subschemas (`properties`, `prefixItems`, `$defs`, ...) is `{FALSE_SCHEMA: true}`. Subschemas keep their places,
+    so every local `$ref` still points where it did. A keyword whose own value is `false` (`additionalProperties`,
+    `items`, ...) is reported by that keyword."""
+    if schema is False:
+        return {FALSE_SCHEMA: True, STEP: True}
+    if not isinstance(schema, dict):
+        return schema
+    copy = {**schema, STEP: True}
+    for keyword, value in schema.items():
+        if keyword in SCHEMA_KEYWORDS and isinstance(value, dict):
+            copy[keyword] = _prepared(value)
+        elif keyword in SCHEMA_LIST_KEYWORDS and isinstance(value, list):
+            copy[keyword] = [_prepared(item) for item in value]
+        elif keyword in SCHEMA_MAP_KEYWORDS and isinstance(value, dict):
+            copy[keyword] = {name: _prepared(item) for name, item in value.items()}
+    return copy
+
+
+# --- a work budget per validation ------------------------------------------------------------------------
+
+# A keyword evaluation costs 1 step, entering a subschema SUBSCHEMA_STEPS (jsonschema builds a resolver and a
+# validator for it), an error ERROR_STEPS (found, or built and discarded inside anyOf/oneOf). Measured on the
+# reference machine under load: ~2 µs, ~10 µs and ~30 µs, so the budget is a few hundred milliseconds at most.
+MAX_STEPS = 200_000
+SUBSCHEMA_STEPS = 5
+ERROR_STEPS = 25
+BUDGET_KEYWORD = "maxSteps"
+
+
+class TooCostly(Exception):
+    """Validating one set of params used up MAX_STEPS."""
+
+
+_budget = threading.local()
+
+
+def _spend(steps: int) -> None:
+    remaining = getattr(_budget, "remaining", None)
+    if remaining is None:  # outside params_errors: unbounded
+        return
+    remaining -= steps
+    _budget.remaining = remaining
+    if remaining < 0:
+        raise TooCostly
+
+
+def _budgeted(keyword, steps: int = 1):
+    """`keyword` counting against the budget: `steps` per evaluation, ERROR_STEPS per error it yields."""
+
+    def evaluate(validator, value, instance, schema):
+        _spend(steps)
+        for error in keyword(validator, value, instance, schema) or ():
+            _spend(ERROR_STEPS)
+            yield error
+
+    return evaluate
+
+
 ParamsValidator = validators.extend(
     Draft202012Validator,
     {
-        "pattern": _pattern,
-        "patternProperties": _pattern_properties,
-        "additionalProperties": _additional_properties,
-        "required": _required,
-        "dependentRequired": _dependent_required,
-        "uniqueItems": _unique_items,
-        "multipleOf": _multiple_of,
+        keyword: _budgeted(function, SUBSCHEMA_STEPS if keyword == STEP else 1)
+        for keyword, function in {
+            **Draft202012Validator.VALIDATORS,
+            "pattern": _pattern,
+            "patternProperties": _pattern_properties,
+            "additionalProperties": _additional_properties,
+            "required": _required,
+            "dependentRequired": _dependent_required,
+            "uniqueItems": _unique_items,
+            "multipleOf": _multiple_of,
+            FALSE_SCHEMA: _refuse_everything,
+            STEP: _step,
+        }.items()
     },
 )
 
@@ -169,7 +263,7 @@ EMPTY_REGISTRY = Registry()
 
 def compile_schema(schema: Any):
     """A validator for a schema already accepted by app/schema_rules.py (no format checks, no remote refs)."""
-    return ParamsValidator(schema, registry=EMPTY_REGISTRY)
+    return ParamsValidator(_prepared(schema), registry=EMPTY_REGISTRY)
 
 
 # --- errors as the API reports them ----------------------------------------------------------------------
@@ -198,13 +292,22 @@ def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 def params_errors(validator, params: Any, prefix: str) -> tuple[list[dict[str, str]], int]:
     """Why `params` do not validate: ([{pointer, message, keyword}] sorted by pointer, at most
-    MAX_REPORTED_ERRORS), and how many errors were found (at most MAX_COLLECTED_ERRORS). ([], 0) when valid."""
-    found = list(itertools.islice(validator.iter_errors(params), MAX_COLLECTED_ERRORS))
+    MAX_REPORTED_ERRORS), and how many errors were found (at most MAX_COLLECTED_ERRORS). ([], 0) when valid.
+    Params whose check would take more than MAX_STEPS are refused with one error at their root."""
+    _budget.remaining = MAX_STEPS
+    try:
+        found = list(itertools.islice(validator.iter_errors(params), MAX_COLLECTED_ERRORS))
+    except TooCostly:
+        message = (f"Checking these params against the command's schema needs more than {MAX_STEPS} steps; "
+                   "send fewer or smaller values.")
+        return [{"pointer": prefix, "message": message, "keyword": BUDGET_KEYWORD}], 1
+    finally:
+        _budget.remaining = None
     if not found:
         return [], 0
     errors = [
         {"pointer": pointer(prefix, error.absolute_path), "message": shorten(error.message),
-         "keyword": error.validator if isinstance(error.validator, str) else "false"}
+         "keyword": "false" if error.validator in (None, FALSE_SCHEMA) else error.validator}
         for error in found
     ]
     errors.sort(key=lambda e: (e["pointer"], e["keyword"], e["message"]))

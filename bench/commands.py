@@ -65,12 +65,15 @@ local counter = 0
 wrk.method = "POST"
 wrk.headers["Authorization"] = "Bearer %s"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"command":"bench","params":{"n":1}}'
+wrk.body = '%s'
 request = function()
   counter = counter + 1
   return wrk.format(nil, "/api/v1/devices/" .. devices[(counter %% #devices) + 1] .. "/command")
 end
 """
+
+
+SUBMIT_BODY = {"command": "bench", "params": {"n": 1}}
 
 
 def lua_list(values: list[str]) -> str:
@@ -94,12 +97,12 @@ def wrk_rate(url: str, lua: str, seconds: int) -> tuple[float, int]:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), total
 
 
-def submit_rate_wrk(url: str, token: str, devices: list[str], seconds: int) -> tuple[float, str]:
-    rate, _ = wrk_rate(url, WRK_SCRIPT % (lua_list(devices), token), seconds)
+def submit_rate_wrk(url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY) -> tuple[float, str]:
+    rate, _ = wrk_rate(url, WRK_SCRIPT % (lua_list(devices), token, json.dumps(body)), seconds)
     return rate, "wrk -t2 -c16"
 
 
-def submit_rate_python(url: str, token: str, devices: list[str], seconds: int) -> tuple[float, str]:
+def submit_rate_python(url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY) -> tuple[float, str]:
     deadline = time.monotonic() + seconds
     counts = [0] * 16
 
@@ -109,7 +112,7 @@ def submit_rate_python(url: str, token: str, devices: list[str], seconds: int) -
         n = 0
         while time.monotonic() < deadline:
             r = session.post(f"{url}/api/v1/devices/{devices[(i + n) % len(devices)]}/command",
-                             json={"command": "bench", "params": {"n": 1}}, headers=headers, timeout=10)
+                             json=body, headers=headers, timeout=10)
             assert r.status_code == 202, r.text
             n += 1
         counts[i] = n

@@ -14,7 +14,7 @@ import json
 
 import requests
 
-from bench.commands import WRK_SCRIPT, bench_env, lua_list, wrk_rate
+from bench.commands import bench_env, lua_list, submit_rate_wrk, wrk_rate
 from bench.harness import BenchDatabase, Gunicorn, median
 
 GOAL_RATIO = 0.8
@@ -75,7 +75,7 @@ def send_command_vs_rest(db: BenchDatabase, rounds: int = 3, seconds: int = 5) -
         _check_one_call(hub.url, mcp_token, db.seed_devices(1, prefix="bench-mcp-check-")[0])
         for round_number in range(rounds + 1):  # round 0 warms both sides up and is not counted
             devices = db.seed_devices(DEVICES_PER_ROUND, prefix=f"bench-rest-{round_number}-")
-            rest_rate, _ = wrk_rate(hub.url, WRK_SCRIPT % (lua_list(devices), rest_token), seconds)
+            rest_rate, _ = submit_rate_wrk(hub.url, rest_token, devices, seconds)
             prefix = f"bench-mcp-{round_number}-"
             devices = db.seed_devices(DEVICES_PER_ROUND, prefix=prefix)
             mcp_rate, calls = wrk_rate(hub.url, MCP_SCRIPT % (lua_list(devices), mcp_token), seconds)

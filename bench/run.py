@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from bench import commands, faults, lifecycle, mcp, pipeline, registry
+from bench import commands, faults, lifecycle, mcp, pipeline, registry, typed
 from bench.harness import ROOT, BenchDatabase
 
 RESULTS = ROOT / "bench" / "results"
@@ -36,6 +36,7 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
         "device_list": lambda db: registry.list_vs_bare(db, rounds=rounds, seconds=seconds),
         "pipeline": lambda db: pipeline.measure(rounds=rounds, requests_per_round=600 if quick else 1500),
         "commands": lambda db: commands.run(quick=quick),
+        "typed_commands": lambda db: typed.run(quick=quick),
         "mcp": lambda db: mcp.send_command_vs_rest(db, rounds=rounds, seconds=seconds),
         "default_limits": registry.default_limits,
         "token": lambda db: registry.token_issuance(db, requests_count=500 if quick else 3000),
@@ -71,6 +72,12 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
         out.append(("same, from stored created_at → completed_at", "—",
                     f"p50 {f['stored_p50_ms']:.1f} ms, p99 {f['stored_p99_ms']:.1f} ms"))
         out.append(("relay acks applied (NATS → PostgreSQL)", "≥ 1,000/s", f"{f['acks_per_s']:.0f}/s"))
+    if "typed_commands" in figures:
+        f = figures["typed_commands"]
+        out.append(("typed command submit rate vs undeclared type, same body (A/B rounds)", f"≥ {typed.GOAL_RATIO}×",
+                    f"{f['typed_per_s']:.0f} vs {f['untyped_per_s']:.0f}/s = {f['ratio']:.2f}×"))
+        out.append(("params validation per command, in process, CPU (valid / invalid); compiling a type", "µs",
+                    f"{f['validate_valid_us']:.1f} / {f['validate_invalid_us']:.1f} µs; {f['compile_us']:.0f} µs"))
     if "mcp" in figures:
         f = figures["mcp"]
         out.append(("MCP send_command (no wait) vs REST command submit, wrk -t2 -c16", f"≥ {f['goal']}×",

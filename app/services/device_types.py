@@ -176,7 +176,7 @@ def put_device_type(
         preconditions.check(name, current["version"])
         cur.execute(
             "UPDATE device_types SET description = %(description)s, commands = %(commands)s, version = version + 1, "
-            "updated_at = now() WHERE name = %(name)s AND (description, commands) IS DISTINCT FROM "
+            "updated_at = now() WHERE name = %(name)s AND (description, commands::jsonb) IS DISTINCT FROM "
             f"(%(description)s, %(commands)s::jsonb) RETURNING {TYPE_COLUMNS}",
             values,
         )
