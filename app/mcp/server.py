@@ -37,7 +37,7 @@ from app.mcp.jsonrpc import (
     Message,
     RpcError,
 )
-from app.mcp.text import scrub
+from app.text import scrub
 from app.mcp.tools import TOOLS, Caller, call, visible_tools
 from app.validation import validation_details
 

@@ -4,7 +4,7 @@ over the same services the REST blueprints call.
 Each tool declares the scope it needs, a pydantic model for its arguments (the model is the `inputSchema`, so the
 schema cannot drift from validation), an `outputSchema` its `structuredContent` always matches, and annotations
 that say what it does to the world. Names, titles and descriptions are fixed text written here; device and
-client data only ever appears inside results, scrubbed (app/mcp/text.py).
+client data only ever appears inside results, scrubbed (app/text.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from app.api.devices import Capability, DeviceId, DeviceType
 from app.api.messages import MAX_IDEMPOTENCY_KEY, MAX_WAIT_SECONDS, CommandName, Priority, Qos, TtlMs, deliver
 from app.db import get_db
 from app.errors import APIError
-from app.mcp.text import scrub
+from app.text import scrub
 from app.openapi import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, MESSAGE_SCHEMA
 from app.security import Principal
 from app.services import commands, device_types, registry

@@ -395,7 +395,7 @@ def test_device_written_text_is_scrubbed_of_control_characters(client, headers, 
     result = tool_result(post(client, call("get_device", {"device_id": device["device_id"]}), headers))
     structured = result["structuredContent"]["device"]
     assert structured["name"] == "Boiler room"
-    assert structured["metadata"] == {"note": "line1line2"}
+    assert structured["metadata"] == {"note": "line1 line2"}  # a line break becomes a space
     text = result["content"][0]["text"]
     for character in ("\u202e", "\u0085", "\u2066", "\u200f", "\n", "\x07", "\u061c"):
         assert character not in text and character not in json.dumps(structured, ensure_ascii=False)

@@ -1,10 +1,10 @@
-"""Pure pieces of the MCP endpoint: message framing, the text scrubber and the Mcp-Name header codec."""
+"""Pure pieces of the MCP endpoint: message framing, the scrubbing of its results and the Mcp-Name header codec."""
 
 import pytest
 
 from app.mcp.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError, parse
 from app.mcp.server import decode_header_value
-from app.mcp.text import scrub
+from app.text import scrub
 
 
 def test_requests_and_notifications():
@@ -33,9 +33,10 @@ def test_what_cannot_be_one_message(body, code):
 
 
 def test_scrub_removes_control_and_bidi_characters_everywhere():
-    dirty = {"na\u202eme\x00": ["a\tb\nc\r", "\x7f\x85\x9f", "\u061c\u200e\u200f\u202a\u202b\u202c\u202d"],
+    dirty = {"na\u202eme\x00": ["a\tb\nc\r\nd", "\x7f\x85\x9f", "\u061c\u200e\u200f\u202a\u202b\u202c\u202d"],
              "ok": "\u2066\u2067\u2068\u2069x", "n": 1.5, "b": True, "z": None}
-    assert scrub(dirty) == {"name": ["abc", "", ""], "ok": "x", "n": 1.5, "b": True, "z": None}
+    # Tabs and line breaks become a space, every other control character disappears.
+    assert scrub(dirty) == {"name": ["a b c d", "", ""], "ok": "x", "n": 1.5, "b": True, "z": None}
     assert scrub("Grüße, 温度 ✓") == "Grüße, 温度 ✓"  # everything else stays
 
 
