@@ -37,8 +37,8 @@ from app.mcp.jsonrpc import (
     Message,
     RpcError,
 )
-from app.text import scrub
 from app.mcp.tools import TOOLS, Caller, call, visible_tools
+from app.text import scrub
 from app.validation import validation_details
 
 HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
