@@ -22,7 +22,7 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     # (app.envfile, app.config, app.lifecycle) before PROMETHEUS_MULTIPROC_DIR is settled, and importing the
     # package must not pull prometheus_client in with them.
     from app import (
-        api, cache, cli, db, errors, health, lifecycle, limits, logs, messaging, monitoring, openapi, pipeline,
+        api, cache, cli_commands, db, errors, health, lifecycle, limits, logs, messaging, monitoring, openapi, pipeline,
     )
 
     settings = load_settings(overrides)
@@ -46,5 +46,5 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     api.init_app(app)
     openapi.init_app(app)
     errors.init_app(app)
-    cli.init_app(app)  # migrate, create-client, relay: `uaip-hub ...` and `flask --app wsgi ...`
+    cli_commands.init_app(app)  # migrate, create-client, relay: `uaip-hub ...` and `flask --app wsgi ...`
     return app
