@@ -5,6 +5,9 @@ registers on `app.cli` for `flask --app wsgi ...`) and simulate, a device-side c
 no hub configuration. The group never builds the app to list or find a command, so `uaip-hub --help` and
 `uaip-hub COMMAND --help` work with no configuration at all; a command that needs the app builds it when it runs,
 and a bad or missing setting then ends it with one line (`uaip-hub: configuration error: ...`).
+
+Before a command runs, `./.env` is read (app/envfile.py): variables already in the environment win, and so do
+those of a file given with `--env-file`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from flask.cli import AppGroup, FlaskGroup
 from app import create_app
 from app.cli_commands import APP_COMMANDS, stdout_logging
 from app.config import ConfigError
+from app.envfile import load_env_file
 
 
 class HubGroup(FlaskGroup):
@@ -33,9 +37,15 @@ class HubGroup(FlaskGroup):
         return sorted(AppGroup.list_commands(self, ctx))
 
 
-@click.group(cls=HubGroup, create_app=create_app, add_default_commands=True, add_version_option=False)
+# load_dotenv=False: Flask's own loader also reads .flaskenv and parent directories' .env; the hub reads
+# ./.env only, the same way in gunicorn and here.
+@click.group(cls=HubGroup, create_app=create_app, add_default_commands=True, add_version_option=False,
+             load_dotenv=False)
 def cli() -> None:
     """UAIP Hub: REST hub for AI agents and IoT devices."""
+    # Here, after the options were parsed (so `--env-file FILE` was read first and wins) and before the command's
+    # own options read their environment variables.
+    load_env_file()
 
 
 for _command in APP_COMMANDS:

@@ -4,6 +4,7 @@ Each command runs as a real subprocess in an empty directory of its own, so noth
 reaches it: no configuration variable, and no .env but the one the test writes.
 """
 
+import json
 import subprocess
 
 import pytest
@@ -49,3 +50,34 @@ def test_a_mistyped_command_is_named_not_mistaken_for_missing_configuration(tmp_
 def test_uaip_hub_offers_every_command_the_app_registers(app):
     """The group never builds the app to find a command, so it must hold every one the app has itself."""
     assert set(app.cli.commands) <= set(cli.commands)
+
+
+def test_dotenv_in_the_working_directory_is_read_and_the_environment_wins(tmp_path, hub_env):
+    """The .env gives what the environment lacks (NATS_URL and JWT_SECRET are required); its DATABASE_URL points
+    nowhere, so migrate succeeds only because the environment's DATABASE_URL wins. The syntax is the old hub's."""
+    (tmp_path / ".env").write_text(
+        "# written for the old hub\n"
+        f"export NATS_URL={hub_env['NATS_URL']}\n"
+        f"JWT_SECRET=\"{hub_env['JWT_SECRET']}\"\n"
+        "DATABASE_URL=postgresql://nobody@127.0.0.1:1/nowhere\n"
+    )
+    env = {"DATABASE_URL": hub_env["DATABASE_URL"], "LOG_FORMAT": "json"}
+    migrated = uaip_hub(["migrate"], env, tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "schema up to date" in migrated.stdout
+    created = uaip_hub(["create-client", "--name", "from-dotenv", "--json"], env, tmp_path)
+    assert created.returncode == 0 and json.loads(created.stdout)["scopes"] == "device:read", created.stderr
+
+
+def test_without_the_dotenv_the_same_command_lacks_configuration(tmp_path, hub_env):
+    """The counter-check of the test above: the environment alone is not enough."""
+    result = uaip_hub(["migrate"], {"DATABASE_URL": hub_env["DATABASE_URL"]}, tmp_path)
+    assert result.returncode != 0 and result.stderr.startswith("uaip-hub: configuration error: NATS_URL")
+
+
+def test_env_file_option_wins_over_dotenv(tmp_path, hub_env):
+    """`uaip-hub --env-file FILE` (Flask's option): FILE before ./.env, the environment before both."""
+    (tmp_path / ".env").write_text("NATS_URL=nats://127.0.0.1:1\nJWT_SECRET=placeholder\n")
+    (tmp_path / "hub.env").write_text(f"NATS_URL={hub_env['NATS_URL']}\nJWT_SECRET={hub_env['JWT_SECRET']}\n")
+    result = uaip_hub(["--env-file", "hub.env", "migrate"], {"DATABASE_URL": hub_env["DATABASE_URL"]}, tmp_path)
+    assert result.returncode == 0, result.stderr
