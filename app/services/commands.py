@@ -27,10 +27,9 @@ from app.db import Database
 from app.errors import APIError
 from app.messaging import Messaging, MessagingUnavailable
 from app.metrics import commands_total
-from app.services import registry
 from app.services.command_statuses import FINAL_STATUSES, RANK, UNFINISHED_STATUSES
 from app.services.events import publish_device_event
-from app.services.registry import EFFECTIVE_STATUS, device_not_found
+from app.services.registry import EFFECTIVE_STATUS, delete_device_in, device_not_found
 from app.timestamps import timestamp
 
 log = logging.getLogger(__name__)
@@ -568,7 +567,7 @@ def delete_device(db: Database, device_id: str) -> list[dict[str, Any]]:
     is the part with rules; the registry only removes the row."""
 
     def delete(cur):
-        if not registry.delete_device_in(cur, device_id):
+        if not delete_device_in(cur, device_id):
             return None
         return cancel_device_commands(cur, device_id)
 
