@@ -30,6 +30,13 @@ class HubGroup(FlaskGroup):
     """FlaskGroup (`--app`, `--env-file`, run/shell/routes) whose commands are all its own, so looking one up
     or listing them never builds the app. FlaskGroup would build it for both, to find the app's commands."""
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for param in self.params:
+            if param.name == "env_file":  # Flask's text names .flaskenv, which the hub does not read
+                param.help = ("Load environment variables from this file, taking precedence over ./.env; variables "
+                              "set in the environment take precedence over both.")
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         return AppGroup.get_command(self, ctx, name)
 
