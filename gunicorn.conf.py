@@ -6,12 +6,18 @@ master, so a bad variable stops start-up with one line instead of every worker f
 
 import os
 
+from app.config import env_or_exit
+from app.envfile import load_env_file
+
+# ./.env first (variables already in the environment win), so it can set anything below; re-read on SIGHUP.
+env_or_exit(load_env_file)
+
 # Before anything imports prometheus_client: workers write their metrics to per-process files here (DESIGN.md 6).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/uaip-metrics")
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)  # also for --check-config, which loads the app
 
 from app import lifecycle  # noqa: E402
-from app.config import Settings, env_or_exit  # noqa: E402
+from app.config import Settings  # noqa: E402
 from app.logs import gunicorn_logconfig  # noqa: E402
 
 _settings = env_or_exit(Settings.from_env)

@@ -1,26 +1,25 @@
 """Application metrics (prometheus_client objects) shared by every module that counts something, the HTTP request
 metrics, the /metrics endpoint and the gunicorn hooks that keep multiprocess metrics right.
 
-Metric objects are module-level so any module can import and count cheaply. Under gunicorn,
-PROMETHEUS_MULTIPROC_DIR is set by gunicorn.conf.py before this module is imported, so values are written to
-per-worker files and `/metrics` aggregates them (DESIGN.md decision 6).
+Metric objects are module-level so any module can import and count cheaply. That is also why this module imports
+nothing of the app: everything may import it, so it must not import anything back (app/monitoring.py, above the
+services, tells it what to refresh before a scrape). Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set by
+gunicorn.conf.py before this module is imported, so values are written to per-worker files and `/metrics`
+aggregates them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import logging
-import math
 import os
 import time
+from typing import Callable
 
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
-
-log = logging.getLogger(__name__)
 
 commands_total = Counter(
     "uaip_commands_total",
@@ -92,46 +91,33 @@ def observe_request(response):
     return response
 
 
-def refresh_device_gauge() -> None:
-    from app.db import get_db
-    from app.services.registry import DEVICE_STATUSES, count_devices_by_status
+def _run_first(before_scrape: Callable[[], None] | None):
+    """The exporter's `metrics_decorator`: call `before_scrape` (gauges counted at scrape time), then answer."""
 
-    try:
-        counts = count_devices_by_status(get_db(), current_app.config["SETTINGS"].heartbeat_timeout_seconds)
-    except Exception as exc:  # noqa: BLE001 - a scrape must answer even when PostgreSQL does not
-        log.warning("device count for /metrics failed", extra={"error": f"{exc.__class__.__name__}: {exc}"})
-        counts = {status: math.nan for status in DEVICE_STATUSES}
-    for status, count in counts.items():
-        devices.labels(status=status).set(count)
+    def decorate(view):
+        if before_scrape is None:
+            return view
 
+        @functools.wraps(view)
+        def scrape(*args, **kwargs):
+            before_scrape()
+            return view(*args, **kwargs)
 
-def _refresh_before_scrape(view):
-    @functools.wraps(view)
-    def scrape(*args, **kwargs):
-        refresh_device_gauge()
-        # uaip_dependency_up is set by health probes; a scrape runs them too (through the per-worker cache, so
-        # at most one round of probes per 2 s), or the gauge would stay empty where nothing calls /health.
-        from app.health import get_health
+        return scrape
 
-        get_health().report()
-        return view(*args, **kwargs)
-
-    return scrape
+    return decorate
 
 
-def init_app(app: Flask) -> None:
-    """Register /metrics and the request hook. Call it before the limiter, so a 429 is still observed."""
+def init_app(app: Flask, before_scrape: Callable[[], None] | None = None) -> None:
+    """Register /metrics and the request hook. Call it before the limiter, so a 429 is still observed.
+    `before_scrape` runs at the start of every scrape (it must not raise: a scrape answers whatever happens)."""
     multiprocess_mode = bool(os.environ.get(MULTIPROC_ENV))
     exporter_class = GunicornInternalPrometheusMetrics if multiprocess_mode else PrometheusMetrics
     exporter = exporter_class.for_app_factory(
-        path=METRICS_PATH, export_defaults=False, metrics_decorator=_refresh_before_scrape
+        path=METRICS_PATH, export_defaults=False, metrics_decorator=_run_first(before_scrape)
     )
     exporter.init_app(app)
     app.after_request(observe_request)
-    from app.services.commands import STATUSES as COMMAND_STATUSES  # (that module counts through this one)
-
-    for status in COMMAND_STATUSES:  # every series exists from the start (multiprocess mode hides empty ones)
-        commands_total.labels(status=status)
     app.extensions["uaip.metrics"] = exporter
 
 

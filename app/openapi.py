@@ -17,7 +17,7 @@ from app.api import API_PREFIX
 from app.api.devices import DeviceCreate, DevicePatch, DeviceReplace, Heartbeat
 from app.api.messages import AckBody, CommandCreate, MessageCreate
 from app.security import SCOPES
-from app.services.commands import STATUSES as MESSAGE_STATUSES
+from app.services.command_statuses import STATUSES as MESSAGE_STATUSES
 from app.services.registry import DEVICE_STATUSES
 from app.validation import IDENTIFIER_PATTERN
 

@@ -117,9 +117,11 @@ def table(figures: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs: check the scripts, not the figures")
-    parser.add_argument("--only", nargs="*", help="scenario names to run (default: all)")
+    # choices: a mistyped name ends here, before any set-up, with the list of valid names.
+    parser.add_argument("--only", nargs="*", choices=list(scenarios(quick=True)), metavar="NAME",
+                        help="scenarios to run (default: all): " + ", ".join(scenarios(quick=True)))
     args = parser.parse_args()
     chosen = scenarios(args.quick)
     names = args.only or list(chosen)

@@ -176,9 +176,9 @@ UAIP_HUB = str(Path(sys.executable).with_name("uaip-hub"))
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run `uaip-hub ARGS` as a real subprocess with exactly `env` (plus PATH and HOME)."""
+    """Run `uaip-hub ARGS` as a real subprocess with exactly `env` (plus PATH and HOME; no .env file is read)."""
     full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
-                "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env}
+                "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "UAIP_ENV_FILE": "", **env}
     return subprocess.run([UAIP_HUB, *args], env=full_env, capture_output=True, text=True, timeout=timeout)
 
 

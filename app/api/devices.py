@@ -148,7 +148,7 @@ def update_device(device_id: str):
 @blueprint.delete("/devices/<device_id>")
 @require_scope("device:write")
 def delete_device(device_id: str):
-    cancelled = registry.delete_device(get_db(), checked_device_id(device_id))
+    cancelled = commands.delete_device(get_db(), checked_device_id(device_id))
     publish_device_event(get_messaging(), "deleted", device_id, cancelled_commands=len(cancelled))
     commands.notify_final(get_messaging(), cancelled)
     return "", 204

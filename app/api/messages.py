@@ -18,6 +18,7 @@ from app.errors import APIError
 from app.messaging import get_messaging
 from app.security import device_or_scope, require_device_self, require_scope
 from app.services import commands
+from app.services.command_statuses import STATUSES as COMMAND_STATUSES
 from app.validation import StrictModel, json_body, parse_model, query_choice, query_int
 
 blueprint = Blueprint("messages", __name__)
@@ -162,7 +163,7 @@ def list_commands(device_id: str):
     limit = query_int("limit", 100, 1, 1000)
     offset = query_int("offset", 0, 0, 10_000_000)
     items, total = commands.list_device_commands(
-        get_db(), device_id, status=query_choice("status", commands.STATUSES), limit=limit, offset=offset
+        get_db(), device_id, status=query_choice("status", COMMAND_STATUSES), limit=limit, offset=offset
     )
     return jsonify({"commands": items, "total": total, "limit": limit, "offset": offset})
 

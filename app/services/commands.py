@@ -27,16 +27,12 @@ from app.db import Database
 from app.errors import APIError
 from app.messaging import Messaging, MessagingUnavailable
 from app.metrics import commands_total
-from app.services.registry import EFFECTIVE_STATUS, device_not_found, timestamp
+from app.services.command_statuses import FINAL_STATUSES, RANK, UNFINISHED_STATUSES
+from app.services.events import publish_device_event
+from app.services.registry import EFFECTIVE_STATUS, delete_device_in, device_not_found
+from app.timestamps import timestamp
 
 log = logging.getLogger(__name__)
-
-STATUSES = ("queued", "sent", "acknowledged", "completed", "failed", "expired", "cancelled")
-OPEN_STATUSES = ("queued", "sent")  # counted against MAX_PENDING_COMMANDS_PER_DEVICE, redelivered
-UNFINISHED_STATUSES = ("queued", "sent", "acknowledged")  # may still expire or be cancelled
-FINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
-ACK_STATUSES = ("acknowledged", "completed", "failed")
-RANK = {"queued": 0, "sent": 1, "acknowledged": 2, "completed": 3, "failed": 3, "expired": 3, "cancelled": 3}
 
 IDEMPOTENCY_WINDOW = "24 hours"
 MAX_RETRY_SECONDS = 300.0
@@ -565,6 +561,23 @@ def cancel_device_commands(cur, device_id: str) -> list[dict[str, Any]]:
     return [{"message_id": str(row["message_id"]), "status": row["status"]} for row in cur.fetchall()]
 
 
+def delete_device(db: Database, device_id: str) -> list[dict[str, Any]]:
+    """Delete the device and, in the same transaction, cancel its unfinished commands (their history stays).
+    Returns the cancelled messages (`message_id`, `status`). It lives with the commands because cancelling them
+    is the part with rules; the registry only removes the row."""
+
+    def delete(cur):
+        if not delete_device_in(cur, device_id):
+            return None
+        return cancel_device_commands(cur, device_id)
+
+    cancelled = db.transaction(delete)
+    if cancelled is None:
+        raise device_not_found(device_id)
+    count("cancelled", len(cancelled))
+    return cancelled
+
+
 # --- relay: redelivery, expiry, housekeeping -----------------------------------------------------------
 
 
@@ -662,8 +675,6 @@ def purge_idempotency_keys(db: Database) -> int:
 def devices_came_online(db: Database, messaging: Messaging, came_online: list[tuple[str, str]], retry_seconds: float) -> None:
     """After heartbeats committed: an `online` event per device that was not online (pairs of device id and
     previous status), then its open commands are re-sent (best effort; the periodic pass catches up)."""
-    from app.services.events import publish_device_event
-
     for device_id, previous in came_online:
         publish_device_event(messaging, "online", device_id, previous_status=previous)
     if came_online and messaging.is_connected():

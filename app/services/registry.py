@@ -11,7 +11,6 @@ make every client's If-Match fail.
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 from typing import Any
 
@@ -20,6 +19,7 @@ from psycopg2.extras import Json
 from app.db import Database
 from app.errors import APIError
 from app.security import generate_secret, hash_secret
+from app.timestamps import timestamp
 
 DEVICE_STATUSES = ("pending", "online", "offline", "error")
 MUTABLE_FIELDS = ("name", "device_type", "capabilities", "location", "metadata")
@@ -33,13 +33,6 @@ DEVICE_COLUMNS = (
     f"device_id, name, device_type, {EFFECTIVE_STATUS} AS status, capabilities, location, metadata, "
     "last_seen, registered_at, updated_at, version"
 )
-
-
-def timestamp(value: dt.datetime | None) -> str | None:
-    """RFC 3339 in UTC with a Z, millisecond precision."""
-    if value is None:
-        return None
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def device_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -189,22 +182,11 @@ def update_device(
     return device_view(row)
 
 
-def delete_device(db: Database, device_id: str) -> list[dict[str, Any]]:
-    """Delete the device and, in the same transaction, cancel its unfinished commands (their history stays).
-    Returns the cancelled messages (`message_id`, `status`)."""
-    from app.services.commands import cancel_device_commands, count
-
-    def delete(cur):
-        cur.execute("DELETE FROM devices WHERE device_id = %s RETURNING device_id", (device_id,))
-        if cur.fetchone() is None:
-            return None
-        return cancel_device_commands(cur, device_id)
-
-    cancelled = db.transaction(delete)
-    if cancelled is None:
-        raise device_not_found(device_id)
-    count("cancelled", len(cancelled))
-    return cancelled
+def delete_device_in(cur, device_id: str) -> bool:
+    """Inside a transaction: remove the device row; False for an unknown device. The caller
+    (`commands.delete_device`) cancels the device's unfinished commands in the same transaction."""
+    cur.execute("DELETE FROM devices WHERE device_id = %s RETURNING device_id", (device_id,))
+    return cur.fetchone() is not None
 
 
 def heartbeat_in(cur, device_id: str, status: str, timeout: int) -> dict[str, Any] | None:

@@ -1,0 +1,46 @@
+"""What /metrics needs from the rest of the hub. It sits above the services and health so that app/metrics.py,
+which every module counts through, stays a leaf.
+
+A scrape first refreshes the gauges counted when asked rather than as things happen: `uaip_devices` (devices by
+effective status, one short query) and `uaip_dependency_up` (set by the health probes; a scrape runs them through
+the per-worker cached report, so at most one round of probes per 2 s, or the gauge would stay empty where nothing
+calls /health). Every `uaip_commands_total{status}` series exists from the start.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from flask import Flask, current_app
+
+from app import metrics
+from app.db import get_db
+from app.health import get_health
+from app.services.command_statuses import STATUSES as COMMAND_STATUSES
+from app.services.registry import DEVICE_STATUSES, count_devices_by_status
+
+log = logging.getLogger(__name__)
+
+
+def refresh_device_gauge() -> None:
+    try:
+        counts = count_devices_by_status(get_db(), current_app.config["SETTINGS"].heartbeat_timeout_seconds)
+    except Exception as exc:  # noqa: BLE001 - a scrape must answer even when PostgreSQL does not
+        log.warning("device count for /metrics failed", extra={"error": f"{exc.__class__.__name__}: {exc}"})
+        counts = {status: math.nan for status in DEVICE_STATUSES}
+    for status, count in counts.items():
+        metrics.devices.labels(status=status).set(count)
+
+
+def refresh_gauges() -> None:
+    """Run before every scrape of the API's /metrics."""
+    refresh_device_gauge()
+    get_health().report()
+
+
+def init_app(app: Flask) -> None:
+    """/metrics and the request metrics (call it before the limiter, so a 429 is still observed)."""
+    metrics.init_app(app, before_scrape=refresh_gauges)
+    for status in COMMAND_STATUSES:  # every series exists from the start (multiprocess mode hides empty ones)
+        metrics.commands_total.labels(status=status)
