@@ -380,6 +380,16 @@ def transition_error(current: str, new: str, expired_by_time: bool) -> str | Non
     return None
 
 
+def statuses_reached(previous: str, new: str) -> list[str]:
+    """The statuses a command reached by moving from `previous` to `new`. An ack may skip steps (a fast device
+    acks before the submitting worker recorded `sent`; a device may report `completed` without `acknowledged`);
+    the row then gets those steps' timestamps, and uaip_commands_total counts them, once, here."""
+    if new not in ACK_STATUSES:
+        return [new]
+    implied = [step for step in ("sent", "acknowledged") if RANK[previous] < RANK[step] < RANK[new]]
+    return [*implied, new]
+
+
 def _apply_ack(row: dict[str, Any] | None, ack: Ack, now) -> AckOutcome:
     """Decide one ack against the locked row (updated in place when it applies)."""
     if row is None:
@@ -454,7 +464,8 @@ def apply_acks(db: Database, acks: list[Ack], source: str = "rest") -> list[AckO
     for outcome in outcomes:
         metrics.acks_total.labels(source=source, outcome=metrics.ack_outcome(outcome.code, outcome.changed)).inc()
         if outcome.changed:
-            count(outcome.message["status"])
+            for status in statuses_reached(outcome.previous_status, outcome.message["status"]):
+                count(status)
         if outcome.completion_seconds is not None:
             metrics.command_completion_seconds.labels(status=outcome.message["status"]).observe(outcome.completion_seconds)
     return outcomes

@@ -101,7 +101,34 @@ def test_a_failed_command_is_observed_under_failed(client, auth, device):
     assert ack(client, device, message_id, "failed", error="jammed").status_code == 200
     changes = snapshot.changes()
     assert changes.pop("uaip_command_completion_seconds_count,status=failed") == 1
-    assert changes == {"uaip_commands_total,status=failed": 1, "uaip_acks_total,outcome=applied,source=rest": 1}
+    assert changes == {
+        "uaip_commands_total,status=acknowledged": 1,  # reached implicitly: the device reported failed at once
+        "uaip_commands_total,status=failed": 1,
+        "uaip_acks_total,outcome=applied,source=rest": 1,
+    }
+
+
+def test_an_ack_that_overtakes_the_sent_mark_still_counts_sent_once(client, auth, device, db):
+    """A fast device can ack before the submitting worker records `sent`: the ack then moves the command from
+    queued, and counts the steps it skipped (the worker's late mark finds nothing to mark and counts nothing)."""
+    message_id = submit(client, auth, device["device_id"])
+    db.transaction(lambda cur: cur.execute(
+        "UPDATE commands SET status = 'queued', sent_at = NULL WHERE message_id = %s", (message_id,)))
+    snapshot = Snapshot()
+    assert ack(client, device, message_id, "completed").status_code == 200
+    changes = snapshot.changes()
+    changes.pop("uaip_command_completion_seconds_sum,status=completed")
+    assert changes == {
+        "uaip_commands_total,status=sent": 1,
+        "uaip_commands_total,status=acknowledged": 1,
+        "uaip_commands_total,status=completed": 1,
+        "uaip_command_completion_seconds_count,status=completed": 1,
+        "uaip_command_completion_seconds_bucket,le=30.0,status=completed": 1,
+        "uaip_command_completion_seconds_bucket,le=60.0,status=completed": 1,
+        "uaip_acks_total,outcome=applied,source=rest": 1,
+    }
+    message = client.get(f"{MESSAGES}/{message_id}", headers=auth).json
+    assert message["sent_at"] and message["acknowledged_at"] and message["completed_at"]
 
 
 def test_refused_acks_are_counted_by_outcome_and_never_observed(client, auth, device, make_device, db):
@@ -142,6 +169,7 @@ def test_racing_completions_count_one_completion(client, auth, device, app):
     changes = snapshot.changes()
     assert changes["uaip_command_completion_seconds_count,status=completed"] == 1
     assert changes["uaip_commands_total,status=completed"] == 1
+    assert changes["uaip_commands_total,status=acknowledged"] == 1  # skipped by the ack, counted once
     assert changes["uaip_acks_total,outcome=applied,source=rest"] == 1
     assert changes["uaip_acks_total,outcome=duplicate,source=rest"] == 15
 
