@@ -85,9 +85,12 @@ nats_connected = Gauge(
     multiprocess_mode="livemin",
 )
 
+# Labelled so that only a relay has a sample: an API process exposing 0 would look like a relay stalled since 1970.
 relay_last_sweep_timestamp_seconds = Gauge(
     "uaip_relay_last_sweep_timestamp_seconds",
-    "Unix time at which this relay last finished its periodic sweep (expiry, offline marking, redelivery).",
+    "Unix time at which this relay last finished its periodic sweep (expiry, offline marking, redelivery), by the "
+    "NATS queue group it consumes in.",
+    ["queue_group"],
     multiprocess_mode="livemax",
 )
 

@@ -202,7 +202,7 @@ class Relay:
         self._db("purge idempotency keys", lambda: commands.purge_idempotency_keys(self.db))
         # The relay's heartbeat for alerting: it stops moving when the loop hangs or PostgreSQL is out of reach,
         # while the metrics thread would still answer.
-        metrics.relay_last_sweep_timestamp_seconds.set_to_current_time()
+        metrics.relay_last_sweep_timestamp_seconds.labels(queue_group=self.settings.relay_queue_group).set_to_current_time()
 
 
 def _heartbeat_status(data: bytes) -> str:
@@ -224,7 +224,9 @@ def serve_metrics(port: int) -> None:
     port already taken costs a warning, not the relay."""
     if not port:
         return
-    from prometheus_client import start_http_server
+    from prometheus_client import disable_created_metrics, start_http_server
+
+    disable_created_metrics()  # no *_created series: the API's multiprocess /metrics has none either
 
     try:
         start_http_server(port)

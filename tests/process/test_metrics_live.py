@@ -87,7 +87,11 @@ def test_every_metric_in_the_alerts_and_dashboard_is_exposed_by_the_hub_or_relay
     assert value(relay_text, "uaip_command_completion_seconds_count", status="failed") == 1
     assert 0 < value(relay_text, "uaip_command_completion_seconds_sum", status="completed") < 30
     assert value(relay_text, "uaip_nats_connected") == 1
-    assert time.time() - value(relay_text, "uaip_relay_last_sweep_timestamp_seconds") < 30
+    assert time.time() - value(relay_text, "uaip_relay_last_sweep_timestamp_seconds",
+                               queue_group=live_env["UAIP_RELAY_QUEUE_GROUP"]) < 30
+    # Relay-only series never appear on the API (a 0 there would read as a relay stalled since 1970).
+    assert value(api_text, "uaip_relay_last_sweep_timestamp_seconds") is None
+    assert not [name for name in exposed_sample_names(relay_text) if name.endswith("_created")]
     # The REST ack in an API worker; the submits counted where they were published.
     assert value(api_text, "uaip_acks_total", source="rest", outcome="applied") == 1
     assert value(api_text, "uaip_command_completion_seconds_count", status="completed") == 1
