@@ -102,7 +102,8 @@ ensure_nats() {
 
 ensure_services() { ensure_postgres; ensure_redis; ensure_nats; }
 
-# promtool (Debian's prometheus package) lints /metrics in the process tests; without it they fail, on purpose.
+# promtool (Debian's prometheus package) lints /metrics in the process tests and checks and unit-tests the chart's alert
+# rules (tests/deploy/test_alerts.py); without it they fail, on purpose.
 ensure_promtool() {
   command -v promtool >/dev/null && return 0
   apt_install prometheus || log "could not install promtool; set UAIP_TEST_ALLOW_NO_PROMTOOL=1 to skip that check"
