@@ -35,7 +35,7 @@ KUBERNETES_VERSIONS = ["1.25.0", "1.37.0"]
 UID = 10001
 SECRET_KEYS = {"DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET",
                "UAIP_BOOTSTRAP_CLIENT_ID", "UAIP_BOOTSTRAP_CLIENT_SECRET"}
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # no schema in kubernetes-validate; checked below and by promtool
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # not in kubernetes-validate: CRD schemas below, promtool
 
 SECRETS = {
     "databaseUrl": "postgresql://uaip:db-pass-0f3a@postgresql.data:5432/uaip",
@@ -228,6 +228,26 @@ def test_every_manifest_validates_strictly(renders, kube_version):
                             f"{'.'.join(map(str, exc.path))}: {exc.message}")
             checked += 1
     assert checked > 60
+
+
+def test_prometheus_operator_objects_match_their_crd_schemas(renders):
+    """ServiceMonitor and PrometheusRule have no schema in kubernetes-validate: they are checked against the
+    prometheus-operator CRDs' schemas (cloudcoil's models generated from them: types, enums, duration patterns).
+    The models ignore unknown fields, so a round trip must give the manifest back unchanged (a misspelt field
+    would be dropped). The rule expressions themselves are promtool's job (test_alerts.py)."""
+    from cloudcoil.models.prometheus_operator import v1 as monitoring
+
+    checked = 0
+    for variation, r in renders.items():
+        for doc in r.docs:
+            if doc["kind"] not in CRD_KINDS:
+                continue
+            manifest = clean(doc)
+            model = getattr(monitoring, doc["kind"]).model_validate(manifest)
+            assert model.model_dump(by_alias=True, exclude_unset=True, mode="json") == manifest, \
+                f"{variation} {doc['kind']}/{doc['metadata']['name']}: fields outside the CRD schema"
+            checked += 1
+    assert checked >= 4  # two ServiceMonitors and a PrometheusRule in "monitoring", one ServiceMonitor elsewhere
 
 
 BAD_VALUES = [
