@@ -48,7 +48,7 @@ dependency_up = Gauge(
 # process counts what it applied after the commit, so summing API and relay series in Prometheus counts every
 # transition once.
 
-# From seconds to an hour: devices answer in milliseconds, slow ones in minutes, and the default TTL is 5 min.
+# 10 ms to an hour: devices answer in milliseconds, slow ones in minutes, and the default TTL is 5 min.
 COMMAND_COMPLETION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
                               600.0, 1800.0, 3600.0)
 COMPLETION_STATUSES = ("completed", "failed")
@@ -104,8 +104,8 @@ def ack_outcome(code: str | None, changed: bool) -> str:
 
 
 def _create_series() -> None:
-    """Every labelled series exists from the start with 0 (multiprocess mode hides series never touched, and
-    rate() needs a first sample before the first event)."""
+    """The command counters' and histograms' series exist from the start with 0 (multiprocess mode hides series
+    never touched, and rate() needs a first sample before the first event)."""
     from app.services.commands import STATUSES as COMMAND_STATUSES  # (that module counts through this one)
 
     for status in COMMAND_STATUSES:

@@ -23,10 +23,10 @@ from typing import Any, Iterable
 from psycopg2.extras import Json, execute_values
 
 from app import messaging as subjects
+from app import metrics
 from app.db import Database
 from app.errors import APIError
 from app.messaging import Messaging, MessagingUnavailable
-from app import metrics
 from app.metrics import commands_total
 from app.services.registry import EFFECTIVE_STATUS, device_not_found, timestamp
 
