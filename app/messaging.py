@@ -8,7 +8,8 @@ Connection policy: nats-py reconnects by itself once it has connected, but it do
 connection. So a background task keeps trying until the first connection succeeds; until then, and while
 nats-py is reconnecting, `publish` raises `MessagingUnavailable` instead of buffering silently. That lets
 the command service leave the command `queued` in PostgreSQL (it is re-sent later) rather than claim `sent`
-for a message that sits in a client-side buffer.
+for a message that sits in a client-side buffer. The connection state is the gauge `uaip_nats_connected`
+(1 connected, 0 connecting or reconnecting), set from nats-py's callbacks.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any, Awaitable, Callable, TypeVar
 import nats
 from flask import Flask, current_app
 from nats.aio.client import Client as NATS
+
+from app.metrics import nats_connected
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -137,6 +140,7 @@ class Messaging:
     # -- connection ------------------------------------------------------------------------------------
 
     async def _connect_until_connected(self) -> None:
+        nats_connected.set(0)  # the series exists (as "not connected") from the first attempt on
         while not self._closing:
             try:
                 self._nc = await nats.connect(
@@ -151,6 +155,7 @@ class Messaging:
                     reconnected_cb=self._on_reconnected,
                 )
                 log.info("connected to NATS", extra={"nats_server": str(self._nc.connected_url.netloc) if self._nc.connected_url else None})
+                nats_connected.set(1)
                 self._first_attempt.set()
                 await self._make_subscriptions()
                 await self._run_reconnect_callbacks()
@@ -164,10 +169,12 @@ class Messaging:
         log.debug("NATS client error: %s", exc)
 
     async def _on_disconnected(self) -> None:
+        nats_connected.set(0)
         if not self._closing:
             log.warning("disconnected from NATS; reconnecting")
 
     async def _on_reconnected(self) -> None:
+        nats_connected.set(1)
         log.info("reconnected to NATS")
         await self._run_reconnect_callbacks()
 

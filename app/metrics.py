@@ -40,6 +40,68 @@ dependency_up = Gauge(
     multiprocess_mode="livemax",
 )
 
+# --- commands, acks and the relay (counted where the event happens: app/services/commands.py, app/relay.py) ---
+#
+# A command's final status is applied by exactly one transaction (a conditional UPDATE or a locked row), in
+# whichever process runs it: an API worker (REST ack, device delete), or a relay (NATS ack, expiry sweep). Each
+# process counts what it applied after the commit, so summing API and relay series in Prometheus counts every
+# transition once.
+
+# 10 ms to an hour: devices answer in milliseconds, slow ones in minutes, and the default TTL is 5 min.
+COMMAND_COMPLETION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+                              600.0, 1800.0, 3600.0)
+COMPLETION_STATUSES = ("completed", "failed")
+ACK_SOURCES = ("relay", "rest")  # NATS acks applied by a relay; POST /api/v1/messages/{id}/ack in an API worker
+ACK_OUTCOMES = ("applied", "duplicate", "expired", "invalid_transition", "not_found", "forbidden", "malformed")
+REDELIVERY_REASONS = ("retry", "restart", "device_online")
+
+command_completion_seconds = Histogram(
+    "uaip_command_completion_seconds",
+    "Time from a command's creation to the ack that finished it (completed or failed), by that status.",
+    ["status"],
+    buckets=COMMAND_COMPLETION_BUCKETS,
+)
+
+acks_total = Counter(
+    "uaip_acks_total",
+    "Device acks by the path they came by (relay = NATS, rest = HTTP) and what they did: applied (status moved "
+    "forward), duplicate (repeated the current status), expired, invalid_transition, not_found, forbidden, "
+    "malformed (relay only: not a JSON ack).",
+    ["source", "outcome"],
+)
+
+command_redeliveries_total = Counter(
+    "uaip_command_redeliveries_total",
+    "Commands published again after their first delivery, by trigger: retry (back-off passed without an ack), "
+    "restart (relay start or NATS reconnect), device_online (the device came back).",
+    ["reason"],
+)
+
+# "min" over live workers: 0 as soon as any worker of the pod has no NATS connection (its commands stay queued).
+nats_connected = Gauge(
+    "uaip_nats_connected",
+    "1 while this process's NATS connection is up, else 0 (API: the lowest value among live workers).",
+    multiprocess_mode="livemin",
+)
+
+# Labelled so that only a relay has a sample: an API process exposing 0 would look like a relay stalled since 1970.
+relay_last_sweep_timestamp_seconds = Gauge(
+    "uaip_relay_last_sweep_timestamp_seconds",
+    "Unix time at which this relay last finished its periodic sweep (expiry, offline marking, redelivery), by the "
+    "NATS queue group it consumes in.",
+    ["queue_group"],
+    multiprocess_mode="livemax",
+)
+
+
+def ack_outcome(code: str | None, changed: bool) -> str:
+    """The `outcome` label of an ack the service decided: None/changed → applied, None/unchanged → duplicate,
+    else the lower-cased error code without its MESSAGE_ prefix."""
+    if code is None:
+        return "applied" if changed else "duplicate"
+    return code.lower().removeprefix("message_")
+
+
 # --- HTTP metrics and the /metrics endpoint --------------------------------------------------------------
 #
 # prometheus-flask-exporter serves /metrics (aggregating the per-worker files in Gunicorn multiprocess mode) and

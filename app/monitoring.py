@@ -4,7 +4,7 @@ which every module counts through, stays a leaf.
 A scrape first refreshes the gauges counted when asked rather than as things happen: `uaip_devices` (devices by
 effective status, one short query) and `uaip_dependency_up` (set by the health probes; a scrape runs them through
 the per-worker cached report, so at most one round of probes per 2 s, or the gauge would stay empty where nothing
-calls /health). Every `uaip_commands_total{status}` series exists from the start.
+calls /health). Every command counter's and histogram's series exists from the start.
 """
 
 from __future__ import annotations
@@ -42,5 +42,19 @@ def refresh_gauges() -> None:
 def init_app(app: Flask) -> None:
     """/metrics and the request metrics (call it before the limiter, so a 429 is still observed)."""
     metrics.init_app(app, before_scrape=refresh_gauges)
-    for status in COMMAND_STATUSES:  # every series exists from the start (multiprocess mode hides empty ones)
+    _create_series()
+
+
+def _create_series() -> None:
+    """The command counters' and histograms' series exist from the start with 0 (multiprocess mode hides series
+    never touched, and rate() needs a first sample before the first event)."""
+    for status in COMMAND_STATUSES:
         metrics.commands_total.labels(status=status)
+    for status in metrics.COMPLETION_STATUSES:
+        metrics.command_completion_seconds.labels(status=status)
+    for source in metrics.ACK_SOURCES:
+        for outcome in metrics.ACK_OUTCOMES:
+            if outcome != "malformed" or source == "relay":
+                metrics.acks_total.labels(source=source, outcome=outcome)
+    for reason in metrics.REDELIVERY_REASONS:
+        metrics.command_redeliveries_total.labels(reason=reason)

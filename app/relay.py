@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Callable, TypeVar
 
+from app import metrics
 from app.api.messages import ack_from_nats
 from app.config import Settings
 from app.db import Database, DatabaseUnavailable
@@ -143,6 +144,7 @@ class Relay:
             if subject.endswith(".acks"):
                 ack = ack_from_nats(device_id, data)
                 if ack is None:
+                    metrics.acks_total.labels(source="relay", outcome="malformed").inc()
                     log.warning("malformed ack ignored", extra={"device_id": device_id})
                 else:
                     acks.append(ack)
@@ -154,10 +156,10 @@ class Relay:
             self._apply_heartbeats(heartbeats)
 
     def _apply_acks(self, acks: list[commands.Ack]) -> None:
-        outcomes = self._db("apply acks", lambda: commands.apply_acks(self.db, acks))
+        outcomes = self._db("apply acks", lambda: commands.apply_acks(self.db, acks, source="relay"))
         if outcomes is None and len(acks) > 1 and not self.stopping.is_set():
             # Not an outage (that is retried above): apply one by one so one bad ack cannot sink the batch.
-            outcomes = [o for ack in acks for o in (self._db("apply ack", lambda a=ack: commands.apply_acks(self.db, [a])) or [])]
+            outcomes = [o for ack in acks for o in (self._db("apply ack", lambda a=ack: commands.apply_acks(self.db, [a], source="relay")) or [])]
         for outcome in outcomes or []:
             ack = outcome.ack
             extra = {"request_id": outcome.request_id, "message_id": ack.message_id, "device_id": ack.device_id,
@@ -198,6 +200,9 @@ class Relay:
         self._db("redeliver commands", lambda: commands.redeliver_due(
             self.db, self.messaging, self.settings.command_retry_seconds))
         self._db("purge idempotency keys", lambda: commands.purge_idempotency_keys(self.db))
+        # The relay's heartbeat for alerting: it stops moving when the loop hangs or PostgreSQL is out of reach,
+        # while the metrics thread would still answer.
+        metrics.relay_last_sweep_timestamp_seconds.labels(queue_group=self.settings.relay_queue_group).set_to_current_time()
 
 
 def _heartbeat_status(data: bytes) -> str:
@@ -210,14 +215,18 @@ def _heartbeat_status(data: bytes) -> str:
 
 
 def serve_metrics(port: int) -> None:
-    """The relay's own /metrics (uaip_commands_total for the acks it applies, uaip_dependency_up, process
-    metrics): prometheus_client's HTTP server on a daemon thread. Port 0 turns it off.
+    """The relay's own /metrics: what this process applies and sees (uaip_commands_total, uaip_acks_total{source=
+    "relay"}, uaip_command_completion_seconds, uaip_command_redeliveries_total, uaip_nats_connected,
+    uaip_relay_last_sweep_timestamp_seconds, process metrics; docs/observability.md), served by
+    prometheus_client's HTTP server on a daemon thread. Port 0 turns it off.
 
     Several relays may run on one host (one queue group); the metrics are auxiliary to the relay's job, so a
     port already taken costs a warning, not the relay."""
     if not port:
         return
-    from prometheus_client import start_http_server
+    from prometheus_client import disable_created_metrics, start_http_server
+
+    disable_created_metrics()  # no *_created series: the API's multiprocess /metrics has none either
 
     try:
         start_http_server(port)

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import time
-from pathlib import Path
 from typing import Callable
 
 from bench import commands, faults, lifecycle, pipeline, registry

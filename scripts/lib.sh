@@ -127,7 +127,8 @@ ensure_nats() {
 
 ensure_services() { ensure_postgres; ensure_redis; ensure_nats; }
 
-# promtool (Debian's prometheus package) lints /metrics in the process tests; without it they fail, on purpose.
+# promtool (Debian's prometheus package) lints /metrics in the process tests and checks and unit-tests the chart's alert
+# rules (tests/deploy/test_alerts.py); without it they fail, on purpose.
 ensure_promtool() {
   command -v promtool >/dev/null && return 0
   apt_install prometheus || log "could not install promtool; set UAIP_TEST_ALLOW_NO_PROMTOOL=1 to skip that check"
@@ -170,4 +171,13 @@ deselects_marker() {
     esac
   done
   return 1
+}
+
+# What the selected tests (scripts/test's pytest arguments) need installed.
+needs_checkov() { selects tests/deploy "$@"; }
+
+needs_promtool() {
+  selects tests/deploy/test_alerts.py "$@" && return 0
+  deselects_marker process "$@" && return 1
+  selects tests/process/test_pipeline_gunicorn.py "$@" || selects tests/process/test_metrics_live.py "$@"
 }

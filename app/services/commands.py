@@ -23,11 +23,12 @@ from typing import Any, Iterable
 from psycopg2.extras import Json, execute_values
 
 from app import messaging as subjects
+from app import metrics
 from app.db import Database
 from app.errors import APIError
 from app.messaging import Messaging, MessagingUnavailable
 from app.metrics import commands_total
-from app.services.command_statuses import FINAL_STATUSES, RANK, UNFINISHED_STATUSES
+from app.services.command_statuses import ACK_STATUSES, FINAL_STATUSES, RANK, UNFINISHED_STATUSES
 from app.services.events import publish_device_event
 from app.services.registry import EFFECTIVE_STATUS, delete_device_in, device_not_found
 from app.timestamps import timestamp
@@ -357,6 +358,7 @@ class AckOutcome:
     previous_status: str | None = None
     changed: bool = False
     request_id: str | None = None
+    completion_seconds: float | None = None  # created → completed/failed, when this ack finished the command
 
     @property
     def final(self) -> bool:
@@ -372,6 +374,16 @@ def transition_error(current: str, new: str, expired_by_time: bool) -> str | Non
     if current in FINAL_STATUSES or RANK[new] <= RANK[current]:
         return "INVALID_TRANSITION"
     return None
+
+
+def statuses_reached(previous: str, new: str) -> list[str]:
+    """The statuses a command reached by moving from `previous` to `new`. An ack may skip steps (a fast device
+    acks before the submitting worker recorded `sent`; a device may report `completed` without `acknowledged`);
+    the row then gets those steps' timestamps, and uaip_commands_total counts them, once, here."""
+    if new not in ACK_STATUSES:
+        return [new]
+    implied = [step for step in ("sent", "acknowledged") if RANK[previous] < RANK[step] < RANK[new]]
+    return [*implied, new]
 
 
 def _apply_ack(row: dict[str, Any] | None, ack: Ack, now) -> AckOutcome:
@@ -391,13 +403,15 @@ def _apply_ack(row: dict[str, Any] | None, ack: Ack, now) -> AckOutcome:
     row["status"] = ack.status
     row["sent_at"] = row["sent_at"] or now
     row["acknowledged_at"] = row["acknowledged_at"] or now
+    completion_seconds = None
     if ack.status in ("completed", "failed"):
         row["completed_at"] = now
+        completion_seconds = max((now - row["created_at"]).total_seconds(), 0.0)
     if ack.result is not None:
         row["result"] = ack.result
     if ack.error is not None:
         row["error"] = ack.error
-    return AckOutcome(ack, None, message_view(row), current, True, row["request_id"])
+    return AckOutcome(ack, None, message_view(row), current, True, row["request_id"], completion_seconds)
 
 
 def _apply_ack_batch(cur, acks: list[Ack]) -> list[AckOutcome]:
@@ -438,12 +452,18 @@ def _apply_ack_batch(cur, acks: list[Ack]) -> list[AckOutcome]:
     return outcomes
 
 
-def apply_acks(db: Database, acks: list[Ack]) -> list[AckOutcome]:
-    """Apply acks (a relay batch, or one REST ack) in one transaction; a message's acks apply in order."""
+def apply_acks(db: Database, acks: list[Ack], source: str = "rest") -> list[AckOutcome]:
+    """Apply acks (a relay batch, or one REST ack) in one transaction; a message's acks apply in order.
+    Metrics are counted after the commit, so a rolled-back or retried batch is never counted; `source` is the
+    path the acks came by (`relay` or `rest`)."""
     outcomes = db.transaction(lambda cur: _apply_ack_batch(cur, acks))
     for outcome in outcomes:
+        metrics.acks_total.labels(source=source, outcome=metrics.ack_outcome(outcome.code, outcome.changed)).inc()
         if outcome.changed:
-            count(outcome.message["status"])
+            for status in statuses_reached(outcome.previous_status, outcome.message["status"]):
+                count(status)
+        if outcome.completion_seconds is not None:
+            metrics.command_completion_seconds.labels(status=outcome.message["status"]).observe(outcome.completion_seconds)
     return outcomes
 
 
@@ -581,9 +601,11 @@ def delete_device(db: Database, device_id: str) -> list[dict[str, Any]]:
 # --- relay: redelivery, expiry, housekeeping -----------------------------------------------------------
 
 
-def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str, Any], retry_seconds: float) -> int:
+def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str, Any], retry_seconds: float,
+               reason: str) -> int:
     """Publish the open commands matching `where` (rows locked with SKIP LOCKED, so several relays share the
-    work), then record the attempt. Stops at the first NATS failure; the rest wait for the next pass."""
+    work), then record the attempt. Stops at the first NATS failure; the rest wait for the next pass.
+    Commands never published before count as `sent`; the others as redeliveries for `reason`."""
 
     def work(cur):
         cur.execute(
@@ -610,12 +632,15 @@ def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str,
         return 0
     newly_sent, published = db.transaction(work)
     count("sent", newly_sent)
+    if published > newly_sent:
+        metrics.command_redeliveries_total.labels(reason=reason).inc(published - newly_sent)
     return published
 
 
 def redeliver_due(db: Database, messaging: Messaging, retry_seconds: float) -> int:
     """The periodic pass: never-sent commands, and unacknowledged qos ≥ 1 ones whose back-off has passed."""
-    return _redeliver(db, messaging, "status IN ('queued', 'sent') AND next_attempt_at <= now()", {}, retry_seconds)
+    return _redeliver(db, messaging, "status IN ('queued', 'sent') AND next_attempt_at <= now()", {}, retry_seconds,
+                      "retry")
 
 
 def redeliver_all(db: Database, messaging: Messaging, retry_seconds: float) -> int:
@@ -627,7 +652,7 @@ def redeliver_all(db: Database, messaging: Messaging, retry_seconds: float) -> i
     while True:
         published = _redeliver(
             db, messaging, "status IN ('queued', 'sent', 'acknowledged') AND updated_at < %(started)s", {"started": started},
-            retry_seconds,
+            retry_seconds, "restart",
         )
         total += published
         if published < SWEEP_BATCH:
@@ -640,7 +665,7 @@ def redeliver_for_devices(db: Database, messaging: Messaging, device_ids: list[s
         return 0
     return _redeliver(
         db, messaging, "device_id = ANY(%(devices)s) AND status IN ('queued', 'sent')", {"devices": device_ids},
-        retry_seconds,
+        retry_seconds, "device_online",
     )
 
 

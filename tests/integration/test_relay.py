@@ -1,7 +1,6 @@
 """The relay as a real `uaip-hub relay` subprocess with simulated devices over NATS: delivery, acks, expiry,
 offline sweeps, and recovery from NATS, PostgreSQL and relay restarts (CONTRACT.md §1 and §5)."""
 
-import json
 import signal
 import socket
 import threading

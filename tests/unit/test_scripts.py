@@ -30,7 +30,7 @@ def lib_says(function: str, *args: str) -> bool:
     (("--ignore", "tests/deploy", "tests/unit"), False),
 ])
 def test_checkov_is_installed_only_when_deploy_tests_are_selected(args, needs_checkov):
-    assert lib_says("selects", "tests/deploy", *args) is needs_checkov
+    assert lib_says("needs_checkov", *args) is needs_checkov
 
 
 @pytest.mark.parametrize("args, needs_promtool", [
@@ -39,12 +39,15 @@ def test_checkov_is_installed_only_when_deploy_tests_are_selected(args, needs_ch
     (("tests/process/test_pipeline_gunicorn.py::test_metrics",), True),
     (("tests/unit",), False),
     (("tests/integration",), False),
-    (("-m", "not process and not image"), False),
+    (("-m", "not process and not image"), True),  # the whole tree, so the alert-rule tests too
     (("tests/process", "-m", "not process"), False),
+    (("tests/process/test_metrics_live.py",), True),
+    (("tests/deploy",), True),  # the alert rules are checked and unit-tested by promtool
+    (("tests/deploy/test_alerts.py", "-m", "not process and not image"), True),
+    (("tests/deploy/test_helm.py",), False),
 ])
-def test_promtool_is_installed_only_for_the_process_tests_that_use_it(args, needs_promtool):
-    wanted = lib_says("selects", "tests/process/test_pipeline_gunicorn.py", *args)
-    assert (wanted and not lib_says("deselects_marker", "process", *args)) is needs_promtool
+def test_promtool_is_installed_only_for_the_tests_that_use_it(args, needs_promtool):
+    assert lib_says("needs_promtool", *args) is needs_promtool
 
 
 def test_bench_names_the_valid_scenarios_for_a_mistyped_one():
