@@ -83,6 +83,13 @@ def test_a_greedy_client_gets_the_per_minute_rate_in_the_long_run():
     assert busiest_minute(admitted) <= 120
 
 
+def test_a_small_burst_caps_the_rate_at_five_bursts_a_minute():
+    rules = Rules(per_minute=1000, burst=20)
+    start = 1_700_000_000 * SECOND
+    admitted, _, _ = run(rules, list(range(start, start + 3 * MINUTE_US, 10_000)))
+    assert per_minute_counts(admitted, start, 3) == [100] * 3
+
+
 def test_a_refused_request_changes_nothing():
     rules = Rules(per_minute=100, burst=2)
     _, _, state = run(rules, [0, 0])
