@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 import redis
 from redis.backoff import NoBackoff
@@ -27,6 +27,14 @@ from app import cache
 from app.limit_rules import Rules, State, expires_after_us, step
 
 log = logging.getLogger(__name__)
+
+
+class LimitStore(Protocol):
+    def hit(self, client_key: str) -> tuple[bool, State]:
+        """Apply one request of this client now: (admitted, its state as of the request's time)."""
+
+    def close(self) -> None:
+        """Release this process's connections, if any."""
 
 # step() in Lua, statement for statement (same arithmetic, same order: the results agree to the bit).
 # KEYS[1]: the client's hash. ARGV: burst, burst window (µs), per-minute, capacity, and optionally the time (µs)

@@ -19,7 +19,7 @@ from flask import Flask, g, request
 from app import metrics
 from app.errors import HTTP_CODES, error_response
 from app.limit_rules import Decision, Rules, decide
-from app.limit_storage import FallbackLimitStore, MemoryLimitStore, RedisLimitStore
+from app.limit_storage import FallbackLimitStore, LimitStore, MemoryLimitStore, RedisLimitStore
 from app.security import recognised_device, token_principal
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def is_exempt() -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in EXEMPT_PATHS)
 
 
-def make_store(redis_url: str | None, key_prefix: str, rules: Rules):
+def make_store(redis_url: str | None, key_prefix: str, rules: Rules) -> LimitStore:
     """Redis with per-process memory while it is down; memory alone when REDIS_URL is unset."""
     memory = MemoryLimitStore(rules)
     if not redis_url:
@@ -62,7 +62,7 @@ class RateLimiter:
     """The app's limiter: applies the rule to each request's bucket and answers for it (its two methods are the
     app's before- and after-request hooks)."""
 
-    def __init__(self, rules: Rules, store) -> None:
+    def __init__(self, rules: Rules, store: LimitStore) -> None:
         self.rules = rules
         self.store = store
 
