@@ -24,10 +24,11 @@ class Clock:
 
 def test_concurrent_threads_admit_exactly_one_burst():
     store = MemoryLimitStore(Rules(per_minute=1000, burst=20))
-    barrier = threading.Barrier(50)
+    start_together = threading.Barrier(50)  # the pool's 50 threads take their first request at the same moment
 
-    def hit(_):
-        barrier.wait() if _ < 50 else None
+    def hit(i):
+        if i < 50:
+            start_together.wait()
         return store.hit("client:many")[0]
 
     with ThreadPoolExecutor(50) as pool:
