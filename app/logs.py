@@ -203,16 +203,6 @@ def configure_logging(level: str = "info", log_format: str = "json", stream: Tex
             root.removeHandler(handler)
     root.addHandler(HubHandler(stream, log_format))
     root.setLevel(level.upper())
-    limiter_log = logging.getLogger("flask-limiter")
-    if not any(isinstance(f, _DropBreachLines) for f in limiter_log.filters):
-        limiter_log.addFilter(_DropBreachLines())
-
-
-class _DropBreachLines(logging.Filter):
-    """flask-limiter logs every 429 at INFO; the access line already says it. Its fallback/recovery lines stay."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("ratelimit ")
 
 
 def gunicorn_logconfig(level: str = "info", log_format: str = "json") -> dict[str, Any]:

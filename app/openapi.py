@@ -177,9 +177,12 @@ def _schemas() -> dict[str, Any]:
 # --- responses -------------------------------------------------------------------------------------------
 
 _RATE_HEADERS = {
-    "X-RateLimit-Limit": {"description": "Requests allowed in the tightest window.", "schema": {"type": "integer"}},
-    "X-RateLimit-Remaining": {"description": "Requests left in that window.", "schema": {"type": "integer"}},
-    "X-RateLimit-Reset": {"description": "Unix time (seconds) when the window frees up.", "schema": {"type": "integer"}},
+    "X-RateLimit-Limit": {"description": "The limit that binds the client now: the burst (per 12 s window) or the "
+                          "per-minute figure.", "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "Requests that would still be admitted if sent now.",
+                              "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "Unix time (seconds) when that limit is whole again.",
+                          "schema": {"type": "integer"}},
 }
 _COMMON_HEADERS = {"X-Request-ID": {"description": "Correlation id (echoed or generated).", "schema": {"type": "string"}}}
 

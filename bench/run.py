@@ -16,7 +16,7 @@ import platform
 import time
 from typing import Callable
 
-from bench import commands, faults, lifecycle, pipeline, registry
+from bench import commands, faults, lifecycle, limiter, pipeline, registry
 from bench.harness import ROOT, BenchDatabase
 
 RESULTS = ROOT / "bench" / "results"
@@ -34,6 +34,8 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
     return {
         "device_list": lambda db: registry.list_vs_bare(db, rounds=rounds, seconds=seconds),
         "pipeline": lambda db: pipeline.measure(rounds=rounds, requests_per_round=600 if quick else 1500),
+        "limiter": lambda db: limiter.measure(rounds=rounds, clients=20 if quick else 100,
+                                              one_client_requests=400 if quick else 2000),
         "commands": lambda db: commands.run(quick=quick),
         "default_limits": registry.default_limits,
         "token": lambda db: registry.token_issuance(db, requests_count=500 if quick else 3000),
@@ -57,10 +59,20 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
                     f"{f['overhead_median_ms_c1']:.2f} ms ({f['full']['c1']:.2f} vs {f['bare']['c1']:.2f})"))
         out.append(("pipeline overhead, median, 8 connections", "—",
                     f"{f['overhead_median_ms_loaded']:.2f} ms ({f['full']['rps']:.0f} vs {f['bare']['rps']:.0f} req/s)"))
-        out.append(("limiter Redis round trips per request", "stated", f"{f['redis']['round_trips_per_request']:.1f}"))
+        out.append(("limiter Redis round trips per request", "≤ 1", f"{f['redis']['round_trips_per_request']:.1f}"))
         e = f["exactness"]
         out.append(("burst exactness, 200 concurrent over 2 instances × 2 workers", f"= {e['burst']}",
                     f"{e['admitted']} admitted, statuses {e['status_counts']}"))
+    if "limiter" in figures:
+        f = figures["limiter"]
+        for name, label in (("100", "100/min"), ("1000000", "1,000,000/min")):
+            c, one = f[name], f[name]["one_client"]
+            out.append((f"limiter Redis time per request at {label}: 100 clients × 20 / one client × "
+                        f"{one['sent']:,}", "equal at both limits",
+                        f"{c['redis_usec_per_request']:.1f} µs / {one['redis_usec_per_request']:.1f} µs "
+                        f"({one['statuses']}), {c['round_trips_per_request']:.2f} round trips, "
+                        f"key: {one['key']['type']}, {one['key']['fields']} fields, {one['key']['bytes']} bytes"))
+        out.append(("limiter Redis time, 1,000,000/min vs 100/min", "≈ 1.0×", f"{f['usec_ratio_1000000_vs_100']:.2f}×"))
     if "commands" in figures:
         f = figures["commands"]
         out.append(("command submit rate (2 workers × 4 threads)", "≥ 300/s", f"{f['submit_per_s']:.0f}/s ({f['submit_tool']})"))
