@@ -55,12 +55,25 @@ def heartbeat_subject(device_id: str) -> str:
     return f"uaip.devices.{device_id}.heartbeat"
 
 
-ACKS_WILDCARD = "uaip.devices.*.acks"
-HEARTBEATS_WILDCARD = "uaip.devices.*.heartbeat"
 DEVICE_EVENTS_SUBJECT = "uaip.events.devices"
-COMMANDS_WILDCARD = "uaip.devices.*.commands"
+# A device id is 1-128 characters and never makes an empty subject token (no leading or trailing ".", no ".."),
+# so it has at most 64 dot-separated tokens: 64 one-character tokens and 63 dots.
+MAX_DEVICE_ID_TOKENS = 64
 # Internal, hub to hub: a command reached a final status (wakes `?wait=N` requests in every API worker).
 MESSAGE_FINAL_SUBJECT = "uaip.internal.messages.final"
+
+
+def device_subject_patterns(suffix: str) -> list[str]:
+    """`uaip.devices.*.{suffix}`, `uaip.devices.*.*.{suffix}`, … one pattern per possible token count of a device
+    id. NATS `*` matches exactly one token, so one pattern would miss dotted ids such as `sensor.1`; each subject
+    matches exactly one of these patterns. (`uaip.devices.>` would also match every command envelope the hub
+    publishes; bench/subjects.py compares the two.)"""
+    return [f"uaip.devices.{'.'.join('*' * depth)}.{suffix}" for depth in range(1, MAX_DEVICE_ID_TOKENS + 1)]
+
+
+def relay_subscriptions() -> list[str]:
+    """Every subject the relay consumes: device acks and heartbeats, whatever the device id's token count."""
+    return device_subject_patterns("acks") + device_subject_patterns("heartbeat")
 
 
 def device_id_from_subject(subject: str) -> str | None:
