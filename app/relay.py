@@ -4,7 +4,8 @@ It consumes device acks and heartbeats in a NATS queue group (several relays sha
 per possible token count of a device id, app.messaging.relay_subscriptions), applies them
 in batches (one transaction per batch), and every UAIP_RELAY_SWEEP_SECONDS it expires commands past their TTL,
 marks silent devices offline (publishing `offline` once per transition), and publishes commands that are due:
-never sent (NATS was down at submit time) or sent but unacknowledged (qos ≥ 1) after their back-off. On start
+never sent (NATS was down at submit time), or unfinished (`sent`, or `acknowledged` with its outcome not yet
+reported; qos ≥ 1) after their back-off. On start
 and on every NATS (re)connect it re-sends all open commands, since acks published while no relay listened were
 lost. All SQL is in app/services; this module is the loop.
 
