@@ -13,6 +13,7 @@ the expiry sweep can race without a status ever going backwards or a metric bein
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -20,7 +21,7 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import psycopg2
 from psycopg2.extras import Json, execute_values
@@ -501,15 +502,21 @@ def notify_final(messaging: Messaging, messages: Iterable[dict[str, Any]]) -> No
 class Waiters:
     """Per-process registry of `?wait=N` requests, woken by MESSAGE_FINAL_SUBJECT.
 
-    A waiting request holds its gthread thread. It re-reads the message from PostgreSQL whenever it is woken and
-    at least every `max_poll` seconds (back-off from 10 ms), so it is correct without NATS, just slower. A database
-    error while polling ends the wait (the caller answers 202 with the accepted body: the command is stored, an
-    error would invite a retry).
+    A waiting request holds its gthread thread, so waiting is bounded per process (`max_waiters`) and per API
+    client within the process (`max_per_client`): probes and other clients always find a free thread. A request
+    over either bound does not wait at all; it gets its 202 at once and polls (docs/hardening-notes.md).
+
+    A waiter re-reads the message from PostgreSQL whenever it is woken and at least every `max_poll` seconds
+    (back-off from 10 ms), so it is correct without NATS, just slower. A database error while polling ends the
+    wait (the caller answers 202 with the accepted body: the command is stored, an error would invite a retry).
     """
 
-    def __init__(self, messaging: Messaging) -> None:
+    def __init__(self, messaging: Messaging, max_waiters: int, max_per_client: int) -> None:
         self.messaging = messaging
+        self.max_waiters = max_waiters
+        self.max_per_client = max_per_client
         self._events: dict[str, set[threading.Event]] = {}
+        self._waiting: dict[str, int] = {}  # client id -> requests of that client waiting in this process
         self._lock = threading.Lock()
         self._subscribed = False
 
@@ -536,14 +543,45 @@ class Waiters:
             self._subscribed = False
             log.warning("could not subscribe to final-status notifications; waiting by polling")
 
-    def wait(self, db: Database, message_id: str, seconds: float, max_poll: float = 1.0) -> dict[str, Any] | None:
-        """The message once final; None when `seconds` pass first, or when reading the message fails."""
+    def waiting(self) -> int:
+        """How many requests wait in this process right now."""
+        with self._lock:
+            return sum(self._waiting.values())
+
+    @contextlib.contextmanager
+    def _slot(self, client_id: str) -> Iterator[bool]:
+        """Take a waiter slot for `client_id` if both bounds allow; yields whether one was taken."""
+        with self._lock:
+            mine = self._waiting.get(client_id, 0)
+            admitted = sum(self._waiting.values()) < self.max_waiters and mine < self.max_per_client
+            if admitted:
+                self._waiting[client_id] = mine + 1
         try:
-            return self._wait(db, message_id, seconds, max_poll)
-        except (DatabaseUnavailable, psycopg2.Error) as exc:
-            log.warning("reading the command failed while waiting for it; answering 202",
-                        extra={"message_id": message_id, "error": str(exc).strip() or exc.__class__.__name__})
-            return None
+            yield admitted
+        finally:
+            if admitted:
+                with self._lock:
+                    left = self._waiting[client_id] - 1
+                    if left:
+                        self._waiting[client_id] = left
+                    else:
+                        del self._waiting[client_id]
+
+    def wait(self, db: Database, message_id: str, seconds: float, client_id: str,
+             max_poll: float = 1.0) -> dict[str, Any] | None:
+        """The message once final; None when `seconds` pass first, at once when the waiter bounds are full, or
+        when reading the message fails."""
+        with self._slot(client_id) as admitted:
+            if not admitted:
+                log.debug("waiter bound reached; answering without waiting",
+                          extra={"message_id": message_id, "client_id": client_id})
+                return None
+            try:
+                return self._wait(db, message_id, seconds, max_poll)
+            except (DatabaseUnavailable, psycopg2.Error) as exc:
+                log.warning("reading the command failed while waiting for it; answering 202",
+                            extra={"message_id": message_id, "error": str(exc).strip() or exc.__class__.__name__})
+                return None
 
     def _wait(self, db: Database, message_id: str, seconds: float, max_poll: float) -> dict[str, Any] | None:
         self._subscribe()

@@ -102,6 +102,7 @@ def test_a_database_error_while_waiting_is_202_with_the_accepted_body(relay_env,
     assert status == 202, body
     assert set(body) == ACCEPTED_FIELDS and body["message_id"] == envelope["message_id"] and body["status"] == "sent"
     assert headers["Location"].endswith(body["message_id"])
+    assert app.extensions["uaip.waiters"].waiting() == 0  # the slot came back
 
 
 class FirstOutcomeLost(DeviceSimulator):
