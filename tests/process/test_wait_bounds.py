@@ -5,9 +5,7 @@ request under the bound still gets its 200 when its device answers (docs/hardeni
 """
 
 import threading
-import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -15,6 +13,7 @@ import requests
 from tests.conftest import basic
 from tests.support.processes import HubServer
 from tests.support.services import wait_for
+from tests.support.waiting import Flood, Prober, wait_command
 
 pytestmark = pytest.mark.process
 
@@ -25,39 +24,6 @@ WAIT = 10
 PROBE_TIMEOUT_SECONDS = 1.0
 # Requests over the bound answer without waiting; "quickly" is far from the 10 s a waiter takes.
 QUICK_SECONDS = 3.0
-PROBES = ("/api/v1/system/health/liveness", "/api/v1/system/health/readiness")
-
-
-class Prober:
-    """Liveness and readiness on fresh connections (as the kubelet probes), back to back, latencies kept."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.latencies: list[tuple[str, float, int | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for path in PROBES:
-                started = time.perf_counter()
-                try:
-                    status = requests.get(self.url + path, timeout=15).status_code
-                except requests.RequestException:
-                    status = None
-                self.latencies.append((path, time.perf_counter() - started, status))
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> "Prober":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(20)
-
-    def worst(self) -> float:
-        return max(seconds for _, seconds, _ in self.latencies)
 
 
 def bearer(hub: HubServer, client_id: str, secret: str) -> dict[str, str]:
@@ -73,34 +39,8 @@ def register(hub: HubServer, auth: dict[str, str]) -> dict:
     return r.json()
 
 
-def wait_command(hub: HubServer, auth: dict[str, str], device_id: str) -> tuple[str, int, float, dict]:
-    started = time.perf_counter()
-    r = requests.post(f"{hub.url}/api/v1/devices/{device_id}/command?wait={WAIT}", headers=auth, timeout=40,
-                      json={"command": "hold"})
-    return auth["Authorization"], r.status_code, time.perf_counter() - started, r.json()
-
-
-class Flood:
-    """`per_client` parallel `?wait=10` commands from each client; answers are kept as they arrive."""
-
-    def __init__(self, hub: HubServer, clients: list[dict[str, str]], per_client: int, device_id: str) -> None:
-        self.jobs = [auth for auth in clients for _ in range(per_client)]
-        self.results: list[tuple] = []
-        self._pool = ThreadPoolExecutor(len(self.jobs))
-        self._futures = [self._pool.submit(self._one, hub, auth, device_id) for auth in self.jobs]
-
-    def _one(self, hub, auth, device_id) -> None:
-        self.results.append(wait_command(hub, auth, device_id))
-
-    def wait(self) -> list[tuple]:
-        for future in self._futures:
-            future.result(60)
-        self._pool.shutdown()
-        return self.results
-
-
 def flood(hub: HubServer, clients: list[dict[str, str]], per_client: int, device_id: str) -> list[tuple]:
-    return Flood(hub, clients, per_client, device_id).wait()
+    return Flood(hub.url, clients, per_client, device_id, WAIT).wait()
 
 
 def check_flood(results: list[tuple], clients: int) -> None:
@@ -147,14 +87,14 @@ def test_under_the_bound_a_waiter_gets_its_200_while_another_client_floods(hub_e
                               json={"status": "completed", "result": {"done": True}}, timeout=10)
             assert r.status_code == 200, r.text
 
-        flooding = Flood(hub, [flooder], 12, silent)
+        flooding = Flood(hub.url, [flooder], 12, silent, WAIT)
         # Once all but two have their 202, the rest are waiting: at most one per worker (the per-client bound), so
         # each worker still has a waiter slot for other clients.
         wait_for(lambda: len(flooding.results) >= 12 - WORKERS * PER_CLIENT_PER_WORKER, timeout=WAIT - 2,
                  message="the flooder's requests over the bound answered")
         answer = threading.Thread(target=device_answers)
         answer.start()
-        _, status, seconds, body = wait_command(hub, patient, answering["device_id"])
+        _, status, seconds, body = wait_command(hub.url, patient, answering["device_id"], WAIT)
         answer.join(20)
         check_flood(flooding.wait(), clients=1)
         assert status == 200 and body["status"] == "completed" and body["result"] == {"done": True}
