@@ -17,7 +17,6 @@ receives only the undotted half, shown for scale).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import threading
