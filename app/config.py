@@ -135,6 +135,18 @@ def _jwt_secret(env: Mapping[str, str], environment: str) -> str:
     return secret
 
 
+def default_max_waiters(threads: int) -> int:
+    """`?wait=N` requests one worker lets wait at once: half its threads (rounded down), so at least as many
+    threads stay free for probes and every other request. With one thread nobody waits (the answer is 202)."""
+    return threads // 2
+
+
+def default_max_waiters_per_client(max_waiters: int) -> int:
+    """Waiting requests of one API client in one worker: half the worker's waiter slots (rounded up), so one
+    client cannot take every slot from the others."""
+    return (max_waiters + 1) // 2
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Typed, validated configuration. `repr` hides secrets so a logged Settings leaks nothing."""
@@ -169,12 +181,17 @@ class Settings:
     command_retry_seconds: float = 10.0
     relay_queue_group: str = "uaip-relay"
     relay_metrics_port: int = 9464
+    # `?wait=N` bounds, per worker process (docs/hardening-notes.md): a waiting request holds a gthread thread.
+    max_waiters: int = 2
+    max_waiters_per_client: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """Parse the process environment (or `env`); raise ConfigError naming the first bad variable."""
         env = os.environ if env is None else env
         environment = _choice(env, "UAIP_ENV", "production", ENVIRONMENTS)
+        threads = _int(env, "SERVER_THREADS", 4, 1, 256)
+        max_waiters = _int(env, "UAIP_MAX_WAITERS", default_max_waiters(threads), 0, threads - 1)
         return cls(
             database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres"), required=True),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix"), required=False),
@@ -186,7 +203,7 @@ class Settings:
             server_host=_raw(env, "SERVER_HOST") or "0.0.0.0",
             server_port=_int(env, "SERVER_PORT", 8443, 1, 65_535),
             server_workers=_int(env, "SERVER_WORKERS", 2, 1, 64),
-            server_threads=_int(env, "SERVER_THREADS", 4, 1, 256),
+            server_threads=threads,
             graceful_timeout_seconds=_int(env, "GRACEFUL_TIMEOUT_SECONDS", 30, 1, 3600),
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 100, 1, 1_000_000),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 20, 1, 1_000_000),
@@ -205,6 +222,9 @@ class Settings:
             command_retry_seconds=_float(env, "UAIP_COMMAND_RETRY_SECONDS", 10.0, 0.1, 3600),
             relay_queue_group=_raw(env, "UAIP_RELAY_QUEUE_GROUP") or "uaip-relay",
             relay_metrics_port=_int(env, "UAIP_RELAY_METRICS_PORT", 9464, 0, 65_535),
+            max_waiters=max_waiters,
+            max_waiters_per_client=_int(env, "UAIP_MAX_WAITERS_PER_CLIENT", default_max_waiters_per_client(max_waiters),
+                                        0, max_waiters),
         )
 
 

@@ -366,7 +366,8 @@ def _paths() -> dict[str, Any]:
                     _param("Idempotency-Key", "header", {"type": "string", "maxLength": 128},
                            "Same key and body within 24 h: the first response; another body: 409."),
                     _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": 30},
-                           "Wait up to N seconds for the device's result."),
+                           "Wait up to N seconds for the device's result. Waiting is bounded per worker and per "
+                           "client; over the bound the answer is the 202 at once (poll the Location)."),
                 ],
             ),
         },

@@ -1,14 +1,17 @@
 """`uaip-hub relay`: the worker between NATS and PostgreSQL (CONTRACT.md §1 and §5, DESIGN.md decision 8).
 
-It consumes device acks and heartbeats in a NATS queue group (several relays share the stream), applies them
+It consumes device acks and heartbeats in a NATS queue group (several relays share the stream; one subscription
+per possible token count of a device id, app.messaging.relay_subscriptions), applies them
 in batches (one transaction per batch), and every UAIP_RELAY_SWEEP_SECONDS it expires commands past their TTL,
 marks silent devices offline (publishing `offline` once per transition), and publishes commands that are due:
-never sent (NATS was down at submit time) or sent but unacknowledged (qos ≥ 1) after their back-off. On start
+never sent (NATS was down at submit time), or unfinished (`sent`, or `acknowledged` with its outcome not yet
+reported; qos ≥ 1) after their back-off. On start
 and on every NATS (re)connect it re-sends all open commands, since acks published while no relay listened were
 lost. All SQL is in app/services; this module is the loop.
 
 NATS messages are handed from the NATS thread to the main thread through a bounded queue. PostgreSQL outages are
-retried with back-off (the batch in hand is kept); NATS outages are handled by the client's reconnects.
+retried with back-off (the batch in hand is kept); NATS outages are handled by the client's reconnects, and while
+NATS is away every publish fails at once, so a sweep never stalls on it (its events are dropped, commands wait).
 SIGTERM/SIGINT: stop taking messages (drain the subscriptions), apply what was received, exit 0.
 """
 
@@ -26,7 +29,7 @@ from app import metrics
 from app.api.messages import ack_from_nats
 from app.config import Settings
 from app.db import Database, DatabaseUnavailable
-from app.messaging import ACKS_WILDCARD, HEARTBEATS_WILDCARD, Messaging, device_id_from_subject
+from app.messaging import Messaging, device_id_from_subject, relay_subscriptions
 from app.services import commands, registry
 from app.services.events import publish_device_event
 
@@ -75,8 +78,8 @@ class Relay:
         group = self.settings.relay_queue_group
         self.messaging.on_reconnect.append(self._on_connected)
         self.messaging.start()
-        self.messaging.subscribe(ACKS_WILDCARD, self._receive, queue=group)
-        self.messaging.subscribe(HEARTBEATS_WILDCARD, self._receive, queue=group)
+        for subject in relay_subscriptions():  # one per token count: device ids may contain dots
+            self.messaging.subscribe(subject, self._receive, queue=group)
         log.info("relay started", extra={"queue_group": group, "sweep_seconds": self.settings.relay_sweep_seconds})
         next_sweep = 0.0
         while not self.stopping.is_set():

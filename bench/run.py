@@ -16,7 +16,7 @@ import platform
 import time
 from typing import Callable
 
-from bench import commands, faults, lifecycle, limiter, pipeline, registry
+from bench import commands, faults, hardening, lifecycle, limiter, pipeline, registry, subjects
 from bench.harness import ROOT, BenchDatabase
 
 RESULTS = ROOT / "bench" / "results"
@@ -43,6 +43,8 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
         "worker_classes": lambda db: registry.worker_classes(db, seconds=seconds),
         "faults": lambda db: faults.run(outage_seconds=3.0 if quick else 5.0),
         "lifecycle": lambda db: lifecycle.run(seconds=4.0 if quick else 10.0, health_requests=100 if quick else 300),
+        "hardening": lambda db: hardening.run(quick=quick),
+        "relay_subjects": lambda db: subjects.run(count=10_000 if quick else 50_000, rounds=rounds),
     }
 
 
@@ -118,6 +120,30 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
                         f"submits {phase['submits']}, reads {phase['reads']}; healthy again {phase['recovery_seconds']} s after restart"))
         out.append(("commands accepted during the drill that reached `completed`", "all",
                     f"{f['completed_commands']} of {f['accepted_commands']} (missing {len(f['missing_commands'])})"))
+    if "hardening" in figures:
+        f = figures["hardening"]
+        w = f["probes_with_waiters_full"]
+        out.append((f"liveness / readiness while the ?wait bound is full ({w['requests']} x ?wait=10 from 4 clients, "
+                    f"{w['waited']} waited)", "max < 1 s",
+                    f"max {w['liveness']['max_ms']} / {w['readiness']['max_ms']} ms, p99 {w['liveness']['p99_ms']} / "
+                    f"{w['readiness']['p99_ms']} ms"))
+        out.append(("?wait requests over the bound: time to their 202", "at once",
+                    f"p50 {w['over_bound_p50_ms']} ms, max {w['over_bound_max_ms']} ms"))
+        n = f["api_with_nats_down"]
+        out.append((f"register / submit with NATS down ({n['requests']} each; {', '.join(n['submit_answers'])})",
+                    "no wait for NATS (was 2.5 s)",
+                    f"p50 {n['register_p50_ms']} / {n['submit_p50_ms']} ms, max {n['register_max_ms']} / "
+                    f"{n['submit_max_ms']} ms"))
+        r = f["relay_with_nats_down"]
+        out.append((f"relay with NATS down: {r['expired_commands']:,} expiries + {r['offline_devices']:,} offline "
+                    "transitions", "no stall per event (was 0.4/s)", f"{r['events_per_s']:,} events/s ({r['seconds']} s)"))
+    if "relay_subjects" in figures:
+        f = figures["relay_subjects"]
+        for strategy, label in (("depth", "one subscription per token count (128)"), ("tail", "uaip.devices.> (1)")):
+            r = f[strategy]
+            out.append((f"relay acks, dotted ids, {label}", "choose",
+                        f"{r['acks_per_s']:,} acks/s; received {r['messages_received']:,} msgs / "
+                        f"{r['bytes_received'] / 1e6:.1f} MB; NATS thread CPU {r['subscriber_nats_thread_cpu_s']} s"))
     return out
 
 

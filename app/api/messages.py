@@ -1,7 +1,7 @@
 """Commands and messages (CONTRACT.md §5): submit, read, list per device, acknowledge.
 
 Views parse and validate, call one function of app/services/commands.py, and answer. `?wait=N` holds the
-request's gthread thread for up to N seconds (see Waiters).
+request's gthread thread for up to N seconds, within per-process and per-client bounds (see Waiters).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _submit(spec: commands.CommandSpec, route: str, raw_body: Any):
     location = f"/api/v1/messages/{submitted.message_id}"
     finished = None
     if wait:
-        finished = waiters().wait(get_db(), submitted.message_id, wait)
+        finished = waiters().wait(get_db(), submitted.message_id, wait, client_id=g.principal.subject)
     response = jsonify(finished if finished is not None else submitted.body)
     response.status_code = 200 if finished is not None else 202
     response.headers["Location"] = location
@@ -114,7 +114,9 @@ def _submit(spec: commands.CommandSpec, route: str, raw_body: Any):
 def waiters() -> commands.Waiters:
     extensions = current_app.extensions
     if "uaip.waiters" not in extensions:
-        extensions.setdefault("uaip.waiters", commands.Waiters(get_messaging()))
+        settings = _settings()
+        extensions.setdefault("uaip.waiters", commands.Waiters(
+            get_messaging(), settings.max_waiters, settings.max_waiters_per_client))
     return extensions["uaip.waiters"]
 
 

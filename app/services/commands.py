@@ -2,7 +2,9 @@
 
 Durability (DESIGN.md decision 8): a command is inserted (`queued`) and committed before it is published on
 `uaip.devices.{id}.commands`; only after a successful publish is it marked `sent`. If NATS is down the command
-stays `queued` with `next_attempt_at` = now, and the relay publishes it when NATS is back.
+stays `queued` with `next_attempt_at` = now, and the relay publishes it when NATS is back. Once the insert has
+committed the submitter gets 202, whatever fails afterwards (publish, the `sent` mark, reading it under
+`?wait`): an error would invite a retry, and a retry a second actuation.
 
 Status only moves forward: queued → sent → acknowledged → completed | failed; expired and cancelled are final
 as well. Every transition is a conditional UPDATE (or a row lock then UPDATE), so two relays, a REST ack and
@@ -11,6 +13,7 @@ the expiry sweep can race without a status ever going backwards or a metric bein
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -18,13 +21,14 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
+import psycopg2
 from psycopg2.extras import Json, execute_values
 
 from app import messaging as subjects
 from app import metrics
-from app.db import Database
+from app.db import Database, DatabaseUnavailable
 from app.errors import APIError
 from app.messaging import Messaging, MessagingUnavailable
 from app.metrics import commands_total
@@ -228,8 +232,17 @@ def submit_command(
     if replayed:
         return Submitted(body=row["response_body"], message_id=str(row["message_id"]), replayed=True)
     count("queued")
-    if publish_and_mark_sent(db, messaging, [row], retry_seconds, idempotency=idempotency):
-        row = {**row, "status": "sent"}
+    # From here on the command is stored (and may reach the device any moment): whatever fails now, the client
+    # gets 202 with its message_id, never an error that invites a retry and so a second actuation.
+    try:
+        if publish_and_mark_sent(db, messaging, [row], retry_seconds, idempotency=idempotency):
+            row = {**row, "status": "sent"}
+    except Exception as exc:  # noqa: BLE001 - the relay delivers a command left `queued` (after the retry delay)
+        log.error(
+            "command stored, but publishing or marking it sent failed; answering 202 with its stored status",
+            extra={"message_id": str(message_id), "device_id": spec.device_id, "request_id": request_id,
+                   "error": str(exc).strip() or exc.__class__.__name__},
+        )
     return Submitted(body=accepted_view(row), message_id=str(message_id))
 
 
@@ -505,13 +518,21 @@ def notify_final(messaging: Messaging, messages: Iterable[dict[str, Any]]) -> No
 class Waiters:
     """Per-process registry of `?wait=N` requests, woken by MESSAGE_FINAL_SUBJECT.
 
-    A waiting request holds its gthread thread. It re-reads the message from PostgreSQL whenever it is woken and
-    at least every `max_poll` seconds (back-off from 10 ms), so it is correct without NATS, just slower.
+    A waiting request holds its gthread thread, so waiting is bounded per process (`max_waiters`) and per API
+    client within the process (`max_per_client`): probes and other clients always find a free thread. A request
+    over either bound does not wait at all; it gets its 202 at once and polls (docs/hardening-notes.md).
+
+    A waiter re-reads the message from PostgreSQL whenever it is woken and at least every `max_poll` seconds
+    (back-off from 10 ms), so it is correct without NATS, just slower. A database error while polling ends the
+    wait (the caller answers 202 with the accepted body: the command is stored, an error would invite a retry).
     """
 
-    def __init__(self, messaging: Messaging) -> None:
+    def __init__(self, messaging: Messaging, max_waiters: int, max_per_client: int) -> None:
         self.messaging = messaging
+        self.max_waiters = max_waiters
+        self.max_per_client = max_per_client
         self._events: dict[str, set[threading.Event]] = {}
+        self._waiting: dict[str, int] = {}  # client id -> requests of that client waiting in this process
         self._lock = threading.Lock()
         self._subscribed = False
 
@@ -538,8 +559,47 @@ class Waiters:
             self._subscribed = False
             log.warning("could not subscribe to final-status notifications; waiting by polling")
 
-    def wait(self, db: Database, message_id: str, seconds: float, max_poll: float = 1.0) -> dict[str, Any] | None:
-        """The message once final, or None when `seconds` pass first."""
+    def waiting(self) -> int:
+        """How many requests wait in this process right now."""
+        with self._lock:
+            return sum(self._waiting.values())
+
+    @contextlib.contextmanager
+    def _slot(self, client_id: str) -> Iterator[bool]:
+        """Take a waiter slot for `client_id` if both bounds allow; yields whether one was taken."""
+        with self._lock:
+            mine = self._waiting.get(client_id, 0)
+            admitted = sum(self._waiting.values()) < self.max_waiters and mine < self.max_per_client
+            if admitted:
+                self._waiting[client_id] = mine + 1
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                with self._lock:
+                    left = self._waiting[client_id] - 1
+                    if left:
+                        self._waiting[client_id] = left
+                    else:
+                        del self._waiting[client_id]
+
+    def wait(self, db: Database, message_id: str, seconds: float, client_id: str,
+             max_poll: float = 1.0) -> dict[str, Any] | None:
+        """The message once final; None when `seconds` pass first, at once when the waiter bounds are full, or
+        when reading the message fails."""
+        with self._slot(client_id) as admitted:
+            if not admitted:
+                log.debug("waiter bound reached; answering without waiting",
+                          extra={"message_id": message_id, "client_id": client_id})
+                return None
+            try:
+                return self._wait(db, message_id, seconds, max_poll)
+            except (DatabaseUnavailable, psycopg2.Error) as exc:
+                log.warning("reading the command failed while waiting for it; answering 202",
+                            extra={"message_id": message_id, "error": str(exc).strip() or exc.__class__.__name__})
+                return None
+
+    def _wait(self, db: Database, message_id: str, seconds: float, max_poll: float) -> dict[str, Any] | None:
         self._subscribe()
         event = threading.Event()
         with self._lock:
@@ -638,9 +698,14 @@ def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str,
 
 
 def redeliver_due(db: Database, messaging: Messaging, retry_seconds: float) -> int:
-    """The periodic pass: never-sent commands, and unacknowledged qos ≥ 1 ones whose back-off has passed."""
-    return _redeliver(db, messaging, "status IN ('queued', 'sent') AND next_attempt_at <= now()", {}, retry_seconds,
-                      "retry")
+    """The periodic pass: never-sent commands, and unfinished qos ≥ 1 ones whose back-off has passed.
+
+    `acknowledged` commands are included: if the device's `completed`/`failed` ack was lost (a relay died with it
+    in hand, the device's own link dropped it), the re-sent envelope makes the device report its outcome again
+    (devices de-duplicate by message_id). A device still working on it ignores the duplicate; the back-off
+    doubles per attempt (at most MAX_RETRY_SECONDS), so a long-running command costs a few duplicates, no more."""
+    return _redeliver(db, messaging, "status IN ('queued', 'sent', 'acknowledged') AND next_attempt_at <= now()", {},
+                      retry_seconds)
 
 
 def redeliver_all(db: Database, messaging: Messaging, retry_seconds: float) -> int:

@@ -70,6 +70,23 @@ def test_invalid_registration_lists_each_bad_field_and_writes_nothing(client, au
         assert count_devices(db, device_id) == 0
 
 
+@pytest.mark.parametrize("bad", [".lead", "trail.", "dou..ble", ".", "..", "a...b"])
+def test_ids_that_would_make_an_empty_nats_subject_token_are_refused(client, auth, db, bad):
+    device_id = bad.replace("lead", unique_id()) if "lead" in bad else bad
+    r = client.post(DEVICES, json={"name": "x", "device_type": "sensor", "device_id": device_id}, headers=auth)
+    assert r.status_code == 400 and r.json["code"] == "VALIDATION_ERROR"
+    assert set(r.json["details"]) == {"device_id"} and "'..'" in r.json["details"]["device_id"]
+    assert count_devices(db, device_id) == 0
+
+
+@pytest.mark.parametrize("template", ["sensor.{}", "a.b.c.{}", "plant-3:line_2.{}", "{}:x-y_z"])
+def test_ids_with_dots_colons_dashes_and_underscores_register(client, auth, template):
+    device_id = template.format(unique_id())
+    r = client.post(DEVICES, json={"name": "x", "device_type": "sensor", "device_id": device_id}, headers=auth)
+    assert r.status_code == 201 and r.json["device_id"] == device_id
+    assert client.get(f"{DEVICES}/{device_id}", headers=auth).json["device_id"] == device_id
+
+
 # --- list -----------------------------------------------------------------------------------------------
 
 

@@ -90,3 +90,20 @@ def test_repr_hides_secrets():
 def test_public_url_is_normalised_for_exact_comparison(value, expected):
     assert parse(UAIP_PUBLIC_URL=value).public_url == expected
     assert parse().public_url is None
+
+
+@pytest.mark.parametrize("threads, waiters, per_client", [(1, 0, 0), (2, 1, 1), (3, 1, 1), (4, 2, 1), (8, 4, 2), (16, 8, 4)])
+def test_waiter_bounds_default_to_half_the_threads_and_half_of_that_per_client(threads, waiters, per_client):
+    s = parse(SERVER_THREADS=str(threads))
+    assert (s.max_waiters, s.max_waiters_per_client) == (waiters, per_client)
+    assert s.server_threads - s.max_waiters >= 1  # a thread always stays free for probes
+
+
+def test_waiter_bounds_can_be_set_but_always_leave_a_thread_free():
+    s = parse(UAIP_MAX_WAITERS="3", UAIP_MAX_WAITERS_PER_CLIENT="3")
+    assert (s.max_waiters, s.max_waiters_per_client) == (3, 3)
+    assert parse(UAIP_MAX_WAITERS="0").max_waiters_per_client == 0
+    with pytest.raises(ConfigError, match="UAIP_MAX_WAITERS must be between 0 and 3"):
+        parse(UAIP_MAX_WAITERS="4")
+    with pytest.raises(ConfigError, match="UAIP_MAX_WAITERS_PER_CLIENT must be between 0 and 2"):
+        parse(UAIP_MAX_WAITERS_PER_CLIENT="3")
