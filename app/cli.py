@@ -24,6 +24,7 @@ from app import create_app
 from app.cli_commands import APP_COMMANDS, stdout_logging
 from app.config import ConfigError
 from app.envfile import load_env_file
+from app.examples import EXAMPLES
 
 
 class HubGroup(FlaskGroup):
@@ -68,8 +69,10 @@ for _command in APP_COMMANDS:
 @click.option("--token", envvar="UAIP_TOKEN", help="A bearer token with device:write.")
 @click.option("--prefix", help="Device id prefix (ids are PREFIX-1 … PREFIX-N); default sim-<random>.")
 @click.option("--heartbeat-seconds", type=click.FloatRange(0.1, 3600), default=15.0, show_default=True)
+@click.option("--example", type=click.Choice(sorted(EXAMPLES)),
+              help="Declare this example device type (needs the admin scope) and play it, e.g. thermostat.")
 def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | None, client_secret: str | None,
-                     token: str | None, prefix: str | None, heartbeat_seconds: float) -> None:
+                     token: str | None, prefix: str | None, heartbeat_seconds: float, example: str | None) -> None:
     """Simulate devices: register them, heartbeat over NATS, execute commands and ack them (until Ctrl-C)."""
     from app.simulate import DeviceSimulator, HubError, fetch_token
 
@@ -81,14 +84,16 @@ def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | N
                 raise click.UsageError("give --token, or --client-id and --client-secret (or UAIP_CLIENT_ID/SECRET)")
             token = fetch_token(hub_url, client_id, client_secret)
         simulator = DeviceSimulator.with_registration(
-            hub_url, nats_url, count, token=token, prefix=prefix, heartbeat_seconds=heartbeat_seconds)
+            hub_url, nats_url, count, token=token, prefix=prefix, heartbeat_seconds=heartbeat_seconds,
+            example=EXAMPLES.get(example))
     except (HubError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with simulator:
-        click.echo(f"simulating {count} device(s): {', '.join(simulator.device_ids[:5])}{' …' if count > 5 else ''}")
+        kind = f" of type {example}" if example else ""
+        click.echo(f"simulating {count} device(s){kind}: {', '.join(simulator.device_ids[:5])}{' …' if count > 5 else ''}")
         stop.wait()
     click.echo(f"stopped; {len(simulator.received)} command(s) received, {len(simulator.outcomes)} answered")
 

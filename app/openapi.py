@@ -14,8 +14,11 @@ import pydantic
 from flask import Blueprint, Flask, current_app, jsonify
 
 from app.api import API_PREFIX
+from app.api.device_types import COMMAND_NAME_PATTERN, TYPE_NAME_PATTERN, DeviceTypeBody
 from app.api.devices import DeviceCreate, DevicePatch, DeviceReplace, Heartbeat
-from app.api.messages import AckBody, CommandCreate, MessageCreate
+from app.api.messages import MAX_COMMAND_NAME, MAX_TTL_MS, MAX_WAIT_SECONDS, MIN_TTL_MS, AckBody, CommandCreate, MessageCreate
+from app.api.things import PROPERTIES
+from app.thing_description import MEDIA_TYPE as TD_MEDIA_TYPE
 from app.security import SCOPES
 from app.services.command_statuses import STATUSES as MESSAGE_STATUSES
 from app.services.registry import DEVICE_STATUSES
@@ -171,6 +174,53 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "Probe": _object({"status": {"type": "string", "enum": ["alive", "ready", "draining", "not_ready"]}}),
+        **_typed_schemas(),
+    }
+
+
+def _typed_schemas() -> dict[str, Any]:
+    """Device types, Thing Descriptions and the action route (docs/device-types.md)."""
+    return {
+        "DeviceType": _object(
+            {
+                "device_type": {"type": "string", "pattern": TYPE_NAME_PATTERN},
+                "description": {"type": "string"},
+                "commands": {
+                    "type": "object",
+                    "propertyNames": {"pattern": COMMAND_NAME_PATTERN},
+                    "additionalProperties": _object(
+                        {
+                            "description": {"type": "string"},
+                            "params": {"type": "object", "description": "JSON Schema (2020-12) of the params."},
+                            "result": {"type": "object", "description": "JSON Schema of the result (advisory)."},
+                            "safe": {"type": "boolean"},
+                            "idempotent": {"type": "boolean"},
+                        },
+                        required=["description", "params", "safe", "idempotent"],
+                    ),
+                },
+                "version": {"type": "integer", "minimum": 1},
+                "created_at": TIMESTAMP,
+                "updated_at": TIMESTAMP,
+            }
+        ),
+        "DeviceTypeList": _page("device_types", "DeviceType"),
+        **_model_schemas(DeviceTypeBody),
+        "ThingDescription": _object(
+            {
+                "@context": {"const": "https://www.w3.org/2022/wot/td/v1.1"},
+                "id": {"type": "string"},
+                "title": {"type": "string"},
+                "securityDefinitions": OBJECT,
+                "security": {"type": "array", "items": {"type": "string"}},
+                "properties": OBJECT,
+                "actions": OBJECT,
+            },
+            required=["@context", "id", "title", "securityDefinitions", "security", "properties"],
+            additionalProperties=True,
+            description="W3C WoT Thing Description 1.1 (validates against the W3C TD 1.1 JSON Schema).",
+        ),
+        "ActionParams": {**OBJECT, "description": "The command's params (validated against its declared schema)."},
     }
 
 
@@ -209,6 +259,11 @@ ERROR_RESPONSES = {
     "412": _error("If-Match does not match the current ETag (`PRECONDITION_FAILED`)."),
     "413": _error("Body larger than MAX_MESSAGE_SIZE_BYTES (`PAYLOAD_TOO_LARGE`)."),
     "415": _error("Body is not JSON (`UNSUPPORTED_MEDIA_TYPE`)."),
+    "422": _error(
+        "The command does not fit the device's declared type: `UNKNOWN_COMMAND` (`details.commands` lists the "
+        "declared names) or `INVALID_PARAMS` (`details.errors`: `[{pointer, message, keyword}]`, RFC 6901 pointers "
+        "into the request body). Nothing was stored or sent."
+    ),
     "429": _error(
         "Rate limit exceeded (`RATE_LIMITED`), or `DEVICE_QUEUE_FULL`.",
         {**_RATE_HEADERS, "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}},
@@ -358,7 +413,7 @@ def _paths() -> dict[str, Any]:
                 "Send a command to a device", {
                     "200": _json(_ref("Message"), "With `wait`: the command finished in time."),
                     "202": _json(_ref("CommandAccepted"), "Stored and queued.", LOCATION),
-                    **_errors(*WITH_BODY, *AUTHED, "409"),
+                    **_errors(*WITH_BODY, *AUTHED, "409", "422"),
                 },
                 tag="commands", security=BEARER, scope="device:command", requestBody=_body("CommandCreate"),
                 operationId="sendCommand",
@@ -383,7 +438,8 @@ def _paths() -> dict[str, Any]:
         f"{p}/messages": {
             "post": _op(
                 "Route a message to device `destination`",
-                {"202": _json(_ref("CommandAccepted"), "Stored and queued.", LOCATION), **_errors(*WITH_BODY, *AUTHED, "409")},
+                {"202": _json(_ref("CommandAccepted"), "Stored and queued.", LOCATION),
+                 **_errors(*WITH_BODY, *AUTHED, "409", "422")},
                 tag="commands", security=BEARER, scope="device:command", requestBody=_body("MessageCreate"),
                 operationId="routeMessage",
             ),
@@ -435,6 +491,96 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _typed_paths() -> dict[str, Any]:
+    p = API_PREFIX
+    type_name = _param("device_type", "path", {"type": "string", "pattern": TYPE_NAME_PATTERN}, "Device type name.")
+    if_match = _param("If-Match", "header", {"type": "string"},
+                      "Only if the type exists with this ETag (`*`: exists at all); else 412.")
+    command_in_path = _param("command", "path", {"type": "string", "minLength": 1, "maxLength": MAX_COMMAND_NAME},
+                             "Command name (a declared one for a typed device).")
+    return {
+        f"{p}/device-types": {
+            "get": _op(
+                "List device types", {"200": _json(_ref("DeviceTypeList"), "A page of types, by name."), **_errors("400", *AUTHED)},
+                tag="device-types", security=BEARER, scope="device:read", parameters=[LIMIT, OFFSET],
+                operationId="listDeviceTypes",
+            ),
+        },
+        f"{p}/device-types/{{device_type}}": {
+            "parameters": [type_name],
+            "put": _op(
+                "Declare or replace a device type", {
+                    "200": _json(_ref("DeviceType"), "Replaced (the version moves only if something changed).", ETAG),
+                    "201": _json(_ref("DeviceType"), "Created.", {**ETAG, **LOCATION}),
+                    **_errors(*WITH_BODY, *AUTHED, "412"),
+                },
+                tag="device-types", security=BEARER, scope="admin", requestBody=_body("DeviceTypeBody"),
+                operationId="putDeviceType",
+                description="400 `INVALID_SCHEMA` names the command, the schema (`params`/`result`), a pointer into "
+                "it and the problem.",
+                parameters=[if_match, _param("If-None-Match", "header", {"type": "string"}, "`*`: create only (412 if it exists).")],
+            ),
+            "get": _op(
+                "Get a device type", {
+                    "200": _json(_ref("DeviceType"), "The type.", ETAG),
+                    "304": {"description": "If-None-Match matched the current ETag.", "headers": {**_COMMON_HEADERS, **ETAG}},
+                    **_errors(*AUTHED),
+                },
+                tag="device-types", security=BEARER, scope="device:read", operationId="getDeviceType",
+                parameters=[_param("If-None-Match", "header", {"type": "string"}, "Answer 304 if the ETag matches.")],
+            ),
+            "delete": _op(
+                "Delete a device type (409 `DEVICE_TYPE_IN_USE` while devices have it)",
+                {"204": {"description": "Deleted.", "headers": _COMMON_HEADERS}, **_errors(*AUTHED, "409", "412")},
+                tag="device-types", security=BEARER, scope="admin", operationId="deleteDeviceType", parameters=[if_match],
+            ),
+        },
+        f"{p}/devices/{{device_id}}/thing-description": {
+            "parameters": [DEVICE_ID],
+            "get": _op(
+                "The device's W3C Thing Description (TD 1.1)", {
+                    "200": {"description": "The Thing Description.", "headers": _COMMON_HEADERS,
+                            "content": {TD_MEDIA_TYPE: {"schema": _ref("ThingDescription")}}},
+                    **_errors(*AUTHED),
+                },
+                tag="things", security=BEARER, scope="device:read", operationId="getThingDescription",
+            ),
+        },
+        f"{p}/devices/{{device_id}}/properties/{{name}}": {
+            "parameters": [DEVICE_ID, _param("name", "path", {"type": "string", "enum": list(PROPERTIES)}, "Property.")],
+            "get": _op(
+                "Read one Thing Description property: the bare JSON value",
+                {"200": _json({"type": ["string", "null"]}, "`status` (a string) or `last_seen` (RFC 3339 or null)."),
+                 **_errors(*AUTHED)},
+                tag="things", security=BEARER, scope="device:read", operationId="readProperty",
+            ),
+        },
+        f"{p}/devices/{{device_id}}/commands/{{command}}": {
+            "parameters": [DEVICE_ID, command_in_path],
+            "post": _op(
+                "Invoke a command (a Thing Description action): the body is its params", {
+                    "200": _json(_ref("Message"), "With `wait`: the command finished in time."),
+                    "202": _json(_ref("CommandAccepted"), "Stored and queued.", LOCATION),
+                    **_errors(*WITH_BODY, *AUTHED, "409", "422"),
+                },
+                tag="commands", security=BEARER, scope="device:command", operationId="invokeAction",
+                requestBody={"required": False, "content": {"application/json": {"schema": _ref("ActionParams")}}},
+                description="An empty body is `{}`. Idempotency-Key compares the params and the query values given.",
+                parameters=[
+                    _param("Idempotency-Key", "header", {"type": "string", "maxLength": 128},
+                           "Same key, params and query within 24 h: the first response; otherwise 409."),
+                    _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
+                           "Wait up to N seconds for the device's result."),
+                    _param("qos", "query", {"type": "integer", "enum": [0, 1, 2], "default": 1}, "Delivery guarantee."),
+                    _param("priority", "query", {"type": "integer", "minimum": 0, "maximum": 10, "default": 5}, "Priority."),
+                    _param("ttl_ms", "query", {"type": "integer", "minimum": MIN_TTL_MS, "maximum": MAX_TTL_MS},
+                           "Time to live (default DEFAULT_MESSAGE_TTL_MS)."),
+                ],
+            ),
+        },
+    }
+
+
 def build_document(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -445,8 +591,8 @@ def build_document(version: str) -> dict[str, Any]:
             "carries `X-Request-ID`; rate-limited responses carry `X-RateLimit-*` (CONTRACT.md §6).",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": name} for name in ("auth", "devices", "commands", "system")],
-        "paths": _paths(),
+        "tags": [{"name": name} for name in ("auth", "devices", "device-types", "commands", "things", "system")],
+        "paths": {**_paths(), **_typed_paths()},
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {

@@ -5,6 +5,10 @@ and answers every command on `uaip.devices.{id}.acks` with `acknowledged` then `
 and its params echoed), or `failed` when params hold `"fail": true`. `"delay_ms": N` makes the device take N ms.
 A command delivered twice (same message_id, a redelivery) is not executed again: its recorded outcome is re-sent.
 
+With an example type (app/examples.py, `--example thermostat`), the simulator first declares the type
+(PUT /device-types/{name}, which needs the admin scope), registers the devices with it, and each device answers
+as that type does, with results that match the declared result schemas.
+
 Registration goes through the REST API (stdlib HTTP, so the simulator needs nothing the hub does not).
 """
 
@@ -22,6 +26,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
+from app.examples import Example
 from app.messaging import Messaging, MessagingUnavailable, ack_subject, command_subject, heartbeat_subject
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,17 @@ def fetch_token(hub_url: str, client_id: str, client_secret: str) -> str:
     return body["access_token"]
 
 
+def declare_type(hub_url: str, token: str, example: Example) -> dict:
+    """Declare (or replace) the example's device type; returns the type object."""
+    status, body = _http("PUT", f"{hub_url}/api/v1/device-types/{example.device_type}", body=example.declaration,
+                         headers={"Authorization": f"Bearer {token}"})
+    if status == 403:
+        raise HubError(f"declaring the device type '{example.device_type}' needs a token with the admin scope")
+    if status not in (200, 201):
+        raise HubError(f"declaring the device type '{example.device_type}' failed ({status}): {body}")
+    return body
+
+
 def register_devices(hub_url: str, token: str, device_ids: Iterable[str], device_type: str = "simulator") -> list[str]:
     """Register devices through the API; an id that already exists is reused (the simulator needs no secret:
     it talks to the hub over NATS only)."""
@@ -82,8 +98,10 @@ class DeviceSimulator:
     """Simulated devices on one NATS connection. `start()`/`stop()`, or use it as a context manager."""
 
     def __init__(self, nats_url: str, device_ids: Iterable[str], heartbeat_seconds: float = 15.0,
-                 workers: int = 8) -> None:
+                 workers: int = 8, example: Example | None = None) -> None:
         self.device_ids = list(device_ids)
+        self.example = example
+        self.states = {device_id: dict(example.initial_state) for device_id in self.device_ids} if example else {}
         self.heartbeat_seconds = heartbeat_seconds
         self.messaging = Messaging([url.strip() for url in nats_url.split(",") if url.strip()], name="uaip-simulator")
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim-device")
@@ -96,10 +114,15 @@ class DeviceSimulator:
 
     @classmethod
     def with_registration(cls, hub_url: str, nats_url: str, count: int, *, token: str, prefix: str | None = None,
-                          **options: Any) -> "DeviceSimulator":
+                          example: Example | None = None, **options: Any) -> "DeviceSimulator":
+        hub_url = hub_url.rstrip("/")
         prefix = prefix or f"sim-{uuid.uuid4().hex[:6]}"
-        ids = register_devices(hub_url.rstrip("/"), token, [f"{prefix}-{i}" for i in range(1, count + 1)])
-        return cls(nats_url, ids, **options)
+        device_type = "simulator"
+        if example is not None:
+            declare_type(hub_url, token, example)
+            device_type = example.device_type
+        ids = register_devices(hub_url, token, [f"{prefix}-{i}" for i in range(1, count + 1)], device_type)
+        return cls(nats_url, ids, example=example, **options)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -182,19 +205,28 @@ class DeviceSimulator:
         if not self._ack(device_id, {"message_id": message_id, "status": "acknowledged"}):
             return
         params = command.get("params") if isinstance(command.get("params"), dict) else {}
-        delay = params.get("delay_ms")
-        if isinstance(delay, (int, float)) and 0 < delay <= 60_000:
-            time.sleep(delay / 1000)
-        if params.get("fail") is True:
-            outcome = {"message_id": message_id, "status": "failed", "error": str(params.get("error") or "simulated failure")}
+        if self.example is not None:
+            with self._lock:  # one device's state changes one command at a time
+                status, result, error = self.example.behaviour(self.states[device_id], command.get("command"), params)
         else:
-            outcome = {"message_id": message_id, "status": "completed",
-                       "result": {"command": command.get("command"), "echo": params}}
+            status, result, error = self._echo(command.get("command"), params)
+        outcome = {"message_id": message_id, "status": status}
+        outcome.update({"result": result} if status == "completed" else {"error": error})
         with self._lock:  # remembered first: a redelivery from now on gets this outcome, even if this ack is lost
             if len(self.outcomes) >= MAX_REMEMBERED:
                 self.outcomes.clear()
             self.outcomes[message_id] = outcome
         self._ack(device_id, outcome)
+
+    @staticmethod
+    def _echo(command: str | None, params: dict[str, Any]) -> tuple[str, Any, str | None]:
+        """The default device: echo the params; `fail: true` fails, `delay_ms` makes it slow."""
+        delay = params.get("delay_ms")
+        if isinstance(delay, (int, float)) and 0 < delay <= 60_000:
+            time.sleep(delay / 1000)
+        if params.get("fail") is True:
+            return "failed", None, str(params.get("error") or "simulated failure")
+        return "completed", {"command": command, "echo": params}, None
 
     def received_ids(self) -> set[str]:
         with self._lock:

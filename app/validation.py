@@ -59,6 +59,12 @@ def _check_decoded(value: Any, limit: int) -> str | None:
     return None
 
 
+def _not_json(constant: str):
+    """Python's json module accepts NaN and ±Infinity; JSON (and PostgreSQL's jsonb) does not, and NaN would pass
+    every numeric bound of a command's schema."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def has_body() -> bool:
     return bool(request.get_data(cache=True).strip())
 
@@ -71,7 +77,7 @@ def json_body() -> Any:
     if not request.is_json:
         raise APIError(415, "UNSUPPORTED_MEDIA_TYPE", "The request body must be JSON (Content-Type: application/json).")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:
         message = "The request body is not valid JSON."
         details = {"position": exc.pos} if isinstance(exc, json.JSONDecodeError) else {}
@@ -137,6 +143,16 @@ def query_text(name: str, max_length: int = 128) -> str | None:
     if len(raw) > max_length or "\x00" in raw:
         raise APIError(400, "VALIDATION_ERROR", f"Query parameter '{name}' is invalid.", {name: f"must be at most {max_length} characters without NUL"})
     return raw
+
+
+def if_none_match_hits(etag: str) -> bool:
+    """Whether the request's If-None-Match names `etag` (weak comparison, RFC 9110 §13.1.2) or is `*`: a GET then
+    answers 304."""
+    header = request.headers.get("If-None-Match")
+    if header is None:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in header.split(",")]
+    return "*" in tags or etag in tags
 
 
 def is_identifier(value: str) -> bool:

@@ -68,7 +68,7 @@ local counter = 0
 wrk.method = "POST"
 wrk.headers["Authorization"] = "Bearer %s"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"command":"bench","params":{"n":1}}'
+wrk.body = '%s'
 request = function()
   counter = counter + 1
   return wrk.format(nil, "/api/v1/devices/" .. devices[(counter %% #devices) + 1] .. "/command")
@@ -76,9 +76,12 @@ end
 """
 
 
-def submit_rate_wrk(url: str, token: str, devices: list[str], seconds: int) -> tuple[float, str]:
+SUBMIT_BODY = {"command": "bench", "params": {"n": 1}}
+
+
+def submit_rate_wrk(url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY) -> tuple[float, str]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(WRK_SCRIPT % (", ".join(f'"{d}"' for d in devices), token))
+    script.write_text(WRK_SCRIPT % (", ".join(f'"{d}"' for d in devices), token, json.dumps(body)))
     try:
         out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(script), url],
                              capture_output=True, text=True, timeout=seconds + 30).stdout
@@ -90,7 +93,7 @@ def submit_rate_wrk(url: str, token: str, devices: list[str], seconds: int) -> t
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "wrk -t2 -c16"
 
 
-def submit_rate_python(url: str, token: str, devices: list[str], seconds: int) -> tuple[float, str]:
+def submit_rate_python(url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY) -> tuple[float, str]:
     deadline = time.monotonic() + seconds
     counts = [0] * 16
 
@@ -100,7 +103,7 @@ def submit_rate_python(url: str, token: str, devices: list[str], seconds: int) -
         n = 0
         while time.monotonic() < deadline:
             r = session.post(f"{url}/api/v1/devices/{devices[(i + n) % len(devices)]}/command",
-                             json={"command": "bench", "params": {"n": 1}}, headers=headers, timeout=10)
+                             json=body, headers=headers, timeout=10)
             assert r.status_code == 202, r.text
             n += 1
         counts[i] = n

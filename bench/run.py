@@ -16,7 +16,7 @@ import platform
 import time
 from typing import Callable
 
-from bench import commands, faults, hardening, lifecycle, limiter, pipeline, registry, subjects
+from bench import commands, faults, hardening, lifecycle, limiter, pipeline, registry, subjects, typed
 from bench.harness import ROOT, BenchDatabase
 
 RESULTS = ROOT / "bench" / "results"
@@ -37,6 +37,7 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
         "limiter": lambda db: limiter.measure(rounds=rounds, clients=20 if quick else 100,
                                               one_client_requests=400 if quick else 2000),
         "commands": lambda db: commands.run(quick=quick),
+        "typed_commands": lambda db: typed.run(quick=quick),
         "default_limits": registry.default_limits,
         "token": lambda db: registry.token_issuance(db, requests_count=500 if quick else 3000),
         "memory": lambda db: registry.worker_memory(db, total_requests=2_000 if quick else 50_000),
@@ -83,6 +84,12 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
         out.append(("same, from stored created_at → completed_at", "—",
                     f"p50 {f['stored_p50_ms']:.1f} ms, p99 {f['stored_p99_ms']:.1f} ms"))
         out.append(("relay acks applied (NATS → PostgreSQL)", "≥ 1,000/s", f"{f['acks_per_s']:.0f}/s"))
+    if "typed_commands" in figures:
+        f = figures["typed_commands"]
+        out.append(("typed command submit rate vs undeclared type, same body (A/B rounds)", f"≥ {typed.GOAL_RATIO}×",
+                    f"{f['typed_per_s']:.0f} vs {f['untyped_per_s']:.0f}/s = {f['ratio']:.2f}×"))
+        out.append(("params validation per command, in process, CPU (valid / invalid); compiling a type", "µs",
+                    f"{f['validate_valid_us']:.1f} / {f['validate_invalid_us']:.1f} µs; {f['compile_us']:.0f} µs"))
     if "default_limits" in figures:
         f = figures["default_limits"]
         out.append(("hey -n 1000 -c 10 /devices, default limits", "20 × 200, rest 429",

@@ -13,7 +13,9 @@ from app.messaging import get_messaging
 from app.security import device_or_scope, require_device_self, require_scope
 from app.services import commands, registry
 from app.services.events import publish_device_event
-from app.validation import IDENTIFIER_PATTERN, StrictModel, is_identifier, parse_body, query_choice, query_int, query_text
+from app.validation import (
+    IDENTIFIER_PATTERN, StrictModel, if_none_match_hits, is_identifier, parse_body, query_choice, query_int, query_text,
+)
 
 blueprint = Blueprint("devices", __name__)
 
@@ -138,7 +140,7 @@ def list_devices():
 def get_device(device_id: str):
     device = registry.get_device(get_db(), checked_device_id(device_id), _timeout())
     etag = registry.etag_for(device["version"])
-    if etag in [tag.strip().removeprefix("W/") for tag in request.headers.get("If-None-Match", "").split(",")]:
+    if if_none_match_hits(etag):
         response = current_app.response_class(status=304)
         response.headers["ETag"] = etag
         return response

@@ -7,6 +7,7 @@ request's gthread thread for up to N seconds, within per-process and per-client 
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -19,7 +20,7 @@ from app.messaging import get_messaging
 from app.security import device_or_scope, require_device_self, require_scope
 from app.services import commands
 from app.services.command_statuses import STATUSES as COMMAND_STATUSES
-from app.validation import StrictModel, json_body, parse_model, query_choice, query_int
+from app.validation import StrictModel, has_body, json_body, parse_model, query_choice, query_int
 
 blueprint = Blueprint("messages", __name__)
 
@@ -27,8 +28,10 @@ MAX_WAIT_SECONDS = 30
 MIN_TTL_MS = 1_000
 MAX_TTL_MS = 86_400_000
 MAX_IDEMPOTENCY_KEY = 128
+MAX_COMMAND_NAME = 128
+COMMAND_IN_PATH = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_COMMAND_NAME)  # as CommandName: printable
 
-CommandName = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE)]
+CommandName = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=MAX_COMMAND_NAME, pattern=PRINTABLE)]
 Qos = Literal[0, 1, 2]
 Priority = Annotated[int, pydantic.Field(ge=0, le=10)]
 TtlMs = Annotated[int, pydantic.Field(ge=MIN_TTL_MS, le=MAX_TTL_MS)]
@@ -141,14 +144,47 @@ def send_message():
     payload = body.payload
     name = payload.get("command", payload.get("action"))
     if isinstance(name, str) and name:
-        command, params = name, payload.get("params", {})
+        command, params, where = name, payload.get("params", {}), "/payload/params"
     else:
-        command, params = "message", payload
+        command, params, where = "message", payload, "/payload"
     spec = commands.CommandSpec(
         device_id=body.destination, command=command[:128], params=params, qos=body.qos, priority=body.priority,
-        ttl_ms=body.ttl_ms or _settings().default_message_ttl_ms, source=body.source,
+        ttl_ms=body.ttl_ms or _settings().default_message_ttl_ms, source=body.source, pointer_prefix=where,
     )
     return _submit(spec, "messages", raw)
+
+
+def _action_params() -> dict[str, Any]:
+    """The action route's body is the params object itself; an empty body means `{}`."""
+    if not has_body():
+        return {}
+    params = json_body()
+    if not isinstance(params, dict):
+        raise APIError(400, "VALIDATION_ERROR", "The request body must be a JSON object: the command's params.",
+                       {"body": "must be an object"})
+    return params
+
+
+@blueprint.post("/devices/<device_id>/commands/<command>")
+@require_scope("device:command")
+def invoke_action(device_id: str, command: str):
+    """A Thing Description's action form: POST the params, the rest of the command in the query string."""
+    params = _action_params()
+    if not COMMAND_IN_PATH.fullmatch(command):
+        raise APIError(400, "VALIDATION_ERROR", "The command name in the path is invalid.",
+                       {"command": f"must be 1-{MAX_COMMAND_NAME} printable characters"})
+    qos = query_int("qos", 1, 0, 2)
+    priority = query_int("priority", 5, 0, 10)
+    ttl_ms = query_int("ttl_ms", 0, MIN_TTL_MS, MAX_TTL_MS) or None
+    device_id = checked_device_id(device_id)
+    spec = commands.CommandSpec(
+        device_id=device_id, command=command, params=params, qos=qos, priority=priority,
+        ttl_ms=ttl_ms or _settings().default_message_ttl_ms, pointer_prefix="",
+    )
+    # For Idempotency-Key, "the same body" is the params plus the command's query values as given.
+    given = {name: value for name, value in (("qos", qos), ("priority", priority), ("ttl_ms", ttl_ms))
+             if request.args.get(name, "") != ""}
+    return _submit(spec, f"action:{device_id}:{command}", {"params": params, "query": given})
 
 
 @blueprint.get("/messages/<message_id>")

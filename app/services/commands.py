@@ -32,6 +32,7 @@ from app.db import Database, DatabaseUnavailable
 from app.errors import APIError
 from app.messaging import Messaging, MessagingUnavailable
 from app.metrics import commands_total
+from app.services import device_types
 from app.services.command_statuses import ACK_STATUSES, FINAL_STATUSES, RANK, UNFINISHED_STATUSES
 from app.services.events import publish_device_event
 from app.services.registry import EFFECTIVE_STATUS, delete_device_in, device_not_found
@@ -127,6 +128,9 @@ class CommandSpec:
     priority: int
     ttl_ms: int
     source: str | None = None
+    # Where the params sit in the request body, for the JSON Pointers of INVALID_PARAMS errors: `/params` for
+    # POST /devices/{id}/command and MCP, `/payload/params` for POST /messages, "" for the action route.
+    pointer_prefix: str = "/params"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,8 +157,10 @@ def submit_command(
     db: Database, messaging: Messaging, spec: CommandSpec, *, client_id: str | None, request_id: str | None,
     idempotency: Idempotency | None, max_pending: int, heartbeat_timeout: int, retry_seconds: float,
 ) -> Submitted:
-    """Store, publish and mark sent. Errors: 404 DEVICE_NOT_FOUND, 503 DEVICE_OFFLINE (qos 0), 429
-    DEVICE_QUEUE_FULL, 409 IDEMPOTENCY_KEY_REUSED. A NATS failure is not an error: the command stays queued."""
+    """Store, publish and mark sent. Errors, in this order: 404 DEVICE_NOT_FOUND, 422 UNKNOWN_COMMAND /
+    INVALID_PARAMS (the device's type, read with the device, app/services/device_types.py), 503 DEVICE_OFFLINE
+    (qos 0), 429 DEVICE_QUEUE_FULL; and 409 IDEMPOTENCY_KEY_REUSED. A refusal rolls everything back, the
+    Idempotency-Key included. A NATS failure is not an error: the command stays queued."""
     message_id = uuid.uuid4()
 
     def store(cur):
@@ -183,12 +189,14 @@ def submit_command(
                 return previous, True
 
         cur.execute(
-            f"SELECT {EFFECTIVE_STATUS} AS status FROM devices WHERE device_id = %(id)s FOR UPDATE",
+            f"SELECT {EFFECTIVE_STATUS} AS status, d.device_type, {device_types.DEVICE_TYPE_COLUMNS} "
+            f"FROM devices d {device_types.DEVICE_TYPE_JOIN} WHERE d.device_id = %(id)s FOR UPDATE OF d",
             {"id": spec.device_id, "timeout": heartbeat_timeout},
         )
         device = cur.fetchone()
         if device is None:
             raise device_not_found(spec.device_id)
+        device_types.check_command(cur, db.url, device, spec.command, spec.params, spec.pointer_prefix)
         if spec.qos == 0 and device["status"] not in ("online", "error"):
             raise APIError(
                 503, "DEVICE_OFFLINE", f"Device '{spec.device_id}' is {device['status']}; a qos 0 command cannot wait for it.",

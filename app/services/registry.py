@@ -62,6 +62,13 @@ def precondition_failed(current_version: int) -> APIError:
     )
 
 
+def hold_type(cur, name: str) -> None:
+    """Inside a device insert/update transaction: keep type `name` (if declared) from being deleted until commit.
+    KEY SHARE does not conflict with a type PUT's UPDATE, only with DELETE's row lock (app/services/device_types.py
+    locks the type row before counting its devices)."""
+    cur.execute("SELECT 1 FROM device_types WHERE name = %s FOR KEY SHARE", (name,))
+
+
 def register_device(db: Database, fields: dict[str, Any], timeout: int) -> tuple[dict[str, Any], str]:
     """Insert a device; returns (device, plaintext secret). 409 DEVICE_EXISTS if the id is taken."""
     device_id = fields.get("device_id") or f"dev-{secrets.token_hex(8)}"
@@ -69,6 +76,7 @@ def register_device(db: Database, fields: dict[str, Any], timeout: int) -> tuple
     secret_hash = hash_secret(secret)
 
     def insert(cur):
+        hold_type(cur, fields["device_type"])
         cur.execute(
             "INSERT INTO devices (device_id, name, device_type, capabilities, location, metadata, secret_hash) "
             f"VALUES (%(id)s, %(name)s, %(type)s, %(caps)s, %(location)s, %(metadata)s, %(hash)s) "
@@ -162,6 +170,8 @@ def update_device(
     version_check = " AND version = %(expected)s" if expected_version is not None else ""
 
     def update(cur):
+        if "device_type" in changes:
+            hold_type(cur, changes["device_type"])
         cur.execute(
             f"UPDATE devices SET {', '.join(assignments)} WHERE device_id = %(id)s{version_check} "
             f"RETURNING {DEVICE_COLUMNS}",

@@ -88,6 +88,7 @@ VARIATIONS = {
         "config": {"UAIP_PUBLIC_URL": "https://hub.example.com", "UAIP_HEALTH_CACHE_SECONDS": 0.5,
                    "UAIP_RELAY_SWEEP_SECONDS": 1.5, "UAIP_COMMAND_RETRY_SECONDS": 10,
                    "UAIP_RELAY_QUEUE_GROUP": "uaip-relay-eu1", "UAIP_REDIS_KEY_PREFIX": "uaip-eu1",
+                   "UAIP_MAX_WAITERS": 3, "UAIP_MAX_WAITERS_PER_CLIENT": 1,
                    "UAIP_DRAIN_FILE": "/tmp/uaip-drain-now", "PROMETHEUS_MULTIPROC_DIR": "/tmp/prom",
                    "GUNICORN_CMD_ARGS": "--max-requests 5000"},
     },

@@ -143,3 +143,10 @@ class Relay(_Process):
 
     def __init__(self, env: dict[str, str | None], cwd: Path = ROOT) -> None:
         super().__init__([str(BIN / "uaip-hub"), "relay"], env, "relay", cwd)
+
+
+class Simulator(_Process):
+    """`uaip-hub simulate ARGS`: simulated devices, registered through the API, talking to the hub over NATS."""
+
+    def __init__(self, env: dict[str, str | None], args: list[str], cwd: Path = ROOT) -> None:
+        super().__init__([str(BIN / "uaip-hub"), "simulate", *args], env, "simulate", cwd)

@@ -1,0 +1,150 @@
+"""Device types (docs/device-types.md): declare the commands a type's devices accept, with JSON Schemas.
+
+PUT and DELETE need `admin`, reading needs `device:read`. A PUT body is `{"description", "commands"}`; each
+command's schemas are checked by app/schema_rules.py (400 INVALID_SCHEMA naming the command, the schema and the
+place in it). Conditional requests follow RFC 9110: `If-Match` (412 on mismatch, and when the type does not
+exist — even for `*`), `If-None-Match: *` on PUT (create only), `If-None-Match` on GET (304).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pydantic
+from flask import Blueprint, current_app, jsonify, request, url_for
+
+from app.db import get_db
+from app.errors import APIError
+from app.schema_rules import MAX_SCHEMA_BYTES, SchemaProblem, check_schema
+from app.security import require_scope
+from app.services import device_types
+from app.services.registry import etag_for
+from app.validation import StrictModel, if_none_match_hits, parse_body, query_int
+
+blueprint = Blueprint("device_types", __name__)
+
+TYPE_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+COMMAND_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+MAX_COMMANDS = 64
+MAX_DESCRIPTION = 1024
+TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # printable, tabs and line breaks allowed
+
+TypeName = Annotated[str, pydantic.StringConstraints(pattern=TYPE_NAME_PATTERN)]
+CommandName = Annotated[str, pydantic.StringConstraints(pattern=COMMAND_NAME_PATTERN)]
+Description = Annotated[str, pydantic.StringConstraints(max_length=MAX_DESCRIPTION, pattern=TEXT)]
+# Any JSON here: app/schema_rules.py says what is wrong with it, with INVALID_SCHEMA rather than a type error.
+Schema = Annotated[Any, pydantic.WithJsonSchema({
+    "type": "object",
+    "description": f'A JSON Schema (draft 2020-12) whose root is {{"type": "object"}}; at most {MAX_SCHEMA_BYTES} '
+                   "bytes, local $refs only (docs/device-types.md).",
+})]
+NO_PARAMS = {"type": "object", "additionalProperties": False}
+TYPE_NAME = pydantic.TypeAdapter(TypeName)
+
+
+class CommandDeclaration(StrictModel):
+    """One command of a type. Without `params` the command takes none (`{}` only)."""
+
+    description: Description = ""
+    params: Schema = NO_PARAMS
+    result: Schema = None
+    safe: bool = False
+    idempotent: bool = False
+
+
+class DeviceTypeBody(StrictModel):
+    """Body of PUT /device-types/{device_type}: the whole declaration (it replaces the previous one)."""
+
+    description: Description = ""
+    commands: Annotated[dict[CommandName, CommandDeclaration], pydantic.Field(max_length=MAX_COMMANDS)]
+
+
+def _is_type_name(name: str) -> bool:
+    try:
+        TYPE_NAME.validate_python(name)
+        return True
+    except pydantic.ValidationError:
+        return False
+
+
+def checked_type_name(name: str) -> str:
+    """A name that cannot exist is simply not found; it never reaches SQL."""
+    if not _is_type_name(name):
+        raise device_types.type_not_found(name[:64])
+    return name
+
+
+def _declared_commands(body: DeviceTypeBody) -> dict[str, Any]:
+    """The commands as stored (defaults filled in), after every schema passed app/schema_rules.py."""
+    declared = {}
+    for name, command in body.commands.items():
+        stored = {"description": command.description, "params": command.params}
+        if command.result is not None:
+            stored["result"] = command.result
+        stored.update(safe=command.safe, idempotent=command.idempotent)
+        for kind in ("params", "result"):
+            if kind in stored:
+                try:
+                    check_schema(stored[kind])
+                except SchemaProblem as problem:
+                    raise APIError(
+                        400, "INVALID_SCHEMA", f"Command '{name}': the {kind} schema is refused: {problem.problem}",
+                        {"command": name, "schema": kind, "pointer": problem.at, "problem": problem.problem},
+                    ) from None
+        declared[name] = stored
+    return declared
+
+
+def _type_response(device_type: dict[str, Any], status: int = 200):
+    response = jsonify(device_type)
+    response.status_code = status
+    response.headers["ETag"] = etag_for(device_type["version"])
+    return response
+
+
+def _preconditions() -> device_types.Preconditions:
+    return device_types.Preconditions.from_headers(request.headers.get("If-Match"), request.headers.get("If-None-Match"))
+
+
+@blueprint.put("/device-types/<device_type>")
+@require_scope("admin")
+def put_device_type(device_type: str):
+    name = device_type
+    if not _is_type_name(name):
+        raise APIError(400, "VALIDATION_ERROR", "The device type name is invalid.",
+                       {"device_type": "must be 1-64 characters of A-Z a-z 0-9 . _ : -"})
+    body = parse_body(DeviceTypeBody)
+    commands = _declared_commands(body)
+    stored, created = device_types.put_device_type(get_db(), name, body.description, commands, _preconditions())
+    response = _type_response(stored, 201 if created else 200)
+    if created:
+        response.headers["Location"] = url_for("device_types.get_device_type", device_type=name)
+    return response
+
+
+@blueprint.get("/device-types")
+@require_scope("device:read")
+def list_device_types():
+    limit = query_int("limit", 100, 1, 1000)
+    offset = query_int("offset", 0, 0, 10_000_000)
+    items, total = device_types.list_device_types(get_db(), limit=limit, offset=offset)
+    return jsonify({"device_types": items, "total": total, "limit": limit, "offset": offset})
+
+
+@blueprint.get("/device-types/<device_type>")
+@require_scope("device:read")
+def get_device_type(device_type: str):
+    found = device_types.get_device_type(get_db(), checked_type_name(device_type))
+    etag = etag_for(found["version"])
+    if if_none_match_hits(etag):
+        response = current_app.response_class(status=304)
+        response.headers["ETag"] = etag
+        return response
+    return _type_response(found)
+
+
+@blueprint.delete("/device-types/<device_type>")
+@require_scope("admin")
+def delete_device_type(device_type: str):
+    device_types.delete_device_type(get_db(), checked_type_name(device_type), _preconditions())
+    return "", 204

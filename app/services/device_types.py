@@ -1,0 +1,311 @@
+"""Device types: every SQL statement about them, and the typed check every command entry point goes through.
+
+A type is `{"device_type", "description", "commands", "version", "created_at", "updated_at"}`; `commands` maps a
+command name to `{"description", "params", "result"?, "safe", "idempotent"}`, schemas already accepted by
+app/schema_rules.py. `version` counts changes (a PUT that changes nothing keeps it), and the ETag is `"<version>"`.
+
+Typed commands (`check_command`) run inside the submit transaction, on the type version read *with the device
+row* (one LEFT JOIN), so a replaced type takes effect on every worker and pod with the next command: there is no
+cache that can be stale. What is cached, per process, is the compiled validator of each (type, version) seen —
+validation then costs microseconds. A type that is deleted and declared again starts at version 1 again, so the
+cache key also holds the type's `created_at`.
+
+Deleting a type that devices still have is refused. Registering a device (or changing its type) takes a KEY
+SHARE lock on its type's row (`registry.hold_type`), and DELETE locks the row FOR UPDATE before counting devices, so a
+device registered while its type is being deleted is either counted (409) or registered after the type is gone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from psycopg2.extras import Json
+
+from app.db import Database
+from app.errors import APIError
+from app.schema_validation import MAX_COLLECTED_ERRORS, compile_schema, params_errors
+from app.services.registry import DEVICE_COLUMNS, device_not_found, device_view, etag_for
+from app.timestamps import timestamp
+
+TYPE_COLUMNS = "name, description, commands, version, created_at, updated_at"
+CACHED_TYPES = 256
+
+
+def type_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "device_type": row["name"],
+        "description": row["description"],
+        "commands": row["commands"],
+        "version": row["version"],
+        "created_at": timestamp(row["created_at"]),
+        "updated_at": timestamp(row["updated_at"]),
+    }
+
+
+def type_not_found(name: str) -> APIError:
+    return APIError(404, "DEVICE_TYPE_NOT_FOUND", f"Device type '{name}' was not found.", {"device_type": name})
+
+
+def precondition_failed(name: str, current_version: int | None) -> APIError:
+    if current_version is None:
+        return APIError(412, "PRECONDITION_FAILED", f"Device type '{name}' does not exist, so If-Match cannot match.",
+                        {"device_type": name, "current_etag": None})
+    return APIError(
+        412, "PRECONDITION_FAILED", f"Device type '{name}' has changed since you read it (If-Match does not match).",
+        {"device_type": name, "current_etag": etag_for(current_version)},
+    )
+
+
+def _already_exists(name: str, current_version: int) -> APIError:
+    return APIError(412, "PRECONDITION_FAILED", f"Device type '{name}' already exists (If-None-Match).",
+                    {"device_type": name, "current_etag": etag_for(current_version)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Preconditions:
+    """Conditional-request headers of a PUT or DELETE, parsed. `if_match`: None = no header, "*" = any existing
+    version, else the versions listed (a tag this hub never issued can never match). `if_none_match` likewise."""
+
+    if_match: str | frozenset[int] | None = None
+    if_none_match: str | frozenset[int] | None = None
+
+    @staticmethod
+    def _parse(header: str | None) -> str | frozenset[int] | None:
+        if header is None:
+            return None
+        if header.strip() == "*":
+            return "*"
+        versions = set()
+        for tag in header.split(","):
+            tag = tag.strip().removeprefix("W/").strip('"')
+            if tag.isdigit() and len(tag) < 10:
+                versions.add(int(tag))
+        return frozenset(versions)
+
+    @classmethod
+    def from_headers(cls, if_match: str | None, if_none_match: str | None = None) -> "Preconditions":
+        return cls(cls._parse(if_match), cls._parse(if_none_match))
+
+    def check(self, name: str, current_version: int | None) -> None:
+        """412 unless the request may proceed on a type at `current_version` (None: it does not exist).
+        RFC 9110 §13.1.1: If-Match, even `*`, is false when there is no current representation."""
+        if self.if_match is not None:
+            if current_version is None or (self.if_match != "*" and current_version not in self.if_match):
+                raise precondition_failed(name, current_version)
+        if self.if_none_match is not None and current_version is not None:
+            if self.if_none_match == "*" or current_version in self.if_none_match:
+                raise _already_exists(name, current_version)
+
+
+# --- CRUD ------------------------------------------------------------------------------------------------
+
+
+def find_device_type(db: Database, name: str) -> dict[str, Any] | None:
+    """The type's public object, or None when no type of that name is declared (its devices are free-form)."""
+
+    def query(cur):
+        cur.execute(f"SELECT {TYPE_COLUMNS} FROM device_types WHERE name = %s", (name,))
+        return cur.fetchone()
+
+    row = db.transaction(query)
+    return type_view(row) if row is not None else None
+
+
+def get_device_with_type(db: Database, device_id: str, timeout: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A device and its type's public object (None when undeclared), read in one transaction; 404 for no device.
+    What a Thing Description and MCP's `get_device` are made of."""
+
+    def query(cur):
+        cur.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = %(id)s", {"id": device_id, "timeout": timeout})
+        device = cur.fetchone()
+        if device is None:
+            return None, None
+        cur.execute(f"SELECT {TYPE_COLUMNS} FROM device_types WHERE name = %s", (device["device_type"],))
+        return device, cur.fetchone()
+
+    device, device_type = db.transaction(query)
+    if device is None:
+        raise device_not_found(device_id)
+    return device_view(device), (type_view(device_type) if device_type is not None else None)
+
+
+def get_device_type(db: Database, name: str) -> dict[str, Any]:
+    found = find_device_type(db, name)
+    if found is None:
+        raise type_not_found(name)
+    return found
+
+
+def list_device_types(db: Database, *, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    def query(cur):
+        cur.execute(f"SELECT {TYPE_COLUMNS} FROM device_types ORDER BY name LIMIT %s OFFSET %s", (limit, offset))
+        rows = cur.fetchall()
+        if offset == 0 and len(rows) < limit:
+            return rows, len(rows)
+        cur.execute("SELECT count(*) AS total FROM device_types")
+        return rows, cur.fetchone()["total"]
+
+    rows, total = db.transaction(query)
+    return [type_view(row) for row in rows], total
+
+
+def put_device_type(
+    db: Database, name: str, description: str, commands: dict[str, Any], preconditions: Preconditions,
+) -> tuple[dict[str, Any], bool]:
+    """Create or replace the type; returns (type, created). The version only moves when something changed."""
+    values = {"name": name, "description": description, "commands": Json(commands)}
+
+    def work(cur):
+        cur.execute("SELECT version FROM device_types WHERE name = %(name)s FOR UPDATE", values)
+        current = cur.fetchone()
+        if current is None:
+            preconditions.check(name, None)
+            cur.execute(
+                "INSERT INTO device_types (name, description, commands) VALUES (%(name)s, %(description)s, "
+                f"%(commands)s) ON CONFLICT (name) DO NOTHING RETURNING {TYPE_COLUMNS}",
+                values,
+            )
+            created = cur.fetchone()
+            if created is not None:
+                return created, True
+            # A concurrent PUT created it first (the INSERT waited for it): replace that one.
+            cur.execute("SELECT version FROM device_types WHERE name = %(name)s FOR UPDATE", values)
+            current = cur.fetchone()
+        preconditions.check(name, current["version"])
+        cur.execute(
+            "UPDATE device_types SET description = %(description)s, commands = %(commands)s, version = version + 1, "
+            "updated_at = now() WHERE name = %(name)s AND (description, commands::jsonb) IS DISTINCT FROM "
+            f"(%(description)s, %(commands)s::jsonb) RETURNING {TYPE_COLUMNS}",
+            values,
+        )
+        replaced = cur.fetchone()
+        if replaced is None:  # nothing changed
+            cur.execute(f"SELECT {TYPE_COLUMNS} FROM device_types WHERE name = %(name)s", values)
+            replaced = cur.fetchone()
+        return replaced, False
+
+    row, created = db.transaction(work)
+    return type_view(row), created
+
+
+def delete_device_type(db: Database, name: str, preconditions: Preconditions) -> None:
+    """Delete the type; 404 if unknown, 412 on If-Match mismatch, 409 DEVICE_TYPE_IN_USE while devices have it."""
+
+    def work(cur):
+        cur.execute("SELECT version FROM device_types WHERE name = %s FOR UPDATE", (name,))
+        current = cur.fetchone()
+        if current is None:
+            raise type_not_found(name)
+        preconditions.check(name, current["version"])
+        # A new statement, so a new snapshot: it sees every device registered before the lock above was granted.
+        cur.execute("SELECT count(*) AS n FROM devices WHERE device_type = %s", (name,))
+        in_use = cur.fetchone()["n"]
+        if in_use:
+            raise APIError(
+                409, "DEVICE_TYPE_IN_USE",
+                f"Device type '{name}' is still the type of {in_use} device(s); change or delete them first.",
+                {"device_type": name, "devices": in_use},
+            )
+        cur.execute("DELETE FROM device_types WHERE name = %s", (name,))
+
+    db.transaction(work)
+
+
+# --- typed commands --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledType:
+    name: str
+    version: int
+    validators: dict[str, Any]  # command name → compiled params validator
+
+
+class CompiledTypes:
+    """A bounded, thread-safe LRU of compiled types, per process."""
+
+    def __init__(self, size: int = CACHED_TYPES) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple, CompiledType] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> CompiledType | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple, value: CompiledType) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+compiled_types = CompiledTypes()
+
+# Joined into the submit's device read (`d` = devices): the type's identity, never its (possibly large) schemas.
+DEVICE_TYPE_JOIN = "LEFT JOIN device_types t ON t.name = d.device_type"
+DEVICE_TYPE_COLUMNS = "t.version AS type_version, t.created_at AS type_created_at"
+
+
+def _compile(row: dict[str, Any]) -> CompiledType:
+    return CompiledType(
+        row["name"], row["version"],
+        {command: compile_schema(declaration["params"]) for command, declaration in row["commands"].items()},
+    )
+
+
+def _compiled_type(cur, scope: str, device: dict[str, Any]) -> CompiledType | None:
+    key = (scope, device["device_type"], device["type_version"], device["type_created_at"])
+    found = compiled_types.get(key)
+    if found is not None:
+        return found
+    # Not seen by this process yet: load the schemas in the same transaction. A PUT may have committed since the
+    # device read; then this is the newer version, which is as current as the one the device read saw.
+    cur.execute("SELECT name, version, created_at, commands FROM device_types WHERE name = %s", (device["device_type"],))
+    row = cur.fetchone()
+    if row is None:  # cannot happen while the device row is locked (DELETE refuses a type in use); be safe
+        return None
+    compiled = _compile(row)
+    compiled_types.put((scope, row["name"], row["version"], row["created_at"]), compiled)
+    return compiled
+
+
+def check_command(cur, scope: str, device: dict[str, Any], command: str, params: Any, pointer_prefix: str) -> None:
+    """Inside the submit transaction, after the device read (which joined DEVICE_TYPE_COLUMNS): nothing for a
+    device of an undeclared type; 422 UNKNOWN_COMMAND or INVALID_PARAMS when the command does not fit its type.
+    `scope` tells databases apart in the per-process cache (the database URL)."""
+    if device["type_version"] is None:
+        return
+    compiled = _compiled_type(cur, scope, device)
+    if compiled is None:
+        return
+    validator = compiled.validators.get(command)
+    if validator is None:
+        raise APIError(
+            422, "UNKNOWN_COMMAND",
+            f"Device type '{compiled.name}' (version {compiled.version}) has no command '{command}'.",
+            {"device_type": compiled.name, "type_version": compiled.version, "command": command,
+             "commands": sorted(compiled.validators)},
+        )
+    errors, found = params_errors(validator, params, pointer_prefix)
+    if errors:
+        shown = str(found)
+        if found > len(errors):
+            shown = f"the first {len(errors)} of {'at least ' if found >= MAX_COLLECTED_ERRORS else ''}{found}"
+        raise APIError(
+            422, "INVALID_PARAMS",
+            f"The params of '{command}' do not match device type '{compiled.name}' (version {compiled.version}): "
+            f"{shown} error(s), listed in details.errors.",
+            {"device_type": compiled.name, "type_version": compiled.version, "command": command, "errors": errors},
+        )
