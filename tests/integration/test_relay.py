@@ -153,6 +153,39 @@ def test_acks_and_heartbeats_published_on_nats_are_applied(api, relay):
         publisher.close()
 
 
+def test_a_poisoned_ack_is_dropped_alone_and_the_rest_of_the_batch_applies(api, relay):
+    """Acks PostgreSQL could not store (a non-finite number, NUL, an unpaired surrogate) published together with
+    good ones: each bad one is dropped and logged on its own, the good ones complete, the batch never fails."""
+    device_id = api.register()["device_id"]
+    good = [api.command(device_id)[1]["message_id"] for _ in range(4)]
+    bad = [api.command(device_id)[1]["message_id"] for _ in range(3)]
+    poisoned = [
+        f'{{"message_id": "{bad[0]}", "status": "completed", "result": {{"temperature": NaN}}}}',
+        f'{{"message_id": "{bad[1]}", "status": "failed", "error": "jammed\\u0000"}}',
+        f'{{"message_id": "{bad[2]}", "status": "completed", "result": {{"note": "\\ud800"}}}}',
+    ]
+    publisher = Messaging([NATS_URL])
+    try:
+        assert publisher.wait_connected(10)
+        subject = ack_subject(device_id)
+        publisher.publish(subject, {"message_id": good[0], "status": "completed"})
+        for body in poisoned:
+            publisher.publish(subject, body.encode())
+        for message_id in good[1:]:
+            publisher.publish(subject, {"message_id": message_id, "status": "completed", "result": {"ok": True}})
+        publisher.flush()
+        wait_for(lambda: all_final(api, good), timeout=20, message="the good acks applied")
+        wait_for(lambda: relay.output().count("malformed ack dropped") >= 3, timeout=20, message="bad acks logged")
+    finally:
+        publisher.close()
+    assert [api.status(message_id) for message_id in bad] == ["sent"] * 3
+    output = relay.output()
+    assert "relay work failed" not in output, output[-3000:]
+    dropped = [line for line in output.splitlines() if "malformed ack dropped" in line]
+    assert len(dropped) == 3 and all(device_id in line for line in dropped)
+    assert any("not finite" in line for line in dropped) and any("surrogate" in line for line in dropped)
+
+
 def relay_commands_total(port: int, status: str) -> float:
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     for family in text_string_to_metric_families(text):
