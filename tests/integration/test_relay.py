@@ -250,6 +250,33 @@ def test_offline_is_published_once_per_transition_with_two_relays(relay_env, api
         app.extensions["uaip.messaging"].close()
 
 
+def test_the_sweeper_takes_a_silent_error_device_offline_once(api, relay, db, client):
+    """A device that last reported `error` and then went quiet is stored `offline` by the relay, which publishes
+    the `offline` event (with its last heartbeat) exactly once."""
+    device = api.register()
+    device_id = device["device_id"]
+    with NatsCollector(NATS_URL, [DEVICE_EVENTS_SUBJECT]) as events:
+        beat = client.post(f"{DEVICES}/{device_id}/heartbeat", json={"status": "error"},
+                           headers=basic(device_id, device["device_secret"]))
+        assert beat.json["status"] == "error"
+        db.transaction(lambda cur: cur.execute(
+            "UPDATE devices SET last_seen = now() - interval '1 hour' WHERE device_id = %s", (device_id,)))
+        offline = lambda s, b: b["device_id"] == device_id and b["event"] == "offline"  # noqa: E731
+        [event] = events.wait_for(offline, timeout=20)
+        assert event["last_seen"]
+
+        def stored_status(cur):
+            cur.execute("SELECT status FROM devices WHERE device_id = %s", (device_id,))
+            return cur.fetchone()["status"]
+
+        assert db.transaction(stored_status) == "offline"
+        # Later sweeps find nothing more to report: one event per transition. The relay logs each sweep's
+        # offline count nowhere, so wait for a command that outlives several sweeps to expire instead.
+        _, short, _ = api.command(device_id, ttl_ms=1000)
+        wait_for(lambda: api.status(short["message_id"]) == "expired", timeout=20, message="sweeps went by")
+        assert len(events.bodies(offline)) == 1
+
+
 # --- lifecycle and recovery ----------------------------------------------------------------------------
 
 
