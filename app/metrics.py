@@ -13,6 +13,7 @@ import functools
 import logging
 import math
 import os
+import threading
 import time
 
 from flask import Flask, current_app, g, request
@@ -67,7 +68,8 @@ http_request_duration_seconds = Histogram(
     buckets=HTTP_BUCKETS,
 )
 
-# Counted in PostgreSQL by the worker answering the scrape; the most recent count of any live worker wins.
+# Counted in PostgreSQL by the worker answering the scrape (at most once per DeviceCounts period); the most recent
+# count of any live worker wins.
 devices = Gauge(
     "uaip_devices",
     "Devices by effective status, counted at scrape time (NaN when PostgreSQL cannot be asked).",
@@ -92,17 +94,43 @@ def observe_request(response):
     return response
 
 
-def refresh_device_gauge() -> None:
+class DeviceCounts:
+    """The `uaip_devices` gauge, refreshed at most once per `seconds` in this worker (the health report's period).
+
+    /metrics is anonymous and counting is a `count(*) ... GROUP BY` over every device: however many scrapes
+    arrive, each worker asks PostgreSQL at most once per period, and scrapes that find the count expired wait for
+    the one query in progress instead of starting their own. A failed count (NaN) is kept for the period too, so
+    an outage is not hammered either."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._fresh_until = 0.0
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        if time.monotonic() < self._fresh_until:
+            return
+        with self._lock:
+            if time.monotonic() < self._fresh_until:
+                return
+            for status, count in _count_devices().items():
+                devices.labels(status=status).set(count)
+            self._fresh_until = time.monotonic() + self.seconds
+
+
+def _count_devices() -> dict[str, float]:
     from app.db import get_db
     from app.services.registry import DEVICE_STATUSES, count_devices_by_status
 
     try:
-        counts = count_devices_by_status(get_db(), current_app.config["SETTINGS"].heartbeat_timeout_seconds)
+        return count_devices_by_status(get_db(), current_app.config["SETTINGS"].heartbeat_timeout_seconds)
     except Exception as exc:  # noqa: BLE001 - a scrape must answer even when PostgreSQL does not
         log.warning("device count for /metrics failed", extra={"error": f"{exc.__class__.__name__}: {exc}"})
-        counts = {status: math.nan for status in DEVICE_STATUSES}
-    for status, count in counts.items():
-        devices.labels(status=status).set(count)
+        return {status: math.nan for status in DEVICE_STATUSES}
+
+
+def refresh_device_gauge() -> None:
+    current_app.extensions["uaip.device_counts"].refresh()
 
 
 def _refresh_before_scrape(view):
@@ -128,6 +156,9 @@ def init_app(app: Flask) -> None:
     )
     exporter.init_app(app)
     app.after_request(observe_request)
+    from app.health import cache_seconds_from_env  # (health imports this module)
+
+    app.extensions["uaip.device_counts"] = DeviceCounts(cache_seconds_from_env())
     from app.services.commands import STATUSES as COMMAND_STATUSES  # (that module counts through this one)
 
     for status in COMMAND_STATUSES:  # every series exists from the start (multiprocess mode hides empty ones)

@@ -1,12 +1,15 @@
 """/metrics in one process: contract names and labels, bounded label values, 429s observed, devices by status."""
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
 from app.metrics import dependency_up
+from tests.support.services import wait_for
 
 
 def sample(name, **labels):
@@ -87,3 +90,33 @@ def test_a_scrape_refreshes_dependency_gauges_without_a_health_call(hub_env):
     text = app.test_client().get("/metrics").get_data(as_text=True)
     assert 'uaip_dependency_up{name="PostgreSQL"} 1.0' in text
     assert 'uaip_dependency_up{name="Redis"} 1.0' in text
+
+
+def test_a_scrape_flood_asks_postgresql_for_device_counts_once_per_period(hub_env, make_device, monkeypatch):
+    """/metrics is anonymous: 40 concurrent scrapes cost one count query per worker and period (≤ 2 s, the
+    health report's), and a count made after the period sees new devices."""
+    import app.services.registry as registry
+
+    real_count, queries = registry.count_devices_by_status, []
+
+    def counting(db, timeout):
+        queries.append(time.monotonic())
+        return real_count(db, timeout)
+
+    monkeypatch.setattr(registry, "count_devices_by_status", counting)
+    app = create_app(hub_env)
+
+    def scrape(_=None):
+        text = app.test_client().get("/metrics").get_data(as_text=True)
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        return {s.labels["status"]: s.value for s in families["uaip_devices"].samples}
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(scrape, range(40)))
+    assert len(queries) == 1, f"{len(queries)} count queries for 40 scrapes"
+    assert all(result == results[0] for result in results)
+
+    pending = results[0]["pending"]
+    make_device()
+    wait_for(lambda: scrape()["pending"] == pending + 1, timeout=15, message="the new device counted")
+    assert 2 <= len(queries) <= 1 + (time.monotonic() - queries[0]) / 2 + 1  # one more per elapsed period at most
