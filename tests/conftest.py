@@ -29,6 +29,7 @@ ALL_SCOPES = "device:read device:write device:command message:read"
 
 @pytest.fixture(scope="session")
 def database():
+    services.wait_for_services()
     name, url = services.create_database()
     migrate(url)
     yield url
