@@ -89,10 +89,16 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads with hooks would build a decoder (and its scanner) on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def decode_json(raw: bytes | str) -> Any:
     """Parse a JSON document the hub may store; raise InvalidJSON saying why not (see the module docstring)."""
     try:
-        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        if isinstance(raw, (bytes, bytearray)):  # as json.loads does: UTF-8/16/32 detected, invalid bytes refused
+            raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        value = _DECODER.decode(raw)
     except _NonFiniteNumber:
         raise InvalidJSON(
             "The JSON body contains a number that is not finite (NaN, Infinity, or beyond the range of a double)."
