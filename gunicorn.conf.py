@@ -18,7 +18,7 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)  # also for -
 
 from app import lifecycle  # noqa: E402
 from app.config import Settings  # noqa: E402
-from app.logs import gunicorn_logconfig  # noqa: E402
+from app.logs import GunicornLogger, gunicorn_logconfig  # noqa: E402
 
 _settings = env_or_exit(Settings.from_env)
 lifecycle.record_master_start()  # for health's uptime_seconds; kept across SIGHUP, renewed by a USR2 re-exec
@@ -38,7 +38,8 @@ max_requests = 10_000  # recycle workers now and then (override: GUNICORN_CMD_AR
 max_requests_jitter = 1_000  # so workers do not all restart at once
 control_socket_disable = True  # no control socket: containers have a read-only HOME
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
-accesslog = None  # the app writes its own JSON access line per request
+accesslog = None  # the app writes its own access line per request ...
+logger_class = GunicornLogger  # ... and gunicorn writes none, even with a logconfig_dict
 errorlog = "-"
 loglevel = _settings.log_level
 logconfig_dict = gunicorn_logconfig(_settings.log_level, _settings.log_format)  # gunicorn's own lines: same format

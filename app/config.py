@@ -122,16 +122,29 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _check_strength(name: str, secret: str) -> None:
+    """The production rule for secrets an attacker must not guess: no known placeholder, at least 32 characters."""
+    if secret.lower() in KNOWN_DEFAULT_SECRETS or secret == DEVELOPMENT_JWT_SECRET:
+        raise ConfigError(f"{name} is a known placeholder value; generate a random secret")
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
+
+
 def _jwt_secret(env: Mapping[str, str], environment: str) -> str:
     secret = _raw(env, "JWT_SECRET")
     if environment == "development":
         return secret or DEVELOPMENT_JWT_SECRET
     if secret is None:
         raise ConfigError("JWT_SECRET is required in production (set UAIP_ENV=development to run without one)")
-    if secret.lower() in KNOWN_DEFAULT_SECRETS or secret == DEVELOPMENT_JWT_SECRET:
-        raise ConfigError("JWT_SECRET is a known placeholder value; generate a random secret")
-    if len(secret) < MIN_SECRET_LENGTH:
-        raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
+    _check_strength("JWT_SECRET", secret)
+    return secret
+
+
+def _bootstrap_secret(env: Mapping[str, str], environment: str) -> str | None:
+    """The bootstrap client is an admin credential: in production its secret obeys the JWT_SECRET rule."""
+    secret = _raw(env, "UAIP_BOOTSTRAP_CLIENT_SECRET")
+    if secret is not None and environment != "development":
+        _check_strength("UAIP_BOOTSTRAP_CLIENT_SECRET", secret)
     return secret
 
 
@@ -217,7 +230,7 @@ class Settings:
             cors_origins=_list(env, "CORS_ORIGINS"),
             public_url=_public_url(env, "UAIP_PUBLIC_URL"),
             bootstrap_client_id=_raw(env, "UAIP_BOOTSTRAP_CLIENT_ID"),
-            bootstrap_client_secret=_raw(env, "UAIP_BOOTSTRAP_CLIENT_SECRET"),
+            bootstrap_client_secret=_bootstrap_secret(env, environment),
             relay_sweep_seconds=_float(env, "UAIP_RELAY_SWEEP_SECONDS", 2.0, 0.05, 3600),
             command_retry_seconds=_float(env, "UAIP_COMMAND_RETRY_SECONDS", 10.0, 0.1, 3600),
             relay_queue_group=_raw(env, "UAIP_RELAY_QUEUE_GROUP") or "uaip-relay",

@@ -128,7 +128,8 @@ http_request_duration_seconds = Histogram(
     buckets=HTTP_BUCKETS,
 )
 
-# Counted in PostgreSQL by the worker answering the scrape; the most recent count of any live worker wins.
+# Counted in PostgreSQL by the worker answering the scrape (at most once per DeviceCounts period); the most recent
+# count of any live worker wins.
 devices = Gauge(
     "uaip_devices",
     "Devices by effective status, counted at scrape time (NaN when PostgreSQL cannot be asked).",

@@ -32,6 +32,7 @@ from app.db import Database, DatabaseUnavailable
 from app.messaging import Messaging, device_id_from_subject, relay_subscriptions
 from app.services import commands, registry
 from app.services.events import publish_device_event
+from app.validation import InvalidJSON
 
 log = logging.getLogger("app.relay")
 T = TypeVar("T")
@@ -145,12 +146,12 @@ class Relay:
             if device_id is None:
                 continue
             if subject.endswith(".acks"):
-                ack = ack_from_nats(device_id, data)
-                if ack is None:
+                try:
+                    acks.append(ack_from_nats(device_id, data))
+                except InvalidJSON as exc:
+                    # Dropped alone: the rest of the batch applies (the device re-acks a re-sent command).
                     metrics.acks_total.labels(source="relay", outcome="malformed").inc()
-                    log.warning("malformed ack ignored", extra={"device_id": device_id})
-                else:
-                    acks.append(ack)
+                    log.warning("malformed ack dropped", extra={"device_id": device_id, "reason": exc.message})
             elif subject.endswith(".heartbeat"):
                 heartbeats[device_id] = _heartbeat_status(data)
         if acks:

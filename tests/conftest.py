@@ -22,13 +22,16 @@ from app import create_app, lifecycle
 from app.db import Database
 from app.migrate import migrate
 from app.services.clients import create_client
-from tests.support import services
+from tests.support import ast_guard, services
+
+ast_guard.install()  # before anything parses in a second thread (CPython < 3.11.8, see the module)
 
 ALL_SCOPES = "device:read device:write device:command message:read"
 
 
 @pytest.fixture(scope="session")
 def database():
+    services.wait_for_services()
     name, url = services.create_database()
     migrate(url)
     yield url

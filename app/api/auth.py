@@ -6,13 +6,14 @@ client libraries parse exactly that shape.
 
 from __future__ import annotations
 
-import json
+from urllib.parse import unquote_to_bytes
 
 from flask import Blueprint, current_app, jsonify, request
 
 from app.db import get_db
 from app.security import SCOPES, basic_credentials, issue_token
 from app.services.clients import authenticate_client
+from app.validation import InvalidJSON, decode_json, storable_text
 
 blueprint = Blueprint("auth", __name__)
 
@@ -29,27 +30,44 @@ def oauth_error(status: int, error: str, description: str):
     return response
 
 
-def _token_request_fields() -> dict[str, str] | None:
-    """Form or JSON fields as strings; None when the body cannot be read as either."""
+def _is_utf8_form(raw: bytes) -> bool:
+    """RFC 6749 (appendix B) form bodies are UTF-8 once percent-decoded; werkzeug would quietly replace bad bytes."""
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _token_request_fields() -> tuple[dict[str, str] | None, str]:
+    """(form or JSON fields as strings, "") or (None, why the request is malformed).
+
+    Text no credential can contain (NUL, unpaired surrogates, bytes that are not UTF-8) makes the request
+    malformed (400 invalid_request) before it reaches the database or the secret check."""
     if request.is_json:
         try:
-            data = json.loads(request.get_data(cache=True) or b"{}")
-        except (ValueError, RecursionError):
-            return None
+            data = decode_json(request.get_data(cache=True) or b"{}")
+        except InvalidJSON as exc:
+            return None, exc.message
         if not isinstance(data, dict):
-            return None
-        return {key: value for key, value in data.items() if isinstance(value, str)}
+            return None, "The JSON body must be an object."
+        return {key: value for key, value in data.items() if isinstance(value, str)}, ""
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
-        return {key: value for key, value in request.form.items()}
-    return None
+        if request.mimetype != "multipart/form-data" and not _is_utf8_form(request.get_data(cache=True)):
+            return None, "The form body is not UTF-8."
+        fields = {key: value for key, value in request.form.items()}
+        if not all(storable_text(value) for value in fields.values()):
+            return None, "The form body contains a NUL character."
+        return fields, ""
+    return None, "The body must be application/x-www-form-urlencoded or a JSON object."
 
 
 @blueprint.post("/auth/token")
 @blueprint.post("/auth/login")
 def token():
-    fields = _token_request_fields()
+    fields, problem = _token_request_fields()
     if fields is None:
-        return oauth_error(400, "invalid_request", "The body must be application/x-www-form-urlencoded or a JSON object.")
+        return oauth_error(400, "invalid_request", problem)
     grant_type = fields.get("grant_type")
     if grant_type is None:
         return oauth_error(400, "invalid_request", "grant_type is required.")
@@ -63,7 +81,7 @@ def token():
     client_id, client_secret = basic if basic is not None else (body_id, body_secret)
     if not client_id or not client_secret:
         return oauth_error(401, "invalid_client", "Client authentication failed.")
-    if len(client_id) > MAX_CREDENTIAL_LENGTH or len(client_secret) > MAX_CREDENTIAL_LENGTH or "\x00" in client_id:
+    if len(client_id) > MAX_CREDENTIAL_LENGTH or len(client_secret) > MAX_CREDENTIAL_LENGTH:
         return oauth_error(401, "invalid_client", "Client authentication failed.")
 
     client = authenticate_client(get_db(), client_id, client_secret)

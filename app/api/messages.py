@@ -6,7 +6,6 @@ request's gthread thread for up to N seconds, within per-process and per-client 
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -20,7 +19,10 @@ from app.messaging import get_messaging
 from app.security import device_or_scope, require_device_self, require_scope
 from app.services import commands
 from app.services.command_statuses import STATUSES as COMMAND_STATUSES
-from app.validation import StrictModel, has_body, json_body, parse_model, query_choice, query_int
+from app.validation import (
+    InvalidJSON, StrictModel, decode_json, has_body, json_body, parse_model, query_choice, query_int,
+    validation_details,
+)
 
 blueprint = Blueprint("messages", __name__)
 
@@ -219,13 +221,15 @@ def acknowledge(message_id: str):
     return jsonify(commands.acknowledge(get_db(), get_messaging(), ack))
 
 
-def ack_from_nats(device_id: str, data: bytes) -> commands.Ack | None:
-    """An ack published on `uaip.devices.{id}.acks`, validated like the REST body (unknown fields ignored)."""
+def ack_from_nats(device_id: str, data: bytes) -> commands.Ack:
+    """An ack published on `uaip.devices.{id}.acks`, decoded and validated like the REST body (unknown fields
+    ignored). Raises InvalidJSON saying what is wrong, so the relay can drop this one message and log why."""
+    raw = decode_json(data)
+    if not isinstance(raw, dict) or not isinstance(raw.get("message_id"), str):
+        raise InvalidJSON("An ack must be a JSON object with a string message_id.")
     try:
-        raw = json.loads(data)
-        if not isinstance(raw, dict) or not isinstance(raw.get("message_id"), str):
-            return None
         body = AckBody.model_validate({key: raw[key] for key in ("status", "result", "error") if key in raw})
-    except (ValueError, pydantic.ValidationError):
-        return None
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{field}: {text}" for field, text in validation_details(exc).items())
+        raise InvalidJSON(f"The ack is invalid ({problems}).") from None
     return commands.Ack(device_id, raw["message_id"], body.status, body.result, body.error)

@@ -639,12 +639,23 @@ class Waiters:
 
 
 def cancel_device_commands(cur, device_id: str) -> list[dict[str, Any]]:
-    """Inside the device-delete transaction: every unfinished command of the device becomes `cancelled`."""
+    """Inside the device-delete transaction: every unfinished command of the device becomes `cancelled`.
+
+    The rows are locked first, in message-id order, like the relay's ack batches (`_apply_ack_batch`): two
+    transactions that take row locks in one order cannot deadlock. A bare UPDATE would lock them in scan order."""
+    cur.execute(
+        "SELECT message_id FROM commands WHERE device_id = %s AND status IN ('queued', 'sent', 'acknowledged') "
+        "ORDER BY message_id FOR UPDATE",
+        (device_id,),
+    )
+    locked = [str(row["message_id"]) for row in cur.fetchall()]
+    if not locked:
+        return []
     cur.execute(
         "UPDATE commands SET status = 'cancelled', updated_at = now() "
-        "WHERE device_id = %s AND status IN ('queued', 'sent', 'acknowledged') "
+        "WHERE message_id = ANY(%s::uuid[]) AND status IN ('queued', 'sent', 'acknowledged') "
         "RETURNING message_id, status",
-        (device_id,),
+        (locked,),
     )
     return [{"message_id": str(row["message_id"]), "status": row["status"]} for row in cur.fetchall()]
 

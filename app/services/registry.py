@@ -1,8 +1,9 @@
 """The device registry: every SQL statement about devices lives here.
 
-`status` as stored is what the device last reported; `status` as *read* is computed: an `online` device whose
-last heartbeat is older than HEARTBEAT_TIMEOUT_SECONDS reads as `offline` everywhere (get, list, list filter),
-whether or not the relay's sweeper has written that down yet.
+`status` as stored is what the device last reported; `status` as *read* is computed: a device that heartbeats
+(`online`, or `error`: it reported a fault but is alive) whose last heartbeat is older than
+HEARTBEAT_TIMEOUT_SECONDS reads as `offline` everywhere (get, list, list filter, the qos 0 check), whether or
+not the relay's sweeper has written that down yet.
 
 `version` (and so the ETag) counts changes to what a client manages (name, type, capabilities, location,
 metadata). Heartbeats change `status`/`last_seen` only, so a device that heartbeats every few seconds does not
@@ -24,11 +25,12 @@ from app.timestamps import timestamp
 DEVICE_STATUSES = ("pending", "online", "offline", "error")
 MUTABLE_FIELDS = ("name", "device_type", "capabilities", "location", "metadata")
 
+# Statuses a heartbeat sets; both fall to `offline` when the heartbeats stop. The partial index
+# devices_heartbeating_idx (migration 005) has exactly this condition, so keep the two in step.
+HEARTBEATING = "status IN ('online', 'error')"
 # %(timeout)s is HEARTBEAT_TIMEOUT_SECONDS.
-EFFECTIVE_STATUS = (
-    "CASE WHEN status = 'online' AND last_seen < now() - make_interval(secs => %(timeout)s) "
-    "THEN 'offline' ELSE status END"
-)
+STALE = f"{HEARTBEATING} AND last_seen < now() - make_interval(secs => %(timeout)s)"
+EFFECTIVE_STATUS = f"CASE WHEN {STALE} THEN 'offline' ELSE status END"
 DEVICE_COLUMNS = (
     f"device_id, name, device_type, {EFFECTIVE_STATUS} AS status, capabilities, location, metadata, "
     "last_seen, registered_at, updated_at, version"
@@ -223,16 +225,15 @@ def record_heartbeat(db: Database, device_id: str, status: str, timeout: int) ->
 
 
 def mark_stale_devices_offline(db: Database, timeout: int) -> list[dict[str, Any]]:
-    """Devices stored `online` with no heartbeat for `timeout` seconds become `offline`. The conditions are
-    re-checked after the row lock, so with several relays each transition is reported by exactly one."""
+    """Devices stored `online` or `error` with no heartbeat for `timeout` seconds become `offline`. The
+    conditions are re-checked after the row lock, so with several relays each transition is reported by exactly
+    one."""
 
     def update(cur):
         cur.execute(
             "UPDATE devices SET status = 'offline' WHERE device_id IN ("
-            "  SELECT device_id FROM devices WHERE status = 'online'"
-            "  AND last_seen < now() - make_interval(secs => %(timeout)s) LIMIT 1000 FOR UPDATE SKIP LOCKED) "
-            "AND status = 'online' AND last_seen < now() - make_interval(secs => %(timeout)s) "
-            "RETURNING device_id, last_seen",
+            f"  SELECT device_id FROM devices WHERE {STALE} LIMIT 1000 FOR UPDATE SKIP LOCKED) "
+            f"AND {STALE} RETURNING device_id, last_seen",
             {"timeout": timeout},
         )
         return [{"device_id": row["device_id"], "last_seen": timestamp(row["last_seen"])} for row in cur.fetchall()]

@@ -319,6 +319,7 @@ def readme_skips() -> dict[str, str]:
     return {check: reason for check, reason in rows}
 
 
+@pytest.mark.timeout(900)  # checkov itself may take up to 600 s on a busy machine
 def test_checkov_has_no_unlisted_failures(rendered_dir):
     skips = readme_skips()
     assert skips and all(len(reason) > 20 for reason in skips.values()), skips

@@ -35,6 +35,7 @@ from .conftest import REPO_ROOT
 
 pytestmark = [
     pytest.mark.image,
+    pytest.mark.timeout(1800),  # a cold image build alone may take 900 s
     pytest.mark.skipif(
         shutil.which("podman") is None,
         reason="podman is not installed (apt-get install podman runc mmdebstrap to run the image tests)",

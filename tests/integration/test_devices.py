@@ -253,3 +253,45 @@ def test_stale_heartbeat_reads_offline_everywhere_before_any_sweeper(client, aut
     by_type = f"{DEVICES}?type={device['device_type']}"
     assert ids(client.get(by_type + "&status=offline", headers=auth)) == [device_id]
     assert ids(client.get(by_type + "&status=online", headers=auth)) == []
+
+
+def age_heartbeat(db, device_id: str, seconds: int) -> None:
+    db.transaction(lambda cur: cur.execute(
+        "UPDATE devices SET last_seen = now() - make_interval(secs => %s) WHERE device_id = %s", (seconds, device_id)))
+
+
+def test_a_device_that_reported_error_goes_offline_when_its_heartbeats_stop(client, auth, db, make_device):
+    """`error` is a live device reporting a fault; silence makes it `offline` like an `online` one: in get, list,
+    the list filter, and the qos 0 check (503 DEVICE_OFFLINE instead of a send no one will receive)."""
+    device = make_device(device_type=unique_id("type"))
+    device_id = device["device_id"]
+    beat = client.post(f"{DEVICES}/{device_id}/heartbeat", json={"status": "error"},
+                       headers=basic(device_id, device["device_secret"]))
+    assert beat.json["status"] == "error"
+    qos0 = {"command": "reset", "qos": 0}
+    assert client.post(f"{DEVICES}/{device_id}/command", json=qos0, headers=auth).status_code == 202  # still alive
+
+    age_heartbeat(db, device_id, 91)
+    assert client.get(f"{DEVICES}/{device_id}", headers=auth).json["status"] == "offline"
+    by_type = f"{DEVICES}?type={device['device_type']}"
+    assert ids(client.get(by_type + "&status=offline", headers=auth)) == [device_id]
+    assert ids(client.get(by_type + "&status=error", headers=auth)) == []
+    refused = client.post(f"{DEVICES}/{device_id}/command", json=qos0, headers=auth)
+    assert refused.status_code == 503 and refused.json["code"] == "DEVICE_OFFLINE"
+    assert refused.json["details"]["device_status"] == "offline"
+    assert client.post(f"{DEVICES}/{device_id}/command", json={"command": "reset"}, headers=auth).status_code == 202
+
+    again = client.post(f"{DEVICES}/{device_id}/heartbeat", json={"status": "error"},
+                        headers=basic(device_id, device["device_secret"]))
+    assert again.json["status"] == "error"  # a new heartbeat brings it back as it reports itself
+
+
+def test_the_offline_sweep_uses_the_heartbeat_index(db):
+    """The relay runs the stale-device sweep every few seconds: it must stay an index scan, whatever the status."""
+    def plan(cur):
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute("EXPLAIN SELECT device_id FROM devices WHERE status IN ('online', 'error') "
+                    "AND last_seen < now() - make_interval(secs => 90)")
+        return " ".join(row["QUERY PLAN"] for row in cur.fetchall())
+
+    assert "devices_heartbeating_idx" in db.transaction(plan)
