@@ -26,12 +26,12 @@ RUN python3 -m venv /opt/venv \
 
 ENV PATH=/opt/venv/bin:$PATH
 
-# 1) Dependencies only, read from setup.cfg [options] install_requires.
-#    This layer is reused as long as setup.cfg does not change, whatever
-#    happens to the application code.
-COPY setup.cfg ./
-RUN python3 -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(c.get('options', 'install_requires', fallback=''))" > /tmp/requirements.txt \
- && pip install --no-cache-dir -r /tmp/requirements.txt
+# 1) Dependencies only: exactly the versions and files in requirements.lock
+#    (scripts/lock makes it from setup.cfg), every download checked against
+#    its hash. This layer is reused as long as the lock file does not change,
+#    whatever happens to the application code.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
 # 2) The application itself, without touching the dependencies again.
 COPY . .

@@ -6,13 +6,19 @@ master, so a bad variable stops start-up with one line instead of every worker f
 
 import os
 
+from app.config import env_or_exit
+from app.envfile import load_env_file
+
+# ./.env first (variables already in the environment win), so it can set anything below; re-read on SIGHUP.
+env_or_exit(load_env_file)
+
 # Before anything imports prometheus_client: workers write their metrics to per-process files here (DESIGN.md 6).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/uaip-metrics")
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)  # also for --check-config, which loads the app
 
 from app import lifecycle  # noqa: E402
-from app.config import Settings, env_or_exit  # noqa: E402
-from app.logs import gunicorn_logconfig  # noqa: E402
+from app.config import Settings  # noqa: E402
+from app.logs import GunicornLogger, gunicorn_logconfig  # noqa: E402
 
 _settings = env_or_exit(Settings.from_env)
 lifecycle.record_master_start()  # for health's uptime_seconds; kept across SIGHUP, renewed by a USR2 re-exec
@@ -32,7 +38,8 @@ max_requests = 10_000  # recycle workers now and then (override: GUNICORN_CMD_AR
 max_requests_jitter = 1_000  # so workers do not all restart at once
 control_socket_disable = True  # no control socket: containers have a read-only HOME
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
-accesslog = None  # the app writes its own JSON access line per request
+accesslog = None  # the app writes its own access line per request ...
+logger_class = GunicornLogger  # ... and gunicorn writes none, even with a logconfig_dict
 errorlog = "-"
 loglevel = _settings.log_level
 logconfig_dict = gunicorn_logconfig(_settings.log_level, _settings.log_format)  # gunicorn's own lines: same format

@@ -18,7 +18,12 @@ from app.config import load_settings
 
 def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     """Build the WSGI app. `overrides` uses the environment's variable names (tests, tools)."""
-    from app import api, cache, cli, db, errors, health, lifecycle, limits, logs, messaging, metrics, openapi, pipeline
+    # Imported here rather than at the top: gunicorn.conf.py imports small modules of this package in the master
+    # (app.envfile, app.config, app.lifecycle) before PROMETHEUS_MULTIPROC_DIR is settled, and importing the
+    # package must not pull prometheus_client in with them.
+    from app import (
+        api, cache, cli_commands, db, errors, health, lifecycle, limits, logs, messaging, monitoring, openapi, pipeline,
+    )
 
     settings = load_settings(overrides)
     app = Flask(__name__)
@@ -36,10 +41,10 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     health.init_app(app)
     lifecycle.init_app(app)  # so gunicorn's worker hooks can close this app's extensions
     pipeline.init_app(app)
-    metrics.init_app(app)
+    monitoring.init_app(app)  # /metrics and the request metrics, gauges refreshed at scrape time
     limits.init_app(app)
     api.init_app(app)
     openapi.init_app(app)
     errors.init_app(app)
-    cli.init_app(app)  # migrate, create-client, relay: `uaip-hub ...` and `flask --app wsgi ...`
+    cli_commands.init_app(app)  # migrate, create-client, relay: `uaip-hub ...` and `flask --app wsgi ...`
     return app

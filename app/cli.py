@@ -1,90 +1,63 @@
-"""`uaip-hub` commands, built on Flask's CLI.
+"""The `uaip-hub` command: a Flask CLI group on top of the app factory.
 
-migrate, create-client and relay are the app's own commands (registered on `app.cli` by create_app), so
-`flask --app wsgi migrate` works as well as `uaip-hub migrate`. simulate is a device-side client of a running
-hub: it needs no hub configuration, so it lives on the `uaip-hub` group only.
+It holds the app's own commands (migrate, create-client, relay: app/cli_commands.py, the same objects create_app
+registers on `app.cli` for `flask --app wsgi ...`) and simulate, a device-side client of a running hub that needs
+no hub configuration. The group never builds the app to list or find a command, so `uaip-hub --help` and
+`uaip-hub COMMAND --help` work with no configuration at all; a command that needs the app builds it when it runs,
+and a bad or missing setting then ends it with one line (`uaip-hub: configuration error: ...`).
+
+Before a command runs, `./.env` is read (app/envfile.py): variables already in the environment win, and so do
+those of a file given with `--env-file`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import signal
 import sys
 import threading
 
 import click
-from flask import current_app
-from flask import Flask
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import AppGroup, FlaskGroup
 
 from app import create_app
+from app.cli_commands import APP_COMMANDS, stdout_logging
 from app.config import ConfigError
-from app.db import get_db
+from app.envfile import load_env_file
 from app.examples import EXAMPLES
-from app.messaging import get_messaging
-from app.migrate import migrate as apply_migrations
-from app.services.clients import UnknownScope, create_client, upsert_client
-
-BOOTSTRAP_CLIENT_NAME = "bootstrap-admin"
 
 
-@click.group(cls=FlaskGroup, create_app=create_app, add_default_commands=True, add_version_option=False)
+class HubGroup(FlaskGroup):
+    """FlaskGroup (`--app`, `--env-file`, run/shell/routes) whose commands are all its own, so looking one up
+    or listing them never builds the app. FlaskGroup would build it for both, to find the app's commands."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for param in self.params:
+            if param.name == "env_file":  # Flask's text names .flaskenv, which the hub does not read
+                param.help = ("Load environment variables from this file, taking precedence over ./.env; variables "
+                              "set in the environment take precedence over both.")
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return AppGroup.get_command(self, ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(AppGroup.list_commands(self, ctx))
+
+
+# load_dotenv=False: Flask's own loader also reads .flaskenv and parent directories' .env; the hub reads
+# ./.env only, the same way in gunicorn and here.
+@click.group(cls=HubGroup, create_app=create_app, add_default_commands=True, add_version_option=False,
+             load_dotenv=False)
 def cli() -> None:
     """UAIP Hub: REST hub for AI agents and IoT devices."""
+    # Here, after the options were parsed (so `--env-file FILE` was read first and wins) and before the command's
+    # own options read their environment variables.
+    load_env_file()
 
 
-@click.command("migrate")
-@with_appcontext
-def migrate_command() -> None:
-    """Apply database migrations (idempotent; safe from several pods at once)."""
-    settings = current_app.config["SETTINGS"]
-    applied = apply_migrations(settings.database_url)
-    click.echo(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; schema up to date"))
-    if settings.bootstrap_client_id and settings.bootstrap_client_secret:
-        upsert_client(get_db(), settings.bootstrap_client_id, settings.bootstrap_client_secret, BOOTSTRAP_CLIENT_NAME, ["admin"])
-        click.echo(f"bootstrap client {settings.bootstrap_client_id} is ready (scope admin)")
-    elif settings.bootstrap_client_id or settings.bootstrap_client_secret:
-        raise click.UsageError("set both UAIP_BOOTSTRAP_CLIENT_ID and UAIP_BOOTSTRAP_CLIENT_SECRET, or neither")
-
-
-@click.command("create-client")
-@with_appcontext
-@click.option("--name", required=True, help="Human-readable client name.")
-@click.option("--scopes", default="device:read", show_default=True, help='Space-separated, e.g. "device:read device:write".')
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def create_client_command(name: str, scopes: str, as_json: bool) -> None:
-    """Create an API client; its secret is printed once and never stored in clear."""
-    if not name.strip() or len(name) > 256:
-        raise click.BadParameter("must be 1-256 characters", param_hint="--name")
-    try:
-        client, secret = create_client(get_db(), name.strip(), scopes)
-    except UnknownScope as exc:
-        raise click.BadParameter(str(exc), param_hint="--scopes") from None
-    if as_json:
-        click.echo(json.dumps({"client_id": client.client_id, "client_secret": secret, "scopes": " ".join(client.scopes)}))
-    else:
-        click.echo(f"client_id:     {client.client_id}")
-        click.echo(f"client_secret: {secret}")
-        click.echo(f"scopes:        {' '.join(client.scopes)}")
-        click.echo("Store the secret now: it cannot be shown again.", err=True)
-
-
-def _default_logging(level: str = "info") -> None:
-    """Log to stdout when nothing configured logging yet (create_app may already have: then this is a no-op)."""
-    logging.basicConfig(level=level.upper(), stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-
-@click.command("relay")
-@with_appcontext
-def relay_command() -> None:
-    """Run the relay: device acks and heartbeats from NATS, redelivery, expiry, offline sweep (until SIGTERM)."""
-    from app.relay import run_relay
-
-    settings = current_app.config["SETTINGS"]
-    _default_logging(settings.log_level)
-    sys.exit(run_relay(get_db(), get_messaging(), settings))
+for _command in APP_COMMANDS:
+    cli.add_command(_command)
 
 
 @cli.command("simulate", with_appcontext=False)
@@ -103,7 +76,7 @@ def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | N
     """Simulate devices: register them, heartbeat over NATS, execute commands and ack them (until Ctrl-C)."""
     from app.simulate import DeviceSimulator, HubError, fetch_token
 
-    _default_logging(os.environ.get("LOG_LEVEL", "info"))
+    stdout_logging(os.environ.get("LOG_LEVEL", "info"))
     hub_url = hub_url.rstrip("/")
     try:
         if token is None:
@@ -123,14 +96,6 @@ def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | N
         click.echo(f"simulating {count} device(s){kind}: {', '.join(simulator.device_ids[:5])}{' …' if count > 5 else ''}")
         stop.wait()
     click.echo(f"stopped; {len(simulator.received)} command(s) received, {len(simulator.outcomes)} answered")
-
-
-APP_COMMANDS = (migrate_command, create_client_command, relay_command)
-
-
-def init_app(app: Flask) -> None:
-    for command in APP_COMMANDS:
-        app.cli.add_command(command)
 
 
 def main() -> None:

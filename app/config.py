@@ -122,17 +122,42 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _check_strength(name: str, secret: str) -> None:
+    """The production rule for secrets an attacker must not guess: no known placeholder, at least 32 characters."""
+    if secret.lower() in KNOWN_DEFAULT_SECRETS or secret == DEVELOPMENT_JWT_SECRET:
+        raise ConfigError(f"{name} is a known placeholder value; generate a random secret")
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
+
+
 def _jwt_secret(env: Mapping[str, str], environment: str) -> str:
     secret = _raw(env, "JWT_SECRET")
     if environment == "development":
         return secret or DEVELOPMENT_JWT_SECRET
     if secret is None:
         raise ConfigError("JWT_SECRET is required in production (set UAIP_ENV=development to run without one)")
-    if secret.lower() in KNOWN_DEFAULT_SECRETS or secret == DEVELOPMENT_JWT_SECRET:
-        raise ConfigError("JWT_SECRET is a known placeholder value; generate a random secret")
-    if len(secret) < MIN_SECRET_LENGTH:
-        raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
+    _check_strength("JWT_SECRET", secret)
     return secret
+
+
+def _bootstrap_secret(env: Mapping[str, str], environment: str) -> str | None:
+    """The bootstrap client is an admin credential: in production its secret obeys the JWT_SECRET rule."""
+    secret = _raw(env, "UAIP_BOOTSTRAP_CLIENT_SECRET")
+    if secret is not None and environment != "development":
+        _check_strength("UAIP_BOOTSTRAP_CLIENT_SECRET", secret)
+    return secret
+
+
+def default_max_waiters(threads: int) -> int:
+    """`?wait=N` requests one worker lets wait at once: half its threads (rounded down), so at least as many
+    threads stay free for probes and every other request. With one thread nobody waits (the answer is 202)."""
+    return threads // 2
+
+
+def default_max_waiters_per_client(max_waiters: int) -> int:
+    """Waiting requests of one API client in one worker: half the worker's waiter slots (rounded up), so one
+    client cannot take every slot from the others."""
+    return (max_waiters + 1) // 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,12 +194,17 @@ class Settings:
     command_retry_seconds: float = 10.0
     relay_queue_group: str = "uaip-relay"
     relay_metrics_port: int = 9464
+    # `?wait=N` bounds, per worker process (docs/hardening-notes.md): a waiting request holds a gthread thread.
+    max_waiters: int = 2
+    max_waiters_per_client: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """Parse the process environment (or `env`); raise ConfigError naming the first bad variable."""
         env = os.environ if env is None else env
         environment = _choice(env, "UAIP_ENV", "production", ENVIRONMENTS)
+        threads = _int(env, "SERVER_THREADS", 4, 1, 256)
+        max_waiters = _int(env, "UAIP_MAX_WAITERS", default_max_waiters(threads), 0, threads - 1)
         return cls(
             database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres"), required=True),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix"), required=False),
@@ -186,7 +216,7 @@ class Settings:
             server_host=_raw(env, "SERVER_HOST") or "0.0.0.0",
             server_port=_int(env, "SERVER_PORT", 8443, 1, 65_535),
             server_workers=_int(env, "SERVER_WORKERS", 2, 1, 64),
-            server_threads=_int(env, "SERVER_THREADS", 4, 1, 256),
+            server_threads=threads,
             graceful_timeout_seconds=_int(env, "GRACEFUL_TIMEOUT_SECONDS", 30, 1, 3600),
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 100, 1, 1_000_000),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 20, 1, 1_000_000),
@@ -200,11 +230,14 @@ class Settings:
             cors_origins=_list(env, "CORS_ORIGINS"),
             public_url=_public_url(env, "UAIP_PUBLIC_URL"),
             bootstrap_client_id=_raw(env, "UAIP_BOOTSTRAP_CLIENT_ID"),
-            bootstrap_client_secret=_raw(env, "UAIP_BOOTSTRAP_CLIENT_SECRET"),
+            bootstrap_client_secret=_bootstrap_secret(env, environment),
             relay_sweep_seconds=_float(env, "UAIP_RELAY_SWEEP_SECONDS", 2.0, 0.05, 3600),
             command_retry_seconds=_float(env, "UAIP_COMMAND_RETRY_SECONDS", 10.0, 0.1, 3600),
             relay_queue_group=_raw(env, "UAIP_RELAY_QUEUE_GROUP") or "uaip-relay",
             relay_metrics_port=_int(env, "UAIP_RELAY_METRICS_PORT", 9464, 0, 65_535),
+            max_waiters=max_waiters,
+            max_waiters_per_client=_int(env, "UAIP_MAX_WAITERS_PER_CLIENT", default_max_waiters_per_client(max_waiters),
+                                        0, max_waiters),
         )
 
 

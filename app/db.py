@@ -1,10 +1,19 @@
 """PostgreSQL access: one connection pool per process, created lazily, and a transaction helper.
 
 The pool is created on first use *in the process that uses it*: gunicorn forks workers from the master, and a
-pool inherited across fork is shared by several processes (DESIGN.md decision 2). After a PostgreSQL restart
-every idle pooled connection is dead; `transaction()` discards such a connection and, when the failure happened
-before the transaction could have committed, runs the unit of work once more on a fresh connection
-(decision 7). Callers see `DatabaseUnavailable` only when PostgreSQL is really unreachable.
+pool inherited across fork is shared by several processes. Two kinds of failure are retried once by
+`transaction()`, and only these:
+
+- the connection is gone (a PostgreSQL restart kills every idle pooled connection; SQLSTATE class 08, the
+  57P01–57P05 shutdowns, or a client-side failure with no SQLSTATE): the connection is discarded, its idle
+  siblings retired with it, and the unit of work runs again on a fresh connection if the failure came before
+  the commit could have happened;
+- the server rolled the transaction back because of a conflict (deadlock 40P01, serialization failure 40001):
+  nothing of it was applied, even when the error came at COMMIT, so it runs again at once on the same
+  connection, which is healthy, and the pool is kept.
+
+Any other server error is the caller's (a statement timeout is still QueryCanceled; other OperationalErrors,
+and a second failure of the retry, become `DatabaseUnavailable`, a 503).
 """
 
 from __future__ import annotations
@@ -41,12 +50,24 @@ class DatabaseUnavailable(Exception):
     """PostgreSQL cannot be reached (or the pool is exhausted); the API turns this into a 503."""
 
 
+# Server-reported SQLSTATEs after which the session is over: admin_shutdown, crash_shutdown, cannot_connect_now,
+# database_dropped, idle_session_timeout. Class 08 (connection_exception) is matched by prefix.
+CONNECTION_LOST_CODES = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
+# The transaction was rolled back by the server because of a conflict; running it again is safe.
+ROLLED_BACK_CONFLICTS = (psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure)
+
+
 def _is_connection_error(exc: BaseException, conn) -> bool:
+    """The connection is unusable (and, for a pooled one, probably its idle siblings too). False for errors the
+    server reported on a live session: deadlocks, timeouts, constraint violations, ..."""
+    if conn is not None and conn.closed != 0:
+        return True
     if isinstance(exc, psycopg2.InterfaceError):
         return True
-    if isinstance(exc, psycopg2.OperationalError) and not isinstance(exc, psycopg2.errors.QueryCanceled):
-        return True
-    return conn is not None and conn.closed != 0
+    if not isinstance(exc, psycopg2.OperationalError):
+        return False
+    code = exc.pgcode
+    return code is None or code.startswith("08") or code in CONNECTION_LOST_CODES
 
 
 class Database:
@@ -120,10 +141,13 @@ class Database:
             self._slots.release()
 
     def transaction(self, work: Callable[[psycopg2.extensions.cursor], T], retry: bool = True) -> T:
-        """Run `work(cursor)` in one transaction (dict rows) and commit.
+        """Run `work(cursor)` in one transaction (dict rows) and commit; retried once as the module docstring
+        says (never with `retry=False`). `work` may run twice, so it must not have effects outside the
+        transaction that a second run would make wrong (a duplicate NATS publish is fine: devices de-duplicate).
 
         A dead pooled connection fails at its first statement; the server never saw a commit, so running the
-        whole unit again on a fresh connection is safe. A failure *during* commit is ambiguous and never retried.
+        whole unit again on a fresh connection is safe. A connection lost *during* commit is ambiguous and never
+        retried.
         """
         attempts = 2 if retry else 1
         for attempt in range(1, attempts + 1):
@@ -135,12 +159,14 @@ class Database:
                     committing = True
                     conn.commit()
                     return result
-            except DatabaseUnavailable:
+            except (DatabaseUnavailable, psycopg2.errors.QueryCanceled):
                 raise
+            except ROLLED_BACK_CONFLICTS as exc:
+                if attempt == attempts:
+                    raise DatabaseUnavailable(f"transaction rolled back twice: {exc.pgcode}") from exc
+                log.warning("transaction rolled back by a conflict; retrying once", extra={"sqlstate": exc.pgcode})
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                if isinstance(exc, psycopg2.errors.QueryCanceled):
-                    raise
-                if committing or attempt == attempts:
+                if committing or attempt == attempts or not _is_connection_error(exc, None):
                     raise DatabaseUnavailable(str(exc).strip() or exc.__class__.__name__) from exc
                 log.warning("discarded a dead database connection; retrying once", extra={"error": str(exc)})
         raise AssertionError("unreachable")

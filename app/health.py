@@ -33,7 +33,6 @@ from typing import Callable
 from flask import Flask, current_app
 
 from app import lifecycle, metrics
-from app.db import DatabaseUnavailable
 
 DRAIN_FILE_ENV = "UAIP_DRAIN_FILE"
 DEFAULT_DRAIN_FILE = "/tmp/uaip-draining"

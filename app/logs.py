@@ -6,6 +6,12 @@ of the request a record is logged in is added automatically, so application code
 
 The same handler serves the app (`create_app`), the `uaip-hub` CLI and relay (they build the app too) and gunicorn's
 own error log (`gunicorn_logconfig()` is `logconfig_dict` in gunicorn.conf.py), so a deployment has one format.
+Gunicorn's own access line stays off (`GunicornLogger`): the app writes exactly one access line per request.
+
+One record is one line, whatever the logged text holds, so a request cannot forge log lines: the JSON format
+escapes every control character and the Unicode line separators; the text format escapes control characters,
+line separators and bidirectional controls (as `\n`, `\x1b`, `\u2028`, ...) in every field, and indents each
+line of a traceback by four spaces, so only a record's first line starts at column 0.
 
 Secrets never reach a line, by three defensive layers applied to every field, including tracebacks:
 1. fields whose *name* looks secret (`client_secret`, `password`, `token`, `authorization`, ...) are replaced;
@@ -28,6 +34,7 @@ import traceback
 from typing import Any, Iterable, TextIO
 
 from flask import g, has_request_context, request
+from gunicorn.glogging import Logger as _GunicornBaseLogger
 
 REDACTED = "[REDACTED]"
 
@@ -163,15 +170,40 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
+# json.dumps escapes C0 controls but not these, which many readers (Python's splitlines, older JavaScript) take
+# for line breaks.
+_JSON_LINE_BREAKS = re.compile("[\x85\u2028\u2029]")
+# What must not reach a text line raw: C0 and C1 controls and DEL (newlines, carriage returns, terminal escapes),
+# the Unicode line and paragraph separators, and the bidirectional controls that reorder text on screen.
+_TEXT_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+TRACEBACK_INDENT = "    "
+
+
+def _escape_character(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every character _TEXT_UNSAFE matches written as a visible escape (`\n`, `\x1b`, `\u202e`)."""
+    return _TEXT_UNSAFE.sub(_escape_character, text) if _TEXT_UNSAFE.search(text) else text
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(record_fields(record), ensure_ascii=False, default=str, separators=(",", ":"))
+        line = json.dumps(record_fields(record), ensure_ascii=False, default=str, separators=(",", ":"))
+        if _JSON_LINE_BREAKS.search(line):
+            line = _JSON_LINE_BREAKS.sub(lambda match: f"\\u{ord(match.group()):04x}", line)
+        return line
 
 
 class TextFormatter(logging.Formatter):
-    """`2025-01-01T12:00:00.000Z INFO  uaip.access [request-id] message key=value ...` plus the traceback."""
+    """`2025-01-01T12:00:00.000Z INFO  uaip.access [request-id] message key=value ...`, then the traceback (if
+    any) with each of its lines indented. Control characters in any field are escaped (see the module docstring)."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record_fields(record)
@@ -180,8 +212,10 @@ class TextFormatter(logging.Formatter):
         message = fields.pop("message")
         exception = fields.pop("exception", None)
         extras = " ".join(f"{key}={value}" for key, value in fields.items())
-        line = f"{head} [{request_id or '-'}] {message}" + (f" {extras}" if extras else "")
-        return line + (f"\n{exception}" if exception else "")
+        line = escape_controls(f"{head} [{request_id or '-'}] {message}" + (f" {extras}" if extras else ""))
+        if exception:
+            line += "".join(f"\n{TRACEBACK_INDENT}{escape_controls(part)}" for part in exception.split("\n"))
+        return line
 
 
 FORMATTERS = {"json": JsonFormatter, "text": TextFormatter}
@@ -203,31 +237,33 @@ def configure_logging(level: str = "info", log_format: str = "json", stream: Tex
             root.removeHandler(handler)
     root.addHandler(HubHandler(stream, log_format))
     root.setLevel(level.upper())
-    limiter_log = logging.getLogger("flask-limiter")
-    if not any(isinstance(f, _DropBreachLines) for f in limiter_log.filters):
-        limiter_log.addFilter(_DropBreachLines())
-
-
-class _DropBreachLines(logging.Filter):
-    """flask-limiter logs every 429 at INFO; the access line already says it. Its fallback/recovery lines stay."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("ratelimit ")
 
 
 def gunicorn_logconfig(level: str = "info", log_format: str = "json") -> dict[str, Any]:
-    """`logconfig_dict` for gunicorn: its error log goes through the same handler and format as the app's."""
+    """`logconfig_dict` for gunicorn: its error log goes through the same handler and format as the app's; its
+    access logger writes nowhere (the app's access line is the one line per request)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {},
-        "handlers": {"hub": {"()": HubHandler, "log_format": log_format}},
+        "handlers": {"hub": {"()": HubHandler, "log_format": log_format}, "discard": {"class": "logging.NullHandler"}},
         "root": {"level": level.upper(), "handlers": ["hub"]},
         "loggers": {
             "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "CRITICAL", "handlers": ["discard"], "propagate": False},
         },
     }
+
+
+class GunicornLogger(_GunicornBaseLogger):
+    """`logger_class` for gunicorn: its error log as configured, and no access line at all. A `logconfig_dict`
+    alone turns gunicorn's access logging on (it then formats a line per request for the `gunicorn.access`
+    logger), so the access step itself is switched off here, where it costs nothing."""
+
+    access_log_enabled = False  # gunicorn ≥ 27 skips gathering the access data
+
+    def access(self, resp, req, environ, request_time) -> None:
+        return None
 
 
 # --- access log ----------------------------------------------------------------------------------------

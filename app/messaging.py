@@ -4,16 +4,21 @@ nats-py is asyncio; the hub is synchronous WSGI. Each process gets one event-loo
 first use (so after gunicorn's fork), and sync code hands coroutines to it with
 `asyncio.run_coroutine_threadsafe(...).result(timeout)`.
 
-Connection policy: nats-py reconnects by itself once it has connected, but it does not retry a *first*
-connection. So a background task keeps trying until the first connection succeeds; until then, and while
-nats-py is reconnecting, `publish` raises `MessagingUnavailable` instead of buffering silently. That lets
-the command service leave the command `queued` in PostgreSQL (it is re-sent later) rather than claim `sent`
-for a message that sits in a client-side buffer.
+Connection policy (docs/hardening-notes.md, "NATS outages"). With `allow_reconnect=True` and unlimited attempts,
+nats-py's `connect()` does not return until a server answers: it retries a failed *first* connection itself,
+every RECONNECT_WAIT_SECONDS, and reports each failed attempt to `error_cb`. So the client object is kept from
+the start and the connection attempt runs in the background on the loop; nobody waits for it. While the client is
+not connected (first connection pending, or nats-py reconnecting), `publish` raises `MessagingUnavailable` at
+once instead of buffering silently or waiting: the command service leaves the command `queued` in PostgreSQL (it
+is re-sent later) rather than claim `sent` for a message that sits in a client-side buffer. Each outage logs one
+warning (when it begins) and one info line (when NATS is back), however many attempts fail in between.
+The connection state is the gauge `uaip_nats_connected` (1 connected, 0 connecting or reconnecting).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -21,9 +26,10 @@ import threading
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
-import nats
 from flask import Flask, current_app
 from nats.aio.client import Client as NATS
+
+from app.metrics import nats_connected
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,6 +37,9 @@ T = TypeVar("T")
 CONNECT_TIMEOUT_SECONDS = 2
 RECONNECT_WAIT_SECONDS = 1
 FIRST_CONNECT_RETRY_SECONDS = 1
+# A publish made while this process's very first connection attempt is still under way waits this long for it
+# (a worker's first command right after start-up); every later publish fails fast while NATS is unreachable.
+FIRST_ATTEMPT_WAIT_SECONDS = 0.5
 DEFAULT_CALL_TIMEOUT = 2.0
 
 
@@ -49,12 +58,25 @@ def heartbeat_subject(device_id: str) -> str:
     return f"uaip.devices.{device_id}.heartbeat"
 
 
-ACKS_WILDCARD = "uaip.devices.*.acks"
-HEARTBEATS_WILDCARD = "uaip.devices.*.heartbeat"
 DEVICE_EVENTS_SUBJECT = "uaip.events.devices"
-COMMANDS_WILDCARD = "uaip.devices.*.commands"
+# A device id is 1-128 characters and never makes an empty subject token (no leading or trailing ".", no ".."),
+# so it has at most 64 dot-separated tokens: 64 one-character tokens and 63 dots.
+MAX_DEVICE_ID_TOKENS = 64
 # Internal, hub to hub: a command reached a final status (wakes `?wait=N` requests in every API worker).
 MESSAGE_FINAL_SUBJECT = "uaip.internal.messages.final"
+
+
+def device_subject_patterns(suffix: str) -> list[str]:
+    """`uaip.devices.*.{suffix}`, `uaip.devices.*.*.{suffix}`, … one pattern per possible token count of a device
+    id. NATS `*` matches exactly one token, so one pattern would miss dotted ids such as `sensor.1`; each subject
+    matches exactly one of these patterns. (`uaip.devices.>` would also match every command envelope the hub
+    publishes; bench/subjects.py compares the two.)"""
+    return [f"uaip.devices.{'.'.join('*' * depth)}.{suffix}" for depth in range(1, MAX_DEVICE_ID_TOKENS + 1)]
+
+
+def relay_subscriptions() -> list[str]:
+    """Every subject the relay consumes: device acks and heartbeats, whatever the device id's token count."""
+    return device_subject_patterns("acks") + device_subject_patterns("heartbeat")
 
 
 def device_id_from_subject(subject: str) -> str | None:
@@ -65,6 +87,10 @@ def device_id_from_subject(subject: str) -> str | None:
     rest = subject[len(prefix):]
     head, dot, _suffix = rest.rpartition(".")
     return head if dot and head else None
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or exc.__class__.__name__
 
 
 def encode(body: dict[str, Any]) -> bytes:
@@ -101,6 +127,7 @@ class Messaging:
         self._closing = False
         self._subscriptions: list[_Subscription] = []
         self._first_attempt = threading.Event()  # set once this process's first connection attempt ended
+        self._unavailable = False  # an outage was reported and NATS is not back yet (touched on the loop thread)
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
 
     # -- event loop ------------------------------------------------------------------------------------
@@ -114,7 +141,7 @@ class Messaging:
                 thread = threading.Thread(target=loop.run_forever, name="nats-loop", daemon=True)
                 thread.start()
                 self._loop, self._thread, self._pid, self._nc, self._closing = loop, thread, os.getpid(), None, False
-                self._first_attempt = threading.Event()
+                self._first_attempt, self._unavailable = threading.Event(), False
                 for entry in self._subscriptions:  # made again by this process's connection
                     entry.active, entry.pending = None, False
                 self._connector = asyncio.run_coroutine_threadsafe(self._connect_until_connected(), loop)
@@ -137,9 +164,14 @@ class Messaging:
     # -- connection ------------------------------------------------------------------------------------
 
     async def _connect_until_connected(self) -> None:
+        """Make this process's first connection. nats-py retries a refused first connection by itself (see the
+        module docstring); this loop only covers a `connect()` that raises anyway (a bad URL, say)."""
+        nats_connected.set(0)  # the series exists (as "not connected") from the first attempt on
         while not self._closing:
+            nc = NATS()
+            self._nc = nc  # not connected yet: publish fails fast instead of waiting for the connection
             try:
-                self._nc = await nats.connect(
+                await nc.connect(
                     servers=self.servers,
                     name=self.name,
                     connect_timeout=CONNECT_TIMEOUT_SECONDS,
@@ -150,25 +182,53 @@ class Messaging:
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                 )
-                log.info("connected to NATS", extra={"nats_server": str(self._nc.connected_url.netloc) if self._nc.connected_url else None})
-                self._first_attempt.set()
-                await self._make_subscriptions()
-                await self._run_reconnect_callbacks()
-                return
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:  # noqa: BLE001 - any failure means "try again shortly"
-                self._first_attempt.set()
-                log.warning("NATS connection failed; retrying", extra={"error": str(exc) or exc.__class__.__name__})
+                self._outage_began(_describe(exc))
+                with contextlib.suppress(Exception):
+                    await nc.close()
                 await asyncio.sleep(FIRST_CONNECT_RETRY_SECONDS)
+                continue
+            self._outage_ended("connected to NATS")
+            await self._make_subscriptions()
+            await self._run_reconnect_callbacks()
+            return
+
+    def _outage_began(self, reason: str) -> None:
+        """A connection attempt failed or the connection dropped: one warning per outage (loop thread only)."""
+        nats_connected.set(0)
+        self._first_attempt.set()
+        if self._closing or self._unavailable:
+            return
+        self._unavailable = True
+        log.warning(
+            "NATS unavailable: publishing fails fast and commands stay queued until it is back; "
+            "reconnecting in the background", extra={"error": reason, "pid": os.getpid()},
+        )
+
+    def _outage_ended(self, message: str) -> None:
+        nats_connected.set(1)
+        self._first_attempt.set()
+        was_unavailable, self._unavailable = self._unavailable, False
+        nc = self._nc
+        url = nc.connected_url if nc is not None else None
+        # Host and port only: a NATS URL may carry credentials.
+        server = f"{url.hostname}:{url.port}" if url is not None and url.hostname else None
+        log.info(message, extra={"nats_server": server, "after_outage": was_unavailable, "pid": os.getpid()})
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("NATS client error: %s", exc)
+        nc = self._nc
+        if nc is None or not nc.is_connected:  # a (re)connection attempt failed
+            self._outage_began(_describe(exc))
+        else:
+            log.debug("NATS client error: %s", _describe(exc))
 
     async def _on_disconnected(self) -> None:
-        if not self._closing:
-            log.warning("disconnected from NATS; reconnecting")
+        self._outage_began("disconnected")
 
     async def _on_reconnected(self) -> None:
-        log.info("reconnected to NATS")
+        self._outage_ended("reconnected to NATS")
         await self._run_reconnect_callbacks()
 
     async def _run_reconnect_callbacks(self) -> None:
@@ -257,11 +317,11 @@ class Messaging:
 
     def publish(self, subject: str, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None,
                 timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
-        """Hand one message to the connected client; raise MessagingUnavailable when NATS is not connected.
-        The first publish in a process waits for the first connection attempt (lazily started) to end."""
+        """Hand one message to the connected client; raise MessagingUnavailable at once when NATS is not
+        connected. Only a publish during the process's first connection attempt waits for it, briefly."""
         self._ensure_started()
-        if self._nc is None:
-            self._first_attempt.wait(CONNECT_TIMEOUT_SECONDS + 0.5)
+        if not self._first_attempt.is_set():
+            self._first_attempt.wait(FIRST_ATTEMPT_WAIT_SECONDS)
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise MessagingUnavailable("NATS is not connected")

@@ -1,26 +1,25 @@
 """Application metrics (prometheus_client objects) shared by every module that counts something, the HTTP request
 metrics, the /metrics endpoint and the gunicorn hooks that keep multiprocess metrics right.
 
-Metric objects are module-level so any module can import and count cheaply. Under gunicorn,
-PROMETHEUS_MULTIPROC_DIR is set by gunicorn.conf.py before this module is imported, so values are written to
-per-worker files and `/metrics` aggregates them (DESIGN.md decision 6).
+Metric objects are module-level so any module can import and count cheaply. That is also why this module imports
+nothing of the app: everything may import it, so it must not import anything back (app/monitoring.py, above the
+services, tells it what to refresh before a scrape). Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set by
+gunicorn.conf.py before this module is imported, so values are written to per-worker files and `/metrics`
+aggregates them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import logging
-import math
 import os
 import time
+from typing import Callable
 
-from flask import Flask, current_app, g, request
+from flask import Flask, g, request
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from prometheus_flask_exporter import PrometheusMetrics
 from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
-
-log = logging.getLogger(__name__)
 
 commands_total = Counter(
     "uaip_commands_total",
@@ -40,6 +39,68 @@ dependency_up = Gauge(
     ["name"],
     multiprocess_mode="livemax",
 )
+
+# --- commands, acks and the relay (counted where the event happens: app/services/commands.py, app/relay.py) ---
+#
+# A command's final status is applied by exactly one transaction (a conditional UPDATE or a locked row), in
+# whichever process runs it: an API worker (REST ack, device delete), or a relay (NATS ack, expiry sweep). Each
+# process counts what it applied after the commit, so summing API and relay series in Prometheus counts every
+# transition once.
+
+# 10 ms to an hour: devices answer in milliseconds, slow ones in minutes, and the default TTL is 5 min.
+COMMAND_COMPLETION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+                              600.0, 1800.0, 3600.0)
+COMPLETION_STATUSES = ("completed", "failed")
+ACK_SOURCES = ("relay", "rest")  # NATS acks applied by a relay; POST /api/v1/messages/{id}/ack in an API worker
+ACK_OUTCOMES = ("applied", "duplicate", "expired", "invalid_transition", "not_found", "forbidden", "malformed")
+REDELIVERY_REASONS = ("retry", "restart", "device_online")
+
+command_completion_seconds = Histogram(
+    "uaip_command_completion_seconds",
+    "Time from a command's creation to the ack that finished it (completed or failed), by that status.",
+    ["status"],
+    buckets=COMMAND_COMPLETION_BUCKETS,
+)
+
+acks_total = Counter(
+    "uaip_acks_total",
+    "Device acks by the path they came by (relay = NATS, rest = HTTP) and what they did: applied (status moved "
+    "forward), duplicate (repeated the current status), expired, invalid_transition, not_found, forbidden, "
+    "malformed (relay only: not a JSON ack).",
+    ["source", "outcome"],
+)
+
+command_redeliveries_total = Counter(
+    "uaip_command_redeliveries_total",
+    "Commands published again after their first delivery, by trigger: retry (back-off passed without an ack), "
+    "restart (relay start or NATS reconnect), device_online (the device came back).",
+    ["reason"],
+)
+
+# "min" over live workers: 0 as soon as any worker of the pod has no NATS connection (its commands stay queued).
+nats_connected = Gauge(
+    "uaip_nats_connected",
+    "1 while this process's NATS connection is up, else 0 (API: the lowest value among live workers).",
+    multiprocess_mode="livemin",
+)
+
+# Labelled so that only a relay has a sample: an API process exposing 0 would look like a relay stalled since 1970.
+relay_last_sweep_timestamp_seconds = Gauge(
+    "uaip_relay_last_sweep_timestamp_seconds",
+    "Unix time at which this relay last finished its periodic sweep (expiry, offline marking, redelivery), by the "
+    "NATS queue group it consumes in.",
+    ["queue_group"],
+    multiprocess_mode="livemax",
+)
+
+
+def ack_outcome(code: str | None, changed: bool) -> str:
+    """The `outcome` label of an ack the service decided: None/changed → applied, None/unchanged → duplicate,
+    else the lower-cased error code without its MESSAGE_ prefix."""
+    if code is None:
+        return "applied" if changed else "duplicate"
+    return code.lower().removeprefix("message_")
+
 
 # --- HTTP metrics and the /metrics endpoint --------------------------------------------------------------
 #
@@ -67,7 +128,8 @@ http_request_duration_seconds = Histogram(
     buckets=HTTP_BUCKETS,
 )
 
-# Counted in PostgreSQL by the worker answering the scrape; the most recent count of any live worker wins.
+# Counted in PostgreSQL by the worker answering the scrape (at most once per DeviceCounts period); the most recent
+# count of any live worker wins.
 devices = Gauge(
     "uaip_devices",
     "Devices by effective status, counted at scrape time (NaN when PostgreSQL cannot be asked).",
@@ -92,46 +154,33 @@ def observe_request(response):
     return response
 
 
-def refresh_device_gauge() -> None:
-    from app.db import get_db
-    from app.services.registry import DEVICE_STATUSES, count_devices_by_status
+def _run_first(before_scrape: Callable[[], None] | None):
+    """The exporter's `metrics_decorator`: call `before_scrape` (gauges counted at scrape time), then answer."""
 
-    try:
-        counts = count_devices_by_status(get_db(), current_app.config["SETTINGS"].heartbeat_timeout_seconds)
-    except Exception as exc:  # noqa: BLE001 - a scrape must answer even when PostgreSQL does not
-        log.warning("device count for /metrics failed", extra={"error": f"{exc.__class__.__name__}: {exc}"})
-        counts = {status: math.nan for status in DEVICE_STATUSES}
-    for status, count in counts.items():
-        devices.labels(status=status).set(count)
+    def decorate(view):
+        if before_scrape is None:
+            return view
 
+        @functools.wraps(view)
+        def scrape(*args, **kwargs):
+            before_scrape()
+            return view(*args, **kwargs)
 
-def _refresh_before_scrape(view):
-    @functools.wraps(view)
-    def scrape(*args, **kwargs):
-        refresh_device_gauge()
-        # uaip_dependency_up is set by health probes; a scrape runs them too (through the per-worker cache, so
-        # at most one round of probes per 2 s), or the gauge would stay empty where nothing calls /health.
-        from app.health import get_health
+        return scrape
 
-        get_health().report()
-        return view(*args, **kwargs)
-
-    return scrape
+    return decorate
 
 
-def init_app(app: Flask) -> None:
-    """Register /metrics and the request hook. Call it before the limiter, so a 429 is still observed."""
+def init_app(app: Flask, before_scrape: Callable[[], None] | None = None) -> None:
+    """Register /metrics and the request hook. Call it before the limiter, so a 429 is still observed.
+    `before_scrape` runs at the start of every scrape (it must not raise: a scrape answers whatever happens)."""
     multiprocess_mode = bool(os.environ.get(MULTIPROC_ENV))
     exporter_class = GunicornInternalPrometheusMetrics if multiprocess_mode else PrometheusMetrics
     exporter = exporter_class.for_app_factory(
-        path=METRICS_PATH, export_defaults=False, metrics_decorator=_refresh_before_scrape
+        path=METRICS_PATH, export_defaults=False, metrics_decorator=_run_first(before_scrape)
     )
     exporter.init_app(app)
     app.after_request(observe_request)
-    from app.services.commands import STATUSES as COMMAND_STATUSES  # (that module counts through this one)
-
-    for status in COMMAND_STATUSES:  # every series exists from the start (multiprocess mode hides empty ones)
-        commands_total.labels(status=status)
     app.extensions["uaip.metrics"] = exporter
 
 

@@ -13,15 +13,15 @@ from typing import Any
 import pydantic
 from flask import Blueprint, Flask, current_app, jsonify
 
-from app.api import API_PREFIX
 from app.api.device_types import COMMAND_NAME_PATTERN, TYPE_NAME_PATTERN, DeviceTypeBody
 from app.api.devices import DeviceCreate, DevicePatch, DeviceReplace, Heartbeat
 from app.api.messages import MAX_COMMAND_NAME, MAX_TTL_MS, MAX_WAIT_SECONDS, MIN_TTL_MS, AckBody, CommandCreate, MessageCreate
 from app.api.things import PROPERTIES
 from app.thing_description import MEDIA_TYPE as TD_MEDIA_TYPE
 from app.security import SCOPES
-from app.services.commands import STATUSES as MESSAGE_STATUSES
+from app.services.command_statuses import STATUSES as MESSAGE_STATUSES
 from app.services.registry import DEVICE_STATUSES
+from app.urls import API_PREFIX
 from app.validation import IDENTIFIER_PATTERN
 
 OPENAPI_PATH = "/openapi.json"
@@ -280,9 +280,12 @@ def _typed_schemas() -> dict[str, Any]:
 # --- responses -------------------------------------------------------------------------------------------
 
 _RATE_HEADERS = {
-    "X-RateLimit-Limit": {"description": "Requests allowed in the tightest window.", "schema": {"type": "integer"}},
-    "X-RateLimit-Remaining": {"description": "Requests left in that window.", "schema": {"type": "integer"}},
-    "X-RateLimit-Reset": {"description": "Unix time (seconds) when the window frees up.", "schema": {"type": "integer"}},
+    "X-RateLimit-Limit": {"description": "The limit that binds the client now: the burst (per 12 s window) or the "
+                          "per-minute figure.", "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "Requests that would still be admitted if sent now.",
+                              "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "Unix time (seconds) when that limit is whole again.",
+                          "schema": {"type": "integer"}},
 }
 _COMMON_HEADERS = {"X-Request-ID": {"description": "Correlation id (echoed or generated).", "schema": {"type": "string"}}}
 
@@ -472,7 +475,8 @@ def _paths() -> dict[str, Any]:
                     _param("Idempotency-Key", "header", {"type": "string", "maxLength": 128},
                            "Same key and body within 24 h: the first response; another body: 409."),
                     _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": 30},
-                           "Wait up to N seconds for the device's result."),
+                           "Wait up to N seconds for the device's result. Waiting is bounded per worker and per "
+                           "client; over the bound the answer is the 202 at once (poll the Location)."),
                 ],
             ),
         },
@@ -544,7 +548,7 @@ def _paths() -> dict[str, Any]:
 
 
 def _mcp_operation() -> dict[str, Any]:
-    from app.mcp.server import METHOD_HEADER, NAME_HEADER, SUPPORTED_VERSIONS, VERSION_HEADER
+    from app.mcp.protocol import METHOD_HEADER, NAME_HEADER, SUPPORTED_VERSIONS, VERSION_HEADER
 
     rpc_error = _json(_ref("JsonRpcResponse"), "")
     return _op(

@@ -2,17 +2,23 @@
 
 In order: the client address (werkzeug ProxyFix, only with TRUSTED_PROXY_HOPS > 0), the correlation id and start
 time (first before-request hook), then — registered by their own modules in create_app — metrics and the rate
-limiter; on the way out CORS and security headers, and last of all the access log line.
+limiter; on the way out CORS and security headers, and last of all the access log line. The request object
+itself (`HubRequest`) enforces MAX_MESSAGE_SIZE_BYTES on every body, chunked ones included.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from typing import IO
 
 from flask import Flask, g, request
+from flask import Request as FlaskRequest
 from flask_cors import CORS
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream
 
 from app.logs import log_access
 from app.validation import is_identifier
@@ -36,6 +42,36 @@ CORS_EXPOSE_HEADERS = [
     "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
 ]
 CORS_MAX_AGE_SECONDS = 600
+
+
+class _AtMost(LimitedStream):
+    """A body stream that may hold `limit` bytes: reading a byte more raises 413 (RequestEntityTooLarge)."""
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        super().__init__(stream, limit + 1, is_max=True)  # one byte of look-ahead tells "exactly full" from "more"
+        self.allowed = limit
+
+    def readinto(self, buffer) -> int | None:  # type: ignore[override]
+        size = super().readinto(buffer)
+        if self.tell() > self.allowed:
+            raise RequestEntityTooLarge()
+        return size
+
+
+class HubRequest(FlaskRequest):
+    """Flask's request, with the body limit enforced on bodies that declare no length (chunked uploads).
+
+    With a Content-Length over MAX_CONTENT_LENGTH werkzeug answers 413 before reading. A chunked body has no
+    length; werkzeug then reads up to the limit and stops *quietly*, so a view saw the first 64 KiB as if they
+    were the whole body (truncated JSON: 400 INVALID_JSON; a truncated token form: 401). Here such a body is
+    read one byte past the limit, and that byte means 413, the same answer as with a Content-Length."""
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        limit = self.max_content_length
+        if limit is None or self.content_length is not None or not self.environ.get("wsgi.input_terminated"):
+            return super().stream
+        return _AtMost(self.environ["wsgi.input"], limit)
 
 
 def assign_request_id() -> None:
@@ -68,6 +104,7 @@ def write_access_log(response):
 
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
+    app.request_class = HubRequest
     if settings.trusted_proxy_hops > 0:
         # Only the proxies' own entries are trusted: the N-th X-Forwarded-For value from the right, and the scheme and
         # host the same proxies forwarded (the public base URL, app/urls.py, when UAIP_PUBLIC_URL is unset).

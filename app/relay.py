@@ -1,14 +1,17 @@
 """`uaip-hub relay`: the worker between NATS and PostgreSQL (CONTRACT.md §1 and §5, DESIGN.md decision 8).
 
-It consumes device acks and heartbeats in a NATS queue group (several relays share the stream), applies them
+It consumes device acks and heartbeats in a NATS queue group (several relays share the stream; one subscription
+per possible token count of a device id, app.messaging.relay_subscriptions), applies them
 in batches (one transaction per batch), and every UAIP_RELAY_SWEEP_SECONDS it expires commands past their TTL,
 marks silent devices offline (publishing `offline` once per transition), and publishes commands that are due:
-never sent (NATS was down at submit time) or sent but unacknowledged (qos ≥ 1) after their back-off. On start
+never sent (NATS was down at submit time), or unfinished (`sent`, or `acknowledged` with its outcome not yet
+reported; qos ≥ 1) after their back-off. On start
 and on every NATS (re)connect it re-sends all open commands, since acks published while no relay listened were
 lost. All SQL is in app/services; this module is the loop.
 
 NATS messages are handed from the NATS thread to the main thread through a bounded queue. PostgreSQL outages are
-retried with back-off (the batch in hand is kept); NATS outages are handled by the client's reconnects.
+retried with back-off (the batch in hand is kept); NATS outages are handled by the client's reconnects, and while
+NATS is away every publish fails at once, so a sweep never stalls on it (its events are dropped, commands wait).
 SIGTERM/SIGINT: stop taking messages (drain the subscriptions), apply what was received, exit 0.
 """
 
@@ -22,12 +25,14 @@ import threading
 import time
 from typing import Callable, TypeVar
 
+from app import metrics
 from app.api.messages import ack_from_nats
 from app.config import Settings
 from app.db import Database, DatabaseUnavailable
-from app.messaging import ACKS_WILDCARD, HEARTBEATS_WILDCARD, Messaging, device_id_from_subject
+from app.messaging import Messaging, device_id_from_subject, relay_subscriptions
 from app.services import commands, registry
 from app.services.events import publish_device_event
+from app.validation import InvalidJSON
 
 log = logging.getLogger("app.relay")
 T = TypeVar("T")
@@ -74,8 +79,8 @@ class Relay:
         group = self.settings.relay_queue_group
         self.messaging.on_reconnect.append(self._on_connected)
         self.messaging.start()
-        self.messaging.subscribe(ACKS_WILDCARD, self._receive, queue=group)
-        self.messaging.subscribe(HEARTBEATS_WILDCARD, self._receive, queue=group)
+        for subject in relay_subscriptions():  # one per token count: device ids may contain dots
+            self.messaging.subscribe(subject, self._receive, queue=group)
         log.info("relay started", extra={"queue_group": group, "sweep_seconds": self.settings.relay_sweep_seconds})
         next_sweep = 0.0
         while not self.stopping.is_set():
@@ -141,11 +146,12 @@ class Relay:
             if device_id is None:
                 continue
             if subject.endswith(".acks"):
-                ack = ack_from_nats(device_id, data)
-                if ack is None:
-                    log.warning("malformed ack ignored", extra={"device_id": device_id})
-                else:
-                    acks.append(ack)
+                try:
+                    acks.append(ack_from_nats(device_id, data))
+                except InvalidJSON as exc:
+                    # Dropped alone: the rest of the batch applies (the device re-acks a re-sent command).
+                    metrics.acks_total.labels(source="relay", outcome="malformed").inc()
+                    log.warning("malformed ack dropped", extra={"device_id": device_id, "reason": exc.message})
             elif subject.endswith(".heartbeat"):
                 heartbeats[device_id] = _heartbeat_status(data)
         if acks:
@@ -154,10 +160,10 @@ class Relay:
             self._apply_heartbeats(heartbeats)
 
     def _apply_acks(self, acks: list[commands.Ack]) -> None:
-        outcomes = self._db("apply acks", lambda: commands.apply_acks(self.db, acks))
+        outcomes = self._db("apply acks", lambda: commands.apply_acks(self.db, acks, source="relay"))
         if outcomes is None and len(acks) > 1 and not self.stopping.is_set():
             # Not an outage (that is retried above): apply one by one so one bad ack cannot sink the batch.
-            outcomes = [o for ack in acks for o in (self._db("apply ack", lambda a=ack: commands.apply_acks(self.db, [a])) or [])]
+            outcomes = [o for ack in acks for o in (self._db("apply ack", lambda a=ack: commands.apply_acks(self.db, [a], source="relay")) or [])]
         for outcome in outcomes or []:
             ack = outcome.ack
             extra = {"request_id": outcome.request_id, "message_id": ack.message_id, "device_id": ack.device_id,
@@ -198,6 +204,9 @@ class Relay:
         self._db("redeliver commands", lambda: commands.redeliver_due(
             self.db, self.messaging, self.settings.command_retry_seconds))
         self._db("purge idempotency keys", lambda: commands.purge_idempotency_keys(self.db))
+        # The relay's heartbeat for alerting: it stops moving when the loop hangs or PostgreSQL is out of reach,
+        # while the metrics thread would still answer.
+        metrics.relay_last_sweep_timestamp_seconds.labels(queue_group=self.settings.relay_queue_group).set_to_current_time()
 
 
 def _heartbeat_status(data: bytes) -> str:
@@ -210,14 +219,18 @@ def _heartbeat_status(data: bytes) -> str:
 
 
 def serve_metrics(port: int) -> None:
-    """The relay's own /metrics (uaip_commands_total for the acks it applies, uaip_dependency_up, process
-    metrics): prometheus_client's HTTP server on a daemon thread. Port 0 turns it off.
+    """The relay's own /metrics: what this process applies and sees (uaip_commands_total, uaip_acks_total{source=
+    "relay"}, uaip_command_completion_seconds, uaip_command_redeliveries_total, uaip_nats_connected,
+    uaip_relay_last_sweep_timestamp_seconds, process metrics; docs/observability.md), served by
+    prometheus_client's HTTP server on a daemon thread. Port 0 turns it off.
 
     Several relays may run on one host (one queue group); the metrics are auxiliary to the relay's job, so a
     port already taken costs a warning, not the relay."""
     if not port:
         return
-    from prometheus_client import start_http_server
+    from prometheus_client import disable_created_metrics, start_http_server
+
+    disable_created_metrics()  # no *_created series: the API's multiprocess /metrics has none either
 
     try:
         start_http_server(port)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from flask import current_app, request
 
-from app.api import API_PREFIX
+API_PREFIX = "/api/v1"  # every route of the API lives below it (app/api registers its blueprints there)
 
 
 def normalise_base(url: str) -> str:

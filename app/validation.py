@@ -2,11 +2,17 @@
 
 Pydantic in strict mode with `extra="forbid"` gives what the contract asks of bad input: wrong types and unknown
 fields are rejected, and every bad field is listed in `details`. The same models feed the OpenAPI document.
+
+`decode_json` is the one JSON parser for what clients and devices send (REST bodies, the token endpoint, acks on
+NATS): it refuses what RFC 8259 does not allow or PostgreSQL cannot store — `NaN`, `Infinity`, numbers beyond a
+double (`1e400`), NUL, unpaired surrogates, nesting deeper than MAX_JSON_DEPTH — so such input is a clear 400 (or
+a dropped NATS message), never a database error.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, TypeVar
 
@@ -28,7 +34,7 @@ class StrictModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(strict=True, extra="forbid")
 
 
-def _storable(text: str) -> bool:
+def storable_text(text: str) -> bool:
     """PostgreSQL text and jsonb cannot hold NUL, and lone surrogates (JSON "\\ud800") are not UTF-8."""
     if "\x00" in text:
         return False
@@ -39,7 +45,7 @@ def _storable(text: str) -> bool:
     return True
 
 
-def decoded_json_problem(value: Any, limit: int) -> str | None:
+def _check_decoded(value: Any, limit: int) -> str | None:
     """Why decoded JSON cannot be accepted (too deep, or a string PostgreSQL cannot store), or None.
     Iterative, so hostile nesting cannot exhaust the stack."""
     stack = [(value, 1)]
@@ -49,20 +55,61 @@ def decoded_json_problem(value: Any, limit: int) -> str | None:
             return f"The JSON body is nested deeper than {limit} levels."
         if isinstance(item, dict):
             for key, child in item.items():
-                if not _storable(key):
+                if not storable_text(key):
                     return "The JSON body contains a NUL character or an unpaired surrogate."
                 stack.append((child, level + 1))
         elif isinstance(item, list):
             stack.extend((child, level + 1) for child in item)
-        elif isinstance(item, str) and not _storable(item):
+        elif isinstance(item, str) and not storable_text(item):
             return "The JSON body contains a NUL character or an unpaired surrogate."
     return None
 
 
-def not_json_constant(constant: str):
-    """Python's json module accepts NaN and ±Infinity; JSON (and PostgreSQL's jsonb) does not, and NaN would pass
-    every numeric bound of a command's schema."""
-    raise ValueError(f"{constant} is not a JSON value")
+class InvalidJSON(ValueError):
+    """JSON the hub does not accept; `message` is a sentence for the client (or the relay's log)."""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class _NonFiniteNumber(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFiniteNumber(name)  # NaN, Infinity, -Infinity: Python's json extension, not JSON
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 and the like overflow a double
+        raise _NonFiniteNumber(text)
+    return value
+
+
+# Built once: json.loads with hooks would build a decoder (and its scanner) on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def decode_json(raw: bytes | str) -> Any:
+    """Parse a JSON document the hub may store; raise InvalidJSON saying why not (see the module docstring)."""
+    try:
+        if isinstance(raw, (bytes, bytearray)):  # as json.loads does: UTF-8/16/32 detected, invalid bytes refused
+            raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        value = _DECODER.decode(raw)
+    except _NonFiniteNumber:
+        raise InvalidJSON(
+            "The JSON body contains a number that is not finite (NaN, Infinity, or beyond the range of a double)."
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        details = {"position": exc.pos} if isinstance(exc, json.JSONDecodeError) else {}
+        raise InvalidJSON("The request body is not valid JSON.", details) from None
+    problem = _check_decoded(value, MAX_JSON_DEPTH)
+    if problem:
+        raise InvalidJSON(problem)
+    return value
 
 
 def has_body() -> bool:
@@ -70,22 +117,16 @@ def has_body() -> bool:
 
 
 def json_body() -> Any:
-    """The decoded JSON body; 415 if it is not declared JSON, 400 if it is missing or does not parse."""
+    """The decoded JSON body; 415 if it is not declared JSON, 400 if it is missing or not acceptable JSON."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise APIError(400, "INVALID_JSON", "The request body must be a JSON object.")
     if not request.is_json:
         raise APIError(415, "UNSUPPORTED_MEDIA_TYPE", "The request body must be JSON (Content-Type: application/json).")
     try:
-        value = json.loads(raw, parse_constant=not_json_constant)
-    except (ValueError, RecursionError) as exc:
-        message = "The request body is not valid JSON."
-        details = {"position": exc.pos} if isinstance(exc, json.JSONDecodeError) else {}
-        raise APIError(400, "INVALID_JSON", message, details) from None
-    problem = decoded_json_problem(value, MAX_JSON_DEPTH)
-    if problem:
-        raise APIError(400, "INVALID_JSON", problem)
-    return value
+        return decode_json(raw)
+    except InvalidJSON as exc:
+        raise APIError(400, "INVALID_JSON", exc.message, exc.details) from None
 
 
 def validation_details(exc: pydantic.ValidationError) -> dict[str, str]:

@@ -21,10 +21,9 @@ import secrets
 import threading
 import uuid
 
-import redis
-
 from bench.apps import PING
 from bench.harness import Gunicorn, hey, median
+from tests.support.redis_monitor import commands_during, round_trips
 
 
 # --- measurement ---------------------------------------------------------------------------------------------
@@ -33,25 +32,11 @@ from bench.harness import Gunicorn, hey, median
 def _redis_round_trips(store_url: str, url: str, n: int, headers: dict[str, str]) -> dict:
     """Commands the app sent to Redis during `n` sequential requests, seen through MONITOR: client commands (round
     trips) apart from the commands Lua scripts ran inside Redis."""
-    marker = f"bench-stop-{uuid.uuid4().hex}"
-    seen: dict[str, int] = {}
-    client = redis.Redis.from_url(store_url)
-
-    def load():
-        hey(url, requests=n, concurrency=1, headers=headers)
-        redis.Redis.from_url(store_url).echo(marker)
-
-    with client.monitor() as monitor:
-        runner = threading.Thread(target=load)
-        runner.start()
-        for command in monitor.listen():
-            if marker in command["command"]:
-                break
-            kind = "inside_lua" if command.get("client_type") == "lua" else command["command"].split()[0].upper()
-            seen[kind] = seen.get(kind, 0) + 1
-        runner.join()
-    inside = seen.pop("inside_lua", 0)
-    return {"round_trips_per_request": sum(seen.values()) / n, "by_command": seen, "lua_internal_per_request": inside / n}
+    seen = commands_during(store_url, lambda: hey(url, requests=n, concurrency=1, headers=headers))
+    inside = sum(count for name, count in seen.items() if name.startswith("lua:"))
+    return {"round_trips_per_request": round_trips(seen) / n,
+            "by_command": {name: count for name, count in seen.items() if not name.startswith("lua:")},
+            "lua_internal_per_request": inside / n}
 
 
 def measure(rounds: int = 3, requests_per_round: int = 1500, concurrency: int = 8) -> dict:

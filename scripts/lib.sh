@@ -27,6 +27,30 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# Run a long, chatty command (pip) with its output in a log file: one line when it starts, a line every 20 s with
+# what it is doing (the log's last step), one line when it ends; on failure the log's last lines.
+run_logged() {
+  local what=$1 logfile=$2 started=$SECONDS next=$((SECONDS + 20)) pid step count
+  shift 2
+  log "$what (log: $logfile)"
+  "$@" >"$logfile" 2>&1 & pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    if [ "$SECONDS" -ge "$next" ]; then
+      step=$(grep -E '^ *(Collecting|Downloading|Building|Installing|Processing)' "$logfile" | tail -n 1 | cut -c1-90 || true)
+      log "  ... $((SECONDS - started)) s${step:+: ${step# }}"
+      next=$((SECONDS + 20))
+    fi
+  done
+  if ! wait "$pid"; then
+    tail -n 30 "$logfile" >&2
+    log "$what failed after $((SECONDS - started)) s (full log: $logfile)"
+    return 1
+  fi
+  count=$(grep -m1 '^Successfully installed' "$logfile" | wc -w || true)
+  log "$what: done in $((SECONDS - started)) s${count:+, $((count > 2 ? count - 2 : 0)) package(s) installed}"
+}
+
 ensure_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating virtualenv $VENV"; "$PYTHON" -m venv "$VENV"
@@ -34,9 +58,9 @@ ensure_venv() {
   local stamp="$VENV/.uaip-installed" inputs
   inputs=$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ]; then
-    log "installing the hub and its test dependencies into $VENV"
-    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-    "$VENV/bin/pip" install -q -e "$ROOT[test]"
+    run_logged "upgrading pip in $VENV" "$VENV/pip-upgrade.log" "$VENV/bin/pip" install --upgrade pip
+    run_logged "installing the hub and its test dependencies into $VENV" "$VENV/pip-install.log" \
+      "$VENV/bin/pip" install --progress-bar off -e "$ROOT[test]"
     echo "$inputs" > "$stamp"
   fi
   export PATH="$VENV/bin:$PATH"
@@ -48,10 +72,11 @@ TOOLS_VENV=${UAIP_TOOLS_VENV:-$ROOT/.venv-tools}
 
 ensure_tools() {
   if [ ! -x "$TOOLS_VENV/bin/checkov" ]; then
-    log "installing checkov into $TOOLS_VENV"
+    log "creating virtualenv $TOOLS_VENV for checkov"
     "$PYTHON" -m venv "$TOOLS_VENV"
-    "$TOOLS_VENV/bin/pip" install -q --upgrade pip >/dev/null
-    "$TOOLS_VENV/bin/pip" install -q "checkov>=3.2,<4"
+    run_logged "upgrading pip in $TOOLS_VENV" "$TOOLS_VENV/pip-upgrade.log" "$TOOLS_VENV/bin/pip" install --upgrade pip
+    run_logged "installing checkov into $TOOLS_VENV" "$TOOLS_VENV/pip-install.log" \
+      "$TOOLS_VENV/bin/pip" install --progress-bar off "checkov>=3.2,<4"
   fi
   export UAIP_CHECKOV="$TOOLS_VENV/bin/checkov"
 }
@@ -102,8 +127,57 @@ ensure_nats() {
 
 ensure_services() { ensure_postgres; ensure_redis; ensure_nats; }
 
-# promtool (Debian's prometheus package) lints /metrics in the process tests; without it they fail, on purpose.
+# promtool (Debian's prometheus package) lints /metrics in the process tests and checks and unit-tests the chart's alert
+# rules (tests/deploy/test_alerts.py); without it they fail, on purpose.
 ensure_promtool() {
   command -v promtool >/dev/null && return 0
   apt_install prometheus || log "could not install promtool; set UAIP_TEST_ALLOW_NO_PROMTOOL=1 to skip that check"
+}
+
+# Whether pytest arguments ("$@" after the target) select tests under TARGET (a path relative to ROOT): with no
+# test path among them the whole suite runs, so yes; otherwise when a path lies inside TARGET or contains it.
+# Paths count relative to ROOT, where scripts/test runs pytest; values of options (-k helm, --ignore DIR) do not.
+selects() {
+  local target=$1 arg path any_path=0 skip_value=0
+  shift
+  for arg in "$@"; do
+    if [ "$skip_value" = 1 ]; then skip_value=0; continue; fi
+    case $arg in
+      -k|-m|-p|-o|-c|-W|-n|--deselect|--ignore|--ignore-glob|--rootdir|--basetemp|--confcutdir|--tb|--maxfail|\
+      --durations|--junitxml|--junit-xml|--log-level|--timeout|--import-mode) skip_value=1; continue ;;
+      -*) continue ;;
+    esac
+    path=$(cd "$ROOT" && realpath -m "${arg%%::*}")
+    case "$path/" in "$ROOT/tests/"*|"$ROOT/") ;; *) continue ;; esac  # only test paths (or the root) select
+    any_path=1
+    case "$path/" in "$ROOT/$target/"*) return 0 ;; esac
+    case "$ROOT/$target/" in "$path/"*) return 0 ;; esac
+  done
+  [ "$any_path" = 0 ]
+}
+
+# Whether a marker expression among the pytest arguments (-m EXPR or -m=EXPR) leaves out MARKER ("not MARKER").
+deselects_marker() {
+  local marker=$1 expect_expr=0 arg
+  shift
+  for arg in "$@"; do
+    if [ "$expect_expr" = 1 ]; then
+      case " $arg " in *" not $marker "*) return 0 ;; esac
+      expect_expr=0
+    fi
+    case $arg in
+      -m) expect_expr=1 ;;
+      -m=*|-m*) case " ${arg#-m} " in *" not $marker "*|*"=not $marker "*) return 0 ;; esac ;;
+    esac
+  done
+  return 1
+}
+
+# What the selected tests (scripts/test's pytest arguments) need installed.
+needs_checkov() { selects tests/deploy "$@"; }
+
+needs_promtool() {
+  selects tests/deploy/test_alerts.py "$@" && return 0
+  deselects_marker process "$@" && return 1
+  selects tests/process/test_pipeline_gunicorn.py "$@" || selects tests/process/test_metrics_live.py "$@"
 }

@@ -22,13 +22,16 @@ from app import create_app, lifecycle
 from app.db import Database
 from app.migrate import migrate
 from app.services.clients import create_client
-from tests.support import services
+from tests.support import ast_guard, services
+
+ast_guard.install()  # before anything parses in a second thread (CPython < 3.11.8, see the module)
 
 ALL_SCOPES = "device:read device:write device:command message:read"
 
 
 @pytest.fixture(scope="session")
 def database():
+    services.wait_for_services()
     name, url = services.create_database()
     migrate(url)
     yield url
@@ -176,9 +179,9 @@ UAIP_HUB = str(Path(sys.executable).with_name("uaip-hub"))
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run `uaip-hub ARGS` as a real subprocess with exactly `env` (plus PATH and HOME)."""
+    """Run `uaip-hub ARGS` as a real subprocess with exactly `env` (plus PATH and HOME; no .env file is read)."""
     full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
-                "PYTHONPATH": str(Path(__file__).resolve().parents[1]), **env}
+                "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "UAIP_ENV_FILE": "", **env}
     return subprocess.run([UAIP_HUB, *args], env=full_env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -3,7 +3,7 @@
 
 from flask import Flask
 
-API_PREFIX = "/api/v1"
+from app.urls import API_PREFIX
 
 
 def init_app(app: Flask) -> None:

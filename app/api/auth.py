@@ -9,7 +9,7 @@ client libraries parse exactly that shape.
 
 from __future__ import annotations
 
-import json
+from urllib.parse import unquote_to_bytes
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -17,6 +17,7 @@ from app.db import get_db
 from app.security import SCOPES, basic_credentials, issue_token
 from app.services.clients import authenticate_client
 from app.urls import canonical_resource, resources
+from app.validation import InvalidJSON, decode_json, storable_text
 
 blueprint = Blueprint("auth", __name__)
 
@@ -33,22 +34,39 @@ def oauth_error(status: int, error: str, description: str):
     return response
 
 
-def _token_request_fields() -> tuple[dict[str, str], list] | None:
-    """Form or JSON fields as strings, and every `resource` value given (RFC 8707 allows the parameter more than
-    once: repeated form fields, or a JSON array); None when the body cannot be read as either."""
+def _is_utf8_form(raw: bytes) -> bool:
+    """RFC 6749 (appendix B) form bodies are UTF-8 once percent-decoded; werkzeug would quietly replace bad bytes."""
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _token_request_fields() -> tuple[dict[str, str] | None, list, str]:
+    """(form or JSON fields as strings, every `resource` value given, "") or (None, [], why the request is
+    malformed). RFC 8707 allows `resource` more than once: repeated form fields, or a JSON array.
+
+    Text no credential can contain (NUL, unpaired surrogates, bytes that are not UTF-8) makes the request
+    malformed (400 invalid_request) before it reaches the database or the secret check."""
     if request.is_json:
         try:
-            data = json.loads(request.get_data(cache=True) or b"{}")
-        except (ValueError, RecursionError):
-            return None
+            data = decode_json(request.get_data(cache=True) or b"{}")
+        except InvalidJSON as exc:
+            return None, [], exc.message
         if not isinstance(data, dict):
-            return None
+            return None, [], "The JSON body must be an object."
         resource = data.get("resource")
-        resources = [] if resource is None else resource if isinstance(resource, list) else [resource]
-        return {key: value for key, value in data.items() if isinstance(value, str)}, resources
+        given = [] if resource is None else resource if isinstance(resource, list) else [resource]
+        return {key: value for key, value in data.items() if isinstance(value, str)}, given, ""
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
-        return {key: value for key, value in request.form.items()}, request.form.getlist("resource")
-    return None
+        if request.mimetype != "multipart/form-data" and not _is_utf8_form(request.get_data(cache=True)):
+            return None, [], "The form body is not UTF-8."
+        fields = {key: value for key, value in request.form.items()}
+        if not all(storable_text(value) for value in fields.values()):
+            return None, [], "The form body contains a NUL character."
+        return fields, request.form.getlist("resource"), ""
+    return None, [], "The body must be application/x-www-form-urlencoded or a JSON object."
 
 
 class InvalidTarget(Exception):
@@ -76,10 +94,9 @@ def _audience(requested: list) -> str | None:
 @blueprint.post("/auth/token")
 @blueprint.post("/auth/login")
 def token():
-    parsed = _token_request_fields()
-    if parsed is None:
-        return oauth_error(400, "invalid_request", "The body must be application/x-www-form-urlencoded or a JSON object.")
-    fields, requested_resources = parsed
+    fields, requested_resources, problem = _token_request_fields()
+    if fields is None:
+        return oauth_error(400, "invalid_request", problem)
     grant_type = fields.get("grant_type")
     if grant_type is None:
         return oauth_error(400, "invalid_request", "grant_type is required.")
@@ -93,7 +110,7 @@ def token():
     client_id, client_secret = basic if basic is not None else (body_id, body_secret)
     if not client_id or not client_secret:
         return oauth_error(401, "invalid_client", "Client authentication failed.")
-    if len(client_id) > MAX_CREDENTIAL_LENGTH or len(client_secret) > MAX_CREDENTIAL_LENGTH or "\x00" in client_id:
+    if len(client_id) > MAX_CREDENTIAL_LENGTH or len(client_secret) > MAX_CREDENTIAL_LENGTH:
         return oauth_error(401, "invalid_client", "Client authentication failed.")
 
     client = authenticate_client(get_db(), client_id, client_secret)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 import pydantic
@@ -20,6 +21,26 @@ blueprint = Blueprint("devices", __name__)
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 DeviceId = Annotated[str, pydantic.StringConstraints(pattern=IDENTIFIER_PATTERN)]
+# A new device's id: the identifier alphabet, and NATS-safe. The id becomes tokens of `uaip.devices.{id}.…`, so a
+# leading or trailing "." or ".." (an empty subject token) is refused at registration; every other id works end to
+# end over NATS. Ids in paths keep the plain identifier rule, so a device registered before this rule stays
+# reachable over REST.
+NEW_DEVICE_ID_PATTERN = r"^[A-Za-z0-9_:-]+(?:\.[A-Za-z0-9_:-]+)*$"
+NEW_DEVICE_ID = re.compile(NEW_DEVICE_ID_PATTERN)
+
+
+def _nats_safe_device_id(value: str) -> str:
+    if len(value) > 128 or not NEW_DEVICE_ID.fullmatch(value):
+        raise ValueError(
+            "must be 1-128 of the characters A-Z a-z 0-9 . _ : - without a leading or trailing '.' and without '..'"
+        )
+    return value
+
+
+NewDeviceId = Annotated[
+    str, pydantic.AfterValidator(_nats_safe_device_id),
+    pydantic.WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 128, "pattern": NEW_DEVICE_ID_PATTERN}),
+]
 Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE)]
 DeviceType = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
 Capability = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
@@ -40,7 +61,7 @@ class DeviceReplace(StrictModel):
 class DeviceCreate(DeviceReplace):
     """Body of POST /devices: the mutable fields and an optional `device_id` (generated when absent)."""
 
-    device_id: DeviceId | None = None
+    device_id: NewDeviceId | None = None
 
 
 class DevicePatch(StrictModel):
@@ -150,7 +171,7 @@ def update_device(device_id: str):
 @blueprint.delete("/devices/<device_id>")
 @require_scope("device:write")
 def delete_device(device_id: str):
-    cancelled = registry.delete_device(get_db(), checked_device_id(device_id))
+    cancelled = commands.delete_device(get_db(), checked_device_id(device_id))
     publish_device_event(get_messaging(), "deleted", device_id, cancelled_commands=len(cancelled))
     commands.notify_final(get_messaging(), cancelled)
     return "", 204

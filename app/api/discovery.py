@@ -15,8 +15,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from app.security import SCOPES
-from app.api import API_PREFIX
-from app.urls import MCP_PATH, absolute, mcp_resource, public_base_url
+from app.urls import API_PREFIX, MCP_PATH, absolute, mcp_resource, public_base_url
 
 blueprint = Blueprint("discovery", __name__)
 

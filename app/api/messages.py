@@ -1,12 +1,11 @@
 """Commands and messages (CONTRACT.md §5): submit, read, list per device, acknowledge.
 
 Views parse and validate, call one function of app/services/commands.py, and answer. `?wait=N` holds the
-request's gthread thread for up to N seconds (see Waiters).
+request's gthread thread for up to N seconds, within per-process and per-client bounds (see Waiters).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -19,7 +18,11 @@ from app.errors import APIError
 from app.messaging import get_messaging
 from app.security import device_or_scope, require_device_self, require_scope
 from app.services import commands
-from app.validation import StrictModel, has_body, json_body, parse_model, query_choice, query_int
+from app.services.command_statuses import STATUSES as COMMAND_STATUSES
+from app.validation import (
+    InvalidJSON, StrictModel, decode_json, has_body, json_body, parse_model, query_choice, query_int,
+    validation_details,
+)
 
 blueprint = Blueprint("messages", __name__)
 
@@ -104,7 +107,9 @@ def deliver(
         max_pending=settings.max_pending_commands_per_device, heartbeat_timeout=settings.heartbeat_timeout_seconds,
         retry_seconds=settings.command_retry_seconds,
     )
-    finished = waiters().wait(get_db(), submitted.message_id, wait_seconds) if wait_seconds else None
+    finished = None
+    if wait_seconds:
+        finished = waiters().wait(get_db(), submitted.message_id, wait_seconds, client_id=client_id)
     return submitted, finished
 
 
@@ -124,7 +129,9 @@ def _submit(spec: commands.CommandSpec, route: str, raw_body: Any):
 def waiters() -> commands.Waiters:
     extensions = current_app.extensions
     if "uaip.waiters" not in extensions:
-        extensions.setdefault("uaip.waiters", commands.Waiters(get_messaging()))
+        settings = _settings()
+        extensions.setdefault("uaip.waiters", commands.Waiters(
+            get_messaging(), settings.max_waiters, settings.max_waiters_per_client))
     return extensions["uaip.waiters"]
 
 
@@ -206,7 +213,7 @@ def list_commands(device_id: str):
     limit = query_int("limit", 100, 1, 1000)
     offset = query_int("offset", 0, 0, 10_000_000)
     items, total = commands.list_device_commands(
-        get_db(), device_id, status=query_choice("status", commands.STATUSES), limit=limit, offset=offset
+        get_db(), device_id, status=query_choice("status", COMMAND_STATUSES), limit=limit, offset=offset
     )
     return jsonify({"commands": items, "total": total, "limit": limit, "offset": offset})
 
@@ -224,13 +231,15 @@ def acknowledge(message_id: str):
     return jsonify(commands.acknowledge(get_db(), get_messaging(), ack))
 
 
-def ack_from_nats(device_id: str, data: bytes) -> commands.Ack | None:
-    """An ack published on `uaip.devices.{id}.acks`, validated like the REST body (unknown fields ignored)."""
+def ack_from_nats(device_id: str, data: bytes) -> commands.Ack:
+    """An ack published on `uaip.devices.{id}.acks`, decoded and validated like the REST body (unknown fields
+    ignored). Raises InvalidJSON saying what is wrong, so the relay can drop this one message and log why."""
+    raw = decode_json(data)
+    if not isinstance(raw, dict) or not isinstance(raw.get("message_id"), str):
+        raise InvalidJSON("An ack must be a JSON object with a string message_id.")
     try:
-        raw = json.loads(data)
-        if not isinstance(raw, dict) or not isinstance(raw.get("message_id"), str):
-            return None
         body = AckBody.model_validate({key: raw[key] for key in ("status", "result", "error") if key in raw})
-    except (ValueError, pydantic.ValidationError):
-        return None
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{field}: {text}" for field, text in validation_details(exc).items())
+        raise InvalidJSON(f"The ack is invalid ({problems}).") from None
     return commands.Ack(device_id, raw["message_id"], body.status, body.result, body.error)

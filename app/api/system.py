@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify
 
 from app import lifecycle
 from app.health import get_health
-from app.services.registry import timestamp
+from app.timestamps import timestamp
 
 blueprint = Blueprint("system", __name__)
 

@@ -1,6 +1,7 @@
 """JSON-RPC 2.0 framing as MCP's Streamable HTTP transport uses it: one request or notification per POST body.
 
-Parsing refuses, before anything runs, what cannot be a single MCP message: a body that is not JSON (-32700), a
+Parsing refuses, before anything runs, what cannot be a single MCP message: a body that is not JSON the hub
+accepts (app/validation.py's decode_json: also non-finite numbers, NUL, nesting deeper than 32: -32700), a
 batch (removed from MCP in 2025-06-18), anything but an object, a wrong `jsonrpc`, a missing method, a request
 without a string or integer `id` (-32600). A message without `id` is a notification only when its method is one
 (`notifications/...`); any other method without an `id` is a request that forgot it.
@@ -8,11 +9,10 @@ without a string or integer `id` (-32600). A message without `id` is a notificat
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.validation import MAX_JSON_DEPTH, decoded_json_problem, not_json_constant
+from app.validation import InvalidJSON, decode_json
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -64,12 +64,9 @@ def _request_id(raw: dict[str, Any], method: str) -> RequestId | None:
 def parse(body: bytes) -> Message:
     """The one message in `body`, or RpcError (-32700 / -32600, id unknown)."""
     try:
-        raw = json.loads(body, parse_constant=not_json_constant)
-    except (ValueError, RecursionError):
-        raise RpcError(PARSE_ERROR, "Parse error: the body is not valid JSON.") from None
-    problem = decoded_json_problem(raw, MAX_JSON_DEPTH)
-    if problem:
-        raise RpcError(PARSE_ERROR, f"Parse error: {problem}")
+        raw = decode_json(body)
+    except InvalidJSON as exc:
+        raise RpcError(PARSE_ERROR, f"Parse error: {exc.message}") from None
     if isinstance(raw, list):
         raise _invalid("batches are not supported; send one message per POST")
     if not isinstance(raw, dict):

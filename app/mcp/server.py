@@ -37,18 +37,19 @@ from app.mcp.jsonrpc import (
     Message,
     RpcError,
 )
+from app.mcp.protocol import (
+    HANDSHAKE_VERSIONS,
+    LATEST_HANDSHAKE_VERSION,
+    METHOD_HEADER,
+    NAME_HEADER,
+    STATELESS_VERSION,
+    SUPPORTED_VERSIONS,
+    VERSION_HEADER,
+)
 from app.mcp.tools import TOOLS, Caller, call, visible_tools
 from app.text import scrub
 from app.validation import validation_details
 
-HANDSHAKE_VERSIONS = ("2025-06-18", "2025-11-25")
-LATEST_HANDSHAKE_VERSION = "2025-11-25"
-STATELESS_VERSION = "2026-07-28"
-SUPPORTED_VERSIONS = (*HANDSHAKE_VERSIONS, STATELESS_VERSION)
-
-VERSION_HEADER = "MCP-Protocol-Version"
-METHOD_HEADER = "Mcp-Method"
-NAME_HEADER = "Mcp-Name"
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"

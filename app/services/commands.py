@@ -2,7 +2,9 @@
 
 Durability (DESIGN.md decision 8): a command is inserted (`queued`) and committed before it is published on
 `uaip.devices.{id}.commands`; only after a successful publish is it marked `sent`. If NATS is down the command
-stays `queued` with `next_attempt_at` = now, and the relay publishes it when NATS is back.
+stays `queued` with `next_attempt_at` = now, and the relay publishes it when NATS is back. Once the insert has
+committed the submitter gets 202, whatever fails afterwards (publish, the `sent` mark, reading it under
+`?wait`): an error would invite a retry, and a retry a second actuation.
 
 Status only moves forward: queued → sent → acknowledged → completed | failed; expired and cancelled are final
 as well. Every transition is a conditional UPDATE (or a row lock then UPDATE), so two relays, a REST ack and
@@ -11,6 +13,7 @@ the expiry sweep can race without a status ever going backwards or a metric bein
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -18,26 +21,24 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
+import psycopg2
 from psycopg2.extras import Json, execute_values
 
 from app import messaging as subjects
-from app.db import Database
+from app import metrics
+from app.db import Database, DatabaseUnavailable
 from app.errors import APIError
 from app.messaging import Messaging, MessagingUnavailable
 from app.metrics import commands_total
 from app.services import device_types
-from app.services.registry import EFFECTIVE_STATUS, device_not_found, timestamp
+from app.services.command_statuses import ACK_STATUSES, FINAL_STATUSES, RANK, UNFINISHED_STATUSES
+from app.services.events import publish_device_event
+from app.services.registry import EFFECTIVE_STATUS, delete_device_in, device_not_found
+from app.timestamps import timestamp
 
 log = logging.getLogger(__name__)
-
-STATUSES = ("queued", "sent", "acknowledged", "completed", "failed", "expired", "cancelled")
-OPEN_STATUSES = ("queued", "sent")  # counted against MAX_PENDING_COMMANDS_PER_DEVICE, redelivered
-UNFINISHED_STATUSES = ("queued", "sent", "acknowledged")  # may still expire or be cancelled
-FINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
-ACK_STATUSES = ("acknowledged", "completed", "failed")
-RANK = {"queued": 0, "sent": 1, "acknowledged": 2, "completed": 3, "failed": 3, "expired": 3, "cancelled": 3}
 
 IDEMPOTENCY_WINDOW = "24 hours"
 MAX_RETRY_SECONDS = 300.0
@@ -239,8 +240,17 @@ def submit_command(
     if replayed:
         return Submitted(body=row["response_body"], message_id=str(row["message_id"]), replayed=True)
     count("queued")
-    if publish_and_mark_sent(db, messaging, [row], retry_seconds, idempotency=idempotency):
-        row = {**row, "status": "sent"}
+    # From here on the command is stored (and may reach the device any moment): whatever fails now, the client
+    # gets 202 with its message_id, never an error that invites a retry and so a second actuation.
+    try:
+        if publish_and_mark_sent(db, messaging, [row], retry_seconds, idempotency=idempotency):
+            row = {**row, "status": "sent"}
+    except Exception as exc:  # noqa: BLE001 - the relay delivers a command left `queued` (after the retry delay)
+        log.error(
+            "command stored, but publishing or marking it sent failed; answering 202 with its stored status",
+            extra={"message_id": str(message_id), "device_id": spec.device_id, "request_id": request_id,
+                   "error": str(exc).strip() or exc.__class__.__name__},
+        )
     return Submitted(body=accepted_view(row), message_id=str(message_id))
 
 
@@ -369,6 +379,7 @@ class AckOutcome:
     previous_status: str | None = None
     changed: bool = False
     request_id: str | None = None
+    completion_seconds: float | None = None  # created → completed/failed, when this ack finished the command
 
     @property
     def final(self) -> bool:
@@ -384,6 +395,16 @@ def transition_error(current: str, new: str, expired_by_time: bool) -> str | Non
     if current in FINAL_STATUSES or RANK[new] <= RANK[current]:
         return "INVALID_TRANSITION"
     return None
+
+
+def statuses_reached(previous: str, new: str) -> list[str]:
+    """The statuses a command reached by moving from `previous` to `new`. An ack may skip steps (a fast device
+    acks before the submitting worker recorded `sent`; a device may report `completed` without `acknowledged`);
+    the row then gets those steps' timestamps, and uaip_commands_total counts them, once, here."""
+    if new not in ACK_STATUSES:
+        return [new]
+    implied = [step for step in ("sent", "acknowledged") if RANK[previous] < RANK[step] < RANK[new]]
+    return [*implied, new]
 
 
 def _apply_ack(row: dict[str, Any] | None, ack: Ack, now) -> AckOutcome:
@@ -403,13 +424,15 @@ def _apply_ack(row: dict[str, Any] | None, ack: Ack, now) -> AckOutcome:
     row["status"] = ack.status
     row["sent_at"] = row["sent_at"] or now
     row["acknowledged_at"] = row["acknowledged_at"] or now
+    completion_seconds = None
     if ack.status in ("completed", "failed"):
         row["completed_at"] = now
+        completion_seconds = max((now - row["created_at"]).total_seconds(), 0.0)
     if ack.result is not None:
         row["result"] = ack.result
     if ack.error is not None:
         row["error"] = ack.error
-    return AckOutcome(ack, None, message_view(row), current, True, row["request_id"])
+    return AckOutcome(ack, None, message_view(row), current, True, row["request_id"], completion_seconds)
 
 
 def _apply_ack_batch(cur, acks: list[Ack]) -> list[AckOutcome]:
@@ -450,12 +473,18 @@ def _apply_ack_batch(cur, acks: list[Ack]) -> list[AckOutcome]:
     return outcomes
 
 
-def apply_acks(db: Database, acks: list[Ack]) -> list[AckOutcome]:
-    """Apply acks (a relay batch, or one REST ack) in one transaction; a message's acks apply in order."""
+def apply_acks(db: Database, acks: list[Ack], source: str = "rest") -> list[AckOutcome]:
+    """Apply acks (a relay batch, or one REST ack) in one transaction; a message's acks apply in order.
+    Metrics are counted after the commit, so a rolled-back or retried batch is never counted; `source` is the
+    path the acks came by (`relay` or `rest`)."""
     outcomes = db.transaction(lambda cur: _apply_ack_batch(cur, acks))
     for outcome in outcomes:
+        metrics.acks_total.labels(source=source, outcome=metrics.ack_outcome(outcome.code, outcome.changed)).inc()
         if outcome.changed:
-            count(outcome.message["status"])
+            for status in statuses_reached(outcome.previous_status, outcome.message["status"]):
+                count(status)
+        if outcome.completion_seconds is not None:
+            metrics.command_completion_seconds.labels(status=outcome.message["status"]).observe(outcome.completion_seconds)
     return outcomes
 
 
@@ -497,13 +526,21 @@ def notify_final(messaging: Messaging, messages: Iterable[dict[str, Any]]) -> No
 class Waiters:
     """Per-process registry of `?wait=N` requests, woken by MESSAGE_FINAL_SUBJECT.
 
-    A waiting request holds its gthread thread. It re-reads the message from PostgreSQL whenever it is woken and
-    at least every `max_poll` seconds (back-off from 10 ms), so it is correct without NATS, just slower.
+    A waiting request holds its gthread thread, so waiting is bounded per process (`max_waiters`) and per API
+    client within the process (`max_per_client`): probes and other clients always find a free thread. A request
+    over either bound does not wait at all; it gets its 202 at once and polls (docs/hardening-notes.md).
+
+    A waiter re-reads the message from PostgreSQL whenever it is woken and at least every `max_poll` seconds
+    (back-off from 10 ms), so it is correct without NATS, just slower. A database error while polling ends the
+    wait (the caller answers 202 with the accepted body: the command is stored, an error would invite a retry).
     """
 
-    def __init__(self, messaging: Messaging) -> None:
+    def __init__(self, messaging: Messaging, max_waiters: int, max_per_client: int) -> None:
         self.messaging = messaging
+        self.max_waiters = max_waiters
+        self.max_per_client = max_per_client
         self._events: dict[str, set[threading.Event]] = {}
+        self._waiting: dict[str, int] = {}  # client id -> requests of that client waiting in this process
         self._lock = threading.Lock()
         self._subscribed = False
 
@@ -530,8 +567,47 @@ class Waiters:
             self._subscribed = False
             log.warning("could not subscribe to final-status notifications; waiting by polling")
 
-    def wait(self, db: Database, message_id: str, seconds: float, max_poll: float = 1.0) -> dict[str, Any] | None:
-        """The message once final, or None when `seconds` pass first."""
+    def waiting(self) -> int:
+        """How many requests wait in this process right now."""
+        with self._lock:
+            return sum(self._waiting.values())
+
+    @contextlib.contextmanager
+    def _slot(self, client_id: str) -> Iterator[bool]:
+        """Take a waiter slot for `client_id` if both bounds allow; yields whether one was taken."""
+        with self._lock:
+            mine = self._waiting.get(client_id, 0)
+            admitted = sum(self._waiting.values()) < self.max_waiters and mine < self.max_per_client
+            if admitted:
+                self._waiting[client_id] = mine + 1
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                with self._lock:
+                    left = self._waiting[client_id] - 1
+                    if left:
+                        self._waiting[client_id] = left
+                    else:
+                        del self._waiting[client_id]
+
+    def wait(self, db: Database, message_id: str, seconds: float, client_id: str,
+             max_poll: float = 1.0) -> dict[str, Any] | None:
+        """The message once final; None when `seconds` pass first, at once when the waiter bounds are full, or
+        when reading the message fails."""
+        with self._slot(client_id) as admitted:
+            if not admitted:
+                log.debug("waiter bound reached; answering without waiting",
+                          extra={"message_id": message_id, "client_id": client_id})
+                return None
+            try:
+                return self._wait(db, message_id, seconds, max_poll)
+            except (DatabaseUnavailable, psycopg2.Error) as exc:
+                log.warning("reading the command failed while waiting for it; answering 202",
+                            extra={"message_id": message_id, "error": str(exc).strip() or exc.__class__.__name__})
+                return None
+
+    def _wait(self, db: Database, message_id: str, seconds: float, max_poll: float) -> dict[str, Any] | None:
         self._subscribe()
         event = threading.Event()
         with self._lock:
@@ -563,22 +639,52 @@ class Waiters:
 
 
 def cancel_device_commands(cur, device_id: str) -> list[dict[str, Any]]:
-    """Inside the device-delete transaction: every unfinished command of the device becomes `cancelled`."""
+    """Inside the device-delete transaction: every unfinished command of the device becomes `cancelled`.
+
+    The rows are locked first, in message-id order, like the relay's ack batches (`_apply_ack_batch`): two
+    transactions that take row locks in one order cannot deadlock. A bare UPDATE would lock them in scan order."""
     cur.execute(
-        "UPDATE commands SET status = 'cancelled', updated_at = now() "
-        "WHERE device_id = %s AND status IN ('queued', 'sent', 'acknowledged') "
-        "RETURNING message_id, status",
+        "SELECT message_id FROM commands WHERE device_id = %s AND status IN ('queued', 'sent', 'acknowledged') "
+        "ORDER BY message_id FOR UPDATE",
         (device_id,),
     )
+    locked = [str(row["message_id"]) for row in cur.fetchall()]
+    if not locked:
+        return []
+    cur.execute(
+        "UPDATE commands SET status = 'cancelled', updated_at = now() "
+        "WHERE message_id = ANY(%s::uuid[]) AND status IN ('queued', 'sent', 'acknowledged') "
+        "RETURNING message_id, status",
+        (locked,),
+    )
     return [{"message_id": str(row["message_id"]), "status": row["status"]} for row in cur.fetchall()]
+
+
+def delete_device(db: Database, device_id: str) -> list[dict[str, Any]]:
+    """Delete the device and, in the same transaction, cancel its unfinished commands (their history stays).
+    Returns the cancelled messages (`message_id`, `status`). It lives with the commands because cancelling them
+    is the part with rules; the registry only removes the row."""
+
+    def delete(cur):
+        if not delete_device_in(cur, device_id):
+            return None
+        return cancel_device_commands(cur, device_id)
+
+    cancelled = db.transaction(delete)
+    if cancelled is None:
+        raise device_not_found(device_id)
+    count("cancelled", len(cancelled))
+    return cancelled
 
 
 # --- relay: redelivery, expiry, housekeeping -----------------------------------------------------------
 
 
-def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str, Any], retry_seconds: float) -> int:
+def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str, Any], retry_seconds: float,
+               reason: str) -> int:
     """Publish the open commands matching `where` (rows locked with SKIP LOCKED, so several relays share the
-    work), then record the attempt. Stops at the first NATS failure; the rest wait for the next pass."""
+    work), then record the attempt. Stops at the first NATS failure; the rest wait for the next pass.
+    Commands never published before count as `sent`; the others as redeliveries for `reason`."""
 
     def work(cur):
         cur.execute(
@@ -605,12 +711,20 @@ def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str,
         return 0
     newly_sent, published = db.transaction(work)
     count("sent", newly_sent)
+    if published > newly_sent:
+        metrics.command_redeliveries_total.labels(reason=reason).inc(published - newly_sent)
     return published
 
 
 def redeliver_due(db: Database, messaging: Messaging, retry_seconds: float) -> int:
-    """The periodic pass: never-sent commands, and unacknowledged qos ≥ 1 ones whose back-off has passed."""
-    return _redeliver(db, messaging, "status IN ('queued', 'sent') AND next_attempt_at <= now()", {}, retry_seconds)
+    """The periodic pass: never-sent commands, and unfinished qos ≥ 1 ones whose back-off has passed.
+
+    `acknowledged` commands are included: if the device's `completed`/`failed` ack was lost (a relay died with it
+    in hand, the device's own link dropped it), the re-sent envelope makes the device report its outcome again
+    (devices de-duplicate by message_id). A device still working on it ignores the duplicate; the back-off
+    doubles per attempt (at most MAX_RETRY_SECONDS), so a long-running command costs a few duplicates, no more."""
+    return _redeliver(db, messaging, "status IN ('queued', 'sent', 'acknowledged') AND next_attempt_at <= now()", {},
+                      retry_seconds)
 
 
 def redeliver_all(db: Database, messaging: Messaging, retry_seconds: float) -> int:
@@ -622,7 +736,7 @@ def redeliver_all(db: Database, messaging: Messaging, retry_seconds: float) -> i
     while True:
         published = _redeliver(
             db, messaging, "status IN ('queued', 'sent', 'acknowledged') AND updated_at < %(started)s", {"started": started},
-            retry_seconds,
+            retry_seconds, "restart",
         )
         total += published
         if published < SWEEP_BATCH:
@@ -635,7 +749,7 @@ def redeliver_for_devices(db: Database, messaging: Messaging, device_ids: list[s
         return 0
     return _redeliver(
         db, messaging, "device_id = ANY(%(devices)s) AND status IN ('queued', 'sent')", {"devices": device_ids},
-        retry_seconds,
+        retry_seconds, "device_online",
     )
 
 
@@ -670,8 +784,6 @@ def purge_idempotency_keys(db: Database) -> int:
 def devices_came_online(db: Database, messaging: Messaging, came_online: list[tuple[str, str]], retry_seconds: float) -> None:
     """After heartbeats committed: an `online` event per device that was not online (pairs of device id and
     previous status), then its open commands are re-sent (best effort; the periodic pass catches up)."""
-    from app.services.events import publish_device_event
-
     for device_id, previous in came_online:
         publish_device_event(messaging, "online", device_id, previous_status=previous)
     if came_online and messaging.is_connected():

@@ -11,7 +11,7 @@ validation then costs microseconds. A type that is deleted and declared again st
 cache key also holds the type's `created_at`.
 
 Deleting a type that devices still have is refused. Registering a device (or changing its type) takes a KEY
-SHARE lock on its type's row (`hold_type`), and DELETE locks the row FOR UPDATE before counting devices, so a
+SHARE lock on its type's row (`registry.hold_type`), and DELETE locks the row FOR UPDATE before counting devices, so a
 device registered while its type is being deleted is either counted (409) or registered after the type is gone.
 """
 
@@ -27,7 +27,8 @@ from psycopg2.extras import Json
 from app.db import Database
 from app.errors import APIError
 from app.schema_validation import MAX_COLLECTED_ERRORS, compile_schema, params_errors
-from app.services.registry import DEVICE_COLUMNS, device_not_found, device_view, etag_for, timestamp
+from app.services.registry import DEVICE_COLUMNS, device_not_found, device_view, etag_for
+from app.timestamps import timestamp
 
 TYPE_COLUMNS = "name, description, commands, version, created_at, updated_at"
 CACHED_TYPES = 256
@@ -211,12 +212,6 @@ def delete_device_type(db: Database, name: str, preconditions: Preconditions) ->
         cur.execute("DELETE FROM device_types WHERE name = %s", (name,))
 
     db.transaction(work)
-
-
-def hold_type(cur, name: str) -> None:
-    """Inside a device insert/update transaction: keep type `name` (if declared) from being deleted until commit.
-    KEY SHARE does not conflict with a PUT's UPDATE, only with DELETE's row lock."""
-    cur.execute("SELECT 1 FROM device_types WHERE name = %s FOR KEY SHARE", (name,))
 
 
 # --- typed commands --------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from app.messaging import DEVICE_EVENTS_SUBJECT, Messaging, MessagingUnavailable
-from app.services.registry import timestamp
+from app.timestamps import timestamp
 
 log = logging.getLogger(__name__)
 

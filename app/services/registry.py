@@ -1,8 +1,9 @@
 """The device registry: every SQL statement about devices lives here.
 
-`status` as stored is what the device last reported; `status` as *read* is computed: an `online` device whose
-last heartbeat is older than HEARTBEAT_TIMEOUT_SECONDS reads as `offline` everywhere (get, list, list filter),
-whether or not the relay's sweeper has written that down yet.
+`status` as stored is what the device last reported; `status` as *read* is computed: a device that heartbeats
+(`online`, or `error`: it reported a fault but is alive) whose last heartbeat is older than
+HEARTBEAT_TIMEOUT_SECONDS reads as `offline` everywhere (get, list, list filter, the qos 0 check), whether or
+not the relay's sweeper has written that down yet.
 
 `version` (and so the ETag) counts changes to what a client manages (name, type, capabilities, location,
 metadata). Heartbeats change `status`/`last_seen` only, so a device that heartbeats every few seconds does not
@@ -11,7 +12,6 @@ make every client's If-Match fail.
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 from typing import Any
 
@@ -20,26 +20,21 @@ from psycopg2.extras import Json
 from app.db import Database
 from app.errors import APIError
 from app.security import generate_secret, hash_secret
+from app.timestamps import timestamp
 
 DEVICE_STATUSES = ("pending", "online", "offline", "error")
 MUTABLE_FIELDS = ("name", "device_type", "capabilities", "location", "metadata")
 
+# Statuses a heartbeat sets; both fall to `offline` when the heartbeats stop. The partial index
+# devices_heartbeating_idx (migration 005) has exactly this condition, so keep the two in step.
+HEARTBEATING = "status IN ('online', 'error')"
 # %(timeout)s is HEARTBEAT_TIMEOUT_SECONDS.
-EFFECTIVE_STATUS = (
-    "CASE WHEN status = 'online' AND last_seen < now() - make_interval(secs => %(timeout)s) "
-    "THEN 'offline' ELSE status END"
-)
+STALE = f"{HEARTBEATING} AND last_seen < now() - make_interval(secs => %(timeout)s)"
+EFFECTIVE_STATUS = f"CASE WHEN {STALE} THEN 'offline' ELSE status END"
 DEVICE_COLUMNS = (
     f"device_id, name, device_type, {EFFECTIVE_STATUS} AS status, capabilities, location, metadata, "
     "last_seen, registered_at, updated_at, version"
 )
-
-
-def timestamp(value: dt.datetime | None) -> str | None:
-    """RFC 3339 in UTC with a Z, millisecond precision."""
-    if value is None:
-        return None
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def device_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -69,10 +64,15 @@ def precondition_failed(current_version: int) -> APIError:
     )
 
 
+def hold_type(cur, name: str) -> None:
+    """Inside a device insert/update transaction: keep type `name` (if declared) from being deleted until commit.
+    KEY SHARE does not conflict with a type PUT's UPDATE, only with DELETE's row lock (app/services/device_types.py
+    locks the type row before counting its devices)."""
+    cur.execute("SELECT 1 FROM device_types WHERE name = %s FOR KEY SHARE", (name,))
+
+
 def register_device(db: Database, fields: dict[str, Any], timeout: int) -> tuple[dict[str, Any], str]:
     """Insert a device; returns (device, plaintext secret). 409 DEVICE_EXISTS if the id is taken."""
-    from app.services.device_types import hold_type
-
     device_id = fields.get("device_id") or f"dev-{secrets.token_hex(8)}"
     secret = generate_secret()
     secret_hash = hash_secret(secret)
@@ -160,8 +160,6 @@ def update_device(
     `expected_version` comes from If-Match: the update only applies to that version, else 412. The check and
     the write are one statement, so two racing PATCHes with the same If-Match cannot both win.
     """
-    from app.services.device_types import hold_type
-
     assignments, params = [], {"id": device_id, "timeout": timeout, "expected": expected_version}
     for field in MUTABLE_FIELDS:
         if field in changes:
@@ -196,22 +194,11 @@ def update_device(
     return device_view(row)
 
 
-def delete_device(db: Database, device_id: str) -> list[dict[str, Any]]:
-    """Delete the device and, in the same transaction, cancel its unfinished commands (their history stays).
-    Returns the cancelled messages (`message_id`, `status`)."""
-    from app.services.commands import cancel_device_commands, count
-
-    def delete(cur):
-        cur.execute("DELETE FROM devices WHERE device_id = %s RETURNING device_id", (device_id,))
-        if cur.fetchone() is None:
-            return None
-        return cancel_device_commands(cur, device_id)
-
-    cancelled = db.transaction(delete)
-    if cancelled is None:
-        raise device_not_found(device_id)
-    count("cancelled", len(cancelled))
-    return cancelled
+def delete_device_in(cur, device_id: str) -> bool:
+    """Inside a transaction: remove the device row; False for an unknown device. The caller
+    (`commands.delete_device`) cancels the device's unfinished commands in the same transaction."""
+    cur.execute("DELETE FROM devices WHERE device_id = %s RETURNING device_id", (device_id,))
+    return cur.fetchone() is not None
 
 
 def heartbeat_in(cur, device_id: str, status: str, timeout: int) -> dict[str, Any] | None:
@@ -238,16 +225,15 @@ def record_heartbeat(db: Database, device_id: str, status: str, timeout: int) ->
 
 
 def mark_stale_devices_offline(db: Database, timeout: int) -> list[dict[str, Any]]:
-    """Devices stored `online` with no heartbeat for `timeout` seconds become `offline`. The conditions are
-    re-checked after the row lock, so with several relays each transition is reported by exactly one."""
+    """Devices stored `online` or `error` with no heartbeat for `timeout` seconds become `offline`. The
+    conditions are re-checked after the row lock, so with several relays each transition is reported by exactly
+    one."""
 
     def update(cur):
         cur.execute(
             "UPDATE devices SET status = 'offline' WHERE device_id IN ("
-            "  SELECT device_id FROM devices WHERE status = 'online'"
-            "  AND last_seen < now() - make_interval(secs => %(timeout)s) LIMIT 1000 FOR UPDATE SKIP LOCKED) "
-            "AND status = 'online' AND last_seen < now() - make_interval(secs => %(timeout)s) "
-            "RETURNING device_id, last_seen",
+            f"  SELECT device_id FROM devices WHERE {STALE} LIMIT 1000 FOR UPDATE SKIP LOCKED) "
+            f"AND {STALE} RETURNING device_id, last_seen",
             {"timeout": timeout},
         )
         return [{"device_id": row["device_id"], "last_seen": timestamp(row["last_seen"])} for row in cur.fetchall()]

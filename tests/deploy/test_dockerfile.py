@@ -67,10 +67,11 @@ def test_dependencies_install_before_app_code_is_copied():
     ins = instructions()
     builder = ins[: [i for i, (w, _) in enumerate(ins) if w == "FROM"][1]]
     order = [(w, r) for w, r in builder if w in ("COPY", "RUN")]
-    deps = next(i for i, (w, r) in enumerate(order) if w == "RUN" and "pip install --no-cache-dir -r" in r)
+    deps = next(i for i, (w, r) in enumerate(order)
+                if w == "RUN" and "pip install --no-cache-dir --require-hashes -r requirements.lock" in r)
     copy_all = next(i for i, (w, r) in enumerate(order) if w == "COPY" and r.split()[0] == ".")
     app = next(i for i, (w, r) in enumerate(order) if w == "RUN" and "--no-deps" in r)
-    assert order[deps - 1] == ("COPY", "setup.cfg ./"), "only setup.cfg may feed the dependency layer"
+    assert order[deps - 1] == ("COPY", "requirements.lock ./"), "only the lock file may feed the dependency layer"
     assert deps < copy_all < app
     assert "python3 -m venv" in " ".join(r for w, r in builder if w == "RUN")
 
@@ -96,6 +97,6 @@ def test_dockerignore_keeps_secrets_tests_and_venvs_out():
     for path in (".git", ".venv", "venv", ".env", "tests", "helm", "Dockerfile", "docs",
                  "app/__pycache__", "bench"):
         assert ignored(path, patterns), f"{path} would be sent to the build"
-    for path in ("setup.cfg", "pyproject.toml", "README.md", "wsgi.py", "gunicorn.conf.py", "app",
-                 "app/migrations"):
+    for path in ("setup.cfg", "requirements.lock", "pyproject.toml", "README.md", "LICENSE", "wsgi.py",
+                 "gunicorn.conf.py", "app", "app/migrations"):
         assert not ignored(path, patterns), f"{path} is needed by the build"

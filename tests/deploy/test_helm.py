@@ -9,7 +9,6 @@ chart fails a test. Missing tools are failures, not skips.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -24,7 +23,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .conftest import CHART_DIR
+from tests.support.monitoring import merge
+
+from .conftest import CHART_DIR, REPO_ROOT
 
 RELEASE = "uaip-hub"
 NAMESPACE = "uaip"
@@ -34,7 +35,7 @@ KUBERNETES_VERSIONS = ["1.25.0", "1.37.0"]
 UID = 10001
 SECRET_KEYS = {"DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET",
                "UAIP_BOOTSTRAP_CLIENT_ID", "UAIP_BOOTSTRAP_CLIENT_SECRET"}
-CRD_KINDS = {"ServiceMonitor"}  # no schema in kubernetes-validate; checked by assertions below
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}  # not in kubernetes-validate: CRD schemas below, promtool
 
 SECRETS = {
     "databaseUrl": "postgresql://uaip:db-pass-0f3a@postgresql.data:5432/uaip",
@@ -72,17 +73,26 @@ VARIATIONS = {
         "image": {"digest": "sha256:" + "ab" * 32},
     },
     "single-replica": {"autoscaling": {"enabled": False}, "replicaCount": 1, "relay": {"replicas": 1}},
+    "monitoring": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+                    "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+                    "dashboard": {"enabled": True}},
+        "otel": {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+                 "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": 0.25},
+        "extraEnv": [{"name": "OTEL_TRACES_SAMPLER_ARG", "value": "1"},
+                     {"name": "OTEL_EXPORTER_OTLP_HEADERS",
+                      "valueFrom": {"secretKeyRef": {"name": "otel-auth", "key": "headers"}}}],
+        "extraEnvFrom": [{"configMapRef": {"name": "site-settings"}}],
+        "relay": {"extraEnv": [{"name": "OTEL_SERVICE_NAME", "value": "uaip-relay-eu1"}],
+                  "extraEnvFrom": [{"secretRef": {"name": "relay-extra", "optional": True}}]},
+        "config": {"UAIP_PUBLIC_URL": "https://hub.example.com", "UAIP_HEALTH_CACHE_SECONDS": 0.5,
+                   "UAIP_RELAY_SWEEP_SECONDS": 1.5, "UAIP_COMMAND_RETRY_SECONDS": 10,
+                   "UAIP_RELAY_QUEUE_GROUP": "uaip-relay-eu1", "UAIP_REDIS_KEY_PREFIX": "uaip-eu1",
+                   "UAIP_MAX_WAITERS": 3, "UAIP_MAX_WAITERS_PER_CLIENT": 1,
+                   "UAIP_DRAIN_FILE": "/tmp/uaip-drain-now", "PROMETHEUS_MULTIPROC_DIR": "/tmp/prom",
+                   "GUNICORN_CMD_ARGS": "--max-requests 5000"},
+    },
 }
-
-
-def merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 class Rendered:
@@ -181,7 +191,7 @@ def container(pod_spec: dict, name: str) -> dict:
 
 
 def test_lint_has_no_errors_or_warnings():
-    for variation in ("default", "existing-secret", "network-policy"):
+    for variation in ("default", "existing-secret", "network-policy", "monitoring"):
         report = helm.lint(str(CHART_DIR), merge(BASE, VARIATIONS[variation]), strict=True, namespace=NAMESPACE)
         assert report["total_charts_linted"] == 1
         problems = [m for m in report["messages"] if m["severity"] >= 2]
@@ -221,6 +231,26 @@ def test_every_manifest_validates_strictly(renders, kube_version):
     assert checked > 60
 
 
+def test_prometheus_operator_objects_match_their_crd_schemas(renders):
+    """ServiceMonitor and PrometheusRule have no schema in kubernetes-validate: they are checked against the
+    prometheus-operator CRDs' schemas (cloudcoil's models generated from them: types, enums, duration patterns).
+    The models ignore unknown fields, so a round trip must give the manifest back unchanged (a misspelt field
+    would be dropped). The rule expressions themselves are promtool's job (test_alerts.py)."""
+    from cloudcoil.models.prometheus_operator import v1 as monitoring
+
+    checked = 0
+    for variation, r in renders.items():
+        for doc in r.docs:
+            if doc["kind"] not in CRD_KINDS:
+                continue
+            manifest = clean(doc)
+            model = getattr(monitoring, doc["kind"]).model_validate(manifest)
+            assert model.model_dump(by_alias=True, exclude_unset=True, mode="json") == manifest, \
+                f"{variation} {doc['kind']}/{doc['metadata']['name']}: fields outside the CRD schema"
+            checked += 1
+    assert checked >= 4  # two ServiceMonitors and a PrometheusRule in "monitoring", one ServiceMonitor elsewhere
+
+
 BAD_VALUES = [
     ({"replicaCount": "three"}, "/replicaCount"),
     ({"config": {"SERVER_WORKERS": "2"}}, "SERVER_WORKERS"),
@@ -233,6 +263,18 @@ BAD_VALUES = [
     ({"terminationGraceMarginSeconds": 2}, "terminationGraceMarginSeconds"),
     ({"secrets": {"databaseUrl": "mysql://x"}}, "databaseUrl"),
     ({"autoscaling": {"enabled": "yes"}}, "/autoscaling/enabled"),
+    ({"otel": {"JAEGER_ENDPOINT": "x"}}, "JAEGER_ENDPOINT"),                 # otel takes OTEL_* only
+    ({"extraEnv": [{"value": "no name"}]}, "/extraEnv/0"),
+    ({"relay": {"extraEnv": "A=1"}}, "/relay/extraEnv"),
+    ({"config": {"UAIP_DRAIN_FILE": "/var/run/drain"}}, "UAIP_DRAIN_FILE"),  # must be on the /tmp emptyDir
+    ({"config": {"UAIP_HEALTH_CACHE_SECONDS": 5}}, "UAIP_HEALTH_CACHE_SECONDS"),
+    ({"config": {"UAIP_PUBLIC_URL": "https://hub.example.com/api"}}, "UAIP_PUBLIC_URL"),
+    ({"config": {"UAIP_RELAY_METRICS_PORT": 9000}}, "UAIP_RELAY_METRICS_PORT"),  # relay.metricsPort owns it
+    ({"metrics": {"prometheusRule": {"alerts": {"highErrorRate": {"ratio": 5}}}}}, "ratio"),
+    ({"metrics": {"prometheusRule": {"alerts": {"highLatency": {"for": "ten minutes"}}}}}, "for"),
+    ({"metrics": {"prometheusRule": {"alerts": {"diskFull": {"enabled": True}}}}}, "diskFull"),
+    ({"metrics": {"prometheusRule": {"runbookUrl": "wiki/runbook"}}}, "runbookUrl"),
+    ({"metrics": {"dashboard": {"labels": {"grafana_dashboard": 1}}}}, "grafana_dashboard"),
 ]
 
 
@@ -277,6 +319,7 @@ def readme_skips() -> dict[str, str]:
     return {check: reason for check, reason in rows}
 
 
+@pytest.mark.timeout(900)  # checkov itself may take up to 600 s on a busy machine
 def test_checkov_has_no_unlisted_failures(rendered_dir):
     skips = readme_skips()
     assert skips and all(len(reason) > 20 for reason in skips.values()), skips
@@ -379,7 +422,7 @@ def test_prestop_drains_before_gunicorn_stops_and_grace_period_covers_it(chart, 
     api = container(spec, "api")
     sleep = prestop_sleep(api)
     values = chart.merge_values(merge(BASE, overrides))
-    graceful = int(r.get("ConfigMap")["data"]["GRACEFUL_TIMEOUT_SECONDS"])
+    graceful = int(r.get("ConfigMap", RELEASE)["data"]["GRACEFUL_TIMEOUT_SECONDS"])
     assert sleep == values["lifecycle"]["preStopSleepSeconds"]
     assert graceful == values["config"]["GRACEFUL_TIMEOUT_SECONDS"]
     assert spec["terminationGracePeriodSeconds"] >= sleep + graceful + 5
@@ -462,19 +505,19 @@ def test_pdb_only_with_more_than_one_replica(default, renders):
 
 def test_configmap_has_the_contract_settings_and_no_secret(renders):
     for variation, r in renders.items():
-        data = r.get("ConfigMap")["data"]
+        data = r.get("ConfigMap", RELEASE)["data"]
         assert not SECRET_KEYS & set(data), variation
         secret_values = {v for v in SECRETS.values()} | {"bootstrap-secret-9a8b"}
         assert not secret_values & set(data.values()), variation
         assert data["SERVER_HOST"] == "0.0.0.0" and data["SERVER_PORT"] == "8443"
         assert all(isinstance(v, str) for v in data.values())
-    data = renders["default"].get("ConfigMap")["data"]
+    data = renders["default"].get("ConfigMap", RELEASE)["data"]
     assert data["GRACEFUL_TIMEOUT_SECONDS"] == "30" and data["LOG_FORMAT"] == "json"
     assert data["DEFAULT_MESSAGE_TTL_MS"] == "300000"
 
 
 def test_large_integers_are_not_rendered_in_exponent_form(chart):
-    data = render(chart, {"config": {"DEFAULT_MESSAGE_TTL_MS": 86_400_000}}).get("ConfigMap")["data"]
+    data = render(chart, {"config": {"DEFAULT_MESSAGE_TTL_MS": 86_400_000}}).get("ConfigMap", RELEASE)["data"]
     assert data["DEFAULT_MESSAGE_TTL_MS"] == "86400000"
 
 
@@ -519,7 +562,7 @@ def test_migration_hook_only_uses_objects_that_exist_at_pre_install(renders, var
     # Settings inline (the ConfigMap does not exist yet at pre-install) ...
     assert not any("configMapRef" in e for e in migrate.get("envFrom", []))
     env = {e["name"]: e["value"] for e in migrate["env"]}
-    assert env == r.get("ConfigMap")["data"]
+    assert env == r.get("ConfigMap", RELEASE)["data"]
     assert not SECRET_KEYS & set(env)
     # ... no ServiceAccount of the release ...
     assert spec.get("serviceAccountName", "default") == "default"
@@ -606,14 +649,116 @@ def test_network_policy(default, renders):
     assert dns["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kube-system"}
 
 
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a LabelSelector (matchLabels, and Exists / DoesNotExist expressions) selects these labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        present = expression["key"] in labels
+        if (expression["operator"] == "DoesNotExist") == present:
+            return False
+    return True
+
+
 def test_service_monitor(default, renders):
     assert not default.has("ServiceMonitor")
-    sm = renders["network-policy"].get("ServiceMonitor")
+    sm = renders["network-policy"].get("ServiceMonitor", RELEASE)
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["metadata"]["labels"]["release"] == "prometheus"
     assert sm["spec"]["endpoints"][0]["port"] == "http" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
     assert sm["spec"]["selector"]["matchLabels"] == default.get("Service", RELEASE)["spec"]["selector"]
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def test_each_pod_is_scraped_through_exactly_one_service(renders):
+    """API pods through <fullname> (not also through the headless Service: that would count every request twice),
+    relay pods through the headless <fullname>-relay on their metrics port."""
+    r = renders["monitoring"]
+    services = r.all("Service")
+    for name, component, port in ((RELEASE, "api", "http"), (f"{RELEASE}-relay", "relay", "metrics")):
+        sm = r.get("ServiceMonitor", name)
+        assert sm["metadata"]["labels"]["release"] == "prometheus"
+        assert [e["port"] for e in sm["spec"]["endpoints"]] == [port]
+        assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+        scraped = [svc["metadata"]["name"] for svc in services if selects(sm["spec"]["selector"], svc["metadata"]["labels"])]
+        assert scraped == [name], (name, scraped)
+        pods = r.get("Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        assert selects({"matchLabels": r.get("Service", name)["spec"]["selector"]}, pods)
+        assert pods["app.kubernetes.io/component"] == component
+    relay_service = r.get("Service", f"{RELEASE}-relay")
+    assert relay_service["spec"]["clusterIP"] == "None"
+    assert relay_service["spec"]["ports"] == [{"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"}]
+    # Without monitoring, or without relay metrics, there is nothing to scrape the relay with.
+    assert not renders["default"].has("Service", f"{RELEASE}-relay")
+
+
+def test_no_relay_scraping_when_its_metrics_are_off(chart):
+    r = render(chart, {**VARIATIONS["monitoring"], "relay": {"metricsPort": 0}})
+    assert not r.has("ServiceMonitor", f"{RELEASE}-relay") and not r.has("Service", f"{RELEASE}-relay")
+    relay = r.get("Deployment", f"{RELEASE}-relay")
+    assert "prometheus.io/scrape" not in relay["spec"]["template"]["metadata"]["annotations"]
+    assert "ports" not in container(relay["spec"]["template"]["spec"], "relay")
+
+
+def env_of(c: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def test_otel_and_extra_env_reach_the_api_and_the_relay(renders):
+    r = renders["monitoring"]
+    api = container(api_deployment(r)["spec"]["template"]["spec"], "api")
+    relay = container(r.get("Deployment", f"{RELEASE}-relay")["spec"]["template"]["spec"], "relay")
+    assert env_of(api) == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "1",  # extraEnv wins over otel
+        "OTEL_EXPORTER_OTLP_HEADERS": {"secretKeyRef": {"name": "otel-auth", "key": "headers"}},
+    }
+    assert env_of(relay) == {
+        "UAIP_RELAY_METRICS_PORT": "9464",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_SERVICE_NAME": "uaip-relay-eu1",
+    }
+    for c in (api, relay):
+        names = [e["name"] for e in c["env"]]
+        assert len(names) == len(set(names)), names
+    # The chart's ConfigMap and Secret first, then the extra sources (later envFrom entries win on a clash).
+    assert api["envFrom"][2:] == [{"configMapRef": {"name": "site-settings"}}]
+    assert relay["envFrom"][2:] == [{"secretRef": {"name": "relay-extra", "optional": True}}]
+    assert "env" not in container(api_deployment(renders["default"])["spec"]["template"]["spec"], "api")
+    # The migration Job gets the settings, not the tracing or extra environment of the long-running pods.
+    migrate = container(r.get("Job", f"{RELEASE}-migrate")["spec"]["template"]["spec"], "migrate")
+    assert not {e["name"] for e in migrate["env"]} & {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}
+
+
+def test_every_setting_of_the_readme_table_can_be_set_through_values(chart, renders):
+    """The README's configuration table, row by row: each variable is a `config` key (ConfigMap), a secret, set
+    by the chart from another value, or an OTEL_* variable."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    variables = set()
+    for row in re.findall(r"^\| (`[A-Z_*]+`(?: / `[A-Z_*]+`)*) \|", table, re.M):
+        variables |= set(re.findall(r"`([A-Z_*]+)`", row))
+    assert len(variables) > 25, variables
+    data = renders["monitoring"].get("ConfigMap", RELEASE)["data"]
+    secret_keys = {"DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET", "UAIP_BOOTSTRAP_CLIENT_ID",
+                   "UAIP_BOOTSTRAP_CLIENT_SECRET"}
+    set_by_chart = {"SERVER_HOST", "SERVER_PORT", "UAIP_RELAY_METRICS_PORT"}  # containerPort, relay.metricsPort
+    # A pod gets its configuration as environment, so no .env file is read there; `extraEnv` can still name one.
+    extra_env_only = {"UAIP_ENV_FILE"}
+    configurable = set(chart.merge_values(BASE)["config"]) | set(data)
+    unreachable = {v for v in variables if v not in configurable | secret_keys | set_by_chart | extra_env_only
+                   and not v.startswith("OTEL_")}
+    assert not unreachable, f"README variables the chart cannot set: {sorted(unreachable)}"
+    assert data["UAIP_HEALTH_CACHE_SECONDS"] == "0.5" and data["UAIP_RELAY_SWEEP_SECONDS"] == "1.5"
+    assert data["UAIP_COMMAND_RETRY_SECONDS"] == "10"
+
+
+def test_the_drain_file_setting_moves_the_prestop_hook_with_it(renders):
+    api = container(api_deployment(renders["monitoring"])["spec"]["template"]["spec"], "api")
+    assert api["lifecycle"]["preStop"]["exec"]["command"][-1] == "touch /tmp/uaip-drain-now && sleep 15"
 
 
 def test_helm_test_pod_checks_readiness(default):

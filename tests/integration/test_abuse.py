@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.conftest import unique_id
+from tests.conftest import basic, unique_id
 
 DEVICES = "/api/v1/devices"
 SQL_META = ["' OR '1'='1", "'; DROP TABLE devices; --", "\" OR \"\"=\"", "%' --", "\\'; SELECT pg_sleep(5); --", "$1", "?"]
@@ -152,3 +152,95 @@ def test_hostile_json_token_request(client):
     for body in ([1], {"grant_type": 5}, {"grant_type": "client_credentials", "client_id": {"$ne": None}, "client_secret": []}):
         response = client.post("/api/v1/auth/token", json=body)
         assert response.status_code in (400, 401) and "error" in response.json
+
+
+# --- numbers that are not finite (NaN, Infinity, 1e400): not JSON, and jsonb refuses them -----------------
+
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"]
+
+
+def raw_json(client, method, path, text, headers):
+    return client.open(path, method=method, data=text.encode(), headers={**headers, "Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("number", NON_FINITE)
+def test_non_finite_numbers_are_400_and_change_nothing(client, auth, db, make_device, number):
+    """Device metadata (register, PATCH, PUT), command params (both submit routes), REST acks, heartbeat bodies."""
+    device = make_device()
+    device_id, device_auth = device["device_id"], basic(device["device_id"], device["device_secret"])
+    message_id = client.post(f"{DEVICES}/{device_id}/command", json={"command": "x"}, headers=auth).json["message_id"]
+    before = (device_count(db), client.get(f"{DEVICES}/{device_id}", headers=auth).json,
+              client.get(f"/api/v1/messages/{message_id}", headers=auth).json)
+    attempts = [
+        ("POST", DEVICES, f'{{"name": "n", "device_type": "t", "metadata": {{"v": {number}}}}}', auth),
+        ("PATCH", f"{DEVICES}/{device_id}", f'{{"metadata": {{"nested": [1, {number}]}}}}', auth),
+        ("PUT", f"{DEVICES}/{device_id}", f'{{"name": "n", "device_type": "t", "location": {{"lat": {number}}}}}', auth),
+        ("POST", f"{DEVICES}/{device_id}/command", f'{{"command": "set", "params": {{"value": {number}}}}}', auth),
+        ("POST", "/api/v1/messages", f'{{"destination": "{device_id}", "payload": {{"v": {number}}}}}', auth),
+        ("POST", f"/api/v1/messages/{message_id}/ack", f'{{"status": "completed", "result": {{"v": {number}}}}}',
+         device_auth),
+        ("POST", f"{DEVICES}/{device_id}/heartbeat", f'{{"status": "online", "temperature": {number}}}', device_auth),
+    ]
+    for method, path, text, headers in attempts:
+        response = raw_json(client, method, path, text, headers)
+        assert_contract_error(response, 400, "INVALID_JSON")
+        assert "finite" in response.json["error"], (method, path, response.json)
+    after = (device_count(db), client.get(f"{DEVICES}/{device_id}", headers=auth).json,
+             client.get(f"/api/v1/messages/{message_id}", headers=auth).json)
+    assert after == before
+
+
+def test_large_but_finite_numbers_are_stored(client, auth, make_device):
+    device = make_device(metadata={"big": 1.7976931348623157e308, "small": 5e-324, "int": 10**40})
+    got = client.get(f"{DEVICES}/{device['device_id']}", headers=auth).json["metadata"]
+    # jsonb keeps numbers as numeric: the largest double comes back written out in digits, equal in value.
+    assert (float(got["big"]), got["small"], got["int"]) == (1.7976931348623157e308, 5e-324, 10**40)
+
+
+# --- the token endpoint: text no credential can contain is a malformed request, never a 500 -------------
+
+TOKEN = "/api/v1/auth/token"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"grant_type": "client_credentials", "client_id": "\\ud800", "client_secret": "x"}',
+        b'{"grant_type": "client_credentials", "client_id": "c", "client_secret": "\\udfff-secret"}',
+        b'{"grant_type": "client_credentials", "client_id": "c", "client_secret": "s", "scope": "\\ud83d"}',
+        b'{"grant_type": "client_credentials", "client_id": "c", "client_secret": NaN}',
+        b'{"grant_type": "client_credentials", "client_id": "c\\u0000", "client_secret": "s"}',
+    ],
+    ids=["surrogate-id", "surrogate-secret", "surrogate-scope", "nan", "nul"],
+)
+def test_json_token_requests_with_unstorable_text_are_invalid_request(client, body):
+    response = client.post(TOKEN, data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    assert response.json["error"] == "invalid_request" and response.json["error_description"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"grant_type=client_credentials&client_id=c&client_secret=%ED%A0%80",  # a UTF-8-encoded lone surrogate
+        b"grant_type=client_credentials&client_id=%FF%FE&client_secret=s",  # not UTF-8 at all
+        b"grant_type=client_credentials&client_id=c&client_secret=\xc3\x28",  # raw invalid bytes
+        b"grant_type=client_credentials&client_id=c%00d&client_secret=s",  # NUL
+    ],
+    ids=["encoded-surrogate", "invalid-utf8", "raw-invalid-bytes", "nul"],
+)
+def test_form_token_requests_that_are_not_utf8_are_invalid_request(client, body):
+    response = client.post(TOKEN, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    assert response.json["error"] == "invalid_request"
+
+
+def test_real_credentials_with_unicode_still_work(client, api_client_factory):
+    """The checks refuse only text no credential holds: a valid request with non-ASCII scope text is judged
+    on its merits (invalid_scope), and a plain valid one gets its token."""
+    client_id, secret = api_client_factory("device:read")
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    assert client.post(TOKEN, data=form).status_code == 200
+    refused = client.post(TOKEN, data={**form, "scope": "温度計"})
+    assert refused.status_code == 400 and refused.json["error"] == "invalid_scope"

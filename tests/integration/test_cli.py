@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,16 +64,32 @@ def test_two_concurrent_migrations_both_succeed_and_apply_once():
         services.drop_database(name)
 
 
+FIRST_BOOT_SECRET, SECOND_BOOT_SECRET = "first-secret-value-" + "1" * 16, "second-secret-value-" + "2" * 16
+
+
 def test_bootstrap_client_is_created_then_updated(hub_env, client):
-    env = {**hub_env, "UAIP_BOOTSTRAP_CLIENT_ID": "boot-admin", "UAIP_BOOTSTRAP_CLIENT_SECRET": "first-secret-value"}
+    env = {**hub_env, "UAIP_BOOTSTRAP_CLIENT_ID": "boot-admin", "UAIP_BOOTSTRAP_CLIENT_SECRET": FIRST_BOOT_SECRET}
     assert run_cli(["migrate"], env).returncode == 0
-    form = {"grant_type": "client_credentials", "client_id": "boot-admin", "client_secret": "first-secret-value"}
+    form = {"grant_type": "client_credentials", "client_id": "boot-admin", "client_secret": FIRST_BOOT_SECRET}
     r = client.post("/api/v1/auth/token", data=form)
     assert r.status_code == 200 and r.json["scope"] == "admin"
-    env["UAIP_BOOTSTRAP_CLIENT_SECRET"] = "second-secret-value"
+    env["UAIP_BOOTSTRAP_CLIENT_SECRET"] = SECOND_BOOT_SECRET
     assert run_cli(["migrate"], env).returncode == 0
     assert client.post("/api/v1/auth/token", data=form).status_code == 401
-    assert client.post("/api/v1/auth/token", data={**form, "client_secret": "second-secret-value"}).status_code == 200
+    assert client.post("/api/v1/auth/token", data={**form, "client_secret": SECOND_BOOT_SECRET}).status_code == 200
+
+
+def test_a_weak_bootstrap_secret_stops_migrate_with_one_line_and_creates_nothing(hub_env, client):
+    client_id = "weak-boot-" + uuid.uuid4().hex[:6]
+    env = {**hub_env, "UAIP_BOOTSTRAP_CLIENT_ID": client_id, "UAIP_BOOTSTRAP_CLIENT_SECRET": "admin-password-1"}
+    result = run_cli(["migrate"], env)
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "uaip-hub: configuration error: UAIP_BOOTSTRAP_CLIENT_SECRET must be at least 32 characters long"]
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": "admin-password-1"}
+    assert client.post("/api/v1/auth/token", data=form).status_code == 401  # no such client was made
+    relaxed = run_cli(["migrate"], {**env, "UAIP_ENV": "development"})
+    assert relaxed.returncode == 0 and f"bootstrap client {client_id} is ready" in relaxed.stdout
 
 
 def test_commands_also_run_through_flask_cli(hub_env):

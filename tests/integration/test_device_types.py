@@ -158,7 +158,7 @@ def run_in_thread(work):
 def test_delete_waits_for_a_registration_in_flight_and_then_refuses(app, admin_auth, declared, db):
     """A device being registered with the type (its transaction holds the type's row, app/services/registry.py)
     makes a concurrent DELETE wait, then count it: 409, never a 204 that leaves the device behind."""
-    from app.services.device_types import hold_type
+    from app.services.registry import hold_type
 
     name, _ = declared()
     with db.connection() as conn:

@@ -70,6 +70,23 @@ def test_invalid_registration_lists_each_bad_field_and_writes_nothing(client, au
         assert count_devices(db, device_id) == 0
 
 
+@pytest.mark.parametrize("bad", [".lead", "trail.", "dou..ble", ".", "..", "a...b"])
+def test_ids_that_would_make_an_empty_nats_subject_token_are_refused(client, auth, db, bad):
+    device_id = bad.replace("lead", unique_id()) if "lead" in bad else bad
+    r = client.post(DEVICES, json={"name": "x", "device_type": "sensor", "device_id": device_id}, headers=auth)
+    assert r.status_code == 400 and r.json["code"] == "VALIDATION_ERROR"
+    assert set(r.json["details"]) == {"device_id"} and "'..'" in r.json["details"]["device_id"]
+    assert count_devices(db, device_id) == 0
+
+
+@pytest.mark.parametrize("template", ["sensor.{}", "a.b.c.{}", "plant-3:line_2.{}", "{}:x-y_z"])
+def test_ids_with_dots_colons_dashes_and_underscores_register(client, auth, template):
+    device_id = template.format(unique_id())
+    r = client.post(DEVICES, json={"name": "x", "device_type": "sensor", "device_id": device_id}, headers=auth)
+    assert r.status_code == 201 and r.json["device_id"] == device_id
+    assert client.get(f"{DEVICES}/{device_id}", headers=auth).json["device_id"] == device_id
+
+
 # --- list -----------------------------------------------------------------------------------------------
 
 
@@ -236,3 +253,45 @@ def test_stale_heartbeat_reads_offline_everywhere_before_any_sweeper(client, aut
     by_type = f"{DEVICES}?type={device['device_type']}"
     assert ids(client.get(by_type + "&status=offline", headers=auth)) == [device_id]
     assert ids(client.get(by_type + "&status=online", headers=auth)) == []
+
+
+def age_heartbeat(db, device_id: str, seconds: int) -> None:
+    db.transaction(lambda cur: cur.execute(
+        "UPDATE devices SET last_seen = now() - make_interval(secs => %s) WHERE device_id = %s", (seconds, device_id)))
+
+
+def test_a_device_that_reported_error_goes_offline_when_its_heartbeats_stop(client, auth, db, make_device):
+    """`error` is a live device reporting a fault; silence makes it `offline` like an `online` one: in get, list,
+    the list filter, and the qos 0 check (503 DEVICE_OFFLINE instead of a send no one will receive)."""
+    device = make_device(device_type=unique_id("type"))
+    device_id = device["device_id"]
+    beat = client.post(f"{DEVICES}/{device_id}/heartbeat", json={"status": "error"},
+                       headers=basic(device_id, device["device_secret"]))
+    assert beat.json["status"] == "error"
+    qos0 = {"command": "reset", "qos": 0}
+    assert client.post(f"{DEVICES}/{device_id}/command", json=qos0, headers=auth).status_code == 202  # still alive
+
+    age_heartbeat(db, device_id, 91)
+    assert client.get(f"{DEVICES}/{device_id}", headers=auth).json["status"] == "offline"
+    by_type = f"{DEVICES}?type={device['device_type']}"
+    assert ids(client.get(by_type + "&status=offline", headers=auth)) == [device_id]
+    assert ids(client.get(by_type + "&status=error", headers=auth)) == []
+    refused = client.post(f"{DEVICES}/{device_id}/command", json=qos0, headers=auth)
+    assert refused.status_code == 503 and refused.json["code"] == "DEVICE_OFFLINE"
+    assert refused.json["details"]["device_status"] == "offline"
+    assert client.post(f"{DEVICES}/{device_id}/command", json={"command": "reset"}, headers=auth).status_code == 202
+
+    again = client.post(f"{DEVICES}/{device_id}/heartbeat", json={"status": "error"},
+                        headers=basic(device_id, device["device_secret"]))
+    assert again.json["status"] == "error"  # a new heartbeat brings it back as it reports itself
+
+
+def test_the_offline_sweep_uses_the_heartbeat_index(db):
+    """The relay runs the stale-device sweep every few seconds: it must stay an index scan, whatever the status."""
+    def plan(cur):
+        cur.execute("SET LOCAL enable_seqscan = off")
+        cur.execute("EXPLAIN SELECT device_id FROM devices WHERE status IN ('online', 'error') "
+                    "AND last_seen < now() - make_interval(secs => 90)")
+        return " ".join(row["QUERY PLAN"] for row in cur.fetchall())
+
+    assert "devices_heartbeating_idx" in db.transaction(plan)

@@ -158,3 +158,80 @@ def test_configured_secrets_are_masked(hub_env):
         assert json.loads(buffer.getvalue())["message"].startswith("jwt secret is [REDACTED]")
     finally:
         configure_logging("info", "json")
+
+
+# --- one record, one line: logged text cannot forge lines ------------------------------------------------
+
+FORGED = "2026-01-01T00:00:00.000Z INFO    uaip.access [forged] GET /api/v1/devices 200"
+FORGED_PATH = "/api/v1/nothing%0D%0A" + FORGED.replace(" ", "%20") + "%E2%80%A8%1B%5B2J%E2%80%AE"
+
+
+def text_capture():
+    buffer = io.StringIO()
+    configure_logging("info", "text", stream=buffer)
+    return buffer
+
+
+def test_text_format_escapes_control_characters_in_every_field():
+    buffer = text_capture()
+    try:
+        try:
+            raise ValueError("bad input\n" + FORGED)
+        except ValueError:
+            logging.getLogger("app.test").exception(
+                "message\r\n" + FORGED, extra={"request_id": "rid\nx", "path": "/a\x1b[2J\u202eb", "n": 1})
+        output = buffer.getvalue()
+    finally:
+        configure_logging("info", "json")
+    first, *rest = output.splitlines()
+    assert first.startswith("20") and "message\\r\\n" + FORGED in first and "[rid\\nx]" in first
+    assert "path=/a\\x1b[2J\\u202eb" in first and "n=1" in first
+    assert rest and all(line.startswith("    ") for line in rest), rest  # the traceback, every line indented
+    assert any(line.strip() == FORGED for line in rest)  # the exception's own newline became an indented line
+    assert not any(ch in output.replace("\n", "") for ch in "\r\x1b\u202e\u2028")
+
+
+def test_a_path_with_encoded_newlines_cannot_forge_an_access_line(hub_env):
+    for log_format in ("text", "json"):
+        app = create_app({**hub_env, "LOG_FORMAT": log_format})
+        buffer = io.StringIO()
+        configure_logging("info", log_format, stream=buffer)
+        try:
+            assert app.test_client().get(FORGED_PATH, headers={"X-Request-ID": "forge-1"}).status_code == 404
+            output = buffer.getvalue()
+        finally:
+            configure_logging("info", "json")
+        lines = output.splitlines()  # Python's splitlines also breaks at \x85, \u2028, \u2029, \x1c-\x1e
+        assert len(lines) == 1, (log_format, lines)
+        assert not lines[0].startswith(FORGED[:24]) and "forge-1" in lines[0]
+        if log_format == "json":
+            line = json.loads(lines[0])
+            assert line["path"].startswith("/api/v1/nothing\r\n" + FORGED) and "\u2028" in line["path"]
+        else:
+            assert "\\r\\n" + FORGED in lines[0] and "\\u2028\\x1b[2J\\u202e" in lines[0]
+
+
+def test_json_lines_escape_unicode_line_separators():
+    buffer = io.StringIO()
+    configure_logging("info", "json", stream=buffer)
+    try:
+        logging.getLogger("app.test").warning("a\u2028b\u2029c\x85d", extra={"field": "x\u2028y"})
+    finally:
+        configure_logging("info", "json")
+    output = buffer.getvalue()
+    assert len(output.splitlines()) == 1 and "\\u2028" in output and "\\u0085" in output
+    line = json.loads(output)
+    assert line["message"] == "a\u2028b\u2029c\x85d" and line["field"] == "x\u2028y"
+
+
+def test_gunicorn_access_logger_writes_nowhere():
+    from app.logs import GunicornLogger
+
+    config = gunicorn_logconfig("info", "text")
+    logging.config.dictConfig(config)
+    try:
+        access = logging.getLogger("gunicorn.access")
+        assert not access.propagate and not access.isEnabledFor(logging.INFO)
+        assert GunicornLogger.access_log_enabled is False
+    finally:
+        configure_logging("info", "json")

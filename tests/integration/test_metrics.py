@@ -1,12 +1,16 @@
 """/metrics in one process: contract names and labels, bounded label values, 429s observed, devices by status."""
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
+from app.health import cache_seconds_from_env
 from app.metrics import dependency_up
+from tests.support.services import wait_for
 
 
 def sample(name, **labels):
@@ -87,3 +91,44 @@ def test_a_scrape_refreshes_dependency_gauges_without_a_health_call(hub_env):
     text = app.test_client().get("/metrics").get_data(as_text=True)
     assert 'uaip_dependency_up{name="PostgreSQL"} 1.0' in text
     assert 'uaip_dependency_up{name="Redis"} 1.0' in text
+
+
+def test_a_scrape_flood_asks_postgresql_for_device_counts_once_per_period(hub_env, make_device, monkeypatch):
+    """/metrics is anonymous: concurrent scrapes cost at most one count query per worker and period (2 s, the
+    health report's), and a count made after the period sees new devices."""
+    import app.monitoring as monitoring
+
+    real_count, queries = monitoring.count_devices_by_status, []
+
+    def counting(db, timeout):
+        queries.append(time.monotonic())
+        return real_count(db, timeout)
+
+    monkeypatch.setattr(monitoring, "count_devices_by_status", counting)
+    app = create_app(hub_env)
+
+    def scrape(_=None):
+        text = app.test_client().get("/metrics").get_data(as_text=True)
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        return {s.labels["status"]: s.value for s in families["uaip_devices"].samples}
+
+    period = cache_seconds_from_env()  # the health report's period, which the device counts share
+    assert period == 2.0
+
+    def at_most_one_query_per_period():
+        gaps = [later - earlier for earlier, later in zip(queries, queries[1:])]
+        assert all(gap >= period - 0.01 for gap in gaps), gaps
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(scrape, range(40)))
+    elapsed = time.monotonic() - started
+    assert all(set(result) == {"pending", "online", "offline", "error"} for result in results)  # every scrape answered
+    # However slow the machine, the 40 scrapes asked once, plus once per full period they took.
+    assert 1 <= len(queries) <= 1 + int(elapsed / period), (len(queries), elapsed)
+    at_most_one_query_per_period()
+
+    pending = scrape()["pending"]
+    make_device()
+    wait_for(lambda: scrape()["pending"] == pending + 1, timeout=15, message="the new device counted")
+    at_most_one_query_per_period()

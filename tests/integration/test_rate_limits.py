@@ -1,17 +1,25 @@
-"""Rate limits: per-client buckets on Redis, headers, the 429 envelope, exemptions, client IP and Redis outages."""
+"""Rate limits: per-client buckets on Redis, headers, the 429 envelope, exemptions, client IP, Redis outages, and
+the Redis script itself: one round trip, a small fixed state, the same answers as the pure rule."""
 
+import random
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 from prometheus_client import REGISTRY
 
 from app import create_app
+from app.limit_rules import MICROSECONDS, MINUTE_US, Rules, State, step
+from app.limit_storage import RedisLimitStore
+from app.limits import STRATEGY
 from app.security import issue_token
 from tests.conftest import basic, capture_logs
+from tests.support.arrivals import busiest_minute, per_minute_counts
+from tests.support.redis_monitor import commands_during, round_trips
 from tests.support.servers import RedisServer
-from tests.support.services import wait_for
+from tests.support.services import REDIS_BASE_URL, wait_for
 
 BURST = 3
 
@@ -181,21 +189,132 @@ def test_memory_fallback_still_enforces_limits(make_app):
         assert results == [404] * BURST + [429]
 
 
-def test_two_redis_round_trips_per_request_and_exact_headers(make_app):
-    """One script per window takes the entry and reads the window, so the headers cost no third round trip;
-    the header values still count down exactly and reset at the oldest entry plus the window."""
+def test_the_per_minute_limit_binds_with_its_own_headers_and_retry_after(make_app):
+    """per-minute 4, burst 10: the bucket holds 4 and drains one every 15 s, so the minute limit is the one named."""
+    app = make_app(RATE_LIMIT_PER_MINUTE="4", RATE_LIMIT_BURST="10")
+    client = app.test_client()
+    headers = bearer(app, "client-minute-headers")
+    started = time.time()
+    answers = [client.get("/api/v1/nothing-here", headers=headers) for _ in range(5)]
+    assert [r.status_code for r in answers] == [404] * 4 + [429]
+    assert [r.headers["X-RateLimit-Limit"] for r in answers] == ["4"] * 5
+    assert [r.headers["X-RateLimit-Remaining"] for r in answers] == ["3", "2", "1", "0", "0"]
+    assert 0 < int(answers[0].headers["X-RateLimit-Reset"]) - started <= 16  # empty again 15 s after one request
+    assert 45 < int(answers[3].headers["X-RateLimit-Reset"]) - started <= 61
+    refused = answers[-1]
+    assert refused.headers["Retry-After"] == "15"  # one request drains out of the bucket in 15 s
+    assert refused.json["code"] == "RATE_LIMITED" and refused.json["details"] == {"limit": "4 per 1 minute"}
+    assert all("Retry-After" not in r.headers for r in answers[:4])
+
+
+def test_reset_is_the_end_of_the_burst_window_on_the_redis_clock(make_app):
+    app = make_app()
+    client = app.test_client()
+    headers = bearer(app, "client-reset")
+    redis_now = redis.Redis.from_url(app.config["SETTINGS"].redis_url).time()[0]
+    answers = [client.get("/api/v1/nothing-here", headers=headers) for _ in range(BURST + 1)]
+    resets = {r.headers["X-RateLimit-Reset"] for r in answers}
+    assert len(resets) == 1  # one window: every answer in it points at its end
+    assert 0 <= int(resets.pop()) - (redis_now + 12) <= 2
+
+
+def test_one_redis_round_trip_per_request(make_app):
+    """MONITOR on a private Redis: each limited request sends exactly one EVALSHA and nothing else, admitted or
+    refused; the rest happens inside the script."""
     with RedisServer() as store:
         app = make_app(REDIS_URL=store.url, RATE_LIMIT_PER_MINUTE="50", RATE_LIMIT_BURST="10")
         client = app.test_client()
         headers = bearer(app, "client-round-trips")
-        first = client.get("/api/v1/devices", headers=headers)
-        server = redis.Redis.from_url(store.url)
-        before = server.info("commandstats")
-        remaining = [client.get("/api/v1/devices", headers=headers).headers["X-RateLimit-Remaining"] for _ in range(5)]
-        after = server.info("commandstats")
-        scripts = sum(after[k]["calls"] - before.get(k, {"calls": 0})["calls"] for k in ("cmdstat_evalsha", "cmdstat_eval")
-                      if k in after)
-        assert scripts == 2 * 5  # one per window; the stock storage made a third call for the headers
-        assert first.headers["X-RateLimit-Remaining"] == "9" and remaining == ["8", "7", "6", "5", "4"]
-        assert first.headers["X-RateLimit-Limit"] == "10"
-        assert 0 < int(first.headers["X-RateLimit-Reset"]) - time.time() <= 13
+        assert client.get("/api/v1/nothing-here", headers=headers).status_code == 404  # connect, load the script
+        seen = commands_during(store.url, lambda: [client.get("/api/v1/nothing-here", headers=headers)
+                                                   for _ in range(20)])
+    assert round_trips(seen) == 20 and seen["EVALSHA"] == 20, seen
+    assert seen["lua:HMGET"] == 20 and seen["lua:HSET"] == 9  # 9 more admitted (10 in the window), 11 refused
+
+
+def test_state_per_client_is_one_small_hash_whatever_the_limits(make_app, key_prefix):
+    """At 1,000,000 per minute the client's key stays a four-field hash: the same size after 10 requests as after
+    2,000, and it expires once it no longer matters."""
+    app = make_app(RATE_LIMIT_PER_MINUTE="1000000", RATE_LIMIT_BURST="1000000")
+    client = app.test_client()
+    headers = bearer(app, "client-high-volume")
+    store = redis.Redis.from_url(app.config["SETTINGS"].redis_url)
+    key = f"{key_prefix}:limits:{STRATEGY}:client:client-high-volume"
+
+    def send(n):
+        assert {client.get("/api/v1/nothing-here", headers=headers).status_code for _ in range(n)} == {404}
+
+    send(10)
+    small = store.memory_usage(key)
+    send(1990)
+    assert store.type(key) == b"hash" and set(store.hkeys(key)) == {b"ws", b"wc", b"lv", b"up"}
+    assert 1 <= int(store.hget(key, "wc")) <= 2000  # (a slow run may have opened a new burst window)
+    assert store.memory_usage(key) <= small + 16  # digits may grow; entries never accumulate
+    assert store.keys(f"{key_prefix}:limits:*") == [key.encode()]
+    assert 0 < store.pttl(key) <= 12_001  # expires when the burst window ends (the bucket drains sooner)
+
+
+def test_concurrent_hits_on_redis_admit_exactly_the_burst(key_prefix):
+    store = RedisLimitStore(REDIS_BASE_URL, key_prefix, Rules(per_minute=1000, burst=20))
+    try:
+        with ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(lambda _: store.hit("client:concurrent")[0], range(200)))
+    finally:
+        store.close()
+    assert results.count(True) == 20
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_script_gives_the_pure_rules_answers_to_the_bit(key_prefix, seed):
+    """The Lua script and app/limit_rules.py's step() on the same arrivals (a simulated clock passed to both) agree
+    on every answer and every stored field, down to the float level."""
+    rng = random.Random(seed)
+    rules = Rules(per_minute=rng.choice([1, 7, 60, 100, 333, 1_000_000]), burst=rng.choice([1, 3, 20, 1000]))
+    store = RedisLimitStore(REDIS_BASE_URL, key_prefix, rules)
+    server = redis.Redis.from_url(REDIS_BASE_URL)
+    state, now = None, 1_700_000_000 * MICROSECONDS + rng.randrange(MICROSECONDS)
+    try:
+        for _ in range(400):
+            now += rng.choice([0, 0, rng.randrange(1000), rng.randrange(2 * MICROSECONDS),
+                               rng.randrange(20 * MICROSECONDS)])
+            expected_admitted, expected = step(state, now, rules)
+            admitted, answered = store.hit(f"seed-{seed}", now_us=now)
+            assert (admitted, answered) == (expected_admitted, expected)
+            if admitted:
+                state = expected
+                stored = server.hgetall(store.key(f"seed-{seed}"))
+                assert State(int(stored[b"ws"]), int(stored[b"wc"]), float(stored[b"lv"]), int(stored[b"up"])) == state
+    finally:
+        store.close()
+
+
+def test_the_script_keeps_any_minute_within_the_limit_plus_one_burst(key_prefix):
+    """A greedy client (a request every 50 ms of simulated time, for 5 minutes) through the real script: 100 per
+    minute in the long run, never more than 100 + 20 in any 60 s, never more than 20 in a burst window."""
+    rules = Rules(per_minute=100, burst=20)
+    store = RedisLimitStore(REDIS_BASE_URL, key_prefix, rules)
+    start = 1_700_000_000 * MICROSECONDS
+    admitted, windows = [], {}
+    try:
+        for now in range(start, start + 5 * MINUTE_US, 50_000):
+            ok, state = store.hit("client:greedy", now_us=now)
+            if ok:
+                admitted.append(now)
+                windows[state.window_start] = state.window_count
+    finally:
+        store.close()
+    assert per_minute_counts(admitted, start, 5) == [100] * 5
+    assert busiest_minute(admitted) <= 120
+    assert max(windows.values()) == 20
+
+
+def test_a_foreign_value_at_the_key_costs_a_fallback_not_a_500(make_app, key_prefix):
+    """Another program's value under the limiter's key (WRONGTYPE inside the script): memory takes over."""
+    app = make_app()
+    redis.Redis.from_url(app.config["SETTINGS"].redis_url).rpush(
+        f"{key_prefix}:limits:{STRATEGY}:client:client-clash", "not-a-hash")
+    log_lines = capture_logs()
+    client = app.test_client()
+    results = statuses(client, BURST + 1, headers=bearer(app, "client-clash"))
+    assert results == [404] * BURST + [429]  # still limited, in memory
+    assert any("falling back" in line["message"] and "WRONGTYPE" in line.get("error", "") for line in log_lines())

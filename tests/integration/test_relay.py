@@ -1,7 +1,6 @@
 """The relay as a real `uaip-hub relay` subprocess with simulated devices over NATS: delivery, acks, expiry,
 offline sweeps, and recovery from NATS, PostgreSQL and relay restarts (CONTRACT.md §1 and §5)."""
 
-import json
 import signal
 import socket
 import threading
@@ -153,6 +152,39 @@ def test_acks_and_heartbeats_published_on_nats_are_applied(api, relay):
         publisher.close()
 
 
+def test_a_poisoned_ack_is_dropped_alone_and_the_rest_of_the_batch_applies(api, relay):
+    """Acks PostgreSQL could not store (a non-finite number, NUL, an unpaired surrogate) published together with
+    good ones: each bad one is dropped and logged on its own, the good ones complete, the batch never fails."""
+    device_id = api.register()["device_id"]
+    good = [api.command(device_id)[1]["message_id"] for _ in range(4)]
+    bad = [api.command(device_id)[1]["message_id"] for _ in range(3)]
+    poisoned = [
+        f'{{"message_id": "{bad[0]}", "status": "completed", "result": {{"temperature": NaN}}}}',
+        f'{{"message_id": "{bad[1]}", "status": "failed", "error": "jammed\\u0000"}}',
+        f'{{"message_id": "{bad[2]}", "status": "completed", "result": {{"note": "\\ud800"}}}}',
+    ]
+    publisher = Messaging([NATS_URL])
+    try:
+        assert publisher.wait_connected(10)
+        subject = ack_subject(device_id)
+        publisher.publish(subject, {"message_id": good[0], "status": "completed"})
+        for body in poisoned:
+            publisher.publish(subject, body.encode())
+        for message_id in good[1:]:
+            publisher.publish(subject, {"message_id": message_id, "status": "completed", "result": {"ok": True}})
+        publisher.flush()
+        wait_for(lambda: all_final(api, good), timeout=20, message="the good acks applied")
+        wait_for(lambda: relay.output().count("malformed ack dropped") >= 3, timeout=20, message="bad acks logged")
+    finally:
+        publisher.close()
+    assert [api.status(message_id) for message_id in bad] == ["sent"] * 3
+    output = relay.output()
+    assert "relay work failed" not in output, output[-3000:]
+    dropped = [line for line in output.splitlines() if "malformed ack dropped" in line]
+    assert len(dropped) == 3 and all(device_id in line for line in dropped)
+    assert any("not finite" in line for line in dropped) and any("surrogate" in line for line in dropped)
+
+
 def relay_commands_total(port: int, status: str) -> float:
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     for family in text_string_to_metric_families(text):
@@ -215,6 +247,33 @@ def test_offline_is_published_once_per_transition_with_two_relays(relay_env, api
         assert codes == [0, 0]
     finally:
         app.extensions["uaip.messaging"].close()
+
+
+def test_the_sweeper_takes_a_silent_error_device_offline_once(api, relay, db, client):
+    """A device that last reported `error` and then went quiet is stored `offline` by the relay, which publishes
+    the `offline` event (with its last heartbeat) exactly once."""
+    device = api.register()
+    device_id = device["device_id"]
+    with NatsCollector(NATS_URL, [DEVICE_EVENTS_SUBJECT]) as events:
+        beat = client.post(f"{DEVICES}/{device_id}/heartbeat", json={"status": "error"},
+                           headers=basic(device_id, device["device_secret"]))
+        assert beat.json["status"] == "error"
+        db.transaction(lambda cur: cur.execute(
+            "UPDATE devices SET last_seen = now() - interval '1 hour' WHERE device_id = %s", (device_id,)))
+        offline = lambda s, b: b["device_id"] == device_id and b["event"] == "offline"  # noqa: E731
+        [event] = events.wait_for(offline, timeout=20)
+        assert event["last_seen"]
+
+        def stored_status(cur):
+            cur.execute("SELECT status FROM devices WHERE device_id = %s", (device_id,))
+            return cur.fetchone()["status"]
+
+        assert db.transaction(stored_status) == "offline"
+        # Later sweeps find nothing more to report: one event per transition. The relay logs each sweep's
+        # offline count nowhere, so wait for a command that outlives several sweeps to expire instead.
+        _, short, _ = api.command(device_id, ttl_ms=1000)
+        wait_for(lambda: api.status(short["message_id"]) == "expired", timeout=20, message="sweeps went by")
+        assert len(events.bodies(offline)) == 1
 
 
 # --- lifecycle and recovery ----------------------------------------------------------------------------

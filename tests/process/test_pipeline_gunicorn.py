@@ -2,6 +2,7 @@
 gunicorn itself, and one rate limit shared by every worker of two instances on one Redis."""
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -124,3 +125,37 @@ def test_check_config_passes_without_a_metrics_directory(env, tmp_path):
     result = subprocess.run([str(BIN / "gunicorn"), "--check-config", "-c", "gunicorn.conf.py", "wsgi:app"],
                             cwd=ROOT, env=_process_env(fresh), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_exactly_one_log_line_per_request(env, log_format):
+    """Under gunicorn (whose logconfig_dict would bring its own access logger back) every request leaves one
+    line: the app's access line. Each request is marked by a unique token in its path and X-Request-ID; one of
+    them tries to forge a second line with encoded CR/LF, a line separator and a terminal escape."""
+    token = issue_token("client-one-line", ["device:read"], env["JWT_SECRET"], 3600)[0]
+    calls = [
+        ("GET", "/api/v1/system/health/liveness", {}),
+        ("GET", "/api/v1/devices", {}),  # 401
+        ("GET", "/api/v1/devices?limit=1", {"Authorization": f"Bearer {token}"}),  # 200
+        ("DELETE", "/api/v1/devices", {}),  # 405
+        ("GET", "/api/v1/nothing-{id}", {}),  # 404, the token in the path too
+        ("GET", "/api/v1/nothing-{id}%0D%0A2026-01-01T00:00:00.000Z%20INFO%20forged%E2%80%A8%1B%5B2J", {}),
+    ]
+    with HubServer({**env, "LOG_FORMAT": log_format}, workers=2, threads=2) as hub:
+        ids = []
+        for index, (method, path, headers) in enumerate(calls * 3):
+            request_id = f"one-line-{log_format}-{index}-{uuid.uuid4().hex[:8]}"
+            response = requests.request(method, hub.url + path.format(id=request_id),
+                                        headers={**headers, "X-Request-ID": request_id}, timeout=10)
+            assert response.headers["X-Request-ID"] == request_id
+            ids.append(request_id)
+        assert hub.stop() == 0  # every worker has flushed and exited: nothing more can be written
+        lines = hub.output().splitlines()
+    for request_id in ids:
+        matching = [line for line in lines if request_id in line]
+        assert len(matching) == 1, (request_id, matching)
+    assert not any(line.startswith("2026-01-01") for line in lines)
+    if log_format == "json":
+        assert all(json.loads(line) for line in lines if line.strip())
+    else:
+        assert any("\\r\\n2026-01-01" in line and "\\u2028\\x1b[2J" in line for line in lines)

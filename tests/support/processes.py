@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
@@ -20,22 +19,26 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def _process_env(env: dict[str, str]) -> dict[str, str]:
+def _process_env(env: dict[str, str | None]) -> dict[str, str]:
+    """PATH, HOME and LANG, then `env`; a None in `env` removes that variable."""
     base = {key: os.environ[key] for key in ("PATH", "HOME", "LANG") if key in os.environ}
-    # The checkout under test wins over whatever copy of `app` is installed in the environment.
-    return {**base, "PYTHONPATH": str(ROOT), **env}
+    # The checkout under test wins over whatever copy of `app` is installed in the environment, and a developer's
+    # .env in the checkout never reaches a test process.
+    merged = {**base, "PYTHONPATH": str(ROOT), "UAIP_ENV_FILE": "", **env}
+    return {key: value for key, value in merged.items() if value is not None}
 
 
 class _Process:
-    def __init__(self, args: list[str], env: dict[str, str], name: str) -> None:
+    def __init__(self, args: list[str], env: dict[str, str | None], name: str, cwd: Path = ROOT) -> None:
         self.args = args
         self.env = _process_env(env)
+        self.cwd = cwd
         self.log_path = Path(tempfile.mkstemp(prefix=f"uaip-{name}-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
 
     def start(self):
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.args, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
     @property
@@ -91,7 +94,8 @@ class _Process:
 class HubServer(_Process):
     """`gunicorn -c gunicorn.conf.py wsgi:app` on a free port with the given environment."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 4, **extra: str) -> None:
+    def __init__(self, env: dict[str, str | None], workers: int = 2, threads: int = 4, cwd: Path = ROOT,
+                 **extra: str) -> None:
         self.port = free_port()
         full_env = {
             **env, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(self.port),
@@ -100,7 +104,8 @@ class HubServer(_Process):
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="uaip-metrics-"), **extra,
         }
         self.metrics_dir = Path(full_env["PROMETHEUS_MULTIPROC_DIR"])
-        super().__init__([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], full_env, "gunicorn")
+        super().__init__([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], full_env, "gunicorn",
+                         cwd)
 
     @property
     def url(self) -> str:
@@ -136,12 +141,12 @@ class HubServer(_Process):
 class Relay(_Process):
     """`uaip-hub relay` with the given environment."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        super().__init__([str(BIN / "uaip-hub"), "relay"], env, "relay")
+    def __init__(self, env: dict[str, str | None], cwd: Path = ROOT) -> None:
+        super().__init__([str(BIN / "uaip-hub"), "relay"], env, "relay", cwd)
 
 
 class Simulator(_Process):
     """`uaip-hub simulate ARGS`: simulated devices, registered through the API, talking to the hub over NATS."""
 
-    def __init__(self, env: dict[str, str], args: list[str]) -> None:
-        super().__init__([str(BIN / "uaip-hub"), "simulate", *args], env, "simulate")
+    def __init__(self, env: dict[str, str | None], args: list[str], cwd: Path = ROOT) -> None:
+        super().__init__([str(BIN / "uaip-hub"), "simulate", *args], env, "simulate", cwd)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.services import free_port
+from tests.support.services import free_port, nats_answers, postgres_answers, redis_answers, wait_for
 
 
 def port_open(port: int) -> bool:
@@ -36,9 +36,10 @@ def wait_port(port: int, up: bool, timeout: float = 20.0) -> None:
 
 
 class _Server:
-    """A server process on its own port; subclasses say how to start it."""
+    """A server process on its own port; subclasses say how to start it and how to tell that it answers."""
 
     name = "server"
+    START_SECONDS = 30.0
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -48,11 +49,21 @@ class _Server:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def answers(self) -> bool:
+        """The server serves a real request (its port accepting connections is not enough)."""
+        raise NotImplementedError
+
     def start(self) -> "_Server":
         log = open(self.dir / "server.log", "ab")
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._preexec())
-        wait_port(self.port, up=True)
+        wait_for(self._started, timeout=self.START_SECONDS, interval=0.05, message=f"{self.name} on port {self.port}")
         return self
+
+    def _started(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            log = (self.dir / "server.log").read_text(errors="replace")[-2000:]
+            raise AssertionError(f"{self.name} exited with {self.process.returncode} while starting:\n{log}")
+        return self.answers()
 
     def _preexec(self):
         return None
@@ -94,6 +105,9 @@ class NatsServer(_Server):
         binary = shutil.which("nats-server") or str(Path(os.sys.executable).with_name("nats-server"))
         return [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.dir / "js")]
 
+    def answers(self) -> bool:
+        return nats_answers(self.url)
+
 
 class RedisServer(_Server):
     name = "redis"
@@ -105,6 +119,9 @@ class RedisServer(_Server):
     def command(self) -> list[str]:
         return ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
                 "--dir", str(self.dir)]
+
+    def answers(self) -> bool:
+        return redis_answers(self.url)
 
 
 def _postgres_bin() -> Path:
@@ -140,6 +157,9 @@ class PostgresServer(_Server):
 
     def database_url(self, name: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def answers(self) -> bool:
+        return postgres_answers(self.url)
 
     def _preexec(self):
         if not self._as_postgres:

@@ -18,6 +18,44 @@ REDIS_BASE_URL = os.environ.get("UAIP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 NATS_URL = os.environ.get("UAIP_TEST_NATS_URL", "nats://127.0.0.1:4222")
 
 
+def postgres_answers(url: str) -> bool:
+    """A real session. An open port is not enough: while it starts (or recovers after a restart) PostgreSQL
+    accepts connections only to refuse them with "FATAL: the database system is starting up"."""
+    psycopg2.connect(url, connect_timeout=2).close()
+    return True
+
+
+def redis_answers(url: str) -> bool:
+    """PING answered (not LOADING or an error)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+def nats_answers(url: str) -> bool:
+    """The NATS protocol's own check: the server's INFO, then our CONNECT and PING answered with PONG."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), timeout=2) as sock:
+        stream = sock.makefile("rwb")
+        if not stream.readline().startswith(b"INFO "):
+            return False
+        stream.write(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+        stream.flush()
+        return stream.readline().strip() == b"PONG"
+
+
+def wait_for_services(timeout: float = 60.0) -> None:
+    """Wait until the shared PostgreSQL, Redis and NATS answer real requests (a fresh machine may still be
+    starting them when the test session begins)."""
+    for name, answers, url in (("PostgreSQL", postgres_answers, POSTGRES_ADMIN_URL),
+                               ("Redis", redis_answers, REDIS_BASE_URL), ("NATS", nats_answers, NATS_URL)):
+        wait_for(lambda: answers(url), timeout=timeout, interval=0.2, message=f"{name} at {url} to answer")
+
+
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + name))

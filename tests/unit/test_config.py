@@ -74,7 +74,7 @@ def test_lists_and_multiple_nats_urls():
 
 
 def test_repr_hides_secrets():
-    s = parse(REDIS_URL="redis://:pw@h/0", UAIP_BOOTSTRAP_CLIENT_SECRET="boot-secret")
+    s = parse(REDIS_URL="redis://:pw@h/0", UAIP_BOOTSTRAP_CLIENT_SECRET="boot-secret-" + "b" * 32)
     text = repr(s)
     assert "x" * 40 not in text and "boot-secret" not in text and "postgresql://" not in text and ":pw@" not in text
 
@@ -90,3 +90,42 @@ def test_repr_hides_secrets():
 def test_public_url_is_normalised_for_exact_comparison(value, expected):
     assert parse(UAIP_PUBLIC_URL=value).public_url == expected
     assert parse().public_url is None
+
+
+@pytest.mark.parametrize("threads, waiters, per_client", [(1, 0, 0), (2, 1, 1), (3, 1, 1), (4, 2, 1), (8, 4, 2), (16, 8, 4)])
+def test_waiter_bounds_default_to_half_the_threads_and_half_of_that_per_client(threads, waiters, per_client):
+    s = parse(SERVER_THREADS=str(threads))
+    assert (s.max_waiters, s.max_waiters_per_client) == (waiters, per_client)
+    assert s.server_threads - s.max_waiters >= 1  # a thread always stays free for probes
+
+
+def test_waiter_bounds_can_be_set_but_always_leave_a_thread_free():
+    s = parse(UAIP_MAX_WAITERS="3", UAIP_MAX_WAITERS_PER_CLIENT="3")
+    assert (s.max_waiters, s.max_waiters_per_client) == (3, 3)
+    assert parse(UAIP_MAX_WAITERS="0").max_waiters_per_client == 0
+    with pytest.raises(ConfigError, match="UAIP_MAX_WAITERS must be between 0 and 3"):
+        parse(UAIP_MAX_WAITERS="4")
+    with pytest.raises(ConfigError, match="UAIP_MAX_WAITERS_PER_CLIENT must be between 0 and 2"):
+        parse(UAIP_MAX_WAITERS_PER_CLIENT="3")
+
+
+@pytest.mark.parametrize(
+    "secret, fragment",
+    [("changeme", "known placeholder"), ("ChangeMe", "known placeholder"), ("your-secret-key", "known placeholder"),
+     ("uaip-development-only-secret-do-not-use-in-production", "known placeholder"),
+     ("short-but-random-1", "at least 32 characters"), ("b" * 31, "at least 32 characters")],
+)
+def test_production_refuses_a_weak_bootstrap_client_secret(secret, fragment):
+    """The bootstrap client is an admin credential: the JWT_SECRET rule, with one line naming the variable."""
+    with pytest.raises(ConfigError) as raised:
+        parse(UAIP_BOOTSTRAP_CLIENT_ID="boot-admin", UAIP_BOOTSTRAP_CLIENT_SECRET=secret)
+    message = str(raised.value)
+    assert message.startswith("UAIP_BOOTSTRAP_CLIENT_SECRET ") and fragment in message and "\n" not in message
+    assert secret not in message  # the line names the variable, never the secret
+
+
+def test_bootstrap_client_secret_rules_pass_strong_and_relax_in_development():
+    strong = "s" * 32
+    assert parse(UAIP_BOOTSTRAP_CLIENT_SECRET=strong).bootstrap_client_secret == strong
+    assert parse(UAIP_ENV="development", UAIP_BOOTSTRAP_CLIENT_SECRET="dev").bootstrap_client_secret == "dev"
+    assert parse().bootstrap_client_secret is None

@@ -121,7 +121,7 @@ migration Job's inline env, so they can never disagree (Grafana style).
 SERVER_HOST: "0.0.0.0"
 SERVER_PORT: {{ .Values.containerPort | quote }}
 {{- range $key, $value := .Values.config }}
-{{- if kindIs "float64" $value }}
+{{- if and (kindIs "float64" $value) (eq $value (float64 (int64 $value))) }}
 {{ $key }}: {{ $value | int64 | toString | quote }}
 {{- else }}
 {{ $key }}: {{ $value | toString | quote }}
@@ -228,4 +228,77 @@ helper as the ConfigMap, because a pre-install hook runs before the ConfigMap ex
   volumeMounts:
     - name: tmp
       mountPath: /tmp
+{{- end }}
+
+{{/*
+The drain file the preStop hook creates and readiness watches (UAIP_DRAIN_FILE).
+*/}}
+{{- define "uaip-hub.drainFile" -}}
+{{- default "/tmp/uaip-draining" .Values.config.UAIP_DRAIN_FILE }}
+{{- end }}
+
+{{/*
+Container env of the API or relay: `fixed` (EnvVar list the chart sets), then the `otel` map, then the
+component's extraEnv. A name in extraEnv wins over the same name in `otel` (no duplicate names are rendered).
+Call with (dict "ctx" $ "fixed" LIST "extraEnv" LIST).
+*/}}
+{{- define "uaip-hub.containerEnv" -}}
+{{- $names := list -}}
+{{- range .extraEnv }}{{ $names = append $names .name }}{{ end -}}
+{{- range .fixed }}
+- name: {{ .name }}
+  value: {{ .value | quote }}
+{{- end }}
+{{- range $name, $value := .ctx.Values.otel }}
+{{- if not (has $name $names) }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+{{- with .extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the relay serves metrics that the chart can scrape and alert on.
+*/}}
+{{- define "uaip-hub.relayMetrics" -}}
+{{- if and .Values.relay.enabled .Values.relay.metricsPort }}true{{ end }}
+{{- end }}
+
+{{/*
+PromQL label matchers selecting this release's series: the release namespace and the jobs of the chart's
+ServiceMonitors (a job is named after its Service), unless metrics.prometheusRule.selector says otherwise.
+*/}}
+{{- define "uaip-hub.ruleSelector" -}}
+{{- if .Values.metrics.prometheusRule.selector }}
+{{- .Values.metrics.prometheusRule.selector }}
+{{- else }}
+{{- $fullname := include "uaip-hub.fullname" . | regexQuoteMeta | replace "\\" "\\\\" }}
+{{- printf "namespace=%q, job=~\"%s|%s-relay\"" .Release.Namespace $fullname $fullname }}
+{{- end }}
+{{- end }}
+
+{{/*
+Base URL of the runbook (docs/runbook.md); alerts append #<alert name in lower case>.
+*/}}
+{{- define "uaip-hub.runbookUrl" -}}
+{{- default (printf "%s/blob/main/docs/runbook.md" (trimSuffix "/" .Chart.Home)) .Values.metrics.prometheusRule.runbookUrl }}
+{{- end }}
+
+{{/*
+The common part of an alerting rule: `for`, labels (severity + alertLabels) and the annotations block opened with
+runbook_url (the caller adds summary and description). Call with (dict "ctx" $ "name" NAME "alert" ALERT_VALUES
+"runbook" BASE_URL "labels" ALERT_LABELS).
+*/}}
+{{- define "uaip-hub.alertMeta" -}}
+for: {{ .alert.for }}
+labels:
+  severity: {{ .alert.severity | quote }}
+  {{- with .labels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+annotations:
+  runbook_url: {{ printf "%s#%s" .runbook (lower .name) | quote }}
 {{- end }}

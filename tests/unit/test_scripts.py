@@ -1,0 +1,60 @@
+"""The developer scripts' own logic: what scripts/test installs for a selection, and scripts/bench's argument check."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LIB = ROOT / "scripts" / "lib.sh"
+
+
+def lib_says(function: str, *args: str) -> bool:
+    """Run a lib.sh function in bash with these arguments; True when it returns 0."""
+    result = subprocess.run(["bash", "-c", f'source "{LIB}"; {function} "$@"', "lib.sh", *args],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode == 0
+
+
+@pytest.mark.parametrize("args, needs_checkov", [
+    ((), True),  # the whole suite
+    (("-q", "-m", "not process and not image"), True),  # the quick loop is still the whole tree
+    (("tests",), True),
+    (("tests/deploy/test_helm.py::test_chart_lints",), True),
+    (("tests/unit",), False),
+    (("tests/unit", "-x", "-q"), False),
+    (("tests/integration/test_cli.py", "tests/unit"), False),
+    (("-k", "helm"), True),  # a keyword is no path: every directory is collected
+    (("--ignore", "tests/deploy", "tests/unit"), False),
+])
+def test_checkov_is_installed_only_when_deploy_tests_are_selected(args, needs_checkov):
+    assert lib_says("needs_checkov", *args) is needs_checkov
+
+
+@pytest.mark.parametrize("args, needs_promtool", [
+    ((), True),
+    (("tests/process",), True),
+    (("tests/process/test_pipeline_gunicorn.py::test_metrics",), True),
+    (("tests/unit",), False),
+    (("tests/integration",), False),
+    (("-m", "not process and not image"), True),  # the whole tree, so the alert-rule tests too
+    (("tests/process", "-m", "not process"), False),
+    (("tests/process/test_metrics_live.py",), True),
+    (("tests/deploy",), True),  # the alert rules are checked and unit-tested by promtool
+    (("tests/deploy/test_alerts.py", "-m", "not process and not image"), True),
+    (("tests/deploy/test_helm.py",), False),
+])
+def test_promtool_is_installed_only_for_the_tests_that_use_it(args, needs_promtool):
+    assert lib_says("needs_promtool", *args) is needs_promtool
+
+
+def test_bench_names_the_valid_scenarios_for_a_mistyped_one():
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--only", "pipeline", "pipline"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "invalid choice: 'pipline'" in result.stderr
+    for name in ("device_list", "pipeline", "commands", "faults", "lifecycle"):
+        assert f"'{name}'" in result.stderr
