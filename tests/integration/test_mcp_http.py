@@ -546,3 +546,46 @@ def test_a_valid_typed_command_is_sent(client, headers, thermostat, db):
     result = tool_result(post(client, call("send_command", arguments), headers))
     assert result["isError"] is False and result["structuredContent"]["params"] == {"value": 21.5}
     assert stored_commands(db, thermostat["device_id"]) == 1
+
+
+def test_a_stored_command_is_answered_even_when_reading_it_back_fails(hub_env, api_client_factory, db):
+    """Stored means answered: a table lock held by the test makes the waiter's re-read and the tool's read-back hit
+    the statement timeout; the agent still gets its command (no error that would invite a second actuation)."""
+    import threading
+
+    import psycopg2
+
+    from tests.support.services import wait_for
+
+    app = create_app(hub_env)
+    client = app.test_client()
+    token = client.post("/api/v1/auth/token", data=token_request(*api_client_factory(), BASE + MCP)).json
+    headers = {"Authorization": f"Bearer {token['access_token']}", "X-Request-ID": "mcp-stored-1"}
+    admin = issue_token("c", ["admin"], app.config["SETTINGS"].jwt_secret, 60)[0]
+    device_id = unique_id()
+    assert client.post("/api/v1/devices", json={"device_id": device_id, "name": "d", "device_type": "t"},
+                       headers={"Authorization": f"Bearer {admin}"}).status_code == 201
+    answer = {}
+
+    def agent():
+        answer["response"] = post(client, call("send_command", {"device_id": device_id, "command": "open",
+                                                               "params": {"n": 1}, "wait_seconds": 25}), headers)
+
+    waiting = threading.Thread(target=agent)
+    waiting.start()
+    wait_for(lambda: stored_commands(db, device_id) == 1, timeout=20, message="the command stored")
+    locker = psycopg2.connect(hub_env["DATABASE_URL"])
+    try:
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLE commands IN ACCESS EXCLUSIVE MODE")
+            waiting.join(timeout=30)
+            assert not waiting.is_alive(), "the tool call did not answer"
+    finally:
+        locker.rollback()
+        locker.close()
+    result = tool_result(answer["response"])
+    assert result["isError"] is False
+    message = result["structuredContent"]
+    assert message["device_id"] == device_id and message["command"] == "open" and message["params"] == {"n": 1}
+    assert message["status"] in ("queued", "sent") and message["request_id"] == "mcp-stored-1"
+    assert stored_commands(db, device_id) == 1
