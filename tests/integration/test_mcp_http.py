@@ -589,3 +589,23 @@ def test_a_stored_command_is_answered_even_when_reading_it_back_fails(hub_env, a
     assert message["device_id"] == device_id and message["command"] == "open" and message["params"] == {"n": 1}
     assert message["status"] in ("queued", "sent") and message["request_id"] == "mcp-stored-1"
     assert stored_commands(db, device_id) == 1
+
+
+def test_send_command_waits_within_the_same_waiter_bounds_as_rest(hub_env, api_client_factory, db):
+    """With no waiter slot (UAIP_MAX_WAITERS=0), a wait is not taken: the command is sent and the call returns at
+    once with it, as REST's ?wait does over the bound."""
+    import time
+
+    app = create_app({**hub_env, "UAIP_MAX_WAITERS": "0"})
+    client = app.test_client()
+    token = client.post("/api/v1/auth/token", data=token_request(*api_client_factory(), BASE + MCP)).json
+    admin = issue_token("c", ["admin"], app.config["SETTINGS"].jwt_secret, 60)[0]
+    device_id = unique_id()
+    assert client.post("/api/v1/devices", json={"device_id": device_id, "name": "d", "device_type": "t"},
+                       headers={"Authorization": f"Bearer {admin}"}).status_code == 201
+    started = time.monotonic()
+    r = post(client, call("send_command", {"device_id": device_id, "command": "x", "wait_seconds": 30}),
+             {"Authorization": f"Bearer {token['access_token']}"})
+    assert time.monotonic() - started < 15  # nobody answers this device: a wait taken would last 30 s
+    assert tool_result(r)["structuredContent"]["status"] in ("queued", "sent")
+    assert stored_commands(db, device_id) == 1
