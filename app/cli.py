@@ -19,7 +19,7 @@ from flask import current_app
 from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 
-from app import create_app
+from app import create_app, tracing
 from app.config import ConfigError
 from app.db import get_db
 from app.messaging import get_messaging
@@ -114,9 +114,11 @@ def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | N
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    tracing.start(tracing.SIMULATOR_SERVICE)
     with simulator:
         click.echo(f"simulating {count} device(s): {', '.join(simulator.device_ids[:5])}{' …' if count > 5 else ''}")
         stop.wait()
+    tracing.shutdown()
     click.echo(f"stopped; {len(simulator.received)} command(s) received, {len(simulator.outcomes)} answered")
 
 

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 from psycopg2.extras import Json, execute_values
 
 from app import messaging as subjects
+from app import tracing
 from app.db import Database
 from app.errors import APIError
 from app.messaging import Messaging, MessagingUnavailable
@@ -155,6 +156,7 @@ def submit_command(
     """Store, publish and mark sent. Errors: 404 DEVICE_NOT_FOUND, 503 DEVICE_OFFLINE (qos 0), 429
     DEVICE_QUEUE_FULL, 409 IDEMPOTENCY_KEY_REUSED. A NATS failure is not an error: the command stays queued."""
     message_id = uuid.uuid4()
+    traceparent = tracing.current_traceparent()  # kept with the command: its redeliveries join this trace
 
     def store(cur):
         if idempotency is not None:
@@ -207,16 +209,17 @@ def submit_command(
             )
         cur.execute(
             "INSERT INTO commands (message_id, device_id, command, params, qos, priority, request_id, client_id, "
-            "source, expires_at, next_attempt_at) VALUES (%(id)s, %(device)s, %(command)s, %(params)s, %(qos)s, "
-            "%(priority)s, %(request_id)s, %(client)s, %(source)s, now() + make_interval(secs => %(ttl)s), "
+            "source, traceparent, expires_at, next_attempt_at) VALUES (%(id)s, %(device)s, %(command)s, %(params)s, "
+            "%(qos)s, %(priority)s, %(request_id)s, %(client)s, %(source)s, %(traceparent)s, "
+            "now() + make_interval(secs => %(ttl)s), "
             # The relay leaves a fresh command to this request (it publishes next); if this process dies before
             # publishing, the relay picks the command up once the retry delay has passed.
             "now() + make_interval(secs => %(retry)s)) "
-            f"RETURNING {MESSAGE_COLUMNS}",
+            f"RETURNING {MESSAGE_COLUMNS}, traceparent",
             {
                 "id": str(message_id), "device": spec.device_id, "command": spec.command, "params": Json(spec.params),
                 "qos": spec.qos, "priority": spec.priority, "request_id": request_id, "client": client_id,
-                "source": spec.source, "ttl": spec.ttl_ms / 1000.0, "retry": retry_seconds,
+                "source": spec.source, "traceparent": traceparent, "ttl": spec.ttl_ms / 1000.0, "retry": retry_seconds,
             },
         )
         row = cur.fetchone()
@@ -237,10 +240,13 @@ def submit_command(
 
 
 def _publish(messaging: Messaging, row: dict[str, Any]) -> bool:
+    """Publish a stored command; with tracing on, in the trace of the request that created it (a redelivery
+    by the relay too), and its NATS headers carry that trace's `traceparent` on to the device."""
     try:
-        messaging.publish(
-            subjects.command_subject(row["device_id"]), envelope(row), headers={"Nats-Msg-Id": str(row["message_id"])}
-        )
+        with tracing.continue_trace(row.get("traceparent")):
+            messaging.publish(
+                subjects.command_subject(row["device_id"]), envelope(row), headers={"Nats-Msg-Id": str(row["message_id"])}
+            )
         return True
     except MessagingUnavailable:
         return False
@@ -451,6 +457,23 @@ def apply_acks(db: Database, acks: list[Ack]) -> list[AckOutcome]:
     return outcomes
 
 
+def stored_traceparents(db: Database, message_ids: Iterable[str]) -> dict[str, str]:
+    """message_id → the traceparent stored with the command (the relay continues that trace for an ack whose
+    NATS headers carry none). Ids that are not UUIDs, unknown ids and untraced commands are left out."""
+    ids = sorted({str(parsed) for value in message_ids if (parsed := parse_message_id(value)) is not None})
+    if not ids:
+        return {}
+
+    def query(cur):
+        cur.execute(
+            "SELECT message_id, traceparent FROM commands WHERE message_id = ANY(%s::uuid[]) AND traceparent IS NOT NULL",
+            (ids,),
+        )
+        return {str(row["message_id"]): row["traceparent"] for row in cur.fetchall()}
+
+    return db.transaction(query)
+
+
 ACK_ERRORS = {
     "MESSAGE_NOT_FOUND": (404, "The message was not found."),
     "FORBIDDEN": (403, "A device may only acknowledge its own messages."),
@@ -574,7 +597,7 @@ def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str,
 
     def work(cur):
         cur.execute(
-            f"SELECT {MESSAGE_COLUMNS}, attempts FROM commands WHERE {where} "
+            f"SELECT {MESSAGE_COLUMNS}, attempts, traceparent FROM commands WHERE {where} "
             "AND expires_at > now() AND (qos >= 1 OR status = 'queued') "
             f"ORDER BY priority DESC, created_at LIMIT {SWEEP_BATCH} FOR UPDATE SKIP LOCKED",
             params,
