@@ -289,8 +289,9 @@ def test_one_command_is_one_trace_from_request_through_device_to_relay(traced_cl
     assert {s.parent.span_id for s in applied} <= {s.context.span_id for s in ack_publishes}
     assert all(s.attributes["messaging.consumer.group.name"].startswith("uaip-relay-trace-") for s in applied)
     statements = [c.attributes["db.statement"] for s in applied for c in children(spans, s) if c.kind == SpanKind.CLIENT]
-    assert any(str(s).endswith("FOR UPDATE") for s in statements)
-    assert any("UPDATE commands" in str(s) for s in statements)
+    assert any(s.endswith("FOR UPDATE") for s in statements) and any(s.startswith("UPDATE commands") for s in statements)
+    # Statements are recorded with placeholders: what devices report (results, errors) stays out of traces.
+    assert not any(response.json["message_id"] in s or "echo" in s for s in statements)
 
 
 def test_an_ack_without_trace_headers_continues_the_stored_trace(traced_client, traced, headers, device, relay, db):
