@@ -138,3 +138,10 @@ class Relay(_Process):
 
     def __init__(self, env: dict[str, str]) -> None:
         super().__init__([str(BIN / "uaip-hub"), "relay"], env, "relay")
+
+
+class Simulator(_Process):
+    """`uaip-hub simulate ARGS` (simulated devices over NATS) with the given environment."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        super().__init__([str(BIN / "uaip-hub"), "simulate", *args], env, "simulate")
