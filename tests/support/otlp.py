@@ -2,7 +2,8 @@
 
 `with OtlpReceiver() as otlp:` listens on a free port; point OTEL_EXPORTER_OTLP_ENDPOINT at `otlp.url`. Every
 POST to /v1/traces is decoded as an ExportTraceServiceRequest (opentelemetry-proto, gzip or plain) and kept as
-flat `ReceivedSpan`s, each with its resource's service name.
+flat `ReceivedSpan`s, each with its resource's service name. `decode=False` only counts requests and bytes (a
+benchmark's sink, costing the machine as little as possible).
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ def decode(body: bytes) -> list[ReceivedSpan]:
 
 
 class OtlpReceiver:
-    def __init__(self) -> None:
+    def __init__(self, decode: bool = True) -> None:
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
+        self.bytes = 0
         self._lock = threading.Lock()
-        receiver = self
+        receiver, keep = self, decode
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -82,10 +84,11 @@ class OtlpReceiver:
                 if self.path != "/v1/traces" or self.headers.get("Content-Type") != "application/x-protobuf":
                     self.send_error(404 if self.path != "/v1/traces" else 415)
                     return
-                spans = decode(body)
+                spans = decode(body) if keep else []
                 with receiver._lock:
                     receiver.spans.extend(spans)
                     receiver.requests += 1
+                    receiver.bytes += len(body)
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
