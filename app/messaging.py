@@ -282,7 +282,7 @@ class Messaging:
         if nc is None or not nc.is_connected:
             raise MessagingUnavailable("NATS is not connected")
         payload = body if isinstance(body, bytes) else encode(body)
-        with tracing.publish_span(subject, headers, len(payload)) as headers:
+        with tracing.publish_span(subject, headers, len(payload), device_id_from_subject) as headers:
             try:
                 self.run(nc.publish(subject, payload, headers=headers), timeout)
             except Exception as exc:  # noqa: BLE001 - connection lost between the check and the publish

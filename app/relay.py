@@ -155,7 +155,7 @@ class Relay:
             elif subject.endswith(".heartbeat"):
                 heartbeats[device_id] = _heartbeat_status(data)
         if acks:
-            with tracing.processing(ACKS_WILDCARD, self._trace_carriers(acks, ack_headers), {
+            with tracing.processing(ACKS_WILDCARD, "*", self._trace_carriers(acks, ack_headers), {
                 "messaging.batch.message_count": len(acks),
                 "messaging.consumer.group.name": self.settings.relay_queue_group,
             }):

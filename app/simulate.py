@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 from app import tracing
-from app.messaging import Messaging, MessagingUnavailable, ack_subject, command_subject, heartbeat_subject
+from app.messaging import (Messaging, MessagingUnavailable, ack_subject, command_subject, device_id_from_subject,
+                           heartbeat_subject)
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class DeviceSimulator:
             self.pool.submit(self._execute_in_trace, subject, data, headers)
 
     def _execute_in_trace(self, subject: str, data: bytes, headers: dict | None) -> None:
-        with tracing.processing(subject, [headers]):
+        with tracing.processing(subject, device_id_from_subject(subject), [headers]):
             self._execute(data)
 
     def _ack(self, device_id: str, body: dict[str, Any]) -> bool:

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -251,68 +251,67 @@ def _attached(carrier: Mapping[str, str]) -> Iterator[None]:
         context.detach(token)
 
 
-def subject_template(subject: str) -> str:
-    """`uaip.devices.sensor-1.commands` → `uaip.devices.{device_id}.commands`: span names stay low-cardinality."""
-    from app.messaging import device_id_from_subject
-
-    device_id = device_id_from_subject(subject)
-    if device_id is None:
-        return subject
-    return "uaip.devices.{device_id}" + subject[len("uaip.devices.") + len(device_id):]
+def subject_template(subject: str, device_id: str | None) -> str:
+    """`uaip.devices.sensor-1.commands` (device `sensor-1`) → `uaip.devices.{device_id}.commands`: span names
+    stay low-cardinality. The subject's layout is app/messaging.py's business: callers say which device it names."""
+    head, found, tail = subject.rpartition(f".{device_id}.") if device_id else ("", "", "")
+    return f"{head}.{{device_id}}.{tail}" if found else subject
 
 
-def _messaging_attributes(subject: str, operation: str, kind: str) -> dict[str, Any]:
+def _messaging_attributes(subject: str, device_id: str | None, operation: str, kind: str) -> dict[str, Any]:
     """OpenTelemetry messaging semantic-convention attributes for NATS."""
-    from app.messaging import device_id_from_subject
-
     attributes: dict[str, Any] = {
         "messaging.system": "nats",
         "messaging.operation.name": operation,
         "messaging.operation.type": kind,
         "messaging.destination.name": subject,
     }
-    template = subject_template(subject)
+    template = subject_template(subject, device_id)
     if template != subject:
         attributes["messaging.destination.template"] = template
-    device_id = device_id_from_subject(subject)
-    if device_id is not None and device_id != "*":
+    if device_id and device_id != "*":
         attributes["uaip.device_id"] = device_id
     return attributes
 
 
-def publish_span(subject: str, headers: dict[str, str] | None, payload_size: int):
-    """Context manager around one NATS publish, giving the headers to send.
+def publish_span(subject: str, headers: dict[str, str] | None, payload_size: int,
+                 device_id_of: Callable[[str], str | None]):
+    """Context manager around one NATS publish, giving the headers to send (`device_id_of` reads the device id
+    out of a subject, for the span's name and attributes).
 
     Inside a trace: a PRODUCER span "publish <subject template>" with messaging attributes, and the headers gain
     `traceparent` (W3C trace context through the global propagator). Outside a trace, or when off: the headers
     unchanged, no span."""
     if not active:
         return contextlib.nullcontext(headers)
-    return _publish_span(subject, headers, payload_size)
+    return _publish_span(subject, headers, payload_size, device_id_of)
 
 
 @contextlib.contextmanager
-def _publish_span(subject, headers, payload_size) -> Iterator[dict[str, str] | None]:
+def _publish_span(subject, headers, payload_size, device_id_of) -> Iterator[dict[str, str] | None]:
     from opentelemetry import propagate, trace
 
     if not trace.get_current_span().get_span_context().is_valid:
         yield headers
         return
-    attributes = _messaging_attributes(subject, "publish", "send")
+    device_id = device_id_of(subject)
+    attributes = _messaging_attributes(subject, device_id, "publish", "send")
     attributes["messaging.message.body.size"] = payload_size
     if headers and headers.get("Nats-Msg-Id"):
         attributes["messaging.message.id"] = headers["Nats-Msg-Id"]
     with _tracer.start_as_current_span(
-        f"publish {subject_template(subject)}", kind=trace.SpanKind.PRODUCER, attributes=attributes
+        f"publish {subject_template(subject, device_id)}", kind=trace.SpanKind.PRODUCER, attributes=attributes
     ):
         carried = dict(headers or {})
         propagate.inject(carried)
         yield carried
 
 
-def processing(subject: str, carriers: Iterable[Mapping[str, str] | None], attributes: Mapping[str, Any] | None = None):
+def processing(subject: str, device_id: str | None, carriers: Iterable[Mapping[str, str] | None],
+               attributes: Mapping[str, Any] | None = None):
     """Context manager: a CONSUMER span "process <subject template>" around handling messages received on
-    `subject` (a wildcard for a batch), continuing the traces their headers (`carriers`) carry.
+    `subject` (for a batch, the subscription's wildcard, with `*` as its device id), continuing the traces their
+    headers (`carriers`) carry.
 
     One trace among the messages (the usual case: one message, or one command's acks): the span is a child in
     that trace, so the work inside (database statements, publishes) is part of it. Several traces (a batch): the
@@ -320,11 +319,11 @@ def processing(subject: str, carriers: Iterable[Mapping[str, str] | None], attri
     linking back to it. No trace at all, or off: nothing."""
     if not active:
         return _NOTHING
-    return _processing(subject, [carrier for carrier in carriers if carrier], dict(attributes or {}))
+    return _processing(subject, device_id, [carrier for carrier in carriers if carrier], dict(attributes or {}))
 
 
 @contextlib.contextmanager
-def _processing(subject, carriers, extra) -> Iterator[None]:
+def _processing(subject, device_id, carriers, extra) -> Iterator[None]:
     from opentelemetry import propagate, trace
     from opentelemetry.context import Context
     from opentelemetry.trace import Link
@@ -338,8 +337,8 @@ def _processing(subject, carriers, extra) -> Iterator[None]:
     if not parents:
         yield
         return
-    name = f"process {subject_template(subject)}"
-    attributes = {**_messaging_attributes(subject, "process", "process"), **extra}
+    name = f"process {subject_template(subject, device_id)}"
+    attributes = {**_messaging_attributes(subject, device_id, "process", "process"), **extra}
     kind = trace.SpanKind.CONSUMER
     if len(parents) == 1:
         (parent, _), = parents.values()

@@ -9,6 +9,7 @@ hub adds: a default service name, and a sampler rule that keeps database and Red
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
@@ -45,13 +46,18 @@ class ClientSpansInsideTraces(Sampler):
 def service_resource(default_service: str) -> Resource:
     """The SDK's resource from the environment; `default_service` and the hub's version fill what it leaves
     unset (OTEL_SERVICE_NAME, then service.name in OTEL_RESOURCE_ATTRIBUTES, win over the default)."""
-    from app.health import package_version
-
     detected = Resource.create()
-    resource = Resource({SERVICE_VERSION: package_version()}).merge(detected)
+    resource = Resource({SERVICE_VERSION: _hub_version()}).merge(detected)
     if str(detected.attributes.get(SERVICE_NAME, "")).startswith(UNKNOWN_SERVICE):
         resource = resource.merge(Resource({SERVICE_NAME: default_service}))
     return resource
+
+
+def _hub_version() -> str:
+    try:
+        return importlib.metadata.version("uaip-hub")
+    except importlib.metadata.PackageNotFoundError:  # a checkout run without installing
+        return "unknown"
 
 
 def otlp_exporter() -> SpanExporter:

@@ -9,6 +9,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, set_span_in_context
 
 from app import tracing
+from app.messaging import device_id_from_subject
 from app.tracing_setup import ClientSpansInsideTraces, build_provider, service_resource
 
 OTEL_VARIABLES = (
@@ -181,20 +182,24 @@ def test_settings_the_sdk_refuses_leave_the_process_untraced_with_a_warning(monk
     [
         ("uaip.devices.sensor-1.commands", "uaip.devices.{device_id}.commands"),
         ("uaip.devices.sensor.1.acks", "uaip.devices.{device_id}.acks"),  # device ids may contain dots
+        ("uaip.devices.commands.commands", "uaip.devices.{device_id}.commands"),  # ids that look like the layout
+        ("uaip.devices.devices.acks", "uaip.devices.{device_id}.acks"),
         ("uaip.devices.*.acks", "uaip.devices.{device_id}.acks"),
         ("uaip.events.devices", "uaip.events.devices"),
         ("uaip.internal.messages.final", "uaip.internal.messages.final"),
     ],
 )
 def test_span_names_use_the_subject_template(subject, template):
-    assert tracing.subject_template(subject) == template
+    device_id = "*" if "*" in subject else device_id_from_subject(subject)
+    assert tracing.subject_template(subject, device_id) == template
 
 
 def test_off_costs_nothing_and_hands_headers_through():
     assert not tracing.active
     assert tracing.log_ids() is None and tracing.current_traceparent() is None
     headers = {"Nats-Msg-Id": "m-1"}
-    with tracing.publish_span("uaip.devices.d.commands", headers, 10) as sent:
+    with tracing.publish_span("uaip.devices.d.commands", headers, 10, device_id_from_subject) as sent:
         assert sent is headers
-    with tracing.continue_trace("00-" + "a" * 32 + "-" + "b" * 16 + "-01"), tracing.processing("s", [{"traceparent": "x"}]):
+    with tracing.continue_trace("00-" + "a" * 32 + "-" + "b" * 16 + "-01"), \
+            tracing.processing("uaip.devices.d.commands", "d", [{"traceparent": "x"}]):
         pass
