@@ -69,7 +69,7 @@ def measure(rounds: int = 3, requests_per_round: int = 1500, concurrency: int = 
     headers = {"Authorization": f"Bearer {issue_token('bench-client', ['device:read'], jwt_secret, 3600)[0]}"}
     samples = {side: {"c1": [], "loaded": [], "rps": []} for side in SIDES}
     try:
-        with OtlpReceiver(decode=False) as otlp, _server(env, before) as absent, _server(env) as off, \
+        with OtlpReceiver(keep_spans=False) as otlp, _server(env, before) as absent, _server(env) as off, \
                 _server({**env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url}) as on:
             servers = {"absent": absent, "off": off, "on": on}
             for server in servers.values():  # warm-up: imports, connections, Lua script load

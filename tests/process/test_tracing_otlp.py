@@ -92,10 +92,16 @@ def test_one_command_is_one_trace_across_api_device_and_relay(env, otlp, api_cli
         for path in ("/api/v1/system/health", "/api/v1/system/health/readiness", "/metrics"):
             assert requests.get(f"{hub.url}{path}", timeout=10).status_code == 200
 
-        otlp.wait_for(lambda s: s.trace_id == trace_id and s.name == RELAY_WORK and s.service == "uaip-relay",
-                      message="the relay's span in the command's trace")
-        wait_for(lambda: len(otlp.trace(trace_id)) >= 8, message="the whole trace")  # later batches land too
-        spans = otlp.trace(trace_id)
+        # Each process exports on its own schedule: wait until every part of the journey has arrived.
+        expected = {("uaip-hub", "server"): 1, ("uaip-hub", COMMANDS): 1, ("uaip-simulator", DEVICE_WORK): 1,
+                    ("uaip-simulator", ACKS): 2, ("uaip-relay", RELAY_WORK): 1}
+
+        def journey_arrived():
+            spans = otlp.trace(trace_id)
+            return all(sum(1 for s in spans if s.service == service and name in (s.name, s.kind)) >= count
+                       for (service, name), count in expected.items()) and spans
+
+        spans = wait_for(journey_arrived, timeout=20, message="the command's whole journey")
         server = one(spans, kind="server")
         assert (server.service, server.name) == ("uaip-hub", "POST /api/v1/devices/<device_id>/command")
         assert server.parent_span_id == parent and server.attributes["uaip.request_id"] == "otlp-req-1"
@@ -149,6 +155,7 @@ def test_a_redelivery_joins_the_trace_of_the_request(env, otlp, api_client_facto
             wait_for(lambda: requests.get(f"{hub.url}/api/v1/messages/{response.json()['message_id']}", headers=auth,
                                           timeout=5).json()["status"] == "completed", timeout=30, message="completed")
             otlp.wait_for(lambda s: s.trace_id == trace_id and s.name == RELAY_WORK, message="the relay applying the ack")
+            otlp.wait_for(lambda s: s.trace_id == trace_id and s.name == DEVICE_WORK, message="the device's work")
         spans = otlp.trace(trace_id)
         publishes = [s for s in spans if s.name == COMMANDS]
         assert {s.service for s in publishes} == {"uaip-hub", "uaip-relay"}

@@ -2,7 +2,7 @@
 
 `with OtlpReceiver() as otlp:` listens on a free port; point OTEL_EXPORTER_OTLP_ENDPOINT at `otlp.url`. Every
 POST to /v1/traces is decoded as an ExportTraceServiceRequest (opentelemetry-proto, gzip or plain) and kept as
-flat `ReceivedSpan`s, each with its resource's service name. `decode=False` only counts requests and bytes (a
+flat `ReceivedSpan`s, each with its resource's service name. `keep_spans=False` only counts requests and bytes (a
 benchmark's sink, costing the machine as little as possible).
 """
 
@@ -66,12 +66,12 @@ def decode(body: bytes) -> list[ReceivedSpan]:
 
 
 class OtlpReceiver:
-    def __init__(self, decode: bool = True) -> None:
+    def __init__(self, keep_spans: bool = True) -> None:
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
         self.bytes = 0
         self._lock = threading.Lock()
-        receiver, keep = self, decode
+        receiver, keep = self, keep_spans
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
