@@ -274,8 +274,10 @@ def test_one_command_is_one_trace_from_request_through_device_to_relay(traced_cl
         return [s for s in traced.get_finished_spans() if s.name == "process uaip.devices.{device_id}.acks"
                 and hex_ids(s)[0] == INCOMING_TRACE]
 
-    wait_for(lambda: sum(1 for s in relay_spans() for c in children(traced.get_finished_spans(), s)
-                         if c.name == "publish uaip.internal.messages.final"), message="the relay's completion span")
+    wait_for(lambda: any(c.name == "publish uaip.internal.messages.final"
+                         for s in relay_spans() for c in children(traced.get_finished_spans(), s))
+             and any(s.name == "process uaip.devices.{device_id}.commands" for s in traced.get_finished_spans()),
+             message="the relay's completion span and the device's span")
     spans = [s for s in traced.get_finished_spans() if hex_ids(s)[0] == INCOMING_TRACE]
     server = only(spans, kind=SpanKind.SERVER)
     publish = only(spans, name="publish uaip.devices.{device_id}.commands")
