@@ -98,6 +98,10 @@ class Database:
                     connect_timeout=CONNECT_TIMEOUT_SECONDS,
                     application_name=self.application_name,
                     options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC",
+                    # Dict rows for every cursor of the pool, set per connection rather than per cursor: the
+                    # psycopg2 tracing instrumentation only traces cursors made by the connection's own factory
+                    # (opentelemetry-python-contrib#578).
+                    cursor_factory=psycopg2.extras.RealDictCursor,
                 )
                 # psycopg2 keeps a returned connection only while fewer than `minconn` are idle and closes it
                 # otherwise: with minconn=0 every request would open a new connection. Raised after creation,
@@ -154,7 +158,7 @@ class Database:
             committing = False
             try:
                 with self.connection() as conn:
-                    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                    with conn.cursor() as cur:  # a RealDictCursor: the pool's connections make them
                         result = work(cur)
                     committing = True
                     conn.commit()

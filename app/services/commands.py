@@ -24,10 +24,10 @@ import uuid
 from typing import Any, Iterable, Iterator
 
 import psycopg2
-from psycopg2.extras import Json, execute_values
+from psycopg2.extras import Json
 
 from app import messaging as subjects
-from app import metrics
+from app import metrics, tracing
 from app.db import Database, DatabaseUnavailable
 from app.errors import APIError
 from app.messaging import Messaging, MessagingUnavailable
@@ -162,6 +162,7 @@ def submit_command(
     (qos 0), 429 DEVICE_QUEUE_FULL; and 409 IDEMPOTENCY_KEY_REUSED. A refusal rolls everything back, the
     Idempotency-Key included. A NATS failure is not an error: the command stays queued."""
     message_id = uuid.uuid4()
+    traceparent = tracing.current_traceparent()  # kept with the command: its redeliveries join this trace
 
     def store(cur):
         if idempotency is not None:
@@ -216,16 +217,17 @@ def submit_command(
             )
         cur.execute(
             "INSERT INTO commands (message_id, device_id, command, params, qos, priority, request_id, client_id, "
-            "source, expires_at, next_attempt_at) VALUES (%(id)s, %(device)s, %(command)s, %(params)s, %(qos)s, "
-            "%(priority)s, %(request_id)s, %(client)s, %(source)s, now() + make_interval(secs => %(ttl)s), "
+            "source, traceparent, expires_at, next_attempt_at) VALUES (%(id)s, %(device)s, %(command)s, %(params)s, "
+            "%(qos)s, %(priority)s, %(request_id)s, %(client)s, %(source)s, %(traceparent)s, "
+            "now() + make_interval(secs => %(ttl)s), "
             # The relay leaves a fresh command to this request (it publishes next); if this process dies before
             # publishing, the relay picks the command up once the retry delay has passed.
             "now() + make_interval(secs => %(retry)s)) "
-            f"RETURNING {MESSAGE_COLUMNS}",
+            f"RETURNING {MESSAGE_COLUMNS}, traceparent",
             {
                 "id": str(message_id), "device": spec.device_id, "command": spec.command, "params": Json(spec.params),
                 "qos": spec.qos, "priority": spec.priority, "request_id": request_id, "client": client_id,
-                "source": spec.source, "ttl": spec.ttl_ms / 1000.0, "retry": retry_seconds,
+                "source": spec.source, "traceparent": traceparent, "ttl": spec.ttl_ms / 1000.0, "retry": retry_seconds,
             },
         )
         row = cur.fetchone()
@@ -255,10 +257,13 @@ def submit_command(
 
 
 def _publish(messaging: Messaging, row: dict[str, Any]) -> bool:
+    """Publish a stored command; with tracing on, in the trace of the request that created it (a redelivery
+    by the relay too), and its NATS headers carry that trace's `traceparent` on to the device."""
     try:
-        messaging.publish(
-            subjects.command_subject(row["device_id"]), envelope(row), headers={"Nats-Msg-Id": str(row["message_id"])}
-        )
+        with tracing.continue_trace(row.get("traceparent")):
+            messaging.publish(
+                subjects.command_subject(row["device_id"]), envelope(row), headers={"Nats-Msg-Id": str(row["message_id"])}
+            )
         return True
     except MessagingUnavailable:
         return False
@@ -459,16 +464,18 @@ def _apply_ack_batch(cur, acks: list[Ack]) -> list[AckOutcome]:
             changed[str(parsed)] = row
         outcomes.append(outcome)
     if changed:
-        execute_values(
-            cur,
+        # The values travel as array parameters, not written into the SQL text (as psycopg2's execute_values
+        # does): the text is what a trace records as the statement, and device results do not belong there.
+        columns = zip(*[(message_id, row["status"], row["sent_at"], row["acknowledged_at"], row["completed_at"],
+                         Json(row["result"]) if row["result"] is not None else None, row["error"])
+                        for message_id, row in changed.items()])
+        cur.execute(
             "UPDATE commands AS c SET status = v.status, sent_at = v.sent_at, acknowledged_at = v.acknowledged_at, "
             "completed_at = v.completed_at, result = v.result, error = v.error, updated_at = now() "
-            "FROM (VALUES %s) AS v(message_id, status, sent_at, acknowledged_at, completed_at, result, error) "
+            "FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], "
+            "%s::jsonb[], %s::text[]) AS v(message_id, status, sent_at, acknowledged_at, completed_at, result, error) "
             "WHERE c.message_id = v.message_id",
-            [(message_id, row["status"], row["sent_at"], row["acknowledged_at"], row["completed_at"],
-              Json(row["result"]) if row["result"] is not None else None, row["error"])
-             for message_id, row in changed.items()],
-            template="(%s::uuid, %s, %s::timestamptz, %s::timestamptz, %s::timestamptz, %s::jsonb, %s)", page_size=1000,
+            [list(column) for column in columns],
         )
     return outcomes
 
@@ -486,6 +493,23 @@ def apply_acks(db: Database, acks: list[Ack], source: str = "rest") -> list[AckO
         if outcome.completion_seconds is not None:
             metrics.command_completion_seconds.labels(status=outcome.message["status"]).observe(outcome.completion_seconds)
     return outcomes
+
+
+def stored_traceparents(db: Database, message_ids: Iterable[str]) -> dict[str, str]:
+    """message_id → the traceparent stored with the command (the relay continues that trace for an ack whose
+    NATS headers carry none). Ids that are not UUIDs, unknown ids and untraced commands are left out."""
+    ids = sorted({str(parsed) for value in message_ids if (parsed := parse_message_id(value)) is not None})
+    if not ids:
+        return {}
+
+    def query(cur):
+        cur.execute(
+            "SELECT message_id, traceparent FROM commands WHERE message_id = ANY(%s::uuid[]) AND traceparent IS NOT NULL",
+            (ids,),
+        )
+        return {str(row["message_id"]): row["traceparent"] for row in cur.fetchall()}
+
+    return db.transaction(query)
 
 
 ACK_ERRORS = {
@@ -688,7 +712,7 @@ def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str,
 
     def work(cur):
         cur.execute(
-            f"SELECT {MESSAGE_COLUMNS}, attempts FROM commands WHERE {where} "
+            f"SELECT {MESSAGE_COLUMNS}, attempts, traceparent FROM commands WHERE {where} "
             "AND expires_at > now() AND (qos >= 1 OR status = 'queued') "
             f"ORDER BY priority DESC, created_at LIMIT {SWEEP_BATCH} FOR UPDATE SKIP LOCKED",
             params,
