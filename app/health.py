@@ -1,4 +1,5 @@
-"""Dependency probes, health report, readiness and drain state (CONTRACT.md §7, DESIGN.md decision 3).
+"""Dependency probes, health report, readiness and drain state (docs/api.md, "System endpoints"; docs/decisions.md,
+"Draining").
 
 Each probe is a real round trip with its own short timeout: PostgreSQL `SELECT 1` on a dedicated connection
 (`Database.ping`), Redis `PING` (the client's 0.5 s socket timeouts), NATS PING/PONG (`Messaging.round_trip_ms`).

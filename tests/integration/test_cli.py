@@ -93,7 +93,8 @@ def test_a_weak_bootstrap_secret_stops_migrate_with_one_line_and_creates_nothing
 
 
 def test_commands_also_run_through_flask_cli(hub_env):
-    """CONTRACT §1: uaip-hub is built on Flask's CLI, so `flask --app wsgi ...` offers the same commands."""
+    """uaip-hub is built on Flask's CLI (docs/api.md, "Command line"), so `flask --app wsgi ...` offers the same
+    commands."""
     root = Path(__file__).resolve().parents[2]
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(root), **hub_env}
     flask = str(Path(sys.executable).with_name("flask"))
