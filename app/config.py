@@ -192,6 +192,7 @@ class Settings:
     bootstrap_client_secret: str | None = dataclasses.field(default=None, repr=False)
     # Relay tuning (not in the old hub; docs/api.md, "Configuration"). Tests shorten the intervals.
     relay_sweep_seconds: float = 2.0
+    health_cache_seconds: float = 2.0
     command_retry_seconds: float = 10.0
     relay_queue_group: str = "uaip-relay"
     relay_metrics_port: int = 9464
@@ -234,6 +235,8 @@ class Settings:
             bootstrap_client_id=_raw(env, "UAIP_BOOTSTRAP_CLIENT_ID"),
             bootstrap_client_secret=_bootstrap_secret(env, environment),
             relay_sweep_seconds=_float(env, "UAIP_RELAY_SWEEP_SECONDS", 2.0, 0.05, 3600),
+            # Each worker probes each dependency at most once per period; longer would make health answers stale.
+            health_cache_seconds=_float(env, "UAIP_HEALTH_CACHE_SECONDS", 2.0, 0.0, 2.0),
             command_retry_seconds=_float(env, "UAIP_COMMAND_RETRY_SECONDS", 10.0, 0.1, 3600),
             relay_queue_group=_raw(env, "UAIP_RELAY_QUEUE_GROUP") or "uaip-relay",
             relay_metrics_port=_int(env, "UAIP_RELAY_METRICS_PORT", 9464, 0, 65_535),

@@ -37,7 +37,6 @@ from app import lifecycle, metrics
 
 DRAIN_FILE_ENV = "UAIP_DRAIN_FILE"
 DEFAULT_DRAIN_FILE = "/tmp/uaip-draining"
-CACHE_SECONDS_ENV = "UAIP_HEALTH_CACHE_SECONDS"
 MAX_CACHE_SECONDS = 2.0
 PROBE_TIMEOUT_SECONDS = 1.0
 
@@ -71,15 +70,6 @@ def package_version() -> str:
         return importlib.metadata.version("uaip-hub")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def cache_seconds_from_env() -> float:
-    raw = os.environ.get(CACHE_SECONDS_ENV, "").strip()
-    try:
-        value = float(raw) if raw else MAX_CACHE_SECONDS
-    except ValueError:
-        value = MAX_CACHE_SECONDS
-    return min(max(value, 0.0), MAX_CACHE_SECONDS)
 
 
 def drain_file() -> str:
@@ -201,7 +191,7 @@ def init_app(app: Flask) -> None:
         app.extensions["uaip.db"],
         app.extensions["uaip.cache"],
         app.extensions["uaip.messaging"],
-        cache_seconds=cache_seconds_from_env(),
+        cache_seconds=app.config["SETTINGS"].health_cache_seconds,
     )
     app.config["UAIP_VERSION"] = package_version()
 
