@@ -28,7 +28,7 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     )
 
     settings = load_settings(overrides)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # a JSON API: no /static/<path> route
     app.config.update(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_message_size_bytes,

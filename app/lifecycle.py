@@ -1,4 +1,5 @@
-"""Process lifecycle under gunicorn: what the hooks in gunicorn.conf.py call (CONTRACT.md §7a, DESIGN.md decision 3).
+"""Process lifecycle under gunicorn: what the hooks in gunicorn.conf.py call (docs/operations.md, "Signals and
+draining").
 
 Gunicorn hands its hooks the worker (or the arbiter), never the Flask app, and the app may be wrapped in
 middleware by the time gunicorn holds it. So `create_app` registers each app here (`init_app`), and the worker

@@ -1,4 +1,4 @@
-"""Logging: stdlib `logging`, configured once per process, one line per record on stdout (CONTRACT.md §6).
+"""Logging: stdlib `logging`, configured once per process, one line per record on stdout (docs/operations.md, "Logs").
 
 `LOG_FORMAT=json` writes one JSON object per line (`timestamp`, `level`, `logger`, `message`, `request_id`, then any
 `extra={...}` fields, then `exception` with the traceback); `text` writes the same facts for humans. The request id
@@ -292,7 +292,7 @@ def _short(value: str | None, limit: int = 512) -> str | None:
 
 
 def log_access(response, duration_seconds: float, client_id: str | None) -> None:
-    """The one access line per request, with every field the contract lists."""
+    """The one access line per request, with every field docs/operations.md ("Logs") lists."""
     status = response.status_code
     level = access_level(status)
     if not access_log.isEnabledFor(level):

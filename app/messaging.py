@@ -1,12 +1,13 @@
-"""The only module that knows the NATS client (nats-py, DESIGN.md decision 1).
+"""The only module that knows the NATS client (nats-py; docs/decisions.md, "NATS client").
 
 nats-py is asyncio; the hub is synchronous WSGI. Each process gets one event-loop thread, started lazily on
 first use (so after gunicorn's fork), and sync code hands coroutines to it with
 `asyncio.run_coroutine_threadsafe(...).result(timeout)`.
 
-Connection policy (docs/hardening-notes.md, "NATS outages"). With `allow_reconnect=True` and unlimited attempts,
-nats-py's `connect()` does not return until a server answers: it retries a failed *first* connection itself,
-every RECONNECT_WAIT_SECONDS, and reports each failed attempt to `error_cb`. So the client object is kept from
+Connection policy (docs/decisions.md, "NATS publishes fail fast while disconnected"). With
+`allow_reconnect=True` and unlimited attempts, nats-py's `connect()` does not return until a server answers: it
+retries a failed *first* connection itself, every RECONNECT_WAIT_SECONDS, and reports each failed attempt to
+`error_cb`. So the client object is kept from
 the start and the connection attempt runs in the background on the loop; nobody waits for it. While the client is
 not connected (first connection pending, or nats-py reconnecting), `publish` raises `MessagingUnavailable` at
 once instead of buffering silently or waiting: the command service leaves the command `queued` in PostgreSQL (it
@@ -45,7 +46,7 @@ FIRST_ATTEMPT_WAIT_SECONDS = 0.5
 DEFAULT_CALL_TIMEOUT = 2.0
 
 
-# --- subjects (CONTRACT.md §5) ---------------------------------------------------------------------------
+# --- subjects (docs/api.md, "NATS subjects") -------------------------------------------------------------
 
 
 def command_subject(device_id: str) -> str:

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document at GET /api/v1/openapi.json (no auth, no rate limit), built once per app.
 
 Request bodies come from the pydantic models the views validate with (`model_json_schema()`), so the document
-cannot drift from validation; everything else is written here from CONTRACT.md §3–§7. Every error response is the
+cannot drift from validation; everything else is written here from docs/api.md. Every error response is the
 one envelope (app/errors.py), except the token endpoint's RFC 6749 bodies. tests/integration/test_openapi.py keeps
 the document and the app's URL map equal in both directions and runs schemathesis against it.
 """
@@ -146,7 +146,7 @@ def _schemas() -> dict[str, Any]:
                 "details": {"type": "object", "additionalProperties": True},
                 "request_id": {"type": ["string", "null"], "description": "Same as the X-Request-ID header."},
             },
-            description="The one error envelope of every non-OAuth error (CONTRACT.md §6).",
+            description="The one error envelope of every non-OAuth error (docs/api.md, \"Errors\").",
         ),
         "OAuthError": _object(
             {
@@ -699,7 +699,7 @@ def build_document(version: str) -> dict[str, Any]:
             "title": "UAIP Hub",
             "version": version,
             "description": "REST hub through which AI agents find, inspect and command IoT devices. Every response "
-            "carries `X-Request-ID`; rate-limited responses carry `X-RateLimit-*` (CONTRACT.md §6).",
+            "carries `X-Request-ID`; rate-limited responses carry `X-RateLimit-*` (docs/rate-limits.md).",
         },
         "servers": [{"url": "/"}],
         "tags": [{"name": name} for name in ("auth", "devices", "device-types", "commands", "things", "mcp",

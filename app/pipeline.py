@@ -1,4 +1,4 @@
-"""What every request passes through before and after its view (CONTRACT.md §6).
+"""What every request passes through before and after its view (docs/architecture.md, "The path of a request").
 
 In order: the client address (werkzeug ProxyFix, only with TRUSTED_PROXY_HOPS > 0), the correlation id and start
 time (first before-request hook), then — registered by their own modules in create_app — metrics and the rate

@@ -1,4 +1,4 @@
-"""`uaip-hub relay`: the worker between NATS and PostgreSQL (CONTRACT.md §1 and §5, DESIGN.md decision 8).
+"""`uaip-hub relay`: the worker between NATS and PostgreSQL (docs/architecture.md, "The path of a command").
 
 It consumes device acks and heartbeats in a NATS queue group (several relays share the stream; one subscription
 per possible token count of a device id, app.messaging.relay_subscriptions), applies them

@@ -1,4 +1,4 @@
-"""Commands and messages (CONTRACT.md §5): submit, read, list per device, acknowledge.
+"""Commands and messages (docs/api.md, "Commands and messages"): submit, read, list per device, acknowledge.
 
 Views parse and validate, call one function of app/services/commands.py, and answer. `?wait=N` holds the
 request's gthread thread for up to N seconds, within per-process and per-client bounds (see Waiters).

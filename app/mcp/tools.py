@@ -130,7 +130,7 @@ def send_command(arguments: SendCommandArguments, caller: Caller) -> dict[str, A
     try:
         return commands.get_message(get_db(), submitted.message_id)
     except (DatabaseUnavailable, psycopg2.Error) as exc:
-        # Stored means answered (docs/hardening-notes.md): an error now would invite a retry, hence a second
+        # Once stored, always answered (docs/decisions.md): an error now would invite a retry, hence a second
         # actuation. The message as it was stored is known without reading it back.
         log.warning("reading the stored command back failed; answering with it as stored",
                     extra={"message_id": submitted.message_id, "error": str(exc).strip() or exc.__class__.__name__})
@@ -138,7 +138,8 @@ def send_command(arguments: SendCommandArguments, caller: Caller) -> dict[str, A
 
 
 def as_stored(spec: commands.CommandSpec, submitted: commands.Submitted, request_id: str | None) -> dict[str, Any]:
-    """The §5 message of a command just stored, from what its submit returned (no timestamps after `created_at`)."""
+    """The message (as GET /messages/{id} shows it) of a command just stored, from what its submit returned: no
+    timestamps after `created_at`."""
     accepted = submitted.body
     return {
         "message_id": accepted["message_id"], "device_id": accepted["device_id"], "command": spec.command,

@@ -1,6 +1,6 @@
 """Commands to devices: every SQL statement about commands (API and relay) lives here.
 
-Durability (DESIGN.md decision 8): a command is inserted (`queued`) and committed before it is published on
+Durability (docs/decisions.md, "Durability"): a command is inserted (`queued`) and committed before it is published on
 `uaip.devices.{id}.commands`; only after a successful publish is it marked `sent`. If NATS is down the command
 stays `queued` with `next_attempt_at` = now, and the relay publishes it when NATS is back. Once the insert has
 committed the submitter gets 202, whatever fails afterwards (publish, the `sent` mark, reading it under
@@ -54,7 +54,7 @@ MESSAGE_COLUMNS = (
 
 
 def message_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A message exactly as CONTRACT.md §5 lists its fields."""
+    """A message exactly as docs/api.md ("The message object") lists its fields."""
     return {
         "message_id": str(row["message_id"]),
         "device_id": row["device_id"],
@@ -552,7 +552,7 @@ class Waiters:
 
     A waiting request holds its gthread thread, so waiting is bounded per process (`max_waiters`) and per API
     client within the process (`max_per_client`): probes and other clients always find a free thread. A request
-    over either bound does not wait at all; it gets its 202 at once and polls (docs/hardening-notes.md).
+    over either bound does not wait at all; it gets its 202 at once and polls (docs/decisions.md, "Bounded waiting").
 
     A waiter re-reads the message from PostgreSQL whenever it is woken and at least every `max_poll` seconds
     (back-off from 10 ms), so it is correct without NATS, just slower. A database error while polling ends the

@@ -28,8 +28,6 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "tra
 def app_routes(app) -> set[tuple[str, str]]:
     routes = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         routes |= {(method, path) for method in rule.methods - IMPLICIT_METHODS}
     return routes
