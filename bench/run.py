@@ -16,7 +16,7 @@ import platform
 import time
 from typing import Callable
 
-from bench import commands, faults, hardening, lifecycle, limiter, pipeline, registry, subjects, tracing, typed
+from bench import commands, faults, hardening, lifecycle, limiter, mcp, pipeline, registry, subjects, tracing, typed
 from bench.harness import ROOT, BenchDatabase
 
 RESULTS = ROOT / "bench" / "results"
@@ -38,6 +38,7 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
                                               one_client_requests=400 if quick else 2000),
         "commands": lambda db: commands.run(quick=quick),
         "typed_commands": lambda db: typed.run(quick=quick),
+        "mcp": lambda db: mcp.send_command_vs_rest(db, rounds=rounds, seconds=seconds),
         "default_limits": registry.default_limits,
         "token": lambda db: registry.token_issuance(db, requests_count=500 if quick else 3000),
         "memory": lambda db: registry.worker_memory(db, total_requests=2_000 if quick else 50_000),
@@ -91,6 +92,10 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
                     f"{f['typed_per_s']:.0f} vs {f['untyped_per_s']:.0f}/s = {f['ratio']:.2f}×"))
         out.append(("params validation per command, in process, CPU (valid / invalid); compiling a type", "µs",
                     f"{f['validate_valid_us']:.1f} / {f['validate_invalid_us']:.1f} µs; {f['compile_us']:.0f} µs"))
+    if "mcp" in figures:
+        f = figures["mcp"]
+        out.append(("MCP send_command (no wait) vs REST command submit, wrk -t2 -c16", f"≥ {f['goal']}×",
+                    f"{f['mcp_per_s']:.0f} vs {f['rest_per_s']:.0f}/s = {f['ratio']:.2f}×"))
     if "default_limits" in figures:
         f = figures["default_limits"]
         out.append(("hey -n 1000 -c 10 /devices, default limits", "20 × 200, rest 429",
