@@ -20,7 +20,7 @@ from mcp.shared.exceptions import MCPError
 from werkzeug.serving import make_server
 
 from tests.conftest import ALL_SCOPES, unique_id
-from tests.support.mcp import MCP, token_request
+from tests.support.mcp import MCP
 
 MODES = ["legacy", "auto"]
 NEGOTIATED = {"legacy": "2025-11-25", "auto": "2026-07-28"}
