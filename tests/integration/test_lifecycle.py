@@ -201,11 +201,13 @@ def test_max_requests_recycles_workers_without_a_failed_request(hub_env, credent
     with HubServer(hub_env, GUNICORN_CMD_ARGS="--max-requests 100 --max-requests-jitter 20") as hub:
         auth = bearer(hub, *credentials)
         device_id = register(hub, auth)
-        result = LoadGenerator(hub.url, f"/api/v1/devices/{device_id}", rate=100, max_seconds=6,
-                               headers=auth).start().wait()
-        restarts = hub.output().count("Autorestarting worker")
+        load = LoadGenerator(hub.url, f"/api/v1/devices/{device_id}", rate=100, max_seconds=60, headers=auth).start()
+        # Until three workers were recycled (about 6 s at 100 req/s; longer when the machine is busy).
+        try:
+            wait_for(lambda: hub.output().count("Autorestarting worker") >= 3, timeout=60, message="3 worker restarts")
+        finally:
+            result = load.stop()
     assert result.failures == 0, result.summary()
-    assert restarts >= 3, restarts
 
 
 def test_postgres_outage_is_503_and_recovers_without_a_hub_restart(hub_env):
