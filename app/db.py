@@ -32,6 +32,8 @@ import psycopg2.extras
 import psycopg2.pool
 from flask import Flask, current_app
 
+from app.timestamps import timestamp, timestamp_from_postgres_text
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -44,6 +46,17 @@ POOL_WAIT_SECONDS = 5
 PING_CONNECT_TIMEOUT_SECONDS = 2
 PING_TCP_OPTIONS = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 2,
                     "tcp_user_timeout": 2_000}
+
+
+def _api_timestamp(text: str | None, cur) -> str | None:
+    """psycopg2 typecaster: a timestamptz as the API writes it; text of another shape takes the datetime path."""
+    if text is None:
+        return None
+    return timestamp_from_postgres_text(text) or timestamp(psycopg2.extensions.PYDATETIMETZ(text, cur))
+
+
+# timestamptz (OID 1184) columns as API strings, for the cursors of `Database.read(api_timestamps=True)`.
+API_TIMESTAMPTZ = psycopg2.extensions.new_type((1184,), "UAIP_API_TIMESTAMPTZ", _api_timestamp)
 
 
 class DatabaseUnavailable(Exception):
@@ -149,15 +162,42 @@ class Database:
         whole unit again on a fresh connection is safe. A connection lost *during* commit is ambiguous and never
         retried.
         """
+        return self._run(work, retry, autocommit=False, cursor_factory=psycopg2.extras.RealDictCursor)
+
+    def read(self, work: Callable[[psycopg2.extensions.cursor], T], *, tuples: bool = False,
+             api_timestamps: bool = False) -> T:
+        """Run read-only `work(cursor)` without a transaction block: each statement commits by itself.
+
+        psycopg2 sends BEGIN and COMMIT as round trips of their own, so a one-statement read inside
+        `transaction()` costs three; here it costs one. One statement sees one snapshot, so put everything a
+        read must see consistently into one statement. Rows are dicts, or tuples with `tuples=True` (cheaper to
+        build for long lists); with `api_timestamps=True` every timestamptz column arrives as the API's string
+        (app/timestamps.py), read from PostgreSQL's text without building a datetime. Retried once on a dead
+        connection, like `transaction()`: a read is always safe to repeat.
+        """
+        cursor_factory = psycopg2.extensions.cursor if tuples else psycopg2.extras.RealDictCursor
+        return self._run(work, True, autocommit=True, cursor_factory=cursor_factory, api_timestamps=api_timestamps)
+
+    def _run(self, work: Callable[[psycopg2.extensions.cursor], T], retry: bool, *, autocommit: bool,
+             cursor_factory: type, api_timestamps: bool = False) -> T:
         attempts = 2 if retry else 1
         for attempt in range(1, attempts + 1):
             committing = False
             try:
                 with self.connection() as conn:
-                    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                        result = work(cur)
-                    committing = True
-                    conn.commit()
+                    if autocommit:
+                        conn.autocommit = True  # a client-side flag: setting it sends nothing
+                    try:
+                        with conn.cursor(cursor_factory=cursor_factory) as cur:
+                            if api_timestamps:
+                                psycopg2.extensions.register_type(API_TIMESTAMPTZ, cur)
+                            result = work(cur)
+                        if not autocommit:
+                            committing = True
+                            conn.commit()
+                    finally:
+                        if autocommit and conn.closed == 0:
+                            conn.autocommit = False
                     return result
             except (DatabaseUnavailable, psycopg2.errors.QueryCanceled):
                 raise
