@@ -724,7 +724,7 @@ def redeliver_due(db: Database, messaging: Messaging, retry_seconds: float) -> i
     (devices de-duplicate by message_id). A device still working on it ignores the duplicate; the back-off
     doubles per attempt (at most MAX_RETRY_SECONDS), so a long-running command costs a few duplicates, no more."""
     return _redeliver(db, messaging, "status IN ('queued', 'sent', 'acknowledged') AND next_attempt_at <= now()", {},
-                      retry_seconds)
+                      retry_seconds, "retry")
 
 
 def redeliver_all(db: Database, messaging: Messaging, retry_seconds: float) -> int:
