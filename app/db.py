@@ -166,17 +166,26 @@ class Database:
 
     def read(self, work: Callable[[psycopg2.extensions.cursor], T], *, tuples: bool = False,
              api_timestamps: bool = False) -> T:
-        """Run read-only `work(cursor)` without a transaction block: each statement commits by itself.
+        """Run read-only `work(cursor)` in autocommit mode (see `autocommit`), retried once on a dead connection
+        like `transaction()`: a read is always safe to repeat. One statement sees one snapshot, so put
+        everything a read must see consistently into one statement. Rows are dicts, or tuples with `tuples=True`
+        (cheaper to build for long lists); with `api_timestamps=True` every timestamptz column arrives as the
+        API's string (app/timestamps.py), read from PostgreSQL's text without building a datetime.
+        """
+        return self.autocommit(work, retry=True, tuples=tuples, api_timestamps=api_timestamps)
 
-        psycopg2 sends BEGIN and COMMIT as round trips of their own, so a one-statement read inside
-        `transaction()` costs three; here it costs one. One statement sees one snapshot, so put everything a
-        read must see consistently into one statement. Rows are dicts, or tuples with `tuples=True` (cheaper to
-        build for long lists); with `api_timestamps=True` every timestamptz column arrives as the API's string
-        (app/timestamps.py), read from PostgreSQL's text without building a datetime. Retried once on a dead
-        connection, like `transaction()`: a read is always safe to repeat.
+    def autocommit(self, work: Callable[[psycopg2.extensions.cursor], T], *, retry: bool = False,
+                   tuples: bool = False, api_timestamps: bool = False) -> T:
+        """Run `work(cursor)` without a transaction block: each execute() commits by itself, and so does a string
+        of several statements, which PostgreSQL runs as one implicit transaction (`SET LOCAL` applies to it).
+
+        psycopg2 sends BEGIN and COMMIT as round trips of their own, so one statement inside `transaction()`
+        costs three; here it costs one. `retry` runs `work` once more on a fresh connection when the first one
+        was dead; only for work that is harmless to repeat (a write may have committed before the connection
+        died). Options as for `read`.
         """
         cursor_factory = psycopg2.extensions.cursor if tuples else psycopg2.extras.RealDictCursor
-        return self._run(work, True, autocommit=True, cursor_factory=cursor_factory, api_timestamps=api_timestamps)
+        return self._run(work, retry, autocommit=True, cursor_factory=cursor_factory, api_timestamps=api_timestamps)
 
     def _run(self, work: Callable[[psycopg2.extensions.cursor], T], retry: bool, *, autocommit: bool,
              cursor_factory: type, api_timestamps: bool = False) -> T:
