@@ -1,4 +1,4 @@
-"""Gunicorn settings, read from the same environment variables as the app (CONTRACT.md §2).
+"""Gunicorn settings, read from the same environment variables as the app (docs/api.md, "Configuration").
 
 Flat settings first, thin hooks after; hooks only call functions in app/. Settings are validated here, in the
 master, so a bad variable stops start-up with one line instead of every worker failing to boot.
@@ -12,7 +12,8 @@ from app.envfile import load_env_file
 # ./.env first (variables already in the environment win), so it can set anything below; re-read on SIGHUP.
 env_or_exit(load_env_file)
 
-# Before anything imports prometheus_client: workers write their metrics to per-process files here (DESIGN.md 6).
+# Before anything imports prometheus_client: workers write their metrics to per-process files here
+# (docs/decisions.md, "Metrics").
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/uaip-metrics")
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)  # also for --check-config, which loads the app
 
@@ -27,12 +28,12 @@ bind = [f"{_settings.server_host}:{_settings.server_port}"]
 worker_class = "gthread"
 workers = _settings.server_workers
 threads = _settings.server_threads
-preload_app = False  # every pool and client is created in the worker, after fork (DESIGN.md decision 2)
+preload_app = False  # every pool and client is created in the worker, after fork (docs/decisions.md)
 graceful_timeout = _settings.graceful_timeout_seconds
 timeout = 60
 keepalive = 5
 # Header lines up to 16 KiB (gunicorn's default is 8,190 bytes): an oversized X-Request-ID then reaches the app,
-# which answers as the contract says (a new id) instead of gunicorn's HTML 431.
+# which answers as docs/api.md says (a new id) instead of gunicorn's HTML 431.
 limit_request_field_size = 16_384
 max_requests = 10_000  # recycle workers now and then (override: GUNICORN_CMD_ARGS="--max-requests 50")
 max_requests_jitter = 1_000  # so workers do not all restart at once

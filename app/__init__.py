@@ -2,9 +2,10 @@
 
 `create_app` reads as the order things happen to a request: configuration and logging, then the extensions the
 app holds (database, Redis, NATS, the health checker, the registry gunicorn's worker hooks close at exit), then
-the request pipeline (request id and access log, metrics, rate limits —
-metrics before limits, so a 429 is still counted and timed), then the API and its OpenAPI document, then the error
-envelope around all of it; last, the app's CLI commands (migrate, create-client, relay).
+tracing when OTEL_* turns it on (the request span covers everything after it), then the request pipeline
+(request id and access log, metrics, rate limits — metrics before limits, so a 429 is still counted and timed),
+then the API and its OpenAPI document, then the error envelope around all of it; last, the app's CLI commands
+(migrate, create-client, relay).
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     # package must not pull prometheus_client in with them.
     from app import (
         api, cache, cli_commands, db, errors, health, json_output, lifecycle, limits, logs, messaging, monitoring, openapi,
-        pipeline,
+        pipeline, tracing,
     )
 
     settings = load_settings(overrides)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # a JSON API: no /static/<path> route
     app.config.update(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_message_size_bytes,
@@ -40,6 +41,7 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     messaging.init_app(app)
     health.init_app(app)
     lifecycle.init_app(app)  # so gunicorn's worker hooks can close this app's extensions
+    tracing.init_app(app)  # before the pipeline: the request span covers the limiter and the access line
     pipeline.init_app(app)
     monitoring.init_app(app)  # /metrics and the request metrics, gauges refreshed at scrape time
     limits.init_app(app)

@@ -20,7 +20,7 @@ import threading
 import click
 from flask.cli import AppGroup, FlaskGroup
 
-from app import create_app
+from app import create_app, tracing
 from app.cli_commands import APP_COMMANDS, stdout_logging
 from app.config import ConfigError
 from app.envfile import load_env_file
@@ -91,10 +91,12 @@ def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | N
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    tracing.start(tracing.SIMULATOR_SERVICE)
     with simulator:
         kind = f" of type {example}" if example else ""
         click.echo(f"simulating {count} device(s){kind}: {', '.join(simulator.device_ids[:5])}{' …' if count > 5 else ''}")
         stop.wait()
+    tracing.shutdown()
     click.echo(f"stopped; {len(simulator.received)} command(s) received, {len(simulator.outcomes)} answered")
 
 

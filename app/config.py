@@ -1,8 +1,9 @@
 """Settings read once from the environment.
 
-Every variable name and default comes from the contract (CONTRACT.md §2), so an `.env` written for the old
-Rust hub keeps working. Parsing is strict on purpose: a typo in a deployment should stop start-up with one line
-naming the variable, not surface later as odd behaviour under load.
+Every variable, its default and its range are listed in docs/api.md, "Configuration"; the old Rust hub's
+variables keep their names there, so an `.env` written for the old hub keeps working. Parsing is strict on
+purpose: a typo in a deployment should stop start-up with one line naming the variable, not surface later as odd
+behaviour under load.
 """
 
 from __future__ import annotations
@@ -189,12 +190,14 @@ class Settings:
     public_url: str | None = None
     bootstrap_client_id: str | None = None
     bootstrap_client_secret: str | None = dataclasses.field(default=None, repr=False)
-    # Relay tuning (not in the old hub; README "Commands and the relay"). Tests shorten the intervals.
+    # Relay tuning (not in the old hub; docs/api.md, "Configuration"). Tests shorten the intervals.
     relay_sweep_seconds: float = 2.0
+    health_cache_seconds: float = 2.0
     command_retry_seconds: float = 10.0
     relay_queue_group: str = "uaip-relay"
     relay_metrics_port: int = 9464
-    # `?wait=N` bounds, per worker process (docs/hardening-notes.md): a waiting request holds a gthread thread.
+    # `?wait=N` bounds, per worker process (docs/api.md, "Commands and messages"): a waiting request holds a
+    # gthread thread.
     max_waiters: int = 2
     max_waiters_per_client: int = 1
 
@@ -232,6 +235,8 @@ class Settings:
             bootstrap_client_id=_raw(env, "UAIP_BOOTSTRAP_CLIENT_ID"),
             bootstrap_client_secret=_bootstrap_secret(env, environment),
             relay_sweep_seconds=_float(env, "UAIP_RELAY_SWEEP_SECONDS", 2.0, 0.05, 3600),
+            # Each worker probes each dependency at most once per period; longer would make health answers stale.
+            health_cache_seconds=_float(env, "UAIP_HEALTH_CACHE_SECONDS", 2.0, 0.0, 2.0),
             command_retry_seconds=_float(env, "UAIP_COMMAND_RETRY_SECONDS", 10.0, 0.1, 3600),
             relay_queue_group=_raw(env, "UAIP_RELAY_QUEUE_GROUP") or "uaip-relay",
             relay_metrics_port=_int(env, "UAIP_RELAY_METRICS_PORT", 9464, 0, 65_535),
@@ -250,7 +255,7 @@ def load_settings(overrides: Mapping[str, object] | None = None) -> Settings:
 
 
 def env_or_exit(read: Callable[[], T]) -> T:
-    """Run `read`; on ConfigError print the one clear line and exit 2 (used by gunicorn.conf.py and the CLI)."""
+    """Run `read`; on ConfigError print the one clear line and exit 1 (used by gunicorn.conf.py and the CLI)."""
     try:
         return read()
     except ConfigError as exc:

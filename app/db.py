@@ -59,6 +59,41 @@ def _api_timestamp(text: str | None, cur) -> str | None:
 API_TIMESTAMPTZ = psycopg2.extensions.new_type((1184,), "UAIP_API_TIMESTAMPTZ", _api_timestamp)
 
 
+def _cursor(conn: psycopg2.extensions.connection, tuples: bool, api_timestamps: bool):
+    """A cursor of the pool's own factory: dict rows, traced when tracing is on (app/tracing.py). With `tuples`,
+    the plain tuple cursor instead, unless the factory is a traced one: then its dict rows are handed over as
+    tuples, so every statement stays traced. `api_timestamps`: see `Database.read`."""
+    plain = tuples and conn.cursor_factory is psycopg2.extras.RealDictCursor
+    cursor = conn.cursor(cursor_factory=psycopg2.extensions.cursor) if plain else conn.cursor()
+    if api_timestamps:
+        psycopg2.extensions.register_type(API_TIMESTAMPTZ, cursor)
+    return _TupleRows(cursor) if tuples and not plain else cursor
+
+
+class _TupleRows:
+    """A dict-row cursor whose rows come out as tuples (in column order), for a traced pool."""
+
+    def __init__(self, cursor) -> None:
+        self._cursor = cursor
+
+    def __getattr__(self, name: str):
+        return getattr(self._cursor, name)
+
+    def __enter__(self):
+        self._cursor.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._cursor.__exit__(*exc)
+
+    def fetchone(self):
+        row = self._cursor.fetchone()
+        return None if row is None else tuple(row.values())
+
+    def fetchall(self):
+        return [tuple(row.values()) for row in self._cursor.fetchall()]
+
+
 class DatabaseUnavailable(Exception):
     """PostgreSQL cannot be reached (or the pool is exhausted); the API turns this into a 503."""
 
@@ -111,6 +146,10 @@ class Database:
                     connect_timeout=CONNECT_TIMEOUT_SECONDS,
                     application_name=self.application_name,
                     options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c timezone=UTC",
+                    # Dict rows for every cursor of the pool, set per connection rather than per cursor: the
+                    # psycopg2 tracing instrumentation only traces cursors made by the connection's own factory
+                    # (opentelemetry-python-contrib#578).
+                    cursor_factory=psycopg2.extras.RealDictCursor,
                 )
                 # psycopg2 keeps a returned connection only while fewer than `minconn` are idle and closes it
                 # otherwise: with minconn=0 every request would open a new connection. Raised after creation,
@@ -162,7 +201,7 @@ class Database:
         whole unit again on a fresh connection is safe. A connection lost *during* commit is ambiguous and never
         retried.
         """
-        return self._run(work, retry, autocommit=False, cursor_factory=psycopg2.extras.RealDictCursor)
+        return self._run(work, retry, autocommit=False)
 
     def read(self, work: Callable[[psycopg2.extensions.cursor], T], *, tuples: bool = False,
              api_timestamps: bool = False) -> T:
@@ -176,19 +215,18 @@ class Database:
 
     def autocommit(self, work: Callable[[psycopg2.extensions.cursor], T], *, retry: bool = False,
                    tuples: bool = False, api_timestamps: bool = False) -> T:
-        """Run `work(cursor)` without a transaction block: each execute() commits by itself, and so does a string
-        of several statements, which PostgreSQL runs as one implicit transaction (`SET LOCAL` applies to it).
+        """Run `work(cursor)` without a transaction block: each statement is a transaction of its own (a local
+        setting, `set_config(name, value, true)`, lasts until its end).
 
         psycopg2 sends BEGIN and COMMIT as round trips of their own, so one statement inside `transaction()`
         costs three; here it costs one. `retry` runs `work` once more on a fresh connection when the first one
         was dead; only for work that is harmless to repeat (a write may have committed before the connection
         died). Options as for `read`.
         """
-        cursor_factory = psycopg2.extensions.cursor if tuples else psycopg2.extras.RealDictCursor
-        return self._run(work, retry, autocommit=True, cursor_factory=cursor_factory, api_timestamps=api_timestamps)
+        return self._run(work, retry, autocommit=True, tuples=tuples, api_timestamps=api_timestamps)
 
     def _run(self, work: Callable[[psycopg2.extensions.cursor], T], retry: bool, *, autocommit: bool,
-             cursor_factory: type, api_timestamps: bool = False) -> T:
+             tuples: bool = False, api_timestamps: bool = False) -> T:
         attempts = 2 if retry else 1
         for attempt in range(1, attempts + 1):
             committing = False
@@ -197,9 +235,7 @@ class Database:
                     if autocommit:
                         conn.autocommit = True  # a client-side flag: setting it sends nothing
                     try:
-                        with conn.cursor(cursor_factory=cursor_factory) as cur:
-                            if api_timestamps:
-                                psycopg2.extensions.register_type(API_TIMESTAMPTZ, cur)
+                        with _cursor(conn, tuples, api_timestamps) as cur:
                             result = work(cur)
                         if not autocommit:
                             committing = True

@@ -1,4 +1,4 @@
-"""One JSON error envelope for every failure: `{"error", "code", "details", "request_id"}` (CONTRACT.md §6).
+"""One JSON error envelope for every failure: `{"error", "code", "details", "request_id"}` (docs/api.md, "Errors").
 
 All error responses are built here, so a route, a decorator, werkzeug's routing and an unexpected exception all
 look the same to a client. 4xx are logged as warnings by the access log; unexpected exceptions are logged here

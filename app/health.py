@@ -1,4 +1,5 @@
-"""Dependency probes, health report, readiness and drain state (CONTRACT.md §7, DESIGN.md decision 3).
+"""Dependency probes, health report, readiness and drain state (docs/api.md, "System endpoints"; docs/decisions.md,
+"Draining").
 
 Each probe is a real round trip with its own short timeout: PostgreSQL `SELECT 1` on a dedicated connection
 (`Database.ping`), Redis `PING` (the client's 0.5 s socket timeouts), NATS PING/PONG (`Messaging.round_trip_ms`).
@@ -36,7 +37,6 @@ from app import lifecycle, metrics
 
 DRAIN_FILE_ENV = "UAIP_DRAIN_FILE"
 DEFAULT_DRAIN_FILE = "/tmp/uaip-draining"
-CACHE_SECONDS_ENV = "UAIP_HEALTH_CACHE_SECONDS"
 MAX_CACHE_SECONDS = 2.0
 PROBE_TIMEOUT_SECONDS = 1.0
 
@@ -70,15 +70,6 @@ def package_version() -> str:
         return importlib.metadata.version("uaip-hub")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-def cache_seconds_from_env() -> float:
-    raw = os.environ.get(CACHE_SECONDS_ENV, "").strip()
-    try:
-        value = float(raw) if raw else MAX_CACHE_SECONDS
-    except ValueError:
-        value = MAX_CACHE_SECONDS
-    return min(max(value, 0.0), MAX_CACHE_SECONDS)
 
 
 def drain_file() -> str:
@@ -200,7 +191,7 @@ def init_app(app: Flask) -> None:
         app.extensions["uaip.db"],
         app.extensions["uaip.cache"],
         app.extensions["uaip.messaging"],
-        cache_seconds=cache_seconds_from_env(),
+        cache_seconds=app.config["SETTINGS"].health_cache_seconds,
     )
     app.config["UAIP_VERSION"] = package_version()
 

@@ -1,16 +1,19 @@
-"""Process lifecycle under gunicorn: what the hooks in gunicorn.conf.py call (CONTRACT.md §7a, DESIGN.md decision 3).
+"""Process lifecycle under gunicorn: what the hooks in gunicorn.conf.py call (docs/operations.md, "Signals and
+draining").
 
 Gunicorn hands its hooks the worker (or the arbiter), never the Flask app, and the app may be wrapped in
 middleware by the time gunicorn holds it. So `create_app` registers each app here (`init_app`), and the worker
 hooks reach the app's extensions through that registry.
 
 Per worker:
-- `worker_ready` (post_worker_init): start the NATS connection in the background, so the first command does not
-  pay for connecting, and chain the worker's SIGTERM handler so readiness turns 503 the moment the worker is
-  told to stop. Gunicorn runs no hook on SIGTERM in a worker: its handler only sets `worker.alive = False`.
+- `worker_ready` (post_worker_init): install the tracer provider when OTEL_* turns tracing on (here, after fork,
+  never in the master: its export thread and connections belong to the worker), start the NATS connection in the
+  background, so the first command does not pay for connecting, and chain the worker's SIGTERM handler so
+  readiness turns 503 the moment the worker is told to stop. Gunicorn runs no hook on SIGTERM in a worker: its handler only sets `worker.alive = False`.
 - `worker_interrupted` (worker_int: SIGINT/SIGQUIT) and `worker_aborted` (worker_abort: SIGABRT after a
   timeout) mark the worker as shutting down.
-- `worker_exiting` (worker_exit): close NATS (flush what was published), Redis and the PostgreSQL pool.
+- `worker_exiting` (worker_exit): close NATS (flush what was published), Redis and the PostgreSQL pool, then
+  export the spans still queued (bounded in time).
   A worker killed at the graceful deadline never gets here, which is fine: commands are in PostgreSQL before
   they are published, so nothing closed here is needed for correctness.
 
@@ -89,7 +92,10 @@ def worker_forked(worker) -> None:
 
 
 def worker_ready(worker) -> None:
-    """post_worker_init: the app is loaded; start NATS in the background and watch for SIGTERM."""
+    """post_worker_init: the app is loaded; start tracing (if configured) and NATS, and watch for SIGTERM."""
+    from app import tracing
+
+    tracing.start(tracing.API_SERVICE)
     _chain_sigterm(worker)
     for app in list(_apps):
         messaging = app.extensions.get("uaip.messaging")
@@ -127,6 +133,9 @@ def worker_exiting(worker) -> None:
         return
     mark_shutting_down("exit")
     close_extensions()
+    from app import tracing
+
+    tracing.shutdown()
 
 
 # --- master hooks -----------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Logging: stdlib `logging`, configured once per process, one line per record on stdout (CONTRACT.md §6).
+"""Logging: stdlib `logging`, configured once per process, one line per record on stdout (docs/operations.md, "Logs").
 
 `LOG_FORMAT=json` writes one JSON object per line (`timestamp`, `level`, `logger`, `message`, `request_id`, then any
 `extra={...}` fields, then `exception` with the traceback); `text` writes the same facts for humans. The request id
-of the request a record is logged in is added automatically, so application code never passes it.
+of the request a record is logged in is added automatically, so application code never passes it; so are
+`trace_id` and `span_id` (after `request_id`) while tracing is on and a span is active (app/tracing.py).
 
 The same handler serves the app (`create_app`), the `uaip-hub` CLI and relay (they build the app too) and gunicorn's
 own error log (`gunicorn_logconfig()` is `logconfig_dict` in gunicorn.conf.py), so a deployment has one format.
@@ -35,6 +36,8 @@ from typing import Any, Iterable, TextIO
 
 from flask import g, has_request_context, request
 from gunicorn.glogging import Logger as _GunicornBaseLogger
+
+from app import tracing
 
 REDACTED = "[REDACTED]"
 
@@ -157,6 +160,10 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
         "message": redact(record.getMessage(), values),
         "request_id": getattr(record, "request_id", None) or (g.get("request_id") if in_request else None),
     }
+    if tracing.active:  # tracing off: this check is all it costs
+        trace_ids = tracing.log_ids()
+        if trace_ids is not None:
+            fields["trace_id"], fields["span_id"] = trace_ids
     for key, value in record.__dict__.items():
         if key in _RECORD_ATTRIBUTES or key in fields or key.startswith("_"):
             continue
@@ -285,7 +292,7 @@ def _short(value: str | None, limit: int = 512) -> str | None:
 
 
 def log_access(response, duration_seconds: float, client_id: str | None) -> None:
-    """The one access line per request, with every field the contract lists."""
+    """The one access line per request, with every field docs/operations.md ("Logs") lists."""
     status = response.status_code
     level = access_level(status)
     if not access_log.isEnabledFor(level):

@@ -1,12 +1,13 @@
-"""The only module that knows the NATS client (nats-py, DESIGN.md decision 1).
+"""The only module that knows the NATS client (nats-py; docs/decisions.md, "NATS client").
 
 nats-py is asyncio; the hub is synchronous WSGI. Each process gets one event-loop thread, started lazily on
 first use (so after gunicorn's fork), and sync code hands coroutines to it with
 `asyncio.run_coroutine_threadsafe(...).result(timeout)`.
 
-Connection policy (docs/hardening-notes.md, "NATS outages"). With `allow_reconnect=True` and unlimited attempts,
-nats-py's `connect()` does not return until a server answers: it retries a failed *first* connection itself,
-every RECONNECT_WAIT_SECONDS, and reports each failed attempt to `error_cb`. So the client object is kept from
+Connection policy (docs/decisions.md, "NATS publishes fail fast while disconnected"). With
+`allow_reconnect=True` and unlimited attempts, nats-py's `connect()` does not return until a server answers: it
+retries a failed *first* connection itself, every RECONNECT_WAIT_SECONDS, and reports each failed attempt to
+`error_cb`. So the client object is kept from
 the start and the connection attempt runs in the background on the loop; nobody waits for it. While the client is
 not connected (first connection pending, or nats-py reconnecting), `publish` raises `MessagingUnavailable` at
 once instead of buffering silently or waiting: the command service leaves the command `queued` in PostgreSQL (it
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -29,6 +31,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 from flask import Flask, current_app
 from nats.aio.client import Client as NATS
 
+from app import tracing
 from app.metrics import nats_connected
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,7 @@ FIRST_ATTEMPT_WAIT_SECONDS = 0.5
 DEFAULT_CALL_TIMEOUT = 2.0
 
 
-# --- subjects (CONTRACT.md §5) ---------------------------------------------------------------------------
+# --- subjects (docs/api.md, "NATS subjects") -------------------------------------------------------------
 
 
 def command_subject(device_id: str) -> str:
@@ -97,17 +100,25 @@ def encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _detached(coro: Awaitable[T], loop: asyncio.AbstractEventLoop) -> "asyncio.Future[T]":
+    """Schedule `coro` on the NATS loop in an empty context. The connection and subscriptions outlive the request
+    that happened to start them: their tasks must not inherit its request id or trace context (log lines written
+    on the NATS thread would name a finished request)."""
+    return contextvars.Context().run(asyncio.run_coroutine_threadsafe, coro, loop)
+
+
 class MessagingUnavailable(Exception):
     """NATS is not connected right now (down, or reconnecting)."""
 
 
-# handler(subject, data): runs on the NATS loop thread, so it must return quickly (hand work to another thread).
-Handler = Callable[[str, bytes], None]
+# handler(subject, data), or handler(subject, data, headers) when subscribed with_headers: runs on the NATS loop
+# thread, so it must return quickly (hand work to another thread).
+Handler = Callable[..., None]
 
 
 class _Subscription:
-    def __init__(self, subject: str, queue: str, handler: Handler) -> None:
-        self.subject, self.queue, self.handler = subject, queue, handler
+    def __init__(self, subject: str, queue: str, handler: Handler, with_headers: bool = False) -> None:
+        self.subject, self.queue, self.handler, self.with_headers = subject, queue, handler, with_headers
         self.active: Any = None  # the nats-py Subscription once made
         self.pending = False
 
@@ -145,13 +156,13 @@ class Messaging:
                 self._first_attempt, self._unavailable, self._background = threading.Event(), False, set()
                 for entry in self._subscriptions:  # made again by this process's connection
                     entry.active, entry.pending = None, False
-                self._connector = asyncio.run_coroutine_threadsafe(self._connect_until_connected(), loop)
+                self._connector = _detached(self._connect_until_connected(), loop)
         return self._loop
 
     def run(self, coro: Awaitable[T], timeout: float = DEFAULT_CALL_TIMEOUT) -> T:
         """Run a coroutine on the NATS loop from sync code and wait for its result."""
         loop = self._ensure_started()
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        future = _detached(coro, loop)
         try:
             return future.result(timeout)
         except TimeoutError:
@@ -268,9 +279,12 @@ class Messaging:
                 continue
             entry.pending = True
 
-            async def deliver(msg, handler=entry.handler) -> None:
+            async def deliver(msg, handler=entry.handler, with_headers=entry.with_headers) -> None:
                 try:
-                    handler(msg.subject, msg.data)
+                    if with_headers:
+                        handler(msg.subject, msg.data, msg.headers)
+                    else:
+                        handler(msg.subject, msg.data)
                 except Exception:  # noqa: BLE001 - one bad message must not stop the subscription
                     log.exception("NATS message handler failed", extra={"subject": msg.subject})
 
@@ -281,11 +295,12 @@ class Messaging:
             finally:
                 entry.pending = False
 
-    def subscribe(self, subject: str, handler: Handler, queue: str = "") -> None:
+    def subscribe(self, subject: str, handler: Handler, queue: str = "", with_headers: bool = False) -> None:
         """Subscribe `handler(subject, data)` to `subject` (optionally in a queue group), now if connected, else
         as soon as the connection is made; the subscription survives reconnects. The handler runs on the NATS
-        loop thread: it must not block, nor call this object's sync methods (hand the work to another thread)."""
-        entry = _Subscription(subject, queue, handler)
+        loop thread: it must not block, nor call this object's sync methods (hand the work to another thread).
+        `with_headers`: the handler is called as `handler(subject, data, headers)` (a dict, or None)."""
+        entry = _Subscription(subject, queue, handler, with_headers)
 
         async def add() -> None:
             self._subscriptions.append(entry)
@@ -320,6 +335,7 @@ class Messaging:
                 timeout: float = DEFAULT_CALL_TIMEOUT, *, wait: bool = True) -> None:
         """Hand one message to the connected client; raise MessagingUnavailable at once when NATS is not
         connected. Only a publish during the process's first connection attempt waits for it, briefly.
+        Inside a trace (tracing on), the publish is a span and the headers carry its `traceparent`.
 
         `wait=False` hands the message to the NATS loop thread without waiting for the client to take it: ~7 µs
         of CPU instead of ~60 µs for the two thread hand-offs of a waited call, and no wait for the loop thread
@@ -333,16 +349,17 @@ class Messaging:
         if nc is None or not nc.is_connected or loop is None:
             raise MessagingUnavailable("NATS is not connected")
         payload = body if isinstance(body, bytes) else encode(body)
-        if not wait:
+        with tracing.publish_span(subject, headers, len(payload), device_id_from_subject) as headers:
+            if not wait:
+                try:
+                    loop.call_soon_threadsafe(self._publish_in_background, nc, subject, payload, headers)
+                except RuntimeError as exc:  # the loop was closed meanwhile (process exit)
+                    raise MessagingUnavailable(str(exc)) from exc
+                return
             try:
-                loop.call_soon_threadsafe(self._publish_in_background, nc, subject, payload, headers)
-            except RuntimeError as exc:  # the loop was closed meanwhile (process exit)
-                raise MessagingUnavailable(str(exc)) from exc
-            return
-        try:
-            self.run(nc.publish(subject, payload, headers=headers), timeout)
-        except Exception as exc:  # noqa: BLE001 - connection lost between the check and the publish
-            raise MessagingUnavailable(str(exc) or exc.__class__.__name__) from exc
+                self.run(nc.publish(subject, payload, headers=headers), timeout)
+            except Exception as exc:  # noqa: BLE001 - connection lost between the check and the publish
+                raise MessagingUnavailable(str(exc) or exc.__class__.__name__) from exc
 
     def _publish_in_background(self, nc: NATS, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
         """On the loop thread: start the publish; its task is kept until done (asyncio holds tasks weakly)."""

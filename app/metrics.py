@@ -5,7 +5,9 @@ Metric objects are module-level so any module can import and count cheaply. That
 nothing of the app: everything may import it, so it must not import anything back (app/monitoring.py, above the
 services, tells it what to refresh before a scrape). Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set by
 gunicorn.conf.py before this module is imported, so values are written to per-worker files and `/metrics`
-aggregates them.
+aggregates them. Any other process given that variable (the relay, `uaip-hub migrate` in a pod whose ConfigMap
+sets it) writes its own files there too; the directory is created if missing, because prometheus_client opens its
+files in it the moment the first metric below is made and would otherwise stop the process with a traceback.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ import os
 import time
 from typing import Callable
 
-from flask import Flask, g, request
-from prometheus_client import Counter, Gauge, Histogram, multiprocess
-from prometheus_flask_exporter import PrometheusMetrics
-from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+if os.environ.get(MULTIPROC_ENV):
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
+
+from flask import Flask, g, request  # noqa: E402
+from prometheus_client import Counter, Gauge, Histogram, multiprocess  # noqa: E402
+from prometheus_flask_exporter import PrometheusMetrics  # noqa: E402
+from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics  # noqa: E402
 
 commands_total = Counter(
     "uaip_commands_total",
@@ -112,7 +118,6 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 # Label values are bounded: the URL rule (never the raw path), a known method, a status code.
 UNMATCHED_ENDPOINT = "<unmatched>"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_PATH = "/metrics"
 
 http_requests_total = Counter(

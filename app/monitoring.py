@@ -18,7 +18,7 @@ from flask import Flask, current_app
 
 from app import metrics
 from app.db import get_db
-from app.health import cache_seconds_from_env, get_health
+from app.health import get_health
 from app.services.command_statuses import STATUSES as COMMAND_STATUSES
 from app.services.registry import DEVICE_STATUSES, count_devices_by_status
 
@@ -70,7 +70,7 @@ def refresh_gauges() -> None:
 def init_app(app: Flask) -> None:
     """/metrics and the request metrics (call it before the limiter, so a 429 is still observed)."""
     metrics.init_app(app, before_scrape=refresh_gauges)
-    app.extensions["uaip.device_counts"] = DeviceCounts(cache_seconds_from_env())
+    app.extensions["uaip.device_counts"] = DeviceCounts(app.config["SETTINGS"].health_cache_seconds)
     _create_series()
 
 

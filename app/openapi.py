@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document at GET /api/v1/openapi.json (no auth, no rate limit), built once per app.
 
 Request bodies come from the pydantic models the views validate with (`model_json_schema()`), so the document
-cannot drift from validation; everything else is written here from CONTRACT.md §3–§7. Every error response is the
+cannot drift from validation; everything else is written here from docs/api.md. Every error response is the
 one envelope (app/errors.py), except the token endpoint's RFC 6749 bodies. tests/integration/test_openapi.py keeps
 the document and the app's URL map equal in both directions and runs schemathesis against it.
 """
@@ -13,7 +13,6 @@ from typing import Any
 import pydantic
 from flask import Blueprint, Flask, current_app, jsonify
 
-from app.api import API_PREFIX
 from app.api.device_types import COMMAND_NAME_PATTERN, TYPE_NAME_PATTERN, DeviceTypeBody
 from app.api.devices import DeviceCreate, DevicePatch, DeviceReplace, Heartbeat
 from app.api.messages import MAX_COMMAND_NAME, MAX_TTL_MS, MAX_WAIT_SECONDS, MIN_TTL_MS, AckBody, CommandCreate, MessageCreate
@@ -22,6 +21,7 @@ from app.thing_description import MEDIA_TYPE as TD_MEDIA_TYPE
 from app.security import SCOPES
 from app.services.command_statuses import STATUSES as MESSAGE_STATUSES
 from app.services.registry import DEVICE_STATUSES
+from app.urls import API_PREFIX
 from app.validation import IDENTIFIER_PATTERN
 
 OPENAPI_PATH = "/openapi.json"
@@ -66,42 +66,69 @@ def _model_schemas(*models: type[pydantic.BaseModel]) -> dict[str, Any]:
     return schemas
 
 
-def _schemas() -> dict[str, Any]:
-    device = _object(
-        {
-            "device_id": {"type": "string", "pattern": IDENTIFIER_PATTERN},
-            "name": {"type": "string"},
-            "device_type": {"type": "string"},
-            "status": {"type": "string", "enum": list(DEVICE_STATUSES)},
-            "capabilities": {"type": "array", "items": {"type": "string"}},
-            "location": {"anyOf": [{"type": "string"}, OBJECT, {"type": "null"}]},
-            "metadata": OBJECT,
-            "last_seen": _nullable(TIMESTAMP),
-            "registered_at": TIMESTAMP,
-            "updated_at": TIMESTAMP,
-            "version": {"type": "integer", "minimum": 1},
-        }
-    )
-    message = _object(
-        {
-            "message_id": {"type": "string"},
-            "device_id": {"type": "string"},
-            "command": {"type": "string"},
-            "params": OBJECT,
-            "qos": {"type": "integer", "enum": [0, 1, 2]},
-            "priority": {"type": "integer", "minimum": 0, "maximum": 10},
-            "status": {"type": "string", "enum": list(MESSAGE_STATUSES)},
-            "result": {"anyOf": [OBJECT, {"type": "null"}]},
-            "error": {"type": ["string", "null"]},
-            "created_at": TIMESTAMP,
-            "sent_at": _nullable(TIMESTAMP),
-            "acknowledged_at": _nullable(TIMESTAMP),
-            "completed_at": _nullable(TIMESTAMP),
-            "expires_at": TIMESTAMP,
-            "request_id": {"type": ["string", "null"]},
+# The wire shapes of a device (§4), a message (§5) and a device type (§8), shared with the MCP tools' output
+# schemas (app/mcp/tools.py).
+DEVICE_SCHEMA = _object(
+    {
+        "device_id": {"type": "string", "pattern": IDENTIFIER_PATTERN},
+        "name": {"type": "string"},
+        "device_type": {"type": "string"},
+        "status": {"type": "string", "enum": list(DEVICE_STATUSES)},
+        "capabilities": {"type": "array", "items": {"type": "string"}},
+        "location": {"anyOf": [{"type": "string"}, OBJECT, {"type": "null"}]},
+        "metadata": OBJECT,
+        "last_seen": _nullable(TIMESTAMP),
+        "registered_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+        "version": {"type": "integer", "minimum": 1},
+    }
+)
+MESSAGE_SCHEMA = _object(
+    {
+        "message_id": {"type": "string"},
+        "device_id": {"type": "string"},
+        "command": {"type": "string"},
+        "params": {"description": "The command's parameters, as sent."},
+        "qos": {"type": "integer", "enum": [0, 1, 2]},
+        "priority": {"type": "integer", "minimum": 0, "maximum": 10},
+        "status": {"type": "string", "enum": list(MESSAGE_STATUSES)},
+        "result": {"description": "What the device reported with its final acknowledgement (any JSON value), or null."},
+        "error": {"type": ["string", "null"]},
+        "created_at": TIMESTAMP,
+        "sent_at": _nullable(TIMESTAMP),
+        "acknowledged_at": _nullable(TIMESTAMP),
+        "completed_at": _nullable(TIMESTAMP),
+        "expires_at": TIMESTAMP,
+        "request_id": {"type": ["string", "null"]},
+    },
+    required=["message_id", "device_id", "command", "status", "created_at", "expires_at"],
+)
+DEVICE_TYPE_SCHEMA = _object(
+    {
+        "device_type": {"type": "string", "pattern": TYPE_NAME_PATTERN},
+        "description": {"type": "string"},
+        "commands": {
+            "type": "object",
+            "propertyNames": {"pattern": COMMAND_NAME_PATTERN},
+            "additionalProperties": _object(
+                {
+                    "description": {"type": "string"},
+                    "params": {"type": "object", "description": "JSON Schema (2020-12) of the params."},
+                    "result": {"type": "object", "description": "JSON Schema of the result (advisory)."},
+                    "safe": {"type": "boolean"},
+                    "idempotent": {"type": "boolean"},
+                },
+                required=["description", "params", "safe", "idempotent"],
+            ),
         },
-        required=["message_id", "device_id", "command", "status", "created_at", "expires_at"],
-    )
+        "version": {"type": "integer", "minimum": 1},
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+    }
+)
+
+
+def _schemas() -> dict[str, Any]:
     dependency = _object(
         {
             "name": {"type": "string", "enum": ["PostgreSQL", "Redis", "NATS"]},
@@ -119,11 +146,12 @@ def _schemas() -> dict[str, Any]:
                 "details": {"type": "object", "additionalProperties": True},
                 "request_id": {"type": ["string", "null"], "description": "Same as the X-Request-ID header."},
             },
-            description="The one error envelope of every non-OAuth error (CONTRACT.md §6).",
+            description="The one error envelope of every non-OAuth error (docs/api.md, \"Errors\").",
         ),
         "OAuthError": _object(
             {
-                "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type", "invalid_scope"]},
+                "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type", "invalid_scope",
+                                                     "invalid_target"]},
                 "error_description": {"type": "string"},
             },
             description="RFC 6749 §5.2 error body of the token endpoint.",
@@ -134,6 +162,11 @@ def _schemas() -> dict[str, Any]:
                 "client_id": {"type": "string", "maxLength": 256},
                 "client_secret": {"type": "string", "maxLength": 256},
                 "scope": {"type": "string", "description": "Space-separated subset of: " + " ".join(SCOPES)},
+                "resource": {
+                    "type": "string", "format": "uri",
+                    "description": "RFC 8707: the resource the token is for, and its `aud`: the hub's base URL (REST "
+                    "API) or `<base>/api/v1/mcp` (MCP endpoint). Default: none (REST only).",
+                },
             },
             required=["grant_type"],
             description="Client credentials in the body (client_secret_post) or in HTTP Basic (client_secret_basic).",
@@ -146,9 +179,9 @@ def _schemas() -> dict[str, Any]:
                 "scope": {"type": "string"},
             }
         ),
-        "Device": device,
+        "Device": DEVICE_SCHEMA,
         "DeviceWithSecret": {
-            "allOf": [device, _object({"device_secret": {"type": "string", "description": "Shown once."}})]
+            "allOf": [DEVICE_SCHEMA, _object({"device_secret": {"type": "string", "description": "Shown once."}})]
         },
         "DeviceList": _page("devices", "Device"),
         **_model_schemas(DeviceCreate, DeviceReplace, DevicePatch, Heartbeat),
@@ -161,7 +194,7 @@ def _schemas() -> dict[str, Any]:
                 "expires_at": TIMESTAMP,
             }
         ),
-        "Message": message,
+        "Message": MESSAGE_SCHEMA,
         "MessageList": _page("commands", "Message"),
         **_model_schemas(CommandCreate, MessageCreate, AckBody),
         "Health": _object(
@@ -174,6 +207,48 @@ def _schemas() -> dict[str, Any]:
             }
         ),
         "Probe": _object({"status": {"type": "string", "enum": ["alive", "ready", "draining", "not_ready"]}}),
+        "JsonRpcRequest": _object(
+            {
+                "jsonrpc": {"type": "string", "enum": ["2.0"]},
+                "id": {"type": ["string", "integer"], "description": "Absent only for notifications/* methods."},
+                "method": {"type": "string", "minLength": 1},
+                "params": OBJECT,
+            },
+            required=["jsonrpc", "method"],
+            description="One JSON-RPC 2.0 request or notification (no batches). See docs/mcp.md.",
+        ),
+        "JsonRpcResponse": _object(
+            {
+                "jsonrpc": {"type": "string", "enum": ["2.0"]},
+                "id": {"type": ["string", "integer", "null"], "description": "null when the request's id was unreadable."},
+                "result": OBJECT,
+                "error": _object(
+                    {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}}, required=["code", "message"]
+                ),
+            },
+            required=["jsonrpc", "id"],
+            description="A JSON-RPC 2.0 response: `result`, or `error` (-32700, -32600, -32601, -32602, -32020, -32022).",
+        ),
+        "ProtectedResourceMetadata": _object(
+            {
+                "resource": {"type": "string", "format": "uri"},
+                "authorization_servers": {"type": "array", "items": {"type": "string", "format": "uri"}},
+                "scopes_supported": {"type": "array", "items": {"type": "string", "enum": list(SCOPES)}},
+                "bearer_methods_supported": {"type": "array", "items": {"type": "string", "enum": ["header"]}},
+            },
+            description="RFC 9728 protected resource metadata.",
+        ),
+        "AuthorizationServerMetadata": _object(
+            {
+                "issuer": {"type": "string", "format": "uri"},
+                "token_endpoint": {"type": "string", "format": "uri"},
+                "grant_types_supported": {"type": "array", "items": {"type": "string"}},
+                "token_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
+                "response_types_supported": {"type": "array", "items": {"type": "string"}, "maxItems": 0},
+                "scopes_supported": {"type": "array", "items": {"type": "string", "enum": list(SCOPES)}},
+            },
+            description="RFC 8414 authorization server metadata.",
+        ),
         **_typed_schemas(),
     }
 
@@ -181,29 +256,7 @@ def _schemas() -> dict[str, Any]:
 def _typed_schemas() -> dict[str, Any]:
     """Device types, Thing Descriptions and the action route (docs/device-types.md)."""
     return {
-        "DeviceType": _object(
-            {
-                "device_type": {"type": "string", "pattern": TYPE_NAME_PATTERN},
-                "description": {"type": "string"},
-                "commands": {
-                    "type": "object",
-                    "propertyNames": {"pattern": COMMAND_NAME_PATTERN},
-                    "additionalProperties": _object(
-                        {
-                            "description": {"type": "string"},
-                            "params": {"type": "object", "description": "JSON Schema (2020-12) of the params."},
-                            "result": {"type": "object", "description": "JSON Schema of the result (advisory)."},
-                            "safe": {"type": "boolean"},
-                            "idempotent": {"type": "boolean"},
-                        },
-                        required=["description", "params", "safe", "idempotent"],
-                    ),
-                },
-                "version": {"type": "integer", "minimum": 1},
-                "created_at": TIMESTAMP,
-                "updated_at": TIMESTAMP,
-            }
-        ),
+        "DeviceType": DEVICE_TYPE_SCHEMA,
         "DeviceTypeList": _page("device_types", "DeviceType"),
         **_model_schemas(DeviceTypeBody),
         "ThingDescription": _object(
@@ -318,7 +371,8 @@ def _paths() -> dict[str, Any]:
         "Get an access token (OAuth 2.0 client credentials)",
         {
             "200": _json(_ref("TokenResponse"), "Token issued; `Cache-Control: no-store`."),
-            "400": _json(_ref("OAuthError"), "invalid_request / unsupported_grant_type / invalid_scope"),
+            "400": _json(_ref("OAuthError"), "invalid_request / unsupported_grant_type / invalid_scope / "
+                         "invalid_target (a `resource` the hub does not serve, or more than one)"),
             "401": _json(_ref("OAuthError"), "invalid_client; `WWW-Authenticate` is set."),
             **_errors("405", "413", "429", "500", "503"),
         },
@@ -459,6 +513,8 @@ def _paths() -> dict[str, Any]:
                 tag="commands", security=[{"deviceBasic": []}], requestBody=_body("AckBody"), operationId="ackMessage",
             ),
         },
+        f"{p}/mcp": {"post": _mcp_operation()},
+        **_discovery_paths(),
         f"{p}/system/health": {
             "get": _op(
                 "Dependency health (cached ≤ 2 s per worker)",
@@ -488,6 +544,61 @@ def _paths() -> dict[str, Any]:
             "get": _op("This document", {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": OBJECT}}}},
                        tag="system", operationId="openapi"),
         },
+    }
+
+
+def _mcp_operation() -> dict[str, Any]:
+    from app.mcp.protocol import METHOD_HEADER, NAME_HEADER, SUPPORTED_VERSIONS, VERSION_HEADER
+
+    rpc_error = _json(_ref("JsonRpcResponse"), "")
+    return _op(
+        "Model Context Protocol endpoint for AI agents (Streamable HTTP, stateless)",
+        {
+            "200": _json(_ref("JsonRpcResponse"), "The JSON-RPC response: a result, or an error that is not a refusal "
+                         "of the message (-32601 and -32602 before 2026-07-28)."),
+            "202": {"description": "A notification, accepted; no body.", "headers": _COMMON_HEADERS},
+            "400": {**rpc_error, "description": "Malformed JSON (-32700), not one valid request (-32600), an "
+                    "unsupported MCP-Protocol-Version (-32022); with 2026-07-28 also -32602 and -32020."},
+            "404": {**rpc_error, "description": "2026-07-28 only: unknown method (-32601)."},
+            **_errors("405", "413", "415", "429", "500", "503"),
+            "401": _error("No token, or one not issued for this endpoint (`aud`); `WWW-Authenticate: Bearer "
+                          "resource_metadata=\"<base>/.well-known/oauth-protected-resource/api/v1/mcp\"`."),
+            "403": _error("An Origin not in CORS_ORIGINS (`ORIGIN_NOT_ALLOWED`), or a tool outside the token's scopes "
+                          "(`INSUFFICIENT_SCOPE`, `WWW-Authenticate: Bearer error=\"insufficient_scope\", scope=...`)."),
+            "406": _error("An Accept header that rules out application/json (`NOT_ACCEPTABLE`)."),
+        },
+        tag="mcp", security=BEARER, operationId="mcp",
+        description="JSON-RPC 2.0, one message per POST, answered with one application/json response; no sessions, "
+        "GET and DELETE get 405. Methods: initialize (2025-06-18, 2025-11-25), ping, tools/list, tools/call; with "
+        "`MCP-Protocol-Version: 2026-07-28`: server/discover, tools/list, tools/call. Tools: list_devices, "
+        "get_device (scope device:read), send_command (device:command), get_command (message:read). The token must "
+        "be issued for this endpoint (`resource` = `<base>/api/v1/mcp`); without one, 401 with `WWW-Authenticate: "
+        "Bearer resource_metadata=...`. See docs/mcp.md.",
+        parameters=[
+            _param(VERSION_HEADER, "header", {"type": "string", "enum": list(SUPPORTED_VERSIONS)},
+                   "Protocol revision of this request; absent: a handshake-era client."),
+            _param(METHOD_HEADER, "header", {"type": "string"}, "2026-07-28: the body's method."),
+            _param(NAME_HEADER, "header", {"type": "string"}, "2026-07-28: the tool name of a tools/call."),
+        ],
+        requestBody=_body("JsonRpcRequest"),
+    )
+
+
+def _discovery_paths() -> dict[str, Any]:
+    from app.api.discovery import AUTHORIZATION_SERVER, PROTECTED_RESOURCE
+    from app.urls import MCP_PATH
+
+    def document(summary: str, schema: str, operation_id: str) -> dict[str, Any]:
+        return {"get": _op(summary, {"200": _json(_ref(schema), summary), **_errors("405", "500")},
+                           tag="discovery", operationId=operation_id)}
+
+    return {
+        PROTECTED_RESOURCE: document("RFC 9728 metadata of the REST API (resource `<base>`)",
+                                     "ProtectedResourceMetadata", "restResourceMetadata"),
+        PROTECTED_RESOURCE + MCP_PATH: document("RFC 9728 metadata of the MCP endpoint (resource `<base>/api/v1/mcp`)",
+                                                "ProtectedResourceMetadata", "mcpResourceMetadata"),
+        AUTHORIZATION_SERVER: document("RFC 8414 metadata of the hub as its own authorization server",
+                                       "AuthorizationServerMetadata", "authorizationServerMetadata"),
     }
 
 
@@ -588,10 +699,11 @@ def build_document(version: str) -> dict[str, Any]:
             "title": "UAIP Hub",
             "version": version,
             "description": "REST hub through which AI agents find, inspect and command IoT devices. Every response "
-            "carries `X-Request-ID`; rate-limited responses carry `X-RateLimit-*` (CONTRACT.md §6).",
+            "carries `X-Request-ID`; rate-limited responses carry `X-RateLimit-*` (docs/rate-limits.md).",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": name} for name in ("auth", "devices", "device-types", "commands", "things", "system")],
+        "tags": [{"name": name} for name in ("auth", "devices", "device-types", "commands", "things", "mcp",
+                                             "discovery", "system")],
         "paths": {**_paths(), **_typed_paths()},
         "components": {
             "schemas": _schemas(),

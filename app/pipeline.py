@@ -1,4 +1,4 @@
-"""What every request passes through before and after its view (CONTRACT.md §6).
+"""What every request passes through before and after its view (docs/architecture.md, "The path of a request").
 
 In order: the client address (werkzeug ProxyFix, only with TRUSTED_PROXY_HOPS > 0), the correlation id and start
 time (first before-request hook), then — registered by their own modules in create_app — metrics and the rate
@@ -32,9 +32,13 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
 
-CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key", REQUEST_ID_HEADER]
+# MCP clients running in a browser send the protocol's own headers and read the Bearer challenge.
+MCP_HEADERS = ["MCP-Protocol-Version", "Mcp-Method", "Mcp-Name"]
+CORS_ALLOW_HEADERS = [
+    "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key", REQUEST_ID_HEADER, *MCP_HEADERS,
+]
 CORS_EXPOSE_HEADERS = [
-    REQUEST_ID_HEADER, "ETag", "Location", "Retry-After",
+    REQUEST_ID_HEADER, "ETag", "Location", "Retry-After", "WWW-Authenticate",
     "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
 ]
 CORS_MAX_AGE_SECONDS = 600
@@ -113,7 +117,7 @@ def init_app(app: Flask) -> None:
     if settings.cors_origins:
         CORS(
             app,
-            resources={r"/api/*": {}},
+            resources={r"/api/*": {}, r"/.well-known/*": {}},  # the API, and the OAuth discovery documents
             origins=list(settings.cors_origins),
             allow_headers=CORS_ALLOW_HEADERS,
             expose_headers=CORS_EXPOSE_HEADERS,

@@ -1,4 +1,4 @@
-"""`uaip-hub relay`: the worker between NATS and PostgreSQL (CONTRACT.md §1 and §5, DESIGN.md decision 8).
+"""`uaip-hub relay`: the worker between NATS and PostgreSQL (docs/architecture.md, "The path of a command").
 
 It consumes device acks and heartbeats in a NATS queue group (several relays share the stream; one subscription
 per possible token count of a device id, app.messaging.relay_subscriptions), applies them
@@ -13,6 +13,9 @@ NATS messages are handed from the NATS thread to the main thread through a bound
 retried with back-off (the batch in hand is kept); NATS outages are handled by the client's reconnects, and while
 NATS is away every publish fails at once, so a sweep never stalls on it (its events are dropped, commands wait).
 SIGTERM/SIGINT: stop taking messages (drain the subscriptions), apply what was received, exit 0.
+
+With tracing on (docs/tracing.md), a batch of acks is applied in the trace of the command(s) it answers: the
+`traceparent` a device put on its ack, else the one stored with the command.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ import threading
 import time
 from typing import Callable, TypeVar
 
-from app import metrics
+from app import metrics, tracing
 from app.api.messages import ack_from_nats
 from app.config import Settings
 from app.db import Database, DatabaseUnavailable
-from app.messaging import Messaging, device_id_from_subject, relay_subscriptions
+from app.messaging import Messaging, ack_subject, device_id_from_subject, relay_subscriptions
 from app.services import commands, registry
 from app.services.events import publish_device_event
 from app.validation import InvalidJSON
@@ -48,7 +51,7 @@ class Relay:
         self.db = db
         self.messaging = messaging
         self.settings = settings
-        self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(INBOX_MAX)
+        self.inbox: queue.Queue[tuple[str, bytes, dict | None]] = queue.Queue(INBOX_MAX)
         self.stopping = threading.Event()
         self.stop_deadline = float("inf")
         self.resend_all = threading.Event()
@@ -56,9 +59,9 @@ class Relay:
 
     # -- NATS thread ----------------------------------------------------------------------------------
 
-    def _receive(self, subject: str, data: bytes) -> None:
+    def _receive(self, subject: str, data: bytes, headers: dict | None = None) -> None:
         try:
-            self.inbox.put_nowait((subject, data))
+            self.inbox.put_nowait((subject, data, headers if tracing.active else None))
         except queue.Full:
             self.dropped += 1  # recovered by redelivery: the device re-acks a re-sent command
             if self.dropped % 1000 == 1:
@@ -80,7 +83,7 @@ class Relay:
         self.messaging.on_reconnect.append(self._on_connected)
         self.messaging.start()
         for subject in relay_subscriptions():  # one per token count: device ids may contain dots
-            self.messaging.subscribe(subject, self._receive, queue=group)
+            self.messaging.subscribe(subject, self._receive, queue=group, with_headers=subject.endswith(".acks"))
         log.info("relay started", extra={"queue_group": group, "sweep_seconds": self.settings.relay_sweep_seconds})
         next_sweep = 0.0
         while not self.stopping.is_set():
@@ -107,7 +110,7 @@ class Relay:
         log.info("relay stopped")
         return 0
 
-    def _take(self, timeout: float) -> list[tuple[str, bytes]]:
+    def _take(self, timeout: float) -> list[tuple[str, bytes, dict | None]]:
         try:
             batch = [self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()]
         except queue.Empty:
@@ -140,14 +143,16 @@ class Relay:
 
     def _handle(self, batch: list[tuple[str, bytes]]) -> None:
         acks: list[commands.Ack] = []
+        ack_headers: list[dict | None] = []
         heartbeats: dict[str, str] = {}
-        for subject, data in batch:
+        for subject, data, headers in batch:
             device_id = device_id_from_subject(subject)
             if device_id is None:
                 continue
             if subject.endswith(".acks"):
                 try:
                     acks.append(ack_from_nats(device_id, data))
+                    ack_headers.append(headers)
                 except InvalidJSON as exc:
                     # Dropped alone: the rest of the batch applies (the device re-acks a re-sent command).
                     metrics.acks_total.labels(source="relay", outcome="malformed").inc()
@@ -155,7 +160,11 @@ class Relay:
             elif subject.endswith(".heartbeat"):
                 heartbeats[device_id] = _heartbeat_status(data)
         if acks:
-            self._apply_acks(acks)
+            with tracing.processing(ack_subject("*"), "*", self._trace_carriers(acks, ack_headers), {
+                "messaging.batch.message_count": len(acks),
+                "messaging.consumer.group.name": self.settings.relay_queue_group,
+            }):
+                self._apply_acks(acks)
         if heartbeats:
             self._apply_heartbeats(heartbeats)
 
@@ -173,6 +182,21 @@ class Relay:
             elif outcome.code is not None:
                 log.warning("ack refused: %s", outcome.code, extra={**extra, "current_status": (outcome.message or {}).get("status")})
         commands.notify_final(self.messaging, [o.message for o in outcomes or [] if o.final])
+
+    def _trace_carriers(self, acks: list[commands.Ack], headers: list[dict | None]) -> list[dict | None]:
+        """The trace context each ack continues: the `traceparent` in its NATS headers, else the one stored with
+        its command (one read, only for acks that carry none). Nothing when tracing is off."""
+        if not tracing.active:
+            return []
+        carriers = [h if h and h.get(tracing.TRACEPARENT) else None for h in headers]
+        missing = [ack.message_id for ack, carrier in zip(acks, carriers) if carrier is None]
+        if missing:
+            stored = self._db("read trace contexts", lambda: commands.stored_traceparents(self.db, missing)) or {}
+            for index, ack in enumerate(acks):
+                parsed = commands.parse_message_id(ack.message_id)
+                if carriers[index] is None and parsed is not None and str(parsed) in stored:
+                    carriers[index] = {tracing.TRACEPARENT: stored[str(parsed)]}
+        return carriers
 
     def _apply_heartbeats(self, heartbeats: dict[str, str]) -> None:
         timeout = self.settings.heartbeat_timeout_seconds
@@ -242,7 +266,11 @@ def serve_metrics(port: int) -> None:
 
 def run_relay(db: Database, messaging: Messaging, settings: Settings) -> int:
     serve_metrics(settings.relay_metrics_port)
+    tracing.start(tracing.RELAY_SERVICE)
     relay = Relay(db, messaging, settings)
     signal.signal(signal.SIGTERM, relay.request_stop)
     signal.signal(signal.SIGINT, relay.request_stop)
-    return relay.run()
+    try:
+        return relay.run()
+    finally:
+        tracing.shutdown()  # export the spans still queued (bounded: an unreachable collector cannot hold the exit)

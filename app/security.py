@@ -24,6 +24,7 @@ import jwt
 from flask import current_app, g, request
 
 from app.errors import APIError
+from app.urls import public_base_url
 
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -125,12 +126,16 @@ class Principal:
     kind: str  # "client" or "device"
     subject: str
     scopes: frozenset[str]
+    audience: str | None = None  # the token's `aud` (RFC 8707 resource), None when it names none
 
     def has_scope(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
 
 
-def issue_token(client_id: str, scopes: list[str], secret: str, expiry_seconds: int) -> tuple[str, int]:
+def issue_token(
+    client_id: str, scopes: list[str], secret: str, expiry_seconds: int, audience: str | None = None
+) -> tuple[str, int]:
+    """A signed access token; `audience` (the requested RFC 8707 resource) becomes its `aud` claim."""
     now = int(time.time())
     claims = {
         "iss": TOKEN_ISSUER,
@@ -140,6 +145,8 @@ def issue_token(client_id: str, scopes: list[str], secret: str, expiry_seconds: 
         "exp": now + expiry_seconds,
         "jti": uuid.uuid4().hex,
     }
+    if audience is not None:
+        claims["aud"] = audience
     return jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM), expiry_seconds
 
 
@@ -148,21 +155,26 @@ class InvalidToken(Exception):
 
 
 def decode_token(token: str, secret: str) -> Principal:
-    """Verify signature, algorithm (HS256 only: `none` and others are refused), issuer and expiry."""
+    """Verify signature, algorithm (HS256 only: `none` and others are refused), issuer and expiry.
+
+    The audience is read, not judged: which `aud` is acceptable depends on the resource being called (the REST API
+    or the MCP endpoint), so `authenticate_bearer` compares it. A non-string `aud` (this hub issues none) is invalid.
+    """
     try:
         claims = jwt.decode(
             token,
             secret,
             algorithms=[TOKEN_ALGORITHM],
             issuer=TOKEN_ISSUER,
-            options={"require": ["exp", "iat", "sub", "iss"]},
+            options={"require": ["exp", "iat", "sub", "iss"], "verify_aud": False},
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(str(exc)) from None
     scope = claims.get("scope", "")
-    if not isinstance(scope, str) or not isinstance(claims["sub"], str):
+    audience = claims.get("aud")
+    if not isinstance(scope, str) or not isinstance(claims["sub"], str) or not isinstance(audience, (str, type(None))):
         raise InvalidToken("malformed claims")
-    return Principal("client", claims["sub"], frozenset(scope.split()))
+    return Principal("client", claims["sub"], frozenset(scope.split()), audience)
 
 
 def _bearer_token() -> str | None:
@@ -242,29 +254,44 @@ def recognised_device() -> str | None:
     return device_id if _recent_device_logins.seen(device_id, secret) else None
 
 
-def _unauthorized(message: str, error: str = "invalid_token") -> APIError:
+REST_CHALLENGE = 'realm="uaip-hub"'
+
+
+def authenticate_bearer(audiences: tuple[str | None, ...], challenge: str = REST_CHALLENGE) -> Principal:
+    """The principal of this request's valid bearer token whose `aud` is one of `audiences` (None: a token naming
+    no resource), else 401 with `WWW-Authenticate: Bearer <challenge>` (plus `error="invalid_token"` when a token
+    was presented)."""
+    if "Authorization" not in request.headers:
+        raise APIError(
+            401, "UNAUTHORIZED", "A bearer token is required.", headers={"WWW-Authenticate": f"Bearer {challenge}"}
+        )
+    principal = token_principal()
+    if principal is None:
+        raise _invalid_token("The access token is missing, malformed, expired or invalid.", challenge)
+    if principal.audience not in audiences:
+        raise _invalid_token("The access token was issued for another resource (its aud claim).", challenge)
+    g.client_id = principal.subject
+    return principal
+
+
+def _invalid_token(message: str, challenge: str) -> APIError:
+    return APIError(401, "UNAUTHORIZED", message, headers={"WWW-Authenticate": f'Bearer {challenge}, error="invalid_token"'})
+
+
+def insufficient_scope(scope: str, challenge_extra: str = "") -> APIError:
+    """403 for a valid token without `scope`; `challenge_extra` appends parameters to the Bearer challenge."""
     return APIError(
-        401, "UNAUTHORIZED", message,
-        headers={"WWW-Authenticate": f'Bearer realm="uaip-hub", error="{error}"'},
+        403, "INSUFFICIENT_SCOPE", f"This operation needs the '{scope}' scope.",
+        details={"required_scope": scope},
+        headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"{challenge_extra}'},
     )
 
 
 def _authenticate_bearer(scope: str) -> Principal:
-    if "Authorization" not in request.headers:
-        raise APIError(
-            401, "UNAUTHORIZED", "A bearer token is required.",
-            headers={"WWW-Authenticate": 'Bearer realm="uaip-hub"'},
-        )
-    principal = token_principal()
-    if principal is None:
-        raise _unauthorized("The access token is missing, malformed, expired or invalid.")
+    """REST routes: a token naming no resource or the REST API (`<base>`), with `scope`."""
+    principal = authenticate_bearer((None, public_base_url()))
     if not principal.has_scope(scope):
-        raise APIError(
-            403, "INSUFFICIENT_SCOPE", f"This operation needs the '{scope}' scope.",
-            details={"required_scope": scope},
-            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
-        )
-    g.client_id = principal.subject
+        raise insufficient_scope(scope)
     return principal
 
 

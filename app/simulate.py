@@ -4,6 +4,8 @@ Each simulated device listens on `uaip.devices.{id}.commands`, heartbeats on `ua
 and answers every command on `uaip.devices.{id}.acks` with `acknowledged` then `completed` (result: the command
 and its params echoed), or `failed` when params hold `"fail": true`. `"delay_ms": N` makes the device take N ms.
 A command delivered twice (same message_id, a redelivery) is not executed again: its recorded outcome is re-sent.
+With tracing on, a device continues the trace whose `traceparent` the command's NATS headers carry, and its acks
+carry it on to the relay (what docs/tracing.md asks of real devices).
 
 With an example type (app/examples.py, `--example thermostat`), the simulator first declares the type
 (PUT /device-types/{name}, which needs the admin scope), registers the devices with it, and each device answers
@@ -26,8 +28,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
+from app import tracing
 from app.examples import Example
-from app.messaging import Messaging, MessagingUnavailable, ack_subject, command_subject, heartbeat_subject
+from app.messaging import (Messaging, MessagingUnavailable, ack_subject, command_subject, device_id_from_subject,
+                           heartbeat_subject)
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +134,7 @@ class DeviceSimulator:
         self.messaging.start()
         self.messaging.wait_connected(connect_timeout)
         for device_id in self.device_ids:
-            self.messaging.subscribe(command_subject(device_id), self._on_command)
+            self.messaging.subscribe(command_subject(device_id), self._on_command, with_headers=True)
         self._heartbeats = threading.Thread(target=self._heartbeat_loop, name="sim-heartbeat", daemon=True)
         self._heartbeats.start()
         return self
@@ -166,9 +170,13 @@ class DeviceSimulator:
             self.heartbeat()
             self._stop.wait(self.heartbeat_seconds)
 
-    def _on_command(self, _subject: str, data: bytes) -> None:
+    def _on_command(self, subject: str, data: bytes, headers: dict | None = None) -> None:
         if not self._stop.is_set():
-            self.pool.submit(self._execute, data)
+            self.pool.submit(self._execute_in_trace, subject, data, headers)
+
+    def _execute_in_trace(self, subject: str, data: bytes, headers: dict | None) -> None:
+        with tracing.processing(subject, device_id_from_subject(subject), [headers]):
+            self._execute(data)
 
     def _ack(self, device_id: str, body: dict[str, Any]) -> bool:
         try:

@@ -1,6 +1,6 @@
 """Request input: JSON bodies parsed and validated by pydantic models, query parameters by small typed helpers.
 
-Pydantic in strict mode with `extra="forbid"` gives what the contract asks of bad input: wrong types and unknown
+Pydantic in strict mode with `extra="forbid"` gives what docs/api.md promises for bad input: wrong types and unknown
 fields are rejected, and every bad field is listed in `details`. The same models feed the OpenAPI document.
 
 `decode_json` is the one JSON parser for what clients and devices send (REST bodies, the token endpoint, acks on

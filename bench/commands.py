@@ -81,9 +81,15 @@ end
 SUBMIT_BODY = {"command": "bench", "params": {"n": 1}}
 
 
-def submit_rate_wrk(url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY) -> tuple[float, str]:
+def lua_list(values: list[str]) -> str:
+    return ", ".join(f'"{value}"' for value in values)
+
+
+def wrk_rate(url: str, lua: str, seconds: int) -> tuple[float, int]:
+    """Requests/s and the number of requests of a `wrk -t2 -c16` run with the Lua script `lua`; any non-2xx
+    answer fails the run."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(WRK_SCRIPT % (", ".join(f'"{d}"' for d in devices), token, json.dumps(body)))
+    script.write_text(lua)
     try:
         out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(script), url],
                              capture_output=True, text=True, timeout=seconds + 30).stdout
@@ -91,8 +97,14 @@ def submit_rate_wrk(url: str, token: str, devices: list[str], seconds: int, body
         script.unlink(missing_ok=True)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if non_2xx:
-        raise RuntimeError(f"wrk saw {non_2xx.group(1)} failed submits:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "wrk -t2 -c16"
+        raise RuntimeError(f"wrk saw {non_2xx.group(1)} failed requests:\n{out}")
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), total
+
+
+def submit_rate_wrk(url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY) -> tuple[float, str]:
+    rate, _ = wrk_rate(url, WRK_SCRIPT % (lua_list(devices), token, json.dumps(body)), seconds)
+    return rate, "wrk -t2 -c16"
 
 
 def submit_rate_python(url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY) -> tuple[float, str]:

@@ -56,20 +56,22 @@ class BenchDatabase:
     def drop(self) -> None:
         services.drop_database(self.name)
 
-    def seed_devices(self, count: int) -> None:
-        """Insert `count` devices in one statement (one shared secret hash: seeding is not what we measure)."""
+    def seed_devices(self, count: int, prefix: str = "bench-") -> list[str]:
+        """Insert `count` devices `<prefix>1..N` in one statement (one shared secret hash: seeding is not what we
+        measure); returns their ids."""
         secret_hash = hash_secret(secrets.token_urlsafe(16))
         conn = psycopg2.connect(self.url)
         with conn, conn.cursor() as cur:
             cur.execute(
                 "INSERT INTO devices (device_id, name, device_type, capabilities, metadata, secret_hash) "
-                "SELECT 'bench-' || i, 'Bench device ' || i, CASE WHEN i %% 2 = 0 THEN 'sensor' ELSE 'actuator' END, "
+                "SELECT %s || i, 'Bench device ' || i, CASE WHEN i %% 2 = 0 THEN 'sensor' ELSE 'actuator' END, "
                 "ARRAY['temperature', 'humidity'], jsonb_build_object('rack', i %% 10), %s "
                 "FROM generate_series(1, %s) AS i ON CONFLICT DO NOTHING",
-                (secret_hash, count),
+                (prefix, secret_hash, count),
             )
             cur.execute("ANALYZE devices")
         conn.close()
+        return [f"{prefix}{i}" for i in range(1, count + 1)]
 
     def create_client(self, scopes: str = "admin") -> tuple[str, str]:
         from app.db import Database

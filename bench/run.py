@@ -16,7 +16,7 @@ import platform
 import time
 from typing import Callable
 
-from bench import commands, faults, hardening, lifecycle, limiter, pipeline, registry, subjects, typed
+from bench import commands, faults, hardening, lifecycle, limiter, mcp, pipeline, registry, subjects, tracing, typed
 from bench.harness import ROOT, BenchDatabase
 
 RESULTS = ROOT / "bench" / "results"
@@ -38,6 +38,7 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
                                               one_client_requests=400 if quick else 2000),
         "commands": lambda db: commands.run(quick=quick),
         "typed_commands": lambda db: typed.run(quick=quick),
+        "mcp": lambda db: mcp.send_command_vs_rest(db, rounds=rounds, seconds=seconds),
         "default_limits": registry.default_limits,
         "token": lambda db: registry.token_issuance(db, requests_count=500 if quick else 3000),
         "memory": lambda db: registry.worker_memory(db, total_requests=2_000 if quick else 50_000),
@@ -46,6 +47,7 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
         "lifecycle": lambda db: lifecycle.run(seconds=4.0 if quick else 10.0, health_requests=100 if quick else 300),
         "hardening": lambda db: hardening.run(quick=quick),
         "relay_subjects": lambda db: subjects.run(count=10_000 if quick else 50_000, rounds=rounds),
+        "tracing": lambda db: tracing.measure(rounds=rounds, requests_per_round=600 if quick else 1500),
     }
 
 
@@ -95,6 +97,10 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
                     f"{f['typed_per_s']:.0f} vs {f['untyped_per_s']:.0f}/s = {f['ratio']:.2f}×"))
         out.append(("params validation per command, in process, CPU (valid / invalid); compiling a type", "µs",
                     f"{f['validate_valid_us']:.1f} / {f['validate_invalid_us']:.1f} µs; {f['compile_us']:.0f} µs"))
+    if "mcp" in figures:
+        f = figures["mcp"]
+        out.append(("MCP send_command (no wait) vs REST command submit, wrk -t2 -c16", f"≥ {f['goal']}×",
+                    f"{f['mcp_per_s']:.0f} vs {f['rest_per_s']:.0f}/s = {f['ratio']:.2f}×"))
     if "default_limits" in figures:
         f = figures["default_limits"]
         out.append(("hey -n 1000 -c 10 /devices, default limits", "20 × 200, rest 429",
@@ -124,6 +130,14 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
         out.append(("health latency p50/p99: cached / uncached", "—",
                     f"{f['health_cached']['p50_ms']}/{f['health_cached']['p99_ms']} ms / "
                     f"{f['health_uncached']['p50_ms']}/{f['health_uncached']['p99_ms']} ms"))
+    if "tracing" in figures and "error" not in figures["tracing"]:
+        f = figures["tracing"]
+        out.append(("tracing off vs code before tracing, ping through the pipeline, median, 1 connection",
+                    "not measurable", f"{f['off_vs_absent_ms_c1']:+.2f} ms ({f['off']['c1']:.2f} vs {f['absent']['c1']:.2f})"))
+        out.append(("tracing on, 100 % sampled, exported over OTLP/HTTP, vs off, median, 1 connection", "stated",
+                    f"{f['on_vs_off_ms_c1']:+.2f} ms ({f['on']['c1']:.2f} vs {f['off']['c1']:.2f})"))
+        out.append(("same, 8 connections: before / off / on", "—",
+                    f"{f['absent']['rps']:.0f} / {f['off']['rps']:.0f} / {f['on']['rps']:.0f} req/s"))
     if "faults" in figures:
         f = figures["faults"]
         for phase in f["phases"]:

@@ -9,7 +9,7 @@
 # (no container registry is needed, only Debian's package mirror).
 # Prints the image id on the last line of stdout.
 #
-# Why the flags (see DESIGN.md "Tooling that works on these machines"):
+# Why the flags (what podman needed on the machines this was built on):
 #   --runtime runc          crun fails on these hosts
 #   --ulimit ...            podman's defaults exceed the host's hard limits
 #   --format docker         OCI images drop HEALTHCHECK

@@ -1,12 +1,14 @@
-"""HTTP API: one blueprint module per resource, all under /api/v1."""
+"""HTTP API: one blueprint module per resource, all under /api/v1, and the OAuth discovery documents under
+/.well-known."""
 
 from flask import Flask
 
-API_PREFIX = "/api/v1"
+from app.urls import API_PREFIX
 
 
 def init_app(app: Flask) -> None:
-    from app.api import auth, device_types, devices, messages, system, things
+    from app.api import auth, device_types, devices, discovery, mcp, messages, system, things
 
-    for module in (auth, devices, device_types, messages, things, system):
+    for module in (auth, devices, device_types, messages, things, mcp, system):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
+    app.register_blueprint(discovery.blueprint)

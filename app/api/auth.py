@@ -1,5 +1,8 @@
 """OAuth 2.0 client credentials grant (RFC 6749 §4.4) at /auth/token, and /auth/login, the old hub's name.
 
+An optional `resource` (RFC 8707) picks the token's audience: the REST API (`<base>`) or the MCP endpoint
+(`<base>/api/v1/mcp`); any other value, or more than one, is `invalid_target`. Tokens without one work on REST.
+
 Errors here use RFC 6749 §5.2 bodies (`error`, `error_description`), not the hub's envelope, because OAuth2
 client libraries parse exactly that shape.
 """
@@ -13,6 +16,7 @@ from flask import Blueprint, current_app, jsonify, request
 from app.db import get_db
 from app.security import SCOPES, basic_credentials, issue_token
 from app.services.clients import authenticate_client
+from app.urls import canonical_resource, resources
 from app.validation import InvalidJSON, decode_json, storable_text
 
 blueprint = Blueprint("auth", __name__)
@@ -39,8 +43,9 @@ def _is_utf8_form(raw: bytes) -> bool:
     return True
 
 
-def _token_request_fields() -> tuple[dict[str, str] | None, str]:
-    """(form or JSON fields as strings, "") or (None, why the request is malformed).
+def _token_request_fields() -> tuple[dict[str, str] | None, list, str]:
+    """(form or JSON fields as strings, every `resource` value given, "") or (None, [], why the request is
+    malformed). RFC 8707 allows `resource` more than once: repeated form fields, or a JSON array.
 
     Text no credential can contain (NUL, unpaired surrogates, bytes that are not UTF-8) makes the request
     malformed (400 invalid_request) before it reaches the database or the secret check."""
@@ -48,24 +53,48 @@ def _token_request_fields() -> tuple[dict[str, str] | None, str]:
         try:
             data = decode_json(request.get_data(cache=True) or b"{}")
         except InvalidJSON as exc:
-            return None, exc.message
+            return None, [], exc.message
         if not isinstance(data, dict):
-            return None, "The JSON body must be an object."
-        return {key: value for key, value in data.items() if isinstance(value, str)}, ""
+            return None, [], "The JSON body must be an object."
+        resource = data.get("resource")
+        given = [] if resource is None else resource if isinstance(resource, list) else [resource]
+        return {key: value for key, value in data.items() if isinstance(value, str)}, given, ""
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
         if request.mimetype != "multipart/form-data" and not _is_utf8_form(request.get_data(cache=True)):
-            return None, "The form body is not UTF-8."
+            return None, [], "The form body is not UTF-8."
         fields = {key: value for key, value in request.form.items()}
         if not all(storable_text(value) for value in fields.values()):
-            return None, "The form body contains a NUL character."
-        return fields, ""
-    return None, "The body must be application/x-www-form-urlencoded or a JSON object."
+            return None, [], "The form body contains a NUL character."
+        return fields, request.form.getlist("resource"), ""
+    return None, [], "The body must be application/x-www-form-urlencoded or a JSON object."
+
+
+class InvalidTarget(Exception):
+    """A `resource` this hub cannot issue a token for (RFC 8707 `invalid_target`)."""
+
+    def __init__(self, reason: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(f"{reason} Its resources are {' and '.join(allowed)}.")
+
+
+def _audience(requested: list) -> str | None:
+    """The token's `aud` for the requested resources: none requested, none; exactly one of the hub's resources
+    (compared as app/urls.py `canonical_resource` writes it), that one. Anything else raises InvalidTarget."""
+    if not requested:
+        return None
+    allowed = resources()
+    if len(requested) > 1:
+        raise InvalidTarget("Request one resource per token.", allowed)
+    value = requested[0]
+    canonical = canonical_resource(value) if isinstance(value, str) else None
+    if canonical not in allowed:
+        raise InvalidTarget("The resource is not one this hub serves.", allowed)
+    return canonical
 
 
 @blueprint.post("/auth/token")
 @blueprint.post("/auth/login")
 def token():
-    fields, problem = _token_request_fields()
+    fields, requested_resources, problem = _token_request_fields()
     if fields is None:
         return oauth_error(400, "invalid_request", problem)
     grant_type = fields.get("grant_type")
@@ -97,8 +126,15 @@ def token():
         if not set(scopes) <= granted:
             return oauth_error(400, "invalid_scope", "The requested scope exceeds the scopes granted to this client.")
 
+    try:
+        audience = _audience(requested_resources)
+    except InvalidTarget as exc:
+        return oauth_error(400, "invalid_target", str(exc))
+
     settings = current_app.config["SETTINGS"]
-    access_token, expires_in = issue_token(client.client_id, scopes, settings.jwt_secret, settings.jwt_expiry_seconds)
+    access_token, expires_in = issue_token(
+        client.client_id, scopes, settings.jwt_secret, settings.jwt_expiry_seconds, audience=audience
+    )
     response = jsonify(
         {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in, "scope": " ".join(scopes)}
     )

@@ -1,4 +1,4 @@
-"""Device registry endpoints (CONTRACT.md §4). Each view parses input, calls one registry function, answers."""
+"""Device registry endpoints (docs/api.md, "Devices"). Each view parses input, calls one registry function, answers."""
 
 from __future__ import annotations
 

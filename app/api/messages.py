@@ -1,4 +1,4 @@
-"""Commands and messages (CONTRACT.md §5): submit, read, list per device, acknowledge.
+"""Commands and messages (docs/api.md, "Commands and messages"): submit, read, list per device, acknowledge.
 
 Views parse and validate, call one function of app/services/commands.py, and answer. `?wait=N` holds the
 request's gthread thread for up to N seconds, within per-process and per-client bounds (see Waiters).
@@ -94,20 +94,30 @@ def _idempotency(route: str, body: Any) -> commands.Idempotency | None:
     return commands.Idempotency(g.principal.subject, key, commands.request_hash(route, body))
 
 
-def _submit(spec: commands.CommandSpec, route: str, raw_body: Any):
-    wait = query_int("wait", 0, 0, MAX_WAIT_SECONDS)
-    idempotency = _idempotency(route, raw_body)
+def deliver(
+    spec: commands.CommandSpec, *, client_id: str, wait_seconds: int, idempotency: commands.Idempotency | None,
+) -> tuple[commands.Submitted, dict[str, Any] | None]:
+    """Submit a command and, with `wait_seconds`, wait that long for its final state: what every entry point that
+    sends commands (REST and MCP's send_command) does. Returns the submit and the final message (None: not final
+    in time, or no wait)."""
     settings = _settings()
     submitted = commands.submit_command(
         get_db(), get_messaging(), spec,
-        client_id=g.principal.subject, request_id=g.get("request_id"), idempotency=idempotency,
+        client_id=client_id, request_id=g.get("request_id"), idempotency=idempotency,
         max_pending=settings.max_pending_commands_per_device, heartbeat_timeout=settings.heartbeat_timeout_seconds,
         retry_seconds=settings.command_retry_seconds,
     )
-    location = f"/api/v1/messages/{submitted.message_id}"
     finished = None
-    if wait:
-        finished = waiters().wait(get_db(), submitted.message_id, wait, client_id=g.principal.subject)
+    if wait_seconds:
+        finished = waiters().wait(get_db(), submitted.message_id, wait_seconds, client_id=client_id)
+    return submitted, finished
+
+
+def _submit(spec: commands.CommandSpec, route: str, raw_body: Any):
+    wait = query_int("wait", 0, 0, MAX_WAIT_SECONDS)
+    idempotency = _idempotency(route, raw_body)
+    submitted, finished = deliver(spec, client_id=g.principal.subject, wait_seconds=wait, idempotency=idempotency)
+    location = f"/api/v1/messages/{submitted.message_id}"
     response = jsonify(finished if finished is not None else submitted.body)
     response.status_code = 200 if finished is not None else 202
     response.headers["Location"] = location

@@ -1,5 +1,6 @@
-"""System endpoints (CONTRACT.md §7): health, liveness, readiness. No authentication; the rate limiter exempts
-every path under /api/v1/system/health. The probes, the cache and the drain state live in app/health.py."""
+"""System endpoints (docs/api.md, "System endpoints"): health, liveness, readiness. No authentication; the rate
+limiter exempts every path under /api/v1/system/health. The probes, the cache and the drain state live in
+app/health.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Commands to devices: every SQL statement about commands (API and relay) lives here.
 
-Durability (DESIGN.md decision 8): a command is inserted (`queued`) and committed before it is published on
+Durability (docs/decisions.md, "Durability"): a command is inserted (`queued`) and committed before it is published on
 `uaip.devices.{id}.commands`; only after a successful publish is it marked `sent`. If NATS is down the command
 stays `queued` with `next_attempt_at` = now, and the relay publishes it when NATS is back. Once the insert has
 committed the submitter gets 202, whatever fails afterwards (publish, the `sent` mark, reading it under
@@ -24,10 +24,10 @@ import uuid
 from typing import Any, Iterable, Iterator
 
 import psycopg2
-from psycopg2.extras import Json, execute_values
+from psycopg2.extras import Json
 
 from app import messaging as subjects
-from app import metrics
+from app import metrics, tracing
 from app.db import Database, DatabaseUnavailable
 from app.errors import APIError
 from app.messaging import Messaging, MessagingUnavailable
@@ -54,7 +54,7 @@ MESSAGE_COLUMNS = (
 
 
 def message_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A message exactly as CONTRACT.md §5 lists its fields."""
+    """A message exactly as docs/api.md ("The message object") lists its fields."""
     return {
         "message_id": str(row["message_id"]),
         "device_id": row["device_id"],
@@ -162,6 +162,7 @@ def submit_command(
     (qos 0), 429 DEVICE_QUEUE_FULL; and 409 IDEMPOTENCY_KEY_REUSED. A refusal rolls everything back, the
     Idempotency-Key included. A NATS failure is not an error: the command stays queued."""
     message_id = uuid.uuid4()
+    traceparent = tracing.current_traceparent()  # kept with the command: its redeliveries join this trace
 
     def store(cur):
         if idempotency is not None:
@@ -207,18 +208,20 @@ def submit_command(
         # lock was granted, so its snapshot sees every command committed by the lock's previous holders).
         cur.execute(
             "INSERT INTO commands (message_id, device_id, command, params, qos, priority, request_id, client_id, "
-            "source, expires_at, next_attempt_at) SELECT %(id)s, %(device)s, %(command)s, %(params)s, %(qos)s, "
-            "%(priority)s, %(request_id)s, %(client)s, %(source)s, now() + make_interval(secs => %(ttl)s), "
+            "source, traceparent, expires_at, next_attempt_at) SELECT %(id)s, %(device)s, %(command)s, %(params)s, "
+            "%(qos)s, %(priority)s, %(request_id)s, %(client)s, %(source)s, %(traceparent)s, "
+            "now() + make_interval(secs => %(ttl)s), "
             # The relay leaves a fresh command to this request (it publishes next); if this process dies before
             # publishing, the relay picks the command up once the retry delay has passed.
             "now() + make_interval(secs => %(retry)s) "
             "WHERE (SELECT count(*) FROM commands WHERE device_id = %(device)s AND status IN ('queued', 'sent') "
             "AND expires_at > now()) < %(max_pending)s "
-            f"RETURNING {MESSAGE_COLUMNS}",
+            f"RETURNING {MESSAGE_COLUMNS}, traceparent",
             {
                 "id": str(message_id), "device": spec.device_id, "command": spec.command, "params": Json(spec.params),
                 "qos": spec.qos, "priority": spec.priority, "request_id": request_id, "client": client_id,
-                "source": spec.source, "ttl": spec.ttl_ms / 1000.0, "retry": retry_seconds, "max_pending": max_pending,
+                "source": spec.source, "traceparent": traceparent, "ttl": spec.ttl_ms / 1000.0,
+                "retry": retry_seconds, "max_pending": max_pending,
             },
         )
         row = cur.fetchone()
@@ -255,13 +258,16 @@ def submit_command(
 
 
 def _publish(messaging: Messaging, row: dict[str, Any]) -> bool:
-    """Hand the command's envelope to NATS (without waiting for the loop thread: a command that does not reach its
-    device stays unacknowledged and is re-sent by the relay). False when NATS is not connected."""
+    """Hand a stored command's envelope to NATS; with tracing on, in the trace of the request that created it (a
+    redelivery by the relay too), and its NATS headers carry that trace's `traceparent` on to the device. Not
+    waited for: a command that does not reach its device stays unacknowledged and is re-sent by the relay.
+    False when NATS is not connected."""
     try:
-        messaging.publish(
-            subjects.command_subject(row["device_id"]), envelope(row), headers={"Nats-Msg-Id": str(row["message_id"])},
-            wait=False,
-        )
+        with tracing.continue_trace(row.get("traceparent")):
+            messaging.publish(
+                subjects.command_subject(row["device_id"]), envelope(row), headers={"Nats-Msg-Id": str(row["message_id"])},
+                wait=False,
+            )
         return True
     except MessagingUnavailable:
         return False
@@ -277,10 +283,11 @@ def publish_and_mark_sent(
     for row in rows:
         (published if _publish(messaging, row) else failed).append(str(row["message_id"]))
 
-    # One round trip: PostgreSQL runs the string as one implicit transaction, to which SET LOCAL applies. Losing
-    # this write in a crash is harmless (the command is durable as queued; the relay re-sends it), so its commit
-    # does not wait for the WAL flush. Repeating it is harmless too: every update is conditional.
+    # One statement in autocommit: one round trip, one transaction. Losing this write in a crash is harmless (the
+    # command is durable as queued; the relay re-sends it), so its commit does not wait for the WAL flush
+    # (set_config(..., true) is SET LOCAL). Repeating it is harmless too: every update is conditional.
     updates = [
+        "no_flush AS (SELECT set_config('synchronous_commit', 'off', true))",
         "sent AS (UPDATE commands SET status = 'sent', sent_at = COALESCE(sent_at, now()), attempts = attempts + 1, "
         "updated_at = now(), next_attempt_at = now() + make_interval(secs => %(retry)s) "
         "WHERE message_id = ANY(%(published)s::uuid[]) AND status = 'queued' RETURNING 1)",
@@ -292,7 +299,7 @@ def publish_and_mark_sent(
         updates.append("receipt AS (UPDATE idempotency_keys SET response_body = jsonb_set(response_body, '{status}', "
                        "'\"sent\"') WHERE client_id = %(client)s AND key = %(key)s AND response_body->>'status' = 'queued' "
                        "AND EXISTS (SELECT 1 FROM sent))")
-    statement = f"SET LOCAL synchronous_commit = off; WITH {', '.join(updates)} SELECT count(*) AS n FROM sent"
+    statement = f"WITH {', '.join(updates)} SELECT (SELECT count(*) FROM sent) AS n FROM no_flush"
     params = {"retry": retry_seconds, "published": published, "failed": failed,
               "client": idempotency.client_id if idempotency else None, "key": idempotency.key if idempotency else None}
 
@@ -443,8 +450,7 @@ def _apply_ack_batch(cur, acks: list[Ack], durable: bool = True) -> list[AckOutc
     now = None
     if ids:
         cur.execute(
-            ("" if durable else "SET LOCAL synchronous_commit = off; ")
-            + f"SELECT {MESSAGE_COLUMNS}, now() AS db_now FROM commands WHERE message_id = ANY(%s::uuid[]) "
+            f"SELECT {MESSAGE_COLUMNS}, now() AS db_now FROM commands WHERE message_id = ANY(%s::uuid[]) "
             "ORDER BY message_id FOR UPDATE",
             (ids,),
         )
@@ -460,16 +466,20 @@ def _apply_ack_batch(cur, acks: list[Ack], durable: bool = True) -> list[AckOutc
             changed[str(parsed)] = row
         outcomes.append(outcome)
     if changed:
-        execute_values(
-            cur,
+        # The values travel as array parameters, not written into the SQL text (as psycopg2's execute_values
+        # does): the text is what a trace records as the statement, and device results do not belong there.
+        columns = zip(*[(message_id, row["status"], row["sent_at"], row["acknowledged_at"], row["completed_at"],
+                         Json(row["result"]) if row["result"] is not None else None, row["error"])
+                        for message_id, row in changed.items()])
+        cur.execute(
             "UPDATE commands AS c SET status = v.status, sent_at = v.sent_at, acknowledged_at = v.acknowledged_at, "
             "completed_at = v.completed_at, result = v.result, error = v.error, updated_at = now() "
-            "FROM (VALUES %s) AS v(message_id, status, sent_at, acknowledged_at, completed_at, result, error) "
-            "WHERE c.message_id = v.message_id",
-            [(message_id, row["status"], row["sent_at"], row["acknowledged_at"], row["completed_at"],
-              Json(row["result"]) if row["result"] is not None else None, row["error"])
-             for message_id, row in changed.items()],
-            template="(%s::uuid, %s, %s::timestamptz, %s::timestamptz, %s::timestamptz, %s::jsonb, %s)", page_size=1000,
+            "FROM unnest(%s::uuid[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], "
+            "%s::jsonb[], %s::text[]) AS v(message_id, status, sent_at, acknowledged_at, completed_at, result, error) "
+            "WHERE c.message_id = v.message_id"
+            # In the same round trip; it only matters at the commit, and a trace names the statement after UPDATE.
+            + ("" if durable else "; SET LOCAL synchronous_commit = off"),
+            [list(column) for column in columns],
         )
     return outcomes
 
@@ -492,6 +502,23 @@ def apply_acks(db: Database, acks: list[Ack], source: str = "rest") -> list[AckO
         if outcome.completion_seconds is not None:
             metrics.command_completion_seconds.labels(status=outcome.message["status"]).observe(outcome.completion_seconds)
     return outcomes
+
+
+def stored_traceparents(db: Database, message_ids: Iterable[str]) -> dict[str, str]:
+    """message_id → the traceparent stored with the command (the relay continues that trace for an ack whose
+    NATS headers carry none). Ids that are not UUIDs, unknown ids and untraced commands are left out."""
+    ids = sorted({str(parsed) for value in message_ids if (parsed := parse_message_id(value)) is not None})
+    if not ids:
+        return {}
+
+    def query(cur):
+        cur.execute(
+            "SELECT message_id, traceparent FROM commands WHERE message_id = ANY(%s::uuid[]) AND traceparent IS NOT NULL",
+            (ids,),
+        )
+        return {str(row["message_id"]): row["traceparent"] for row in cur.fetchall()}
+
+    return db.transaction(query)
 
 
 ACK_ERRORS = {
@@ -536,7 +563,7 @@ class Waiters:
 
     A waiting request holds its gthread thread, so waiting is bounded per process (`max_waiters`) and per API
     client within the process (`max_per_client`): probes and other clients always find a free thread. A request
-    over either bound does not wait at all; it gets its 202 at once and polls (docs/hardening-notes.md).
+    over either bound does not wait at all; it gets its 202 at once and polls (docs/decisions.md, "Bounded waiting").
 
     A waiter re-reads the message from PostgreSQL whenever it is woken and at least every `max_poll` seconds
     (back-off from 10 ms), so it is correct without NATS, just slower. A database error while polling ends the
@@ -696,7 +723,7 @@ def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str,
 
     def work(cur):
         cur.execute(
-            f"SELECT {MESSAGE_COLUMNS}, attempts FROM commands WHERE {where} "
+            f"SELECT {MESSAGE_COLUMNS}, attempts, traceparent FROM commands WHERE {where} "
             "AND expires_at > now() AND (qos >= 1 OR status = 'queued') "
             f"ORDER BY priority DESC, created_at LIMIT {SWEEP_BATCH} FOR UPDATE SKIP LOCKED",
             params,

@@ -1,4 +1,4 @@
-"""Device lifecycle events on `uaip.events.devices` (CONTRACT.md §5), published best effort.
+"""Device lifecycle events on `uaip.events.devices` (docs/api.md, "NATS subjects"), published best effort.
 
 `{"event": "registered"|"updated"|"deleted"|"online"|"offline", "device_id", "at", ...}`. The API publishes
 registered, updated, deleted and online (REST heartbeat); the relay publishes online (NATS heartbeat) and

@@ -733,11 +733,11 @@ def test_otel_and_extra_env_reach_the_api_and_the_relay(renders):
     assert not {e["name"] for e in migrate["env"]} & {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}
 
 
-def test_every_setting_of_the_readme_table_can_be_set_through_values(chart, renders):
-    """The README's configuration table, row by row: each variable is a `config` key (ConfigMap), a secret, set
-    by the chart from another value, or an OTEL_* variable."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+def test_every_setting_of_the_configuration_table_can_be_set_through_values(chart, renders):
+    """The configuration table of docs/api.md, row by row: each variable is a `config` key (ConfigMap), a secret,
+    set by the chart from another value, or an OTEL_* variable."""
+    reference = (REPO_ROOT / "docs" / "api.md").read_text()
+    table = reference.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
     variables = set()
     for row in re.findall(r"^\| (`[A-Z_*]+`(?: / `[A-Z_*]+`)*) \|", table, re.M):
         variables |= set(re.findall(r"`([A-Z_*]+)`", row))
@@ -751,7 +751,7 @@ def test_every_setting_of_the_readme_table_can_be_set_through_values(chart, rend
     configurable = set(chart.merge_values(BASE)["config"]) | set(data)
     unreachable = {v for v in variables if v not in configurable | secret_keys | set_by_chart | extra_env_only
                    and not v.startswith("OTEL_")}
-    assert not unreachable, f"README variables the chart cannot set: {sorted(unreachable)}"
+    assert not unreachable, f"docs/api.md variables the chart cannot set: {sorted(unreachable)}"
     assert data["UAIP_HEALTH_CACHE_SECONDS"] == "0.5" and data["UAIP_RELAY_SWEEP_SECONDS"] == "1.5"
     assert data["UAIP_COMMAND_RETRY_SECONDS"] == "10"
 

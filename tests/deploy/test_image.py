@@ -1,7 +1,7 @@
 """The container image, built and run for real with podman.
 
 Builds the image from the repository root with scripts/build-image.sh (local
-Debian base made by mmdebstrap, see DESIGN.md), then runs it the way
+Debian base made by mmdebstrap), then runs it the way
 Kubernetes will: read-only root filesystem, a tmpfs on /tmp, no root. It talks
 to the local PostgreSQL, Redis and NATS through the host network.
 

@@ -32,10 +32,23 @@ def test_create_client_rejects_unknown_scope(hub_env):
     assert result.returncode != 0 and "unknown scope" in result.stderr
 
 
+def test_a_metrics_directory_that_does_not_exist_yet_is_made_not_a_crash(hub_env, tmp_path):
+    """A pod's ConfigMap may give every container PROMETHEUS_MULTIPROC_DIR; only gunicorn.conf.py used to create it,
+    so migrate, create-client and the relay died with a traceback on a fresh /tmp."""
+    missing = tmp_path / "metrics" / "not-yet"
+    result = run_cli(["create-client", "--name", "agent", "--json"], {**hub_env, "PROMETHEUS_MULTIPROC_DIR": str(missing)})
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and missing.is_dir()
+
+
 def test_bad_configuration_stops_with_one_line(hub_env):
     result = run_cli(["migrate"], {**hub_env, "SERVER_PORT": "eighty"})
     assert result.returncode != 0
     assert result.stderr.strip() == "uaip-hub: configuration error: SERVER_PORT must be an integer, got 'eighty'"
+    result = run_cli(["migrate"], {**hub_env, "UAIP_HEALTH_CACHE_SECONDS": "five"})
+    assert result.returncode != 0
+    assert result.stderr.strip() == \
+        "uaip-hub: configuration error: UAIP_HEALTH_CACHE_SECONDS must be a number, got 'five'"
 
 
 def test_production_refuses_placeholder_jwt_secret(hub_env):
@@ -93,7 +106,8 @@ def test_a_weak_bootstrap_secret_stops_migrate_with_one_line_and_creates_nothing
 
 
 def test_commands_also_run_through_flask_cli(hub_env):
-    """CONTRACT §1: uaip-hub is built on Flask's CLI, so `flask --app wsgi ...` offers the same commands."""
+    """uaip-hub is built on Flask's CLI (docs/api.md, "Command line"), so `flask --app wsgi ...` offers the same
+    commands."""
     root = Path(__file__).resolve().parents[2]
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(root), **hub_env}
     flask = str(Path(sys.executable).with_name("flask"))

@@ -1,4 +1,5 @@
-"""Commands and messages over HTTP on a real database and NATS (CONTRACT.md §5), without a relay process."""
+"""Commands and messages over HTTP on a real database and NATS (docs/api.md, "Commands and messages"), without a relay
+process."""
 
 import threading
 import uuid

@@ -41,8 +41,8 @@ def test_a_failed_statement_in_autocommit_leaves_nothing_open(one_connection):
     assert one_connection.transaction(lambda cur: (cur.execute("SELECT 1 AS one"), cur.fetchone())[1]) == {"one": 1}
 
 
-def test_marking_sent_is_one_statement_whose_set_local_does_not_leak(one_connection, make_device, client, auth):
-    """publish_and_mark_sent's write: SET LOCAL synchronous_commit applies to its own implicit transaction only."""
+def test_marking_sent_is_one_statement_whose_local_setting_does_not_leak(one_connection, make_device, client, auth):
+    """publish_and_mark_sent's write: its synchronous_commit = off lasts for its own statement's transaction only."""
     device_id = make_device()["device_id"]
     message_id = client.post(f"/api/v1/devices/{device_id}/command", json={"command": "x"}, headers=auth).json["message_id"]
     one_connection.transaction(lambda cur: cur.execute(

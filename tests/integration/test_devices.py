@@ -1,4 +1,4 @@
-"""The device registry over HTTP on a real database (CONTRACT.md §4)."""
+"""The device registry over HTTP on a real database (docs/api.md, "Devices")."""
 
 import threading
 

@@ -31,3 +31,20 @@ def test_cors_for_configured_origins_only(hub_env):
     assert "X-Request-ID" in r.headers["Access-Control-Expose-Headers"]
     other = client.get("/api/v1/devices", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_cors_lets_a_browser_mcp_client_in(hub_env):
+    """With its origin configured, a browser-based MCP client may send the protocol's headers, read the Bearer
+    challenge, and fetch the discovery documents."""
+    client = create_app({**hub_env, "CORS_ORIGINS": "https://inspector.example"}).test_client()
+    origin = {"Origin": "https://inspector.example"}
+    preflight = client.options("/api/v1/mcp", headers={
+        **origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "Authorization, Content-Type, MCP-Protocol-Version, Mcp-Method, Mcp-Name"})
+    assert preflight.status_code == 200
+    allowed = preflight.headers["Access-Control-Allow-Headers"].lower()
+    assert all(name in allowed for name in ("mcp-protocol-version", "mcp-method", "mcp-name"))
+    challenge = client.post("/api/v1/mcp", json={}, headers=origin)
+    assert challenge.status_code == 401 and "WWW-Authenticate" in challenge.headers["Access-Control-Expose-Headers"]
+    metadata = client.get("/.well-known/oauth-protected-resource/api/v1/mcp", headers=origin)
+    assert metadata.headers["Access-Control-Allow-Origin"] == "https://inspector.example"

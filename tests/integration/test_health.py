@@ -1,4 +1,5 @@
-"""Health, liveness and readiness through the app (CONTRACT.md §7); process-level behaviour is in test_lifecycle.py."""
+"""Health, liveness and readiness through the app (docs/api.md, "System endpoints"); process-level behaviour is in
+test_lifecycle.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Real gunicorn, real signals, real outages (CONTRACT.md §7, §7a; DESIGN.md decision 3).
+"""Real gunicorn, real signals, real outages (docs/operations.md, "Signals and draining").
 
 Load comes from tests/support/load.py (bounded, 127.0.0.1 only). A request that is slow by nature is made with a
 PostgreSQL lock the test holds: `LOCK TABLE devices IN SHARE MODE` lets reads through and makes every PATCH

@@ -8,7 +8,6 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from app.health import cache_seconds_from_env
 from app.metrics import dependency_up
 from tests.support.services import wait_for
 
@@ -112,7 +111,7 @@ def test_a_scrape_flood_asks_postgresql_for_device_counts_once_per_period(hub_en
         families = {f.name: f for f in text_string_to_metric_families(text)}
         return {s.labels["status"]: s.value for s in families["uaip_devices"].samples}
 
-    period = cache_seconds_from_env()  # the health report's period, which the device counts share
+    period = app.config["SETTINGS"].health_cache_seconds  # the health report's period, which the device counts share
     assert period == 2.0
 
     def at_most_one_query_per_period():

@@ -124,8 +124,8 @@ def test_exempt_paths_are_never_limited(make_app):
     client = app.test_client()
     for _ in range(4):
         for path in ("/api/v1/openapi.json", "/metrics", "/api/v1/system/health", "/api/v1/system/health/liveness",
-                     "/api/v1/system/health/readiness", "/.well-known/oauth-authorization-server",
-                     "/.well-known/oauth-protected-resource/api/v1/mcp"):
+                     "/api/v1/system/health/readiness", "/.well-known/oauth-protected-resource",
+                     "/.well-known/oauth-protected-resource/api/v1/mcp", "/.well-known/oauth-authorization-server"):
             r = client.get(path)
             assert r.status_code != 429 and "X-RateLimit-Limit" not in r.headers, path
     assert client.options("/api/v1/devices").status_code != 429

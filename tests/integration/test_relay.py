@@ -1,5 +1,6 @@
 """The relay as a real `uaip-hub relay` subprocess with simulated devices over NATS: delivery, acks, expiry,
-offline sweeps, and recovery from NATS, PostgreSQL and relay restarts (CONTRACT.md §1 and §5)."""
+offline sweeps, and recovery from NATS, PostgreSQL and relay restarts (docs/architecture.md, "The path of a
+command")."""
 
 import signal
 import socket

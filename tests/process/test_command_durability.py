@@ -1,5 +1,5 @@
 """A stored command is never answered with an error, and a finished one never ends `expired` because an ack was
-lost (docs/hardening-notes.md, "Stored means 202" and "Lost acks"). Real PostgreSQL, NATS and relay processes;
+lost (docs/decisions.md, "Once stored, the answer is 202" and "Redelivery"). Real PostgreSQL, NATS and relay processes;
 the failures are made by the test: a trigger that fails or blocks the `sent` mark, a table lock under `?wait`, a
 device whose first completion report is lost, a relay killed between a device's two acks.
 """

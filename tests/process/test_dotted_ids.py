@@ -1,5 +1,5 @@
 """Device ids with dots (and `:`, `-`, `_`) work end to end over NATS: a real relay applies their heartbeats and
-acks, and a simulated device with such an id completes a command (docs/hardening-notes.md, "Device ids")."""
+acks, and a simulated device with such an id completes a command (docs/decisions.md, "Dotted device ids")."""
 
 import uuid
 

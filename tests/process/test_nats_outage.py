@@ -1,5 +1,5 @@
 """NATS unreachable when the hub starts: API workers, relay and simulator keep working without it and pick it up
-when it appears, with no restart (docs/hardening-notes.md, "NATS outages").
+when it appears, with no restart (docs/decisions.md, "NATS publishes fail fast").
 
 A private nats-server whose port is reserved but which is not running yet; real gunicorn, a real relay, the
 simulator in this process.

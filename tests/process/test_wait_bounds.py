@@ -1,7 +1,7 @@
 """`?wait=N` cannot take a pod out of service: real gunicorn 2 workers x 4 threads (defaults: 2 waiters per worker,
 1 per API client per worker), a device that never answers, many parallel `?wait=10` commands from one client and
 from several. Liveness and readiness keep answering fast, requests over the bound get their 202 at once, and a
-request under the bound still gets its 200 when its device answers (docs/hardening-notes.md, "Waiting").
+request under the bound still gets its 200 when its device answers (docs/decisions.md, "Bounded waiting").
 """
 
 import threading

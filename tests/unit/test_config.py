@@ -37,6 +37,8 @@ def test_defaults_match_the_contract():
         ("DATABASE_URL", "", "DATABASE_URL is required"),
         ("RATE_LIMIT_BURST", "1.5", "RATE_LIMIT_BURST must be an integer"),
         ("UAIP_PUBLIC_URL", "hub.example.com", "UAIP_PUBLIC_URL must look like"),
+        ("UAIP_HEALTH_CACHE_SECONDS", "soon", "UAIP_HEALTH_CACHE_SECONDS must be a number"),
+        ("UAIP_HEALTH_CACHE_SECONDS", "5", "UAIP_HEALTH_CACHE_SECONDS must be between 0.0 and 2.0"),
         ("UAIP_PUBLIC_URL", "ftp://hub.example.com", "UAIP_PUBLIC_URL must look like"),
         ("UAIP_PUBLIC_URL", "https://hub.example.com/api", "UAIP_PUBLIC_URL must be scheme://host[:port]"),
         ("UAIP_PUBLIC_URL", "https://user:pw@hub.example.com", "UAIP_PUBLIC_URL must be scheme://host[:port]"),

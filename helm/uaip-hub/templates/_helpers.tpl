@@ -113,7 +113,7 @@ used directly.
 {{- end }}
 
 {{/*
-ConfigMap data: the non-secret settings of CONTRACT.md section 2.
+ConfigMap data: the non-secret settings of the configuration table (docs/api.md).
 One helper renders the ConfigMap, the checksum/config annotation and the
 migration Job's inline env, so they can never disagree (Grafana style).
 */}}
@@ -132,7 +132,7 @@ SERVER_PORT: {{ .Values.containerPort | quote }}
 {{/*
 Secret data (base64), rendered only when no existingSecret is given.
 Empty optional values (REDIS_URL, bootstrap client) are left out so the app
-sees them unset, as CONTRACT.md defines.
+sees them unset, as docs/api.md defines.
 */}}
 {{- define "uaip-hub.secretData" -}}
 {{- $s := .Values.secrets -}}
@@ -180,7 +180,7 @@ Pod-level and container-level security contexts shared by every workload.
 {{- end }}
 
 {{/*
-Environment of every app container: ConfigMap + Secret (names fixed by CONTRACT.md).
+Environment of every app container: ConfigMap + Secret (names as in docs/api.md).
 */}}
 {{- define "uaip-hub.envFrom" -}}
 - configMapRef:

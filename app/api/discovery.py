@@ -1,0 +1,60 @@
+"""OAuth discovery documents (no auth, not rate-limited), so an MCP client that only knows `<base>/api/v1/mcp` can
+find out how to get a token for it:
+
+- RFC 9728 protected-resource metadata for each resource: the REST API at `/.well-known/oauth-protected-resource`
+  and the MCP endpoint at `/.well-known/oauth-protected-resource/api/v1/mcp` (the path the MCP endpoint's 401
+  challenge names in `resource_metadata`);
+- RFC 8414 authorization-server metadata at `/.well-known/oauth-authorization-server`: the hub is its own
+  authorization server, with the client credentials grant only.
+
+Every URL comes from app/urls.py, so the documents name the hub as its clients reach it.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from app.security import SCOPES
+from app.urls import API_PREFIX, MCP_PATH, absolute, mcp_resource, public_base_url
+
+blueprint = Blueprint("discovery", __name__)
+
+PROTECTED_RESOURCE = "/.well-known/oauth-protected-resource"
+AUTHORIZATION_SERVER = "/.well-known/oauth-authorization-server"
+TOKEN_PATH = f"{API_PREFIX}/auth/token"
+
+
+def mcp_resource_metadata_url() -> str:
+    """Where the MCP endpoint's metadata lives (RFC 9728 §3.1: the well-known prefix before the resource's path)."""
+    return absolute(PROTECTED_RESOURCE + MCP_PATH)
+
+
+def _protected_resource(resource: str):
+    return jsonify({
+        "resource": resource,
+        "authorization_servers": [public_base_url()],
+        "scopes_supported": list(SCOPES),
+        "bearer_methods_supported": ["header"],
+    })
+
+
+@blueprint.get(PROTECTED_RESOURCE)
+def rest_api_metadata():
+    return _protected_resource(public_base_url())
+
+
+@blueprint.get(PROTECTED_RESOURCE + MCP_PATH)
+def mcp_endpoint_metadata():
+    return _protected_resource(mcp_resource())
+
+
+@blueprint.get(AUTHORIZATION_SERVER)
+def authorization_server_metadata():
+    return jsonify({
+        "issuer": public_base_url(),
+        "token_endpoint": absolute(TOKEN_PATH),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_types_supported": [],
+        "scopes_supported": list(SCOPES),
+    })

@@ -1,0 +1,285 @@
+"""The hub's MCP tools: a small fixed set (list_devices, get_device, send_command, get_command), each a thin adapter
+over the same services the REST blueprints call.
+
+Each tool declares the scope it needs, a pydantic model for its arguments (the model is the `inputSchema`, so the
+schema cannot drift from validation), an `outputSchema` its `structuredContent` always matches, and annotations
+that say what it does to the world. Names, titles and descriptions are fixed text written here; device and
+client data only ever appears inside results, scrubbed (app/text.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Literal
+
+import psycopg2
+import pydantic
+from flask import current_app
+
+from app.api.devices import Capability, DeviceId, DeviceType
+from app.api.messages import MAX_IDEMPOTENCY_KEY, MAX_WAIT_SECONDS, CommandName, Priority, Qos, TtlMs, deliver
+from app.db import DatabaseUnavailable, get_db
+from app.errors import APIError
+from app.text import scrub
+from app.openapi import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, MESSAGE_SCHEMA
+from app.security import Principal
+from app.services import commands, device_types, registry
+from app.services.registry import DEVICE_STATUSES
+from app.validation import StrictModel
+
+log = logging.getLogger(__name__)
+
+MAX_LIST_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls a tool: the token's principal, and the request id that error bodies and commands carry."""
+
+    principal: Principal
+    request_id: str | None
+
+
+# --- arguments -----------------------------------------------------------------------------------------
+
+
+class ListDevicesArguments(StrictModel):
+    type: DeviceType | None = pydantic.Field(None, description="Only devices of this device_type.")
+    status: Literal[DEVICE_STATUSES] | None = pydantic.Field(None, description="Only devices with this status.")
+    capability: Capability | None = pydantic.Field(None, description="Only devices that have this capability.")
+    limit: Annotated[int, pydantic.Field(ge=1, le=MAX_LIST_LIMIT)] = pydantic.Field(20, description="Page size.")
+    offset: Annotated[int, pydantic.Field(ge=0, le=10_000_000)] = pydantic.Field(0, description="Devices to skip.")
+
+
+class DeviceArguments(StrictModel):
+    device_id: DeviceId = pydantic.Field(description="The device's id.")
+
+
+IdempotencyKey = Annotated[str, pydantic.StringConstraints(pattern=rf"^[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}$")]
+
+
+class SendCommandArguments(StrictModel):
+    device_id: DeviceId = pydantic.Field(description="The device to command.")
+    command: CommandName = pydantic.Field(description="The command's name (see the device type's commands).")
+    params: dict[str, Any] = pydantic.Field({}, description="The command's parameters, an object.")
+    qos: Qos = pydantic.Field(1, description="0: deliver now or refuse if the device is offline; 1 or 2 (default "
+                              "1): keep and re-send until acknowledged or expired.")
+    priority: Priority = pydantic.Field(5, description="0-10, higher first when commands queue up.")
+    ttl_ms: TtlMs | None = pydantic.Field(None, description="Milliseconds before an unfinished command expires "
+                                          "(default: the hub's DEFAULT_MESSAGE_TTL_MS).")
+    wait_seconds: Annotated[int, pydantic.Field(ge=0, le=MAX_WAIT_SECONDS)] = pydantic.Field(
+        0, description="Wait up to this many seconds for the device's result (0: return once sent)."
+    )
+    idempotency_key: IdempotencyKey | None = pydantic.Field(
+        None, description="Printable ASCII, at most 128 characters: a retry with the same key and arguments within "
+        "24 hours returns the first command instead of sending another."
+    )
+
+
+class CommandArguments(StrictModel):
+    message_id: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=128)] = pydantic.Field(
+        description="The message_id send_command returned."
+    )
+
+
+# --- what the tools do ---------------------------------------------------------------------------------
+
+
+def _settings():
+    return current_app.config["SETTINGS"]
+
+
+def list_devices(arguments: ListDevicesArguments, _caller: Caller) -> dict[str, Any]:
+    devices, total = registry.list_devices(
+        get_db(), status=arguments.status, device_type=arguments.type, capability=arguments.capability,
+        limit=arguments.limit, offset=arguments.offset, timeout=_settings().heartbeat_timeout_seconds,
+    )
+    summary = [{key: device[key] for key in ("device_id", "name", "device_type", "status")} for device in devices]
+    return {"devices": summary, "total": total, "limit": arguments.limit, "offset": arguments.offset}
+
+
+def get_device(arguments: DeviceArguments, _caller: Caller) -> dict[str, Any]:
+    device, device_type = device_types.get_device_with_type(
+        get_db(), arguments.device_id, _settings().heartbeat_timeout_seconds
+    )
+    return {"device": device, "device_type": device_type}
+
+
+def send_command(arguments: SendCommandArguments, caller: Caller) -> dict[str, Any]:
+    """Like POST /devices/{id}/command with `?wait=` and `Idempotency-Key`, through the same code path; returns the
+    whole message, final or not."""
+    spec = commands.CommandSpec(
+        device_id=arguments.device_id, command=arguments.command, params=arguments.params, qos=arguments.qos,
+        priority=arguments.priority, ttl_ms=arguments.ttl_ms or _settings().default_message_ttl_ms,
+    )
+    idempotency = None
+    if arguments.idempotency_key is not None:
+        # What "the same arguments" means: the command itself, not how long this caller waits for it.
+        sent = arguments.model_dump(exclude={"idempotency_key", "wait_seconds"})
+        idempotency = commands.Idempotency(
+            caller.principal.subject, arguments.idempotency_key, commands.request_hash("mcp:send_command", sent)
+        )
+    submitted, finished = deliver(
+        spec, client_id=caller.principal.subject, wait_seconds=arguments.wait_seconds, idempotency=idempotency
+    )
+    if finished is not None:
+        return finished
+    try:
+        return commands.get_message(get_db(), submitted.message_id)
+    except (DatabaseUnavailable, psycopg2.Error) as exc:
+        # Once stored, always answered (docs/decisions.md): an error now would invite a retry, hence a second
+        # actuation. The message as it was stored is known without reading it back.
+        log.warning("reading the stored command back failed; answering with it as stored",
+                    extra={"message_id": submitted.message_id, "error": str(exc).strip() or exc.__class__.__name__})
+        return as_stored(spec, submitted, None if submitted.replayed else caller.request_id)
+
+
+def as_stored(spec: commands.CommandSpec, submitted: commands.Submitted, request_id: str | None) -> dict[str, Any]:
+    """The message (as GET /messages/{id} shows it) of a command just stored, from what its submit returned: no
+    timestamps after `created_at`."""
+    accepted = submitted.body
+    return {
+        "message_id": accepted["message_id"], "device_id": accepted["device_id"], "command": spec.command,
+        "params": spec.params, "qos": spec.qos, "priority": spec.priority, "status": accepted["status"],
+        "result": None, "error": None, "created_at": accepted["created_at"], "sent_at": None,
+        "acknowledged_at": None, "completed_at": None, "expires_at": accepted["expires_at"], "request_id": request_id,
+    }
+
+
+def get_command(arguments: CommandArguments, _caller: Caller) -> dict[str, Any]:
+    return commands.get_message(get_db(), arguments.message_id)
+
+
+# --- declarations --------------------------------------------------------------------------------------
+
+DEVICE_SUMMARY = {
+    "type": "object",
+    "properties": {
+        "device_id": DEVICE_SCHEMA["properties"]["device_id"],
+        "name": {"type": "string"},
+        "device_type": {"type": "string"},
+        "status": DEVICE_SCHEMA["properties"]["status"],
+    },
+    "required": ["device_id", "name", "device_type", "status"],
+}
+READ_ONLY = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True, "openWorldHint": False}
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    title: str
+    description: str
+    scope: str
+    arguments: type[StrictModel]
+    output_schema: dict[str, Any]
+    annotations: dict[str, bool]
+    run: Callable[[Any, Caller], dict[str, Any]]
+
+    @functools.cached_property
+    def definition(self) -> dict[str, Any]:
+        """The tool as `tools/list` shows it (built once: the schemas never change while the process runs)."""
+        input_schema = self.arguments.model_json_schema()
+        input_schema.pop("title", None)
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "inputSchema": input_schema,
+            "outputSchema": self.output_schema,
+            "annotations": {"title": self.title, **self.annotations},
+        }
+
+
+TOOLS = {
+    tool.name: tool
+    for tool in (
+        Tool(
+            "list_devices", "List devices",
+            "List the devices registered with the hub: id, name, device type and status of each, optionally "
+            "filtered by type, status or capability, a page at a time (limit at most 50, then offset). Use "
+            "get_device for one device's details and the commands it accepts.",
+            "device:read", ListDevicesArguments,
+            {
+                "type": "object",
+                "properties": {
+                    "devices": {"type": "array", "items": DEVICE_SUMMARY},
+                    "total": {"type": "integer", "minimum": 0},
+                    "limit": {"type": "integer"},
+                    "offset": {"type": "integer"},
+                },
+                "required": ["devices", "total", "limit", "offset"],
+            },
+            READ_ONLY, list_devices,
+        ),
+        Tool(
+            "get_device", "Get a device",
+            "Read one device: its registration (name, type, status, capabilities, location, metadata, last_seen) "
+            "and its device type, which lists the commands the device accepts with a JSON Schema for each "
+            "command's params. device_type is null when the type is not declared: such a device accepts any "
+            "command name with any params object.",
+            "device:read", DeviceArguments,
+            {
+                "type": "object",
+                "properties": {"device": DEVICE_SCHEMA, "device_type": {"anyOf": [DEVICE_TYPE_SCHEMA, {"type": "null"}]}},
+                "required": ["device", "device_type"],
+            },
+            READ_ONLY, get_device,
+        ),
+        Tool(
+            "send_command", "Send a command to a device",
+            "Send a command to a device. The hub stores it, then delivers it; with wait_seconds (0-30) the call "
+            "waits that long for the device's result. Returns the command as a message whose status is queued, "
+            "sent, acknowledged, completed, failed, expired or cancelled; follow it with get_command. Params are "
+            "checked against the device type's schema first: a refused command is not sent, and the error names "
+            "each bad field. A retry with the same idempotency_key and arguments within 24 hours returns the "
+            "first command instead of sending another.",
+            "device:command", SendCommandArguments, MESSAGE_SCHEMA,
+            # A command acts on a physical device: it may change or undo anything there, and repeating it repeats
+            # the action (unless the caller passes an idempotency_key).
+            {"readOnlyHint": False, "destructiveHint": True, "idempotentHint": False, "openWorldHint": True},
+            send_command,
+        ),
+        Tool(
+            "get_command", "Get a command",
+            "Read a command sent earlier, by the message_id send_command returned: its status, the device's result "
+            "or error, and when it was created, sent, acknowledged and completed.",
+            "message:read", CommandArguments, MESSAGE_SCHEMA, READ_ONLY, get_command,
+        ),
+    )
+}
+
+
+def visible_tools(principal: Principal) -> list[Tool]:
+    """The tools this caller's scopes allow, in a fixed order."""
+    return [tool for tool in TOOLS.values() if principal.has_scope(tool.scope)]
+
+
+# --- results -------------------------------------------------------------------------------------------
+
+
+def _as_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def success(structured: dict[str, Any]) -> dict[str, Any]:
+    """A CallToolResult: the scrubbed result as `structuredContent` and the same JSON as text."""
+    clean = scrub(structured)
+    return {"content": [{"type": "text", "text": _as_text(clean)}], "structuredContent": clean, "isError": False}
+
+
+def failure(error: APIError, request_id: str | None) -> dict[str, Any]:
+    """A tool failure the model can read and act on: the hub's error body (the REST envelope) as text."""
+    body = scrub({"error": error.message, "code": error.code, "details": error.details, "request_id": request_id})
+    return {"content": [{"type": "text", "text": _as_text(body)}], "isError": True}
+
+
+def call(tool: Tool, arguments: Any, caller: Caller) -> dict[str, Any]:
+    """Run `tool` with arguments already validated into its model; service errors become tool failures."""
+    try:
+        return success(tool.run(arguments, caller))
+    except APIError as exc:
+        return failure(exc, caller.request_id)
