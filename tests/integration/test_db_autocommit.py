@@ -1,12 +1,17 @@
-"""Database.read / Database.autocommit (app/db.py) on a real PostgreSQL: statements outside a transaction block,
-what they return, that the pooled connection goes back as it was, and the one-round-trip "mark sent" write."""
+"""app/db.py's fast paths on a real PostgreSQL: Database.read / Database.autocommit (statements outside a
+transaction block, what they return, the pooled connection going back as it was, the one-round-trip "mark sent"
+write) and execute_prepared (planned once per connection, healed when the session loses its statements)."""
+
+import uuid
 
 import psycopg2
 import pytest
 
-from app.db import Database
+from app import tracing
+from app.db import Database, _prepared_forms, execute_prepared
 from app.services import commands
 from app.timestamps import timestamp
+from tests.conftest import capture_logs
 
 STATEMENT_IS_ITS_OWN_TRANSACTION = "SELECT now() = statement_timestamp() AS alone, pg_backend_pid() AS pid"
 
@@ -76,3 +81,55 @@ def test_marking_sent_is_one_statement_whose_local_setting_does_not_leak(one_con
     assert state == {"status": "sent", "attempts": 2, "backed_off": True}
     setting = one_connection.read(lambda cur: (cur.execute("SHOW synchronous_commit"), cur.fetchone())[1])
     assert setting["synchronous_commit"] == "on"
+
+
+PREPARED_PROBE = ("SELECT %(a)s::int + %(b)s::int AS sum, %(a)s::int * 2 AS twice, '100%%' AS text, "
+                  "cardinality(%(ids)s::uuid[]) AS ids")
+
+
+def _prepared_names(cur) -> list[str]:
+    cur.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'uaip_%%' ORDER BY name")
+    return [row["name"] for row in cur.fetchall()]
+
+
+def test_a_prepared_statement_is_planned_once_per_connection(one_connection):
+    def run(cur):
+        execute_prepared(cur, PREPARED_PROBE, {"a": 20, "b": 2, "ids": [str(uuid.uuid4()), str(uuid.uuid4())]})
+        return cur.fetchone(), _prepared_names(cur)
+
+    first, names = one_connection.transaction(run)
+    second, names_again = one_connection.transaction(run)  # the same connection: EXECUTE only
+    assert first == second == {"sum": 22, "twice": 40, "text": "100%", "ids": 2}
+    assert names == names_again == [_prepared_forms(PREPARED_PROBE)[0]]
+
+
+def test_a_session_that_lost_its_prepared_statements_prepares_them_again(one_connection):
+    one_connection.transaction(lambda cur: execute_prepared(cur, PREPARED_PROBE, {"a": 1, "b": 1, "ids": []}))
+    one_connection.autocommit(lambda cur: cur.execute("DEALLOCATE ALL"))  # behind the pool's back
+    logs = capture_logs()
+    row = one_connection.transaction(lambda cur: (execute_prepared(cur, PREPARED_PROBE, {"a": 2, "b": 3, "ids": []}),
+                                                  cur.fetchone())[1])
+    assert row["sum"] == 5
+    assert [line["sqlstate"] for line in logs() if "prepared statements" in line["message"]] == ["26000"]
+
+
+def test_with_tracing_on_statements_run_as_their_own_text(one_connection, monkeypatch):
+    """So that a span is named after the SQL (SELECT, INSERT), not EXECUTE."""
+    monkeypatch.setattr(tracing, "active", True)
+    seen = []
+
+    def run(cur):
+        real = cur.execute
+        cur.execute = lambda sql, params=None: (seen.append(sql), real(sql, params))[1]
+        execute_prepared(cur, PREPARED_PROBE, {"a": 3, "b": 4, "ids": []})
+        return cur.fetchone()["sum"]
+
+    assert one_connection.autocommit(run) == 7
+    assert seen == [PREPARED_PROBE]
+
+
+def test_placeholders_become_numbered_parameters():
+    name, prepare, execute = _prepared_forms("SELECT %(x)s::int, %(y)s::text, %(x)s::int WHERE a LIKE 'b%%'")
+    assert prepare == f"PREPARE {name} AS SELECT $1::int, $2::text, $1::int WHERE a LIKE 'b%'"
+    assert execute == f"EXECUTE {name} (%(x)s::int, %(y)s::text)"  # each argument with its placeholder's cast
+    assert len(name) <= 63 and name == _prepared_forms("SELECT %(x)s::int, %(y)s::text, %(x)s::int WHERE a LIKE 'b%%'")[0]
