@@ -23,8 +23,8 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     # (app.envfile, app.config, app.lifecycle) before PROMETHEUS_MULTIPROC_DIR is settled, and importing the
     # package must not pull prometheus_client in with them.
     from app import (
-        api, cache, cli_commands, db, errors, health, lifecycle, limits, logs, messaging, monitoring, openapi, pipeline,
-        tracing,
+        api, cache, cli_commands, db, errors, health, json_output, lifecycle, limits, logs, messaging, monitoring, openapi,
+        pipeline, tracing,
     )
 
     settings = load_settings(overrides)
@@ -32,9 +32,8 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     app.config.update(
         SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_message_size_bytes,
-        JSON_SORT_KEYS=False,
     )
-    app.json.sort_keys = False
+    app.json = json_output.HubJSONProvider(app)  # orjson; keys in the order the code wrote them
 
     logs.init_app(app)
     db.init_app(app)

@@ -19,10 +19,14 @@ and a second failure of the retry, become `DatabaseUnavailable`, a 503).
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
+import re
 import threading
 import time
+import weakref
 from typing import Callable, Iterator, TypeVar
 
 import psycopg2
@@ -31,6 +35,9 @@ import psycopg2.extensions
 import psycopg2.extras
 import psycopg2.pool
 from flask import Flask, current_app
+
+from app import tracing
+from app.timestamps import timestamp, timestamp_from_postgres_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +51,95 @@ POOL_WAIT_SECONDS = 5
 PING_CONNECT_TIMEOUT_SECONDS = 2
 PING_TCP_OPTIONS = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1, "keepalives_count": 2,
                     "tcp_user_timeout": 2_000}
+
+
+def _api_timestamp(text: str | None, cur) -> str | None:
+    """psycopg2 typecaster: a timestamptz as the API writes it; text of another shape takes the datetime path."""
+    if text is None:
+        return None
+    return timestamp_from_postgres_text(text) or timestamp(psycopg2.extensions.PYDATETIMETZ(text, cur))
+
+
+# timestamptz (OID 1184) columns as API strings, for the cursors of `Database.read(api_timestamps=True)`.
+API_TIMESTAMPTZ = psycopg2.extensions.new_type((1184,), "UAIP_API_TIMESTAMPTZ", _api_timestamp)
+
+
+def _cursor(conn: psycopg2.extensions.connection, tuples: bool, api_timestamps: bool):
+    """A cursor of the pool's own factory: dict rows, traced when tracing is on (app/tracing.py). With `tuples`,
+    the plain tuple cursor instead, unless the factory is a traced one: then its dict rows are handed over as
+    tuples, so every statement stays traced. `api_timestamps`: see `Database.read`."""
+    plain = tuples and conn.cursor_factory is psycopg2.extras.RealDictCursor
+    cursor = conn.cursor(cursor_factory=psycopg2.extensions.cursor) if plain else conn.cursor()
+    if api_timestamps:
+        psycopg2.extensions.register_type(API_TIMESTAMPTZ, cursor)
+    return _TupleRows(cursor) if tuples and not plain else cursor
+
+
+class _TupleRows:
+    """A dict-row cursor whose rows come out as tuples (in column order), for a traced pool."""
+
+    def __init__(self, cursor) -> None:
+        self._cursor = cursor
+
+    def __getattr__(self, name: str):
+        return getattr(self._cursor, name)
+
+    def __enter__(self):
+        self._cursor.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._cursor.__exit__(*exc)
+
+    def fetchone(self):
+        row = self._cursor.fetchone()
+        return None if row is None else tuple(row.values())
+
+    def fetchall(self):
+        return [tuple(row.values()) for row in self._cursor.fetchall()]
+
+
+# --- prepared statements ---------------------------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s(::[\w\[\]]+)?")
+# The statements each pooled connection has prepared (weakly keyed: a closed connection's set goes with it).
+_prepared: "weakref.WeakKeyDictionary[psycopg2.extensions.connection, set[str]]" = weakref.WeakKeyDictionary()
+
+
+@functools.lru_cache(maxsize=256)
+def _prepared_forms(sql: str) -> tuple[str, str, str]:
+    """(name, PREPARE text, EXECUTE text) of a statement written with %(name)s placeholders. A placeholder's cast
+    (`%(ids)s::uuid[]`) goes with its argument too: psycopg2 writes a list of strings as text[]."""
+    casts: dict[str, str] = {}
+    for placeholder, cast in _PLACEHOLDER.findall(sql):
+        casts[placeholder] = casts.get(placeholder) or cast
+    names = list(casts)
+    numbered = _PLACEHOLDER.sub(lambda match: f"${names.index(match.group(1)) + 1}{match.group(2) or ''}", sql)
+    name = "uaip_" + hashlib.sha1(sql.encode("utf-8")).hexdigest()[:20]
+    arguments = f" ({', '.join(f'%({n})s{casts[n]}' for n in names)})" if names else ""
+    return name, f"PREPARE {name} AS {numbered.replace('%%', '%')}", f"EXECUTE {name}{arguments}"
+
+
+def execute_prepared(cur, sql: str, params: dict | None = None) -> None:
+    """`cur.execute(sql, params)`, with PostgreSQL planning the statement once per connection instead of on every
+    call: PREPARE the first time a connection runs it, EXECUTE from then on. For the hot statements whose
+    planning costs more than their execution (a submit's two statements: ~300 µs of PostgreSQL CPU saved per
+    submit, docs/performance.md). `sql` uses %(name)s placeholders only, with a cast wherever PostgreSQL could
+    not infer a parameter's type from its context.
+
+    Prepared statements live in the server session, so a connection pooler between the hub and PostgreSQL must
+    keep sessions (PgBouncer `pool_mode = session`); a session that lost them (DISCARD ALL) costs one retry of
+    the unit of work, which prepares them again.
+    With tracing on, statements run as plain text, so that each span is named after its SQL, not `EXECUTE`."""
+    if tracing.active:
+        cur.execute(sql, params)
+        return
+    name, prepare, execute = _prepared_forms(sql)
+    done = _prepared.setdefault(cur.connection, set())
+    if name not in done:
+        cur.execute(prepare)
+        done.add(name)
+    cur.execute(execute, params)
 
 
 class DatabaseUnavailable(Exception):
@@ -153,18 +249,60 @@ class Database:
         whole unit again on a fresh connection is safe. A connection lost *during* commit is ambiguous and never
         retried.
         """
+        return self._run(work, retry, autocommit=False)
+
+    def read(self, work: Callable[[psycopg2.extensions.cursor], T], *, tuples: bool = False,
+             api_timestamps: bool = False) -> T:
+        """Run read-only `work(cursor)` in autocommit mode (see `autocommit`), retried once on a dead connection
+        like `transaction()`: a read is always safe to repeat. One statement sees one snapshot, so put
+        everything a read must see consistently into one statement. Rows are dicts, or tuples with `tuples=True`
+        (cheaper to build for long lists); with `api_timestamps=True` every timestamptz column arrives as the
+        API's string (app/timestamps.py), read from PostgreSQL's text without building a datetime.
+        """
+        return self.autocommit(work, retry=True, tuples=tuples, api_timestamps=api_timestamps)
+
+    def autocommit(self, work: Callable[[psycopg2.extensions.cursor], T], *, retry: bool = False,
+                   tuples: bool = False, api_timestamps: bool = False) -> T:
+        """Run `work(cursor)` without a transaction block: each statement is a transaction of its own (a local
+        setting, `set_config(name, value, true)`, lasts until its end).
+
+        psycopg2 sends BEGIN and COMMIT as round trips of their own, so one statement inside `transaction()`
+        costs three; here it costs one. `retry` runs `work` once more on a fresh connection when the first one
+        was dead; only for work that is harmless to repeat (a write may have committed before the connection
+        died). Options as for `read`.
+        """
+        return self._run(work, retry, autocommit=True, tuples=tuples, api_timestamps=api_timestamps)
+
+    def _run(self, work: Callable[[psycopg2.extensions.cursor], T], retry: bool, *, autocommit: bool,
+             tuples: bool = False, api_timestamps: bool = False) -> T:
         attempts = 2 if retry else 1
         for attempt in range(1, attempts + 1):
             committing = False
             try:
                 with self.connection() as conn:
-                    with conn.cursor() as cur:  # a RealDictCursor: the pool's connections make them
-                        result = work(cur)
-                    committing = True
-                    conn.commit()
+                    if autocommit:
+                        conn.autocommit = True  # a client-side flag: setting it sends nothing
+                    try:
+                        with _cursor(conn, tuples, api_timestamps) as cur:
+                            result = work(cur)
+                        if not autocommit:
+                            committing = True
+                            conn.commit()
+                    except psycopg2.errors.InvalidSqlStatementName:
+                        _prepared.pop(conn, None)  # the session lost them: prepare again on next use
+                        raise
+                    finally:
+                        if autocommit and conn.closed == 0:
+                            conn.autocommit = False
                     return result
             except (DatabaseUnavailable, psycopg2.errors.QueryCanceled):
                 raise
+            except psycopg2.errors.InvalidSqlStatementName as exc:
+                # The session lost its prepared statements (DISCARD ALL, a pooler that swapped the session): the
+                # statement did not run and its transaction is void; run the work once more, preparing again.
+                if attempt == attempts:
+                    raise DatabaseUnavailable(f"prepared statement missing twice: {exc.pgcode}") from exc
+                log.warning("a connection had lost its prepared statements; retrying once", extra={"sqlstate": exc.pgcode})
             except ROLLED_BACK_CONFLICTS as exc:
                 if attempt == attempts:
                     raise DatabaseUnavailable(f"transaction rolled back twice: {exc.pgcode}") from exc

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -66,11 +67,14 @@ _RECORD_ATTRIBUTES = frozenset(
 ) | {"message", "asctime", "taskName"}
 
 _static_secrets: set[str] = set()
+_static_secrets_longest_first: tuple[str, ...] = ()
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
     """Secrets this process holds (JWT secret, bootstrap secret): masked wherever they would appear."""
+    global _static_secrets_longest_first
     _static_secrets.update(v for v in values if v and len(v) >= MIN_SECRET_VALUE_LENGTH)
+    _static_secrets_longest_first = tuple(sorted(_static_secrets, key=len, reverse=True))
 
 
 def _collect_body_secrets(value: Any, found: set[str], depth: int = 0) -> None:
@@ -120,7 +124,8 @@ def _request_secrets() -> set[str]:
 
 def redact(text: str, values: Iterable[str] = ()) -> str:
     """Mask known secret values (longest first) and credential-shaped substrings in `text`."""
-    for value in sorted({*values, *_static_secrets}, key=len, reverse=True):
+    # Most fields come with no request secrets: the process's own, sorted once, then serve.
+    for value in sorted({*values, *_static_secrets}, key=len, reverse=True) if values else _static_secrets_longest_first:
         if value in text:
             text = text.replace(value, REDACTED)
     if MAYBE_SECRET.search(text):
@@ -141,6 +146,12 @@ def _clean(value: Any, values: Iterable[str]) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_clean(item, values) for item in value]
     return redact(str(value), values)
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_named(field: str) -> bool:
+    """SECRET_NAME for a record's field names: the same few names on every line, so the answers are kept."""
+    return SECRET_NAME.search(field) is not None
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -167,7 +178,7 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     for key, value in record.__dict__.items():
         if key in _RECORD_ATTRIBUTES or key in fields or key.startswith("_"):
             continue
-        fields[key] = REDACTED if SECRET_NAME.search(key) else _clean(value, values)
+        fields[key] = REDACTED if _secret_named(key) else _clean(value, values)
     if record.exc_info and record.exc_info[0] is not None:
         fields["exception"] = redact("".join(traceback.format_exception(*record.exc_info)).rstrip(), values)
     elif record.exc_text:
@@ -297,22 +308,24 @@ def log_access(response, duration_seconds: float, client_id: str | None) -> None
     level = access_level(status)
     if not access_log.isEnabledFor(level):
         return
-    rule = request.url_rule.rule if request.url_rule is not None else None
+    req = request._get_current_object()  # one context lookup instead of one per field
+    path = _short(req.path)
+    rule = req.url_rule.rule if req.url_rule is not None else None
     access_log.log(
         level,
         "%s %s %s",
-        request.method,
-        _short(request.path),
+        req.method,
+        path,
         status,
         extra={
-            "method": request.method,
-            "path": _short(request.path),
+            "method": req.method,
+            "path": path,
             "route": rule,
             "status": status,
             "duration_ms": round(duration_seconds * 1000, 3),
-            "client_ip": request.remote_addr,
+            "client_ip": req.remote_addr,
             "client_id": client_id,
-            "user_agent": _short(request.headers.get("User-Agent")),
+            "user_agent": _short(req.headers.get("User-Agent")),
             "response_bytes": response.content_length or 0,
         },
     )

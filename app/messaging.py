@@ -139,6 +139,7 @@ class Messaging:
         self._subscriptions: list[_Subscription] = []
         self._first_attempt = threading.Event()  # set once this process's first connection attempt ended
         self._unavailable = False  # an outage was reported and NATS is not back yet (touched on the loop thread)
+        self._background: set[asyncio.Task] = set()  # publishes handed over with wait=False (loop thread only)
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
 
     # -- event loop ------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ class Messaging:
                 thread = threading.Thread(target=loop.run_forever, name="nats-loop", daemon=True)
                 thread.start()
                 self._loop, self._thread, self._pid, self._nc, self._closing = loop, thread, os.getpid(), None, False
-                self._first_attempt, self._unavailable = threading.Event(), False
+                self._first_attempt, self._unavailable, self._background = threading.Event(), False, set()
                 for entry in self._subscriptions:  # made again by this process's connection
                     entry.active, entry.pending = None, False
                 self._connector = _detached(self._connect_until_connected(), loop)
@@ -331,22 +332,45 @@ class Messaging:
     # -- operations ------------------------------------------------------------------------------------
 
     def publish(self, subject: str, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None,
-                timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+                timeout: float = DEFAULT_CALL_TIMEOUT, *, wait: bool = True) -> None:
         """Hand one message to the connected client; raise MessagingUnavailable at once when NATS is not
         connected. Only a publish during the process's first connection attempt waits for it, briefly.
-        Inside a trace (tracing on), the publish is a span and the headers carry its `traceparent`."""
+        Inside a trace (tracing on), the publish is a span and the headers carry its `traceparent`.
+
+        `wait=False` hands the message to the NATS loop thread without waiting for the client to take it: ~7 µs
+        of CPU instead of ~60 µs for the two thread hand-offs of a waited call, and no wait for the loop thread
+        to be scheduled. The rare failure after the connection check (the connection drops in between) is
+        logged; use it where a lost message is recovered anyway (a command left unacknowledged is re-sent by
+        the relay, a waiter that misses its notice polls)."""
         self._ensure_started()
         if not self._first_attempt.is_set():
             self._first_attempt.wait(FIRST_ATTEMPT_WAIT_SECONDS)
-        nc = self._nc
-        if nc is None or not nc.is_connected:
+        nc, loop = self._nc, self._loop
+        if nc is None or not nc.is_connected or loop is None:
             raise MessagingUnavailable("NATS is not connected")
         payload = body if isinstance(body, bytes) else encode(body)
         with tracing.publish_span(subject, headers, len(payload), device_id_from_subject) as headers:
+            if not wait:
+                try:
+                    loop.call_soon_threadsafe(self._publish_in_background, nc, subject, payload, headers)
+                except RuntimeError as exc:  # the loop was closed meanwhile (process exit)
+                    raise MessagingUnavailable(str(exc)) from exc
+                return
             try:
                 self.run(nc.publish(subject, payload, headers=headers), timeout)
             except Exception as exc:  # noqa: BLE001 - connection lost between the check and the publish
                 raise MessagingUnavailable(str(exc) or exc.__class__.__name__) from exc
+
+    def _publish_in_background(self, nc: NATS, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
+        """On the loop thread: start the publish; its task is kept until done (asyncio holds tasks weakly)."""
+        task = asyncio.ensure_future(nc.publish(subject, payload, headers=headers))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("NATS publish failed after it was handed over", extra={"error": _describe(task.exception())})
 
     def flush(self, timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
         """Wait until the server has everything published so far (a PING/PONG round trip)."""

@@ -44,6 +44,8 @@ BATCH_MAX = 500
 INBOX_MAX = 100_000
 DRAIN_SECONDS = 10.0
 DB_RETRY_MAX_SECONDS = 5.0
+# A batch whose acks are all `acknowledged` waits this long for an outcome ack (see Relay._take).
+OUTCOME_LINGER_SECONDS = 0.002
 
 
 class Relay:
@@ -111,6 +113,12 @@ class Relay:
         return 0
 
     def _take(self, timeout: float) -> list[tuple[str, bytes, dict | None]]:
+        """The next batch: what arrived so far, waiting up to `timeout` for the first message.
+
+        A device acks `acknowledged` and then its outcome, usually a fraction of a millisecond apart. Applied as
+        they come, the outcome (what waiting clients want) queues behind the first ack's transaction; so a
+        batch that holds an `acknowledged` ack and no outcome waits up to OUTCOME_LINGER_SECONDS for more, and
+        both apply in one transaction. Only the timing of `acknowledged` changes, by 2 ms at most."""
         try:
             batch = [self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()]
         except queue.Empty:
@@ -120,6 +128,16 @@ class Relay:
                 batch.append(self.inbox.get_nowait())
             except queue.Empty:
                 break
+        linger_until = time.monotonic() + OUTCOME_LINGER_SECONDS
+        waiting = any(_ack_kind(message) == "acknowledged" for message in batch) and \
+            not any(_ack_kind(message) == "outcome" for message in batch)
+        while waiting and len(batch) < BATCH_MAX and (left := linger_until - time.monotonic()) > 0:
+            try:
+                message = self.inbox.get(timeout=left)
+            except queue.Empty:
+                break
+            batch.append(message)
+            waiting = _ack_kind(message) != "outcome"
         return batch
 
     def _db(self, what: str, work: Callable[[], T]) -> T | None:
@@ -173,6 +191,8 @@ class Relay:
         if outcomes is None and len(acks) > 1 and not self.stopping.is_set():
             # Not an outage (that is retried above): apply one by one so one bad ack cannot sink the batch.
             outcomes = [o for ack in acks for o in (self._db("apply ack", lambda a=ack: commands.apply_acks(self.db, [a], source="relay")) or [])]
+        # Waiting clients first, then the log lines.
+        commands.notify_final(self.messaging, [o.message for o in outcomes or [] if o.final])
         for outcome in outcomes or []:
             ack = outcome.ack
             extra = {"request_id": outcome.request_id, "message_id": ack.message_id, "device_id": ack.device_id,
@@ -181,7 +201,6 @@ class Relay:
                 log.info("command %s", outcome.message["status"], extra=extra)
             elif outcome.code is not None:
                 log.warning("ack refused: %s", outcome.code, extra={**extra, "current_status": (outcome.message or {}).get("status")})
-        commands.notify_final(self.messaging, [o.message for o in outcomes or [] if o.final])
 
     def _trace_carriers(self, acks: list[commands.Ack], headers: list[dict | None]) -> list[dict | None]:
         """The trace context each ack continues: the `traceparent` in its NATS headers, else the one stored with
@@ -231,6 +250,17 @@ class Relay:
         # The relay's heartbeat for alerting: it stops moving when the loop hangs or PostgreSQL is out of reach,
         # while the metrics thread would still answer.
         metrics.relay_last_sweep_timestamp_seconds.labels(queue_group=self.settings.relay_queue_group).set_to_current_time()
+
+
+def _ack_kind(message: tuple[str, bytes, dict | None]) -> str | None:
+    """"acknowledged", "outcome" (completed or failed) or None, judged from the raw bytes (a hint for batching,
+    not a parse: an ack that would be misjudged is only batched differently)."""
+    subject, data = message[0], message[1]
+    if not subject.endswith(".acks"):
+        return None
+    if b'"completed"' in data or b'"failed"' in data:
+        return "outcome"
+    return "acknowledged" if b'"acknowledged"' in data else None
 
 
 def _heartbeat_status(data: bytes) -> str:

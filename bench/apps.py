@@ -2,47 +2,70 @@
 
 They run in the runtime-only venv, so this module imports nothing but the app's own dependencies.
 
-- `bare_device_list()`: the baseline for the device-list benchmark — bare Flask + psycopg2 running the hub's
-  two list statements. No auth, no validation, no pipeline: only what any Flask app must do to answer the same
-  question (pool checkout, the same SQL, the same JSON).
+- `bare_device_list()`: the baseline for the device-list benchmark — the simplest correct code a developer would
+  write with Flask and psycopg2 to answer `GET /api/v1/devices?limit=&offset=` with the hub's document: every
+  device field, the effective status (a silent `online`/`error` device reads `offline`), timestamps as RFC 3339
+  UTC milliseconds, the total, limit and offset. No auth, no validation, no pipeline, and nothing borrowed from
+  the hub's code: a dict cursor, the page and a count in one transaction, `jsonify`. Its only settings are the
+  ones that make the document the hub's, byte for byte (field order, UTF-8 text);
+  tests/integration/test_bench_apps.py compares the two documents.
 - `ping_full()` / `ping_bare()`: one tiny view behind the hub's whole pipeline (create_app: request id, JSON
-  access log, Redis limit check, metrics, security headers) or behind nothing, for the pipeline overhead.
+  access log, Redis rate-limit check, metrics, security headers) or behind nothing, for the pipeline overhead.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 
 import psycopg2.extras
 import psycopg2.pool
 from flask import Blueprint, Flask, jsonify, request
 
-from app.services.registry import DEVICE_COLUMNS, device_view
-
 PING = "/api/v1/bench/ping"
+
+BARE_DEVICE_PAGE = (
+    "SELECT device_id, name, device_type, "
+    "CASE WHEN status IN ('online', 'error') AND last_seen < now() - make_interval(secs => %(timeout)s) "
+    "THEN 'offline' ELSE status END AS status, "
+    "capabilities, location, metadata, last_seen, registered_at, updated_at, version "
+    "FROM devices ORDER BY registered_at, device_id LIMIT %(limit)s OFFSET %(offset)s"
+)
+
+
+def _rfc3339(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def bare_device_list() -> Flask:
     app = Flask(__name__)
+    app.json.sort_keys = False  # fields in the hub's order
+    app.json.ensure_ascii = False  # non-ASCII text as UTF-8, as the hub writes it
     pool = psycopg2.pool.ThreadedConnectionPool(8, 8, os.environ["DATABASE_URL"], options="-c timezone=UTC")
+    timeout = int(os.environ.get("HEARTBEAT_TIMEOUT_SECONDS", "90"))
 
     @app.get("/api/v1/devices")
     def devices():
         limit = int(request.args.get("limit", 100))
+        offset = int(request.args.get("offset", 0))
         conn = pool.getconn()
         try:
             with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                cur.execute(
-                    f"SELECT {DEVICE_COLUMNS} FROM devices ORDER BY registered_at, device_id LIMIT %(limit)s OFFSET 0",
-                    {"limit": limit, "timeout": 90},
-                )
+                cur.execute(BARE_DEVICE_PAGE, {"limit": limit, "offset": offset, "timeout": timeout})
                 rows = cur.fetchall()
                 cur.execute("SELECT count(*) AS total FROM devices")
                 total = cur.fetchone()["total"]
             conn.commit()
         finally:
             pool.putconn(conn)
-        return jsonify({"devices": [device_view(r) for r in rows], "total": total, "limit": limit, "offset": 0})
+        page = [
+            {**row, "last_seen": _rfc3339(row["last_seen"]), "registered_at": _rfc3339(row["registered_at"]),
+             "updated_at": _rfc3339(row["updated_at"])}
+            for row in rows
+        ]
+        return jsonify({"devices": page, "total": total, "limit": limit, "offset": offset})
 
     return app
 

@@ -22,29 +22,34 @@ def fetch_token(base_url: str, client_id: str, secret: str) -> str:
 
 
 def list_vs_bare(db: BenchDatabase, rounds: int = 3, seconds: int = 5, concurrency: int = 16) -> dict:
-    """Scenario 1: GET /devices?limit=50 on 1,000 devices, hub (full pipeline, authenticated) vs bare app.
+    """Scenario 1: GET /devices?limit=50 on 1,000 devices: the hub (full pipeline, authenticated) vs the bare app
+    (bench/apps.py: the same document from the simplest Flask + psycopg2 code), same gunicorn settings.
 
-    Rounds alternate A/B so that drift in machine load hits both sides alike; medians are compared.
+    The hub runs at the default LOG_LEVEL=info, writing its access line for every request (the bare app writes
+    none), and once more at LOG_LEVEL=warning to show what the line costs. Rounds alternate between the three so
+    that drift in machine load hits all alike; medians are compared.
     """
-    env = hub_env(db.url)
+    env = hub_env(db.url, LOG_LEVEL="info")
     client_id, secret = db.create_client()
-    hub_rps, bare_rps, hub_p50, bare_p50 = [], [], [], []
-    with Gunicorn(env) as hub, Gunicorn(env, target="bench.apps:bare_device_list()") as bare:
+    samples: dict[str, dict[str, list[float]]] = {side: {"rps": [], "p50": []} for side in ("hub", "quiet", "bare")}
+    with Gunicorn(env) as hub, Gunicorn({**env, "LOG_LEVEL": "warning"}) as quiet, \
+            Gunicorn(env, target="bench.apps:bare_device_list()") as bare:
         headers = {"Authorization": f"Bearer {fetch_token(hub.url, client_id, secret)}"}
-        for target in (hub, bare):  # warm up both (pools, JIT-free but caches and imports)
+        servers = {"hub": hub, "quiet": quiet, "bare": bare}
+        for target in servers.values():  # warm up (pools, caches, imports)
             hey(target.url + LIST_PATH, requests=300, concurrency=concurrency, headers=headers)
         for _ in range(rounds):
-            a = hey(hub.url + LIST_PATH, duration=f"{seconds}s", concurrency=concurrency, headers=headers)
-            b = hey(bare.url + LIST_PATH, duration=f"{seconds}s", concurrency=concurrency)
-            assert set(a.statuses) == {200} and set(b.statuses) == {200}, (a.statuses, b.statuses)
-            hub_rps.append(a.requests_per_second)
-            bare_rps.append(b.requests_per_second)
-            hub_p50.append(a.p50_ms)
-            bare_p50.append(b.p50_ms)
+            for side, server in servers.items():
+                result = hey(server.url + LIST_PATH, duration=f"{seconds}s", concurrency=concurrency, headers=headers)
+                assert set(result.statuses) == {200}, (side, result.statuses)
+                samples[side]["rps"].append(result.requests_per_second)
+                samples[side]["p50"].append(result.p50_ms)
+    rps = {side: median(series["rps"]) for side, series in samples.items()}
     return {
-        "hub_rps": median(hub_rps), "bare_rps": median(bare_rps),
-        "ratio": median(hub_rps) / median(bare_rps),
-        "hub_p50_ms": median(hub_p50), "bare_p50_ms": median(bare_p50),
+        "hub_rps": rps["hub"], "hub_quiet_rps": rps["quiet"], "bare_rps": rps["bare"],
+        "ratio": rps["hub"] / rps["bare"], "quiet_ratio": rps["quiet"] / rps["bare"],
+        "hub_p50_ms": median(samples["hub"]["p50"]), "bare_p50_ms": median(samples["bare"]["p50"]),
+        "rounds_rps": {side: series["rps"] for side, series in samples.items()},
         "rounds": rounds, "seconds": seconds, "concurrency": concurrency,
     }
 

@@ -35,6 +35,9 @@ DEVICE_COLUMNS = (
     f"device_id, name, device_type, {EFFECTIVE_STATUS} AS status, capabilities, location, metadata, "
     "last_seen, registered_at, updated_at, version"
 )
+# The device object's fields: the columns above, in their order (rows read as tuples map onto it).
+DEVICE_FIELDS = ("device_id", "name", "device_type", "status", "capabilities", "location", "metadata", "last_seen",
+                 "registered_at", "updated_at", "version")
 
 
 def device_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -124,21 +127,24 @@ def list_devices(
     params.update(limit=limit, offset=offset, timeout=timeout)
 
     def query(cur):
-        # The page walks the (registered_at, device_id) index and stops at LIMIT; a window count(*) OVER ()
-        # would project every matching row first (1.8 ms vs 0.5 ms for both statements on 1,000 devices).
+        # One statement, one round trip, one snapshot: the total always agrees with the page. The page walks the
+        # (registered_at, device_id) index and stops at LIMIT; the count is an uncorrelated sub-select that
+        # PostgreSQL runs once (a window count(*) OVER () would project every matching row: 1.8 ms vs 0.5 ms).
         cur.execute(
-            f"SELECT {DEVICE_COLUMNS} FROM devices{where} "
+            f"SELECT {DEVICE_COLUMNS}, (SELECT count(*) FROM devices{where}) AS total FROM devices{where} "
             "ORDER BY registered_at, device_id LIMIT %(limit)s OFFSET %(offset)s",
             params,
         )
         rows = cur.fetchall()
-        if offset == 0 and len(rows) < limit:
-            return rows, len(rows)
-        cur.execute(f"SELECT count(*) AS total FROM devices{where}", params)
-        return rows, cur.fetchone()["total"]
+        if rows or offset == 0:
+            return rows, rows[0][-1] if rows else 0
+        cur.execute(f"SELECT count(*) FROM devices{where}", params)  # paged past the end: no row carries it
+        return rows, cur.fetchone()[0]
 
-    rows, total = db.transaction(query)
-    return [device_view(row) for row in rows], total
+    # Tuples and timestamps as text: building dict rows, datetimes and their strings was most of this request's
+    # Python time (docs/performance.md).
+    rows, total = db.read(query, tuples=True, api_timestamps=True)
+    return [dict(zip(DEVICE_FIELDS, row)) for row in rows], total
 
 
 def get_device(db: Database, device_id: str, timeout: int) -> dict[str, Any]:

@@ -191,6 +191,22 @@ def test_redeliveries_are_counted_apart_from_first_deliveries(client, auth, devi
     assert statuses == {sent: "sent", queued: "sent"}
 
 
+def test_the_periodic_pass_resends_due_commands_as_retries(client, auth, device, app, db):
+    """The relay's sweep (redeliver_due): a sent command whose back-off has passed is published again."""
+    due = submit(client, auth, device["device_id"])
+    db.transaction(lambda cur: cur.execute(
+        "UPDATE commands SET next_attempt_at = now() - interval '1 second' WHERE message_id = %s", (due,)))
+    snapshot = Snapshot()
+    with app.app_context():
+        published = commands.redeliver_due(get_db(), get_messaging(), 1.0)
+    assert published >= 1
+    assert snapshot.changes()["uaip_command_redeliveries_total,reason=retry"] >= 1
+    row = db.transaction(lambda cur: (cur.execute(
+        "SELECT attempts, next_attempt_at > now() AS backed_off FROM commands WHERE message_id = %s", (due,)),
+        cur.fetchone())[1])
+    assert row == {"attempts": 2, "backed_off": True}
+
+
 def test_nats_connected_gauge_follows_the_connection():
     """Connected → 1, server gone → 0 (nats-py reconnecting), server back → 1, closed → 0."""
     connected = lambda: REGISTRY.get_sample_value("uaip_nats_connected")  # noqa: E731

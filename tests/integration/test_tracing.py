@@ -178,6 +178,16 @@ def test_span_names_use_the_url_rule_not_the_path(traced_client, traced, headers
     assert names == ["GET /api/v1/devices/<device_id>", "GET"]  # an unmatched route has no rule to name
 
 
+def test_a_traced_device_list_reads_the_same_document(traced_client, traced, headers, device):
+    """The list reads tuple rows; with the pool's cursors traced they come from the traced cursor, still traced."""
+    traced.clear()
+    page = traced_client.get("/api/v1/devices?limit=1000", headers=headers).json
+    assert "SELECT" in [s.name for s in traced.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    listed = {item["device_id"]: item for item in page["devices"]}
+    assert listed[device] == traced_client.get(f"/api/v1/devices/{device}", headers=headers).json
+    assert page["total"] >= len(listed) >= 1
+
+
 @pytest.mark.parametrize("path", ["/api/v1/system/health", "/api/v1/system/health/liveness",
                                   "/api/v1/system/health/readiness", "/metrics"])
 def test_probes_and_metrics_are_not_traced(traced_client, traced, path):
