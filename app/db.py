@@ -27,7 +27,8 @@ import re
 import threading
 import time
 import weakref
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import psycopg2
 import psycopg2.errors
@@ -103,7 +104,7 @@ class _TupleRows:
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s(::[\w\[\]]+)?")
 # The statements each pooled connection has prepared (weakly keyed: a closed connection's set goes with it).
-_prepared: "weakref.WeakKeyDictionary[psycopg2.extensions.connection, set[str]]" = weakref.WeakKeyDictionary()
+_prepared: weakref.WeakKeyDictionary[psycopg2.extensions.connection, set[str]] = weakref.WeakKeyDictionary()
 
 
 @functools.lru_cache(maxsize=256)

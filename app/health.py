@@ -29,7 +29,7 @@ import importlib.metadata
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Flask, current_app
 
@@ -165,7 +165,7 @@ class HealthChecker:
         for dep in dependencies:
             if dep.status != NOT_CONFIGURED:
                 metrics.dependency_up.labels(name=dep.name).set(1 if dep.status == HEALTHY else 0)
-        return Report(_overall(dependencies), tuple(dependencies), dt.datetime.now(dt.timezone.utc))
+        return Report(_overall(dependencies), tuple(dependencies), dt.datetime.now(dt.UTC))
 
     def readiness(self) -> str:
         """"ready", "draining" or "not_ready" (PostgreSQL unreachable, from the cached report)."""

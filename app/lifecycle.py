@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 MASTER_STARTED_ENV = "UAIP_MASTER_STARTED"  # "<master pid>:<unix time>", set by record_master_start
 _PROCESS_STARTED = time.time()
 
-_apps: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_apps: weakref.WeakSet[Any] = weakref.WeakSet()
 _shutting_down = threading.Event()
 
 

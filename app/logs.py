@@ -33,7 +33,8 @@ import logging
 import re
 import sys
 import traceback
-from typing import Any, Iterable, TextIO
+from collections.abc import Iterable
+from typing import Any, TextIO
 
 from flask import g, has_request_context, request
 from gunicorn.glogging import Logger as _GunicornBaseLogger
@@ -155,7 +156,7 @@ def _secret_named(field: str) -> bool:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(record.created, dt.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

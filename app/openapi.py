@@ -15,12 +15,20 @@ from flask import Blueprint, Flask, current_app, jsonify
 
 from app.api.device_types import COMMAND_NAME_PATTERN, TYPE_NAME_PATTERN, DeviceTypeBody
 from app.api.devices import DeviceCreate, DevicePatch, DeviceReplace, Heartbeat
-from app.api.messages import MAX_COMMAND_NAME, MAX_TTL_MS, MAX_WAIT_SECONDS, MIN_TTL_MS, AckBody, CommandCreate, MessageCreate
+from app.api.messages import (
+    MAX_COMMAND_NAME,
+    MAX_TTL_MS,
+    MAX_WAIT_SECONDS,
+    MIN_TTL_MS,
+    AckBody,
+    CommandCreate,
+    MessageCreate,
+)
 from app.api.things import PROPERTIES
-from app.thing_description import MEDIA_TYPE as TD_MEDIA_TYPE
 from app.security import SCOPES
 from app.services.command_statuses import STATUSES as MESSAGE_STATUSES
 from app.services.registry import DEVICE_STATUSES
+from app.thing_description import MEDIA_TYPE as TD_MEDIA_TYPE
 from app.urls import API_PREFIX
 from app.validation import IDENTIFIER_PATTERN
 

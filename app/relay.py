@@ -26,7 +26,8 @@ import queue
 import signal
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from app import metrics, tracing
 from app.api.messages import ack_from_nats

@@ -32,7 +32,13 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from app.schema_validation import (
-    SCHEMA_KEYWORDS, SCHEMA_LIST_KEYWORDS, SCHEMA_MAP_KEYWORDS, PatternError, compile_pattern, escape_token, shorten,
+    SCHEMA_KEYWORDS,
+    SCHEMA_LIST_KEYWORDS,
+    SCHEMA_MAP_KEYWORDS,
+    PatternError,
+    compile_pattern,
+    escape_token,
+    shorten,
 )
 
 MAX_SCHEMA_BYTES = 16_384

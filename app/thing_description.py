@@ -15,7 +15,8 @@ validates every command against the declared schema itself. Titles and descripti
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 from app.schema_rules import local_resolver

@@ -28,7 +28,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 

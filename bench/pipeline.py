@@ -25,7 +25,6 @@ from bench.apps import PING
 from bench.harness import Gunicorn, hey, median
 from tests.support.redis_monitor import commands_during, round_trips
 
-
 # --- measurement ---------------------------------------------------------------------------------------------
 
 

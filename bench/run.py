@@ -14,7 +14,7 @@ import json
 import os
 import platform
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from bench import commands, faults, hardening, lifecycle, limiter, mcp, pipeline, registry, subjects, tracing, typed
 from bench.harness import ROOT, BenchDatabase
@@ -190,7 +190,7 @@ def main() -> None:
     chosen = scenarios(args.quick)
     names = args.only or list(chosen)
     db = BenchDatabase.create()
-    figures: dict = {"machine": machine(), "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    figures: dict = {"machine": machine(), "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     try:
         db.seed_devices(1000)
         for name in names:

@@ -21,7 +21,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import psycopg2
 from psycopg2.extras import Json

@@ -86,7 +86,7 @@ class Preconditions:
         return frozenset(versions)
 
     @classmethod
-    def from_headers(cls, if_match: str | None, if_none_match: str | None = None) -> "Preconditions":
+    def from_headers(cls, if_match: str | None, if_none_match: str | None = None) -> Preconditions:
         return cls(cls._parse(if_match), cls._parse(if_none_match))
 
     def check(self, name: str, current_version: int | None) -> None:

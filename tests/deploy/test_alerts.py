@@ -20,8 +20,18 @@ from prometheus_client import REGISTRY
 
 import app.metrics  # noqa: F401 - defines every uaip_* metric in this process's registry
 from tests.support.monitoring import (
-    DASHBOARD_FILE, KUBE_STATE_METRICS, NAMESPACE, RELEASE, ROOT, alert_rules, dashboard_expressions, merge,
-    metric_names, names_used, render_monitoring, runbook_anchors,
+    DASHBOARD_FILE,
+    KUBE_STATE_METRICS,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    alert_rules,
+    dashboard_expressions,
+    merge,
+    metric_names,
+    names_used,
+    render_monitoring,
+    runbook_anchors,
 )
 
 from .conftest import CHART_DIR

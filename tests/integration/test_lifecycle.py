@@ -98,7 +98,7 @@ class HeldPatches:
             self.lock_conn.rollback()
             self.lock_conn.close()
 
-    def __enter__(self) -> "HeldPatches":
+    def __enter__(self) -> HeldPatches:
         return self
 
     def __exit__(self, *exc) -> None:

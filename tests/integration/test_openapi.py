@@ -89,8 +89,8 @@ def fuzz_app(hub_env):
 @pytest.fixture(scope="module")
 def admin_headers(fuzz_app, database):
     from app.db import Database
-    from app.services.clients import create_client
     from app.security import issue_token
+    from app.services.clients import create_client
 
     pool = Database(database, maxconn=2)
     client, _secret = create_client(pool, "schemathesis", "admin")

@@ -108,7 +108,7 @@ class HeaderCollector:
     def _on(self, _subject, data, headers) -> None:
         self.received.append((json.loads(data), dict(headers or {})))
 
-    def __enter__(self) -> "HeaderCollector":
+    def __enter__(self) -> HeaderCollector:
         assert self.messaging.wait_connected(10)
         self.messaging.subscribe(self.subject, self._on, with_headers=True)
         self.messaging.flush()

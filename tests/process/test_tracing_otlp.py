@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests

@@ -54,7 +54,7 @@ class MixedLoad:
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._loop, args=(kind,), daemon=True) for kind in ("submit", "read")]
 
-    def start(self) -> "MixedLoad":
+    def start(self) -> MixedLoad:
         for thread in self._threads:
             thread.start()
         return self

@@ -14,7 +14,7 @@ import dataclasses
 import itertools
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -102,7 +102,7 @@ class LoadGenerator:
 
     # -- control ---------------------------------------------------------------------------------------
 
-    def start(self) -> "LoadGenerator":
+    def start(self) -> LoadGenerator:
         self._started = time.monotonic()
         targets = [self._run] * self.threads + ([self._watch_readiness] if self.gate_path else [])
         self._workers = [threading.Thread(target=t, daemon=True, name=f"load-{i}") for i, t in enumerate(targets)]

@@ -53,7 +53,7 @@ class _Server:
         """The server serves a real request (its port accepting connections is not enough)."""
         raise NotImplementedError
 
-    def start(self) -> "_Server":
+    def start(self) -> _Server:
         log = open(self.dir / "server.log", "ab")
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._preexec())
         wait_for(self._started, timeout=self.START_SECONDS, interval=0.05, message=f"{self.name} on port {self.port}")

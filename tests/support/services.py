@@ -6,7 +6,8 @@ import os
 import socket
 import time
 import uuid
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2

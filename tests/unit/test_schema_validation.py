@@ -7,7 +7,13 @@ import threading
 import pytest
 
 from app.schema_validation import (
-    MAX_REPORTED_ERRORS, MAX_STEPS, canonical, compile_schema, escape_token, params_errors, pointer,
+    MAX_REPORTED_ERRORS,
+    MAX_STEPS,
+    canonical,
+    compile_schema,
+    escape_token,
+    params_errors,
+    pointer,
 )
 
 SCHEMA = {

@@ -6,7 +6,7 @@ import pytest
 
 from app.timestamps import timestamp, timestamp_from_postgres_text
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.mark.parametrize("microsecond", [0, 1, 999, 1_000, 9_999, 10_000, 100_000, 120_000, 123_456, 999_999])
