@@ -7,7 +7,6 @@ import pytest
 
 from app.messaging import Messaging, ack_subject, command_subject, heartbeat_subject
 from app.simulate import DeviceSimulator
-from tests.integration.test_relay import api, relay, relay_env  # noqa: F401 - fixtures
 from tests.support.listen import NatsCollector
 from tests.support.services import NATS_URL, wait_for
 

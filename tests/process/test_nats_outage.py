@@ -14,8 +14,8 @@ import requests
 
 from app.simulate import DeviceSimulator
 from tests.conftest import basic
-from tests.integration.test_relay import Api, relay_env, start_relay, token  # noqa: F401 - relay_env is a fixture
-from tests.support.processes import HubServer
+from tests.support.hub_api import Api, token
+from tests.support.processes import HubServer, start_relay
 from tests.support.servers import NatsServer
 from tests.support.services import wait_for
 

@@ -145,6 +145,14 @@ class Relay(_Process):
         super().__init__([str(BIN / "uaip-hub"), "relay"], env, "relay", cwd)
 
 
+def start_relay(env: dict[str, str | None]) -> Relay:
+    """Start `uaip-hub relay` and wait for its "relay started" line; fail with its output if it exits instead."""
+    relay = Relay(env).start()
+    wait_for(lambda: "relay started" in relay.output() or not relay.running(), timeout=30, message="relay start")
+    assert relay.running(), relay.output()
+    return relay
+
+
 class Simulator(_Process):
     """`uaip-hub simulate ARGS`: simulated devices, registered through the API, talking to the hub over NATS."""
 
