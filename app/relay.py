@@ -209,7 +209,7 @@ class Relay:
         if not tracing.active:
             return []
         carriers = [h if h and h.get(tracing.TRACEPARENT) else None for h in headers]
-        missing = [ack.message_id for ack, carrier in zip(acks, carriers) if carrier is None]
+        missing = [ack.message_id for ack, carrier in zip(acks, carriers, strict=True) if carrier is None]
         if missing:
             stored = self._db("read trace contexts", lambda: commands.stored_traceparents(self.db, missing)) or {}
             for index, ack in enumerate(acks):

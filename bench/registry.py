@@ -112,7 +112,7 @@ def worker_memory(db: BenchDatabase, total_requests: int = 10_000, concurrency: 
         start = hub.worker_rss_mb()
         result = hey(hub.url + LIST_PATH, requests=total_requests, concurrency=concurrency, headers=headers)
         end = hub.worker_rss_mb()
-    growth = max((e - s) / s * 100 for s, e in zip(start, end))
+    growth = max((e - s) / s * 100 for s, e in zip(start, end, strict=False))
     return {"requests": total_requests, "rss_start_mb": start, "rss_end_mb": end, "max_growth_pct": growth,
             "statuses": result.statuses}
 

@@ -113,7 +113,7 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
     if "memory" in figures:
         f = figures["memory"]
         out.append((f"RSS per worker, start → after {f['requests']:,} requests", "< 80 MB, < 10 % growth",
-                    " / ".join(f"{s:.1f}→{e:.1f} MB" for s, e in zip(f["rss_start_mb"], f["rss_end_mb"]))
+                    " / ".join(f"{s:.1f}→{e:.1f} MB" for s, e in zip(f["rss_start_mb"], f["rss_end_mb"], strict=False))
                     + f" (max +{f['max_growth_pct']:.1f} %)"))
     if "worker_classes" in figures:
         for label, f in figures["worker_classes"].items():

@@ -475,7 +475,7 @@ def _apply_ack_batch(cur, acks: list[Ack], durable: bool = True) -> list[AckOutc
         # does): the text is what a trace records as the statement, and device results do not belong there.
         columns = zip(*[(message_id, row["status"], row["sent_at"], row["acknowledged_at"], row["completed_at"],
                          Json(row["result"]) if row["result"] is not None else None, row["error"])
-                        for message_id, row in changed.items()])
+                        for message_id, row in changed.items()], strict=True)
         cur.execute(
             "UPDATE commands AS c SET status = v.status, sent_at = v.sent_at, acknowledged_at = v.acknowledged_at, "
             "completed_at = v.completed_at, result = v.result, error = v.error, updated_at = now() "

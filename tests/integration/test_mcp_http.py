@@ -455,7 +455,7 @@ def test_a_full_queue_and_an_offline_device_are_tool_errors(hub_env, api_client_
     app = create_app({**hub_env, "MAX_PENDING_COMMANDS_PER_DEVICE": "1"})
     client = app.test_client()
     rest = client.post("/api/v1/auth/token", data={"grant_type": "client_credentials",
-                                                   **dict(zip(("client_id", "client_secret"), api_client_factory()))})
+                                                   **dict(zip(("client_id", "client_secret"), api_client_factory(), strict=True))})
     device_id = unique_id()
     assert client.post("/api/v1/devices", json={"device_id": device_id, "name": "d", "device_type": "t"},
                        headers={"Authorization": f"Bearer {rest.json['access_token']}"}).status_code == 201

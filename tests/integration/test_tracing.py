@@ -334,7 +334,7 @@ def test_a_batch_of_acks_from_several_traces_links_them_all(traced_client, trace
         relay = Relay(db, Messaging([NATS_URL]), load_settings(hub_env))
         traced.clear()
         relay._handle([(ack_subject(device), json.dumps({"message_id": mid, "status": "acknowledged"}).encode(),
-                        {"traceparent": context}) for mid, context in zip(ids, device_contexts)])
+                        {"traceparent": context}) for mid, context in zip(ids, device_contexts, strict=True)])
     finally:
         db.close()
     spans = traced.get_finished_spans()

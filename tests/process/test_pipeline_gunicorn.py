@@ -86,15 +86,16 @@ def test_metrics_are_summed_over_workers_and_pass_promtool(env):
         requests.get(f"{hub.url}/api/v1/devices?limit=1", headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
         def access_line_for_token_call():
-            return [l for l in hub.json_lines() if l.get("logger") == "uaip.access" and l.get("client_id") == "client-log-check"]
+            return [line for line in hub.json_lines()
+                    if line.get("logger") == "uaip.access" and line.get("client_id") == "client-log-check"]
 
         wait_for(access_line_for_token_call, timeout=10, message="access line of the bearer call")
         lines = hub.json_lines()
         output = hub.output()
     assert token not in output
-    assert any(l.get("logger") == "gunicorn.error" and "Booting worker" in l.get("message", "") for l in lines), \
+    assert any(line.get("logger") == "gunicorn.error" and "Booting worker" in line.get("message", "") for line in lines), \
         "gunicorn's own log lines are JSON too"
-    assert len([l for l in lines if l.get("logger") == "uaip.access"]) >= sent
+    assert len([line for line in lines if line.get("logger") == "uaip.access"]) >= sent
     non_json = [line for line in output.splitlines() if line.strip() and not line.lstrip().startswith("{")]
     assert not non_json, non_json[:5]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -54,7 +55,7 @@ def wait_for_services(timeout: float = 60.0) -> None:
     starting them when the test session begins)."""
     for name, answers, url in (("PostgreSQL", postgres_answers, POSTGRES_ADMIN_URL),
                                ("Redis", redis_answers, REDIS_BASE_URL), ("NATS", nats_answers, NATS_URL)):
-        wait_for(lambda: answers(url), timeout=timeout, interval=0.2, message=f"{name} at {url} to answer")
+        wait_for(functools.partial(answers, url), timeout=timeout, interval=0.2, message=f"{name} at {url} to answer")
 
 
 def with_database(url: str, name: str) -> str:
