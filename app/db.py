@@ -303,7 +303,8 @@ class Database:
                 # statement did not run and its transaction is void; run the work once more, preparing again.
                 if attempt == attempts:
                     raise DatabaseUnavailable(f"prepared statement missing twice: {exc.pgcode}") from exc
-                log.warning("a connection had lost its prepared statements; retrying once", extra={"sqlstate": exc.pgcode})
+                log.warning("a connection had lost its prepared statements; retrying once",
+                            extra={"sqlstate": exc.pgcode})
             except ROLLED_BACK_CONFLICTS as exc:
                 if attempt == attempts:
                     raise DatabaseUnavailable(f"transaction rolled back twice: {exc.pgcode}") from exc

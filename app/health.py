@@ -85,7 +85,8 @@ def _timed(name: str, probe: Callable[[], float | None], ok_message: str) -> Dep
     try:
         elapsed = probe()
     except Exception as exc:  # noqa: BLE001 - any failure of the round trip means "down"
-        return Dependency(name, UNHEALTHY, None, str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__)
+        detail = str(exc).strip()
+        return Dependency(name, UNHEALTHY, None, detail.splitlines()[0] if detail else exc.__class__.__name__)
     return Dependency(name, HEALTHY, round(elapsed, 2), ok_message)
 
 

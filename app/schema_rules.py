@@ -180,7 +180,8 @@ class _Walker:
         """(subschemas, depth) of `schema` as evaluated: $refs followed, $defs counted only where referenced.
         `level` is how deep `schema` sits, so a long chain of references fails early instead of recursing."""
         if level > MAX_SCHEMA_DEPTH:
-            raise SchemaProblem(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels (counting through '$ref').", at)
+            raise SchemaProblem(
+                f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels (counting through '$ref').", at)
         if not isinstance(schema, dict):
             return 1, 1
         key = id(schema)

@@ -225,7 +225,8 @@ TOOLS = {
             "device:read", DeviceArguments,
             {
                 "type": "object",
-                "properties": {"device": DEVICE_SCHEMA, "device_type": {"anyOf": [DEVICE_TYPE_SCHEMA, {"type": "null"}]}},
+                "properties": {"device": DEVICE_SCHEMA,
+                               "device_type": {"anyOf": [DEVICE_TYPE_SCHEMA, {"type": "null"}]}},
                 "required": ["device", "device_type"],
             },
             READ_ONLY, get_device,

@@ -150,7 +150,8 @@ def list_devices(
 
 def get_device(db: Database, device_id: str, timeout: int) -> dict[str, Any]:
     def query(cur):
-        cur.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = %(id)s", {"id": device_id, "timeout": timeout})
+        cur.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = %(id)s",
+                    {"id": device_id, "timeout": timeout})
         return cur.fetchone()
 
     row = db.transaction(query)
