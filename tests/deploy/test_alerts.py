@@ -214,7 +214,8 @@ def test_dashboard_has_the_panels_an_operator_needs():
     expressions = dashboard_expressions(dashboard)
     titles = " | ".join(title for title, _ in expressions).lower()
     for words in ("requests / s by endpoint", "errors / s by endpoint", "p99 latency by endpoint", "rate-limited",
-                  "commands by status", "time to completion", "acks", "redeliveries", "dependency", "devices by status"):
+                  "commands by status", "time to completion", "acks", "redeliveries", "dependency",
+                  "devices by status"):
         assert words in titles, words
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))

@@ -74,7 +74,8 @@ def test_acks_and_heartbeats_published_on_nats_are_applied(api, relay):
         _, accepted, _ = api.command(device_id)
         message_id = accepted["message_id"]
         publisher.publish(ack_subject(device_id), {"message_id": message_id, "status": "acknowledged"})
-        publisher.publish(ack_subject(device_id), {"message_id": message_id, "status": "completed", "result": {"ok": 1}})
+        publisher.publish(ack_subject(device_id),
+                          {"message_id": message_id, "status": "completed", "result": {"ok": 1}})
         wait_for(lambda: api.status(message_id) == "completed", timeout=20, message="ack applied")
         # A late, backwards ack on NATS changes nothing; neither does another device's ack.
         publisher.publish(ack_subject(device_id), {"message_id": message_id, "status": "acknowledged"})

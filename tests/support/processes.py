@@ -104,8 +104,8 @@ class HubServer(_Process):
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="uaip-metrics-"), **extra,
         }
         self.metrics_dir = Path(full_env["PROMETHEUS_MULTIPROC_DIR"])
-        super().__init__([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], full_env, "gunicorn",
-                         cwd)
+        super().__init__([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], full_env,
+                         "gunicorn", cwd)
 
     @property
     def url(self) -> str:

@@ -104,4 +104,5 @@ def wait_for(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.
         except Exception as exc:  # noqa: BLE001 - polling tolerates transient failures
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}" + (f" (last error: {last_error!r})" if last_error else ""))
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}"
+                         + (f" (last error: {last_error!r})" if last_error else ""))
