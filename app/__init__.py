@@ -10,7 +10,7 @@ then the API and its OpenAPI document, then the error envelope around all of it;
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from flask import Flask
 
@@ -23,8 +23,21 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     # (app.envfile, app.config, app.lifecycle) before PROMETHEUS_MULTIPROC_DIR is settled, and importing the
     # package must not pull prometheus_client in with them.
     from app import (
-        api, cache, cli_commands, db, errors, health, json_output, lifecycle, limits, logs, messaging, monitoring, openapi,
-        pipeline, tracing,
+        api,
+        cache,
+        cli_commands,
+        db,
+        errors,
+        health,
+        json_output,
+        lifecycle,
+        limits,
+        logs,
+        messaging,
+        monitoring,
+        openapi,
+        pipeline,
+        tracing,
     )
 
     settings = load_settings(overrides)

@@ -61,7 +61,8 @@ for _command in APP_COMMANDS:
 
 
 @cli.command("simulate", with_appcontext=False)
-@click.option("--devices", "count", type=click.IntRange(1, 10_000), default=1, show_default=True, help="How many devices.")
+@click.option("--devices", "count", type=click.IntRange(1, 10_000), default=1, show_default=True,
+              help="How many devices.")
 @click.option("--hub-url", envvar="UAIP_HUB_URL", default="http://127.0.0.1:8443", show_default=True)
 @click.option("--nats-url", envvar="NATS_URL", default="nats://127.0.0.1:4222", show_default=True)
 @click.option("--client-id", envvar="UAIP_CLIENT_ID", help="API client with device:write (or use --token).")
@@ -94,7 +95,8 @@ def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | N
     tracing.start(tracing.SIMULATOR_SERVICE)
     with simulator:
         kind = f" of type {example}" if example else ""
-        click.echo(f"simulating {count} device(s){kind}: {', '.join(simulator.device_ids[:5])}{' …' if count > 5 else ''}")
+        shown = ", ".join(simulator.device_ids[:5]) + (" …" if count > 5 else "")
+        click.echo(f"simulating {count} device(s){kind}: {shown}")
         stop.wait()
     tracing.shutdown()
     click.echo(f"stopped; {len(simulator.received)} command(s) received, {len(simulator.outcomes)} answered")

@@ -30,9 +30,11 @@ def migrate_command() -> None:
     """Apply database migrations (idempotent; safe from several pods at once)."""
     settings = current_app.config["SETTINGS"]
     applied = apply_migrations(settings.database_url)
-    click.echo(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "; schema up to date"))
+    click.echo(f"applied {len(applied)} migration(s)"
+               + (": " + ", ".join(applied) if applied else "; schema up to date"))
     if settings.bootstrap_client_id and settings.bootstrap_client_secret:
-        upsert_client(get_db(), settings.bootstrap_client_id, settings.bootstrap_client_secret, BOOTSTRAP_CLIENT_NAME, ["admin"])
+        upsert_client(get_db(), settings.bootstrap_client_id, settings.bootstrap_client_secret, BOOTSTRAP_CLIENT_NAME,
+                      ["admin"])
         click.echo(f"bootstrap client {settings.bootstrap_client_id} is ready (scope admin)")
     elif settings.bootstrap_client_id or settings.bootstrap_client_secret:
         raise click.UsageError("set both UAIP_BOOTSTRAP_CLIENT_ID and UAIP_BOOTSTRAP_CLIENT_SECRET, or neither")
@@ -41,7 +43,8 @@ def migrate_command() -> None:
 @click.command("create-client")
 @with_appcontext
 @click.option("--name", required=True, help="Human-readable client name.")
-@click.option("--scopes", default="device:read", show_default=True, help='Space-separated, e.g. "device:read device:write".')
+@click.option("--scopes", default="device:read", show_default=True,
+              help='Space-separated, e.g. "device:read device:write".')
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def create_client_command(name: str, scopes: str, as_json: bool) -> None:
     """Create an API client; its secret is printed once and never stored in clear."""
@@ -52,7 +55,8 @@ def create_client_command(name: str, scopes: str, as_json: bool) -> None:
     except UnknownScope as exc:
         raise click.BadParameter(str(exc), param_hint="--scopes") from None
     if as_json:
-        click.echo(json.dumps({"client_id": client.client_id, "client_secret": secret, "scopes": " ".join(client.scopes)}))
+        click.echo(json.dumps({"client_id": client.client_id, "client_secret": secret,
+                               "scopes": " ".join(client.scopes)}))
     else:
         click.echo(f"client_id:     {client.client_id}")
         click.echo(f"client_secret: {secret}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 T = TypeVar("T")
@@ -202,7 +203,7 @@ class Settings:
     max_waiters_per_client: int = 1
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Parse the process environment (or `env`); raise ConfigError naming the first bad variable."""
         env = os.environ if env is None else env
         environment = _choice(env, "UAIP_ENV", "production", ENVIRONMENTS)

@@ -27,7 +27,8 @@ import re
 import threading
 import time
 import weakref
-from typing import Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import psycopg2
 import psycopg2.errors
@@ -103,7 +104,7 @@ class _TupleRows:
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s(::[\w\[\]]+)?")
 # The statements each pooled connection has prepared (weakly keyed: a closed connection's set goes with it).
-_prepared: "weakref.WeakKeyDictionary[psycopg2.extensions.connection, set[str]]" = weakref.WeakKeyDictionary()
+_prepared: weakref.WeakKeyDictionary[psycopg2.extensions.connection, set[str]] = weakref.WeakKeyDictionary()
 
 
 @functools.lru_cache(maxsize=256)
@@ -302,7 +303,8 @@ class Database:
                 # statement did not run and its transaction is void; run the work once more, preparing again.
                 if attempt == attempts:
                     raise DatabaseUnavailable(f"prepared statement missing twice: {exc.pgcode}") from exc
-                log.warning("a connection had lost its prepared statements; retrying once", extra={"sqlstate": exc.pgcode})
+                log.warning("a connection had lost its prepared statements; retrying once",
+                            extra={"sqlstate": exc.pgcode})
             except ROLLED_BACK_CONFLICTS as exc:
                 if attempt == attempts:
                     raise DatabaseUnavailable(f"transaction rolled back twice: {exc.pgcode}") from exc

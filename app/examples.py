@@ -7,7 +7,8 @@ each command. Results always match the command's declared result schema (tests/i
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # behaviour(state of this device, command, params) → ("completed", result, None) or ("failed", None, error)
 Behaviour = Callable[[dict[str, Any], str, dict[str, Any]], tuple[str, Any, str | None]]

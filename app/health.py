@@ -29,7 +29,7 @@ import importlib.metadata
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Flask, current_app
 
@@ -85,7 +85,8 @@ def _timed(name: str, probe: Callable[[], float | None], ok_message: str) -> Dep
     try:
         elapsed = probe()
     except Exception as exc:  # noqa: BLE001 - any failure of the round trip means "down"
-        return Dependency(name, UNHEALTHY, None, str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__)
+        detail = str(exc).strip()
+        return Dependency(name, UNHEALTHY, None, detail.splitlines()[0] if detail else exc.__class__.__name__)
     return Dependency(name, HEALTHY, round(elapsed, 2), ok_message)
 
 
@@ -165,7 +166,7 @@ class HealthChecker:
         for dep in dependencies:
             if dep.status != NOT_CONFIGURED:
                 metrics.dependency_up.labels(name=dep.name).set(1 if dep.status == HEALTHY else 0)
-        return Report(_overall(dependencies), tuple(dependencies), dt.datetime.now(dt.timezone.utc))
+        return Report(_overall(dependencies), tuple(dependencies), dt.datetime.now(dt.UTC))
 
     def readiness(self) -> str:
         """"ready", "draining" or "not_ready" (PostgreSQL unreachable, from the cached report)."""

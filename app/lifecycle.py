@@ -9,7 +9,8 @@ Per worker:
 - `worker_ready` (post_worker_init): install the tracer provider when OTEL_* turns tracing on (here, after fork,
   never in the master: its export thread and connections belong to the worker), start the NATS connection in the
   background, so the first command does not pay for connecting, and chain the worker's SIGTERM handler so
-  readiness turns 503 the moment the worker is told to stop. Gunicorn runs no hook on SIGTERM in a worker: its handler only sets `worker.alive = False`.
+  readiness turns 503 the moment the worker is told to stop. Gunicorn runs no hook on SIGTERM in a worker: its
+  handler only sets `worker.alive = False`.
 - `worker_interrupted` (worker_int: SIGINT/SIGQUIT) and `worker_aborted` (worker_abort: SIGABRT after a
   timeout) mark the worker as shutting down.
 - `worker_exiting` (worker_exit): close NATS (flush what was published), Redis and the PostgreSQL pool, then
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 MASTER_STARTED_ENV = "UAIP_MASTER_STARTED"  # "<master pid>:<unix time>", set by record_master_start
 _PROCESS_STARTED = time.time()
 
-_apps: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_apps: weakref.WeakSet[Any] = weakref.WeakSet()
 _shutting_down = threading.Event()
 
 

@@ -17,7 +17,8 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import redis
 from redis.backoff import NoBackoff

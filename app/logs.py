@@ -33,7 +33,8 @@ import logging
 import re
 import sys
 import traceback
-from typing import Any, Iterable, TextIO
+from collections.abc import Iterable
+from typing import Any, TextIO
 
 from flask import g, has_request_context, request
 from gunicorn.glogging import Logger as _GunicornBaseLogger
@@ -43,7 +44,8 @@ from app import tracing
 REDACTED = "[REDACTED]"
 
 SECRET_NAME = re.compile(r"secret|passw|pwd|token|authoriz|api[_-]?key|cookie|credential", re.IGNORECASE)
-_SECRET_KEYS = r"(?:client_secret|device_secret|secret|password|passwd|pwd|access_token|refresh_token|token|api[_-]?key|authorization)"
+_SECRET_KEYS = (r"(?:client_secret|device_secret|secret|password|passwd|pwd|access_token|refresh_token|token"
+                r"|api[_-]?key|authorization)")
 SECRET_PATTERNS = (
     # Authorization schemes with their credential: "Bearer eyJ...", "Basic dXNlcjpwYXNz"
     (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{4,}", re.IGNORECASE), r"\1 " + REDACTED),
@@ -125,7 +127,8 @@ def _request_secrets() -> set[str]:
 def redact(text: str, values: Iterable[str] = ()) -> str:
     """Mask known secret values (longest first) and credential-shaped substrings in `text`."""
     # Most fields come with no request secrets: the process's own, sorted once, then serve.
-    for value in sorted({*values, *_static_secrets}, key=len, reverse=True) if values else _static_secrets_longest_first:
+    known = sorted({*values, *_static_secrets}, key=len, reverse=True) if values else _static_secrets_longest_first
+    for value in known:
         if value in text:
             text = text.replace(value, REDACTED)
     if MAYBE_SECRET.search(text):
@@ -155,7 +158,7 @@ def _secret_named(field: str) -> bool:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(record.created, dt.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

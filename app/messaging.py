@@ -26,7 +26,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from flask import Flask, current_app
 from nats.aio.client import Client as NATS
@@ -100,7 +101,7 @@ def encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def _detached(coro: Awaitable[T], loop: asyncio.AbstractEventLoop) -> "asyncio.Future[T]":
+def _detached(coro: Awaitable[T], loop: asyncio.AbstractEventLoop) -> asyncio.Future[T]:
     """Schedule `coro` on the NATS loop in an empty context. The connection and subscriptions outlive the request
     that happened to start them: their tasks must not inherit its request id or trace context (log lines written
     on the NATS thread would name a finished request)."""

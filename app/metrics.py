@@ -16,7 +16,7 @@ import contextlib
 import functools
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 if os.environ.get(MULTIPROC_ENV):

@@ -4,7 +4,8 @@ which every module counts through, stays a leaf.
 A scrape first refreshes the gauges counted when asked rather than as things happen: `uaip_devices` (devices by
 effective status: one short query, at most once per health period per worker) and `uaip_dependency_up` (set by
 the health probes; a scrape runs them through the per-worker cached report, so at most one round of probes per
-2 s, or the gauge would stay empty where nothing calls /health). Every command counter's and histogram's series exists from the start.
+2 s, or the gauge would stay empty where nothing calls /health). Every command counter's and histogram's series
+exists from the start.
 """
 
 from __future__ import annotations

@@ -15,12 +15,20 @@ from flask import Blueprint, Flask, current_app, jsonify
 
 from app.api.device_types import COMMAND_NAME_PATTERN, TYPE_NAME_PATTERN, DeviceTypeBody
 from app.api.devices import DeviceCreate, DevicePatch, DeviceReplace, Heartbeat
-from app.api.messages import MAX_COMMAND_NAME, MAX_TTL_MS, MAX_WAIT_SECONDS, MIN_TTL_MS, AckBody, CommandCreate, MessageCreate
+from app.api.messages import (
+    MAX_COMMAND_NAME,
+    MAX_TTL_MS,
+    MAX_WAIT_SECONDS,
+    MIN_TTL_MS,
+    AckBody,
+    CommandCreate,
+    MessageCreate,
+)
 from app.api.things import PROPERTIES
-from app.thing_description import MEDIA_TYPE as TD_MEDIA_TYPE
 from app.security import SCOPES
 from app.services.command_statuses import STATUSES as MESSAGE_STATUSES
 from app.services.registry import DEVICE_STATUSES
+from app.thing_description import MEDIA_TYPE as TD_MEDIA_TYPE
 from app.urls import API_PREFIX
 from app.validation import IDENTIFIER_PATTERN
 
@@ -150,8 +158,8 @@ def _schemas() -> dict[str, Any]:
         ),
         "OAuthError": _object(
             {
-                "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type", "invalid_scope",
-                                                     "invalid_target"]},
+                "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type",
+                                                     "invalid_scope", "invalid_target"]},
                 "error_description": {"type": "string"},
             },
             description="RFC 6749 §5.2 error body of the token endpoint.",
@@ -220,14 +228,17 @@ def _schemas() -> dict[str, Any]:
         "JsonRpcResponse": _object(
             {
                 "jsonrpc": {"type": "string", "enum": ["2.0"]},
-                "id": {"type": ["string", "integer", "null"], "description": "null when the request's id was unreadable."},
+                "id": {"type": ["string", "integer", "null"],
+                       "description": "null when the request's id was unreadable."},
                 "result": OBJECT,
                 "error": _object(
-                    {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}}, required=["code", "message"]
+                    {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}},
+                    required=["code", "message"],
                 ),
             },
             required=["jsonrpc", "id"],
-            description="A JSON-RPC 2.0 response: `result`, or `error` (-32700, -32600, -32601, -32602, -32020, -32022).",
+            description="A JSON-RPC 2.0 response: `result`, or `error` "
+                        "(-32700, -32600, -32601, -32602, -32020, -32022).",
         ),
         "ProtectedResourceMetadata": _object(
             {
@@ -287,7 +298,9 @@ _RATE_HEADERS = {
     "X-RateLimit-Reset": {"description": "Unix time (seconds) when that limit is whole again.",
                           "schema": {"type": "integer"}},
 }
-_COMMON_HEADERS = {"X-Request-ID": {"description": "Correlation id (echoed or generated).", "schema": {"type": "string"}}}
+_COMMON_HEADERS = {
+    "X-Request-ID": {"description": "Correlation id (echoed or generated).", "schema": {"type": "string"}},
+}
 
 
 def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -340,13 +353,15 @@ def _body(name: str, required: bool = True) -> dict[str, Any]:
 
 
 def _param(name: str, where: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": where, "required": required or where == "path", "schema": schema, "description": description}
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema,
+            "description": description}
 
 
 DEVICE_ID = _param("device_id", "path", {"type": "string", "pattern": IDENTIFIER_PATTERN}, "Device id.")
 MESSAGE_ID = _param("message_id", "path", {"type": "string", "minLength": 1, "maxLength": 128}, "Message id.")
 LIMIT = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size.")
-OFFSET = _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}, "Items to skip.")
+OFFSET = _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0},
+                "Items to skip.")
 ETAG = {"ETag": {"description": "Quoted device version, for If-Match / If-None-Match.", "schema": {"type": "string"}}}
 LOCATION = {"Location": {"description": "URL of the created resource.", "schema": {"type": "string"}}}
 
@@ -354,7 +369,9 @@ BEARER = [{"bearerAuth": []}]
 DEVICE_OR_BEARER = [{"deviceBasic": []}, {"bearerAuth": []}]
 
 
-def _op(summary: str, responses: dict[str, Any], *, tag: str, security=None, scope: str | None = None, **extra) -> dict[str, Any]:
+def _op(
+    summary: str, responses: dict[str, Any], *, tag: str, security=None, scope: str | None = None, **extra,
+) -> dict[str, Any]:
     description = extra.pop("description", "")
     if scope:
         description = (description + "\n\n" if description else "") + f"Scope: `{scope}` (or `admin`)."
@@ -405,7 +422,8 @@ def _paths() -> dict[str, Any]:
         f"{p}/devices": {
             "post": _op(
                 "Register a device", {
-                    "201": _json(_ref("DeviceWithSecret"), "Registered; `device_secret` is shown only here.", {**ETAG, **LOCATION}),
+                    "201": _json(_ref("DeviceWithSecret"), "Registered; `device_secret` is shown only here.",
+                                 {**ETAG, **LOCATION}),
                     **_errors(*WITH_BODY, *AUTHED, "409"),
                 },
                 tag="devices", security=BEARER, scope="device:write", requestBody=_body("DeviceCreate"),
@@ -413,7 +431,8 @@ def _paths() -> dict[str, Any]:
             ),
             "get": _op(
                 "List devices", {"200": _json(_ref("DeviceList"), "A page of devices."), **_errors("400", *AUTHED)},
-                tag="devices", security=BEARER, scope="device:read", parameters=device_list_query, operationId="listDevices",
+                tag="devices", security=BEARER, scope="device:read", parameters=device_list_query,
+                operationId="listDevices",
             ),
         },
         f"{p}/devices/register": {
@@ -431,18 +450,21 @@ def _paths() -> dict[str, Any]:
             "get": _op(
                 "Get a device", {
                     "200": _json(_ref("Device"), "The device.", ETAG),
-                    "304": {"description": "If-None-Match matched the current ETag.", "headers": {**_COMMON_HEADERS, **ETAG}},
+                    "304": {"description": "If-None-Match matched the current ETag.",
+                            "headers": {**_COMMON_HEADERS, **ETAG}},
                     **_errors(*AUTHED),
                 },
                 tag="devices", security=BEARER, scope="device:read", operationId="getDevice",
                 parameters=[_param("If-None-Match", "header", {"type": "string"}, "Answer 304 if the ETag matches.")],
             ),
             "patch": _op(
-                "Change some fields", {"200": _json(_ref("Device"), "Updated.", ETAG), **_errors(*WITH_BODY, *AUTHED, "412")},
+                "Change some fields",
+                {"200": _json(_ref("Device"), "Updated.", ETAG), **_errors(*WITH_BODY, *AUTHED, "412")},
                 requestBody=_body("DevicePatch"), operationId="patchDevice", **update,
             ),
             "put": _op(
-                "Replace every mutable field", {"200": _json(_ref("Device"), "Replaced.", ETAG), **_errors(*WITH_BODY, *AUTHED, "412")},
+                "Replace every mutable field",
+                {"200": _json(_ref("Device"), "Replaced.", ETAG), **_errors(*WITH_BODY, *AUTHED, "412")},
                 requestBody=_body("DeviceReplace"), operationId="replaceDevice", **update,
             ),
             "delete": _op(
@@ -486,7 +508,8 @@ def _paths() -> dict[str, Any]:
                 "List a device's commands, newest first",
                 {"200": _json(_ref("MessageList"), "A page of commands."), **_errors("400", *AUTHED)},
                 tag="commands", security=DEVICE_OR_BEARER, scope="device:read", operationId="listCommands",
-                parameters=[_param("status", "query", {"type": "string", "enum": list(MESSAGE_STATUSES)}, "Status."), LIMIT, OFFSET],
+                parameters=[_param("status", "query", {"type": "string", "enum": list(MESSAGE_STATUSES)}, "Status."),
+                            LIMIT, OFFSET],
             ),
         },
         f"{p}/messages": {
@@ -501,7 +524,8 @@ def _paths() -> dict[str, Any]:
         f"{p}/messages/{{message_id}}": {
             "parameters": [MESSAGE_ID],
             "get": _op(
-                "Get a message (command) and its result", {"200": _json(_ref("Message"), "The message."), **_errors(*AUTHED)},
+                "Get a message (command) and its result",
+                {"200": _json(_ref("Message"), "The message."), **_errors(*AUTHED)},
                 tag="commands", security=BEARER, scope="message:read", operationId="getMessage",
             ),
         },
@@ -518,7 +542,8 @@ def _paths() -> dict[str, Any]:
         f"{p}/system/health": {
             "get": _op(
                 "Dependency health (cached ≤ 2 s per worker)",
-                {"200": _json(_ref("Health"), "healthy or degraded."), "503": _json(_ref("Health"), "unhealthy (PostgreSQL down).")},
+                {"200": _json(_ref("Health"), "healthy or degraded."),
+                 "503": _json(_ref("Health"), "unhealthy (PostgreSQL down).")},
                 tag="system", operationId="health",
             ),
         },
@@ -536,12 +561,14 @@ def _paths() -> dict[str, Any]:
         "/metrics": {
             "get": _op(
                 "Prometheus metrics, aggregated over all workers",
-                {"200": {"description": "Prometheus text exposition format.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                {"200": {"description": "Prometheus text exposition format.",
+                         "content": {"text/plain": {"schema": {"type": "string"}}}}},
                 tag="system", operationId="metrics",
             ),
         },
         f"{p}{OPENAPI_PATH}": {
-            "get": _op("This document", {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": OBJECT}}}},
+            "get": _op("This document",
+                       {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": OBJECT}}}},
                        tag="system", operationId="openapi"),
         },
     }
@@ -564,7 +591,8 @@ def _mcp_operation() -> dict[str, Any]:
             "401": _error("No token, or one not issued for this endpoint (`aud`); `WWW-Authenticate: Bearer "
                           "resource_metadata=\"<base>/.well-known/oauth-protected-resource/api/v1/mcp\"`."),
             "403": _error("An Origin not in CORS_ORIGINS (`ORIGIN_NOT_ALLOWED`), or a tool outside the token's scopes "
-                          "(`INSUFFICIENT_SCOPE`, `WWW-Authenticate: Bearer error=\"insufficient_scope\", scope=...`)."),
+                          "(`INSUFFICIENT_SCOPE`, "
+                          "`WWW-Authenticate: Bearer error=\"insufficient_scope\", scope=...`)."),
             "406": _error("An Accept header that rules out application/json (`NOT_ACCEPTABLE`)."),
         },
         tag="mcp", security=BEARER, operationId="mcp",
@@ -612,7 +640,8 @@ def _typed_paths() -> dict[str, Any]:
     return {
         f"{p}/device-types": {
             "get": _op(
-                "List device types", {"200": _json(_ref("DeviceTypeList"), "A page of types, by name."), **_errors("400", *AUTHED)},
+                "List device types",
+                {"200": _json(_ref("DeviceTypeList"), "A page of types, by name."), **_errors("400", *AUTHED)},
                 tag="device-types", security=BEARER, scope="device:read", parameters=[LIMIT, OFFSET],
                 operationId="listDeviceTypes",
             ),
@@ -629,12 +658,14 @@ def _typed_paths() -> dict[str, Any]:
                 operationId="putDeviceType",
                 description="400 `INVALID_SCHEMA` names the command, the schema (`params`/`result`), a pointer into "
                 "it and the problem.",
-                parameters=[if_match, _param("If-None-Match", "header", {"type": "string"}, "`*`: create only (412 if it exists).")],
+                parameters=[if_match, _param("If-None-Match", "header", {"type": "string"},
+                                             "`*`: create only (412 if it exists).")],
             ),
             "get": _op(
                 "Get a device type", {
                     "200": _json(_ref("DeviceType"), "The type.", ETAG),
-                    "304": {"description": "If-None-Match matched the current ETag.", "headers": {**_COMMON_HEADERS, **ETAG}},
+                    "304": {"description": "If-None-Match matched the current ETag.",
+                            "headers": {**_COMMON_HEADERS, **ETAG}},
                     **_errors(*AUTHED),
                 },
                 tag="device-types", security=BEARER, scope="device:read", operationId="getDeviceType",
@@ -643,7 +674,8 @@ def _typed_paths() -> dict[str, Any]:
             "delete": _op(
                 "Delete a device type (409 `DEVICE_TYPE_IN_USE` while devices have it)",
                 {"204": {"description": "Deleted.", "headers": _COMMON_HEADERS}, **_errors(*AUTHED, "409", "412")},
-                tag="device-types", security=BEARER, scope="admin", operationId="deleteDeviceType", parameters=[if_match],
+                tag="device-types", security=BEARER, scope="admin", operationId="deleteDeviceType",
+                parameters=[if_match],
             ),
         },
         f"{p}/devices/{{device_id}}/thing-description": {
@@ -658,7 +690,8 @@ def _typed_paths() -> dict[str, Any]:
             ),
         },
         f"{p}/devices/{{device_id}}/properties/{{name}}": {
-            "parameters": [DEVICE_ID, _param("name", "path", {"type": "string", "enum": list(PROPERTIES)}, "Property.")],
+            "parameters": [DEVICE_ID,
+                           _param("name", "path", {"type": "string", "enum": list(PROPERTIES)}, "Property.")],
             "get": _op(
                 "Read one Thing Description property: the bare JSON value",
                 {"200": _json({"type": ["string", "null"]}, "`status` (a string) or `last_seen` (RFC 3339 or null)."),
@@ -683,7 +716,8 @@ def _typed_paths() -> dict[str, Any]:
                     _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
                            "Wait up to N seconds for the device's result."),
                     _param("qos", "query", {"type": "integer", "enum": [0, 1, 2], "default": 1}, "Delivery guarantee."),
-                    _param("priority", "query", {"type": "integer", "minimum": 0, "maximum": 10, "default": 5}, "Priority."),
+                    _param("priority", "query", {"type": "integer", "minimum": 0, "maximum": 10, "default": 5},
+                           "Priority."),
                     _param("ttl_ms", "query", {"type": "integer", "minimum": MIN_TTL_MS, "maximum": MAX_TTL_MS},
                            "Time to live (default DEFAULT_MESSAGE_TTL_MS)."),
                 ],

@@ -26,7 +26,8 @@ import queue
 import signal
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from app import metrics, tracing
 from app.api.messages import ack_from_nats
@@ -190,7 +191,8 @@ class Relay:
         outcomes = self._db("apply acks", lambda: commands.apply_acks(self.db, acks, source="relay"))
         if outcomes is None and len(acks) > 1 and not self.stopping.is_set():
             # Not an outage (that is retried above): apply one by one so one bad ack cannot sink the batch.
-            outcomes = [o for ack in acks for o in (self._db("apply ack", lambda a=ack: commands.apply_acks(self.db, [a], source="relay")) or [])]
+            outcomes = [o for ack in acks for o in (self._db(
+                "apply ack", lambda a=ack: commands.apply_acks(self.db, [a], source="relay")) or [])]
         # Waiting clients first, then the log lines.
         commands.notify_final(self.messaging, [o.message for o in outcomes or [] if o.final])
         for outcome in outcomes or []:
@@ -200,7 +202,8 @@ class Relay:
             if outcome.code is None and outcome.changed:
                 log.info("command %s", outcome.message["status"], extra=extra)
             elif outcome.code is not None:
-                log.warning("ack refused: %s", outcome.code, extra={**extra, "current_status": (outcome.message or {}).get("status")})
+                log.warning("ack refused: %s", outcome.code,
+                            extra={**extra, "current_status": (outcome.message or {}).get("status")})
 
     def _trace_carriers(self, acks: list[commands.Ack], headers: list[dict | None]) -> list[dict | None]:
         """The trace context each ack continues: the `traceparent` in its NATS headers, else the one stored with
@@ -208,7 +211,7 @@ class Relay:
         if not tracing.active:
             return []
         carriers = [h if h and h.get(tracing.TRACEPARENT) else None for h in headers]
-        missing = [ack.message_id for ack, carrier in zip(acks, carriers) if carrier is None]
+        missing = [ack.message_id for ack, carrier in zip(acks, carriers, strict=True) if carrier is None]
         if missing:
             stored = self._db("read trace contexts", lambda: commands.stored_traceparents(self.db, missing)) or {}
             for index, ack in enumerate(acks):

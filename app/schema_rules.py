@@ -32,7 +32,13 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from app.schema_validation import (
-    SCHEMA_KEYWORDS, SCHEMA_LIST_KEYWORDS, SCHEMA_MAP_KEYWORDS, PatternError, compile_pattern, escape_token, shorten,
+    SCHEMA_KEYWORDS,
+    SCHEMA_LIST_KEYWORDS,
+    SCHEMA_MAP_KEYWORDS,
+    PatternError,
+    compile_pattern,
+    escape_token,
+    shorten,
 )
 
 MAX_SCHEMA_BYTES = 16_384
@@ -174,7 +180,8 @@ class _Walker:
         """(subschemas, depth) of `schema` as evaluated: $refs followed, $defs counted only where referenced.
         `level` is how deep `schema` sits, so a long chain of references fails early instead of recursing."""
         if level > MAX_SCHEMA_DEPTH:
-            raise SchemaProblem(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels (counting through '$ref').", at)
+            raise SchemaProblem(
+                f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels (counting through '$ref').", at)
         if not isinstance(schema, dict):
             return 1, 1
         key = id(schema)

@@ -29,8 +29,9 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
+from collections.abc import Iterable
 from fractions import Fraction
-from typing import Any, Iterable
+from typing import Any
 
 import re2
 from jsonschema import Draft202012Validator, validators

@@ -17,8 +17,8 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jwt
 from flask import current_app, g, request
@@ -275,7 +275,8 @@ def authenticate_bearer(audiences: tuple[str | None, ...], challenge: str = REST
 
 
 def _invalid_token(message: str, challenge: str) -> APIError:
-    return APIError(401, "UNAUTHORIZED", message, headers={"WWW-Authenticate": f'Bearer {challenge}, error="invalid_token"'})
+    return APIError(401, "UNAUTHORIZED", message,
+                    headers={"WWW-Authenticate": f'Bearer {challenge}, error="invalid_token"'})
 
 
 def insufficient_scope(scope: str, challenge_extra: str = "") -> APIError:

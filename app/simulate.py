@@ -25,13 +25,20 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable
+from typing import Any
 
 from app import tracing
 from app.examples import Example
-from app.messaging import (Messaging, MessagingUnavailable, ack_subject, command_subject, device_id_from_subject,
-                           heartbeat_subject)
+from app.messaging import (
+    Messaging,
+    MessagingUnavailable,
+    ack_subject,
+    command_subject,
+    device_id_from_subject,
+    heartbeat_subject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +125,7 @@ class DeviceSimulator:
 
     @classmethod
     def with_registration(cls, hub_url: str, nats_url: str, count: int, *, token: str, prefix: str | None = None,
-                          example: Example | None = None, **options: Any) -> "DeviceSimulator":
+                          example: Example | None = None, **options: Any) -> DeviceSimulator:
         hub_url = hub_url.rstrip("/")
         prefix = prefix or f"sim-{uuid.uuid4().hex[:6]}"
         device_type = "simulator"
@@ -130,7 +137,7 @@ class DeviceSimulator:
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
-    def start(self, connect_timeout: float = 10.0) -> "DeviceSimulator":
+    def start(self, connect_timeout: float = 10.0) -> DeviceSimulator:
         self.messaging.start()
         self.messaging.wait_connected(connect_timeout)
         for device_id in self.device_ids:
@@ -146,7 +153,7 @@ class DeviceSimulator:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.messaging.close()
 
-    def __enter__(self) -> "DeviceSimulator":
+    def __enter__(self) -> DeviceSimulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -15,7 +15,8 @@ validates every command against the declared schema itself. Titles and descripti
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 from app.schema_rules import local_resolver
@@ -153,8 +154,9 @@ def thing_description(device: dict[str, Any], device_type: dict[str, Any] | None
         "@context": TD_CONTEXT,
         "id": f"urn:uaip:device:{device['device_id']}",
         "title": without_controls(device["name"]) or device["device_id"],
-        "description": about.rstrip(".") + ". Actions take query parameters wait (0-30 s), qos (0-2), priority (0-10) and "
-                       "ttl_ms, and an Idempotency-Key header; they answer 202 with the message's Location, or "
+        "description": about.rstrip(".") + ". Actions take query parameters wait (0-30 s), qos (0-2), "
+                       "priority (0-10) and ttl_ms, and an Idempotency-Key header; they answer 202 with the "
+                       "message's Location, or "
                        "200 with the finished message when wait is given.",
         "created": device["registered_at"],
         "modified": device["updated_at"],

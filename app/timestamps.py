@@ -9,7 +9,7 @@ def timestamp(value: dt.datetime | None) -> str | None:
     """RFC 3339 in UTC with a Z, millisecond precision."""
     if value is None:
         return None
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def timestamp_from_postgres_text(text: str) -> str | None:

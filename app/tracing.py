@@ -28,7 +28,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def configured(env: Mapping[str, str] | None = None) -> bool:
             return False
         if disabled.lower() != "false":  # the SDK itself treats anything but "true" as false
             _warn_once("OTEL_SDK_DISABLED must be true or false, got %r; treated as false", disabled)
-    exporters = [item.strip().lower() for item in (_value(env, "OTEL_TRACES_EXPORTER") or "").split(",") if item.strip()]
+    listed = (_value(env, "OTEL_TRACES_EXPORTER") or "").split(",")
+    exporters = [item.strip().lower() for item in listed if item.strip()]
     if "none" in exporters:
         return False
     unsupported = [item for item in exporters if item != "otlp"]

@@ -139,7 +139,8 @@ def validation_details(exc: pydantic.ValidationError) -> dict[str, str]:
 
 def parse_model(model: type[M], data: Any) -> M:
     if not isinstance(data, dict):
-        raise APIError(400, "VALIDATION_ERROR", "The request body must be a JSON object.", {"body": "must be an object"})
+        raise APIError(400, "VALIDATION_ERROR", "The request body must be a JSON object.",
+                       {"body": "must be an object"})
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -173,7 +174,8 @@ def query_choice(name: str, choices: tuple[str, ...]) -> str | None:
     if raw is None or raw == "":
         return None
     if raw not in choices:
-        raise APIError(400, "VALIDATION_ERROR", f"Query parameter '{name}' is invalid.", {name: f"must be one of {', '.join(choices)}"})
+        raise APIError(400, "VALIDATION_ERROR", f"Query parameter '{name}' is invalid.",
+                       {name: f"must be one of {', '.join(choices)}"})
     return raw
 
 
@@ -182,7 +184,8 @@ def query_text(name: str, max_length: int = 128) -> str | None:
     if raw is None or raw == "":
         return None
     if len(raw) > max_length or "\x00" in raw:
-        raise APIError(400, "VALIDATION_ERROR", f"Query parameter '{name}' is invalid.", {name: f"must be at most {max_length} characters without NUL"})
+        raise APIError(400, "VALIDATION_ERROR", f"Query parameter '{name}' is invalid.",
+                       {name: f"must be at most {max_length} characters without NUL"})
     return raw
 
 

@@ -13,7 +13,8 @@ PostgreSQL, NATS and Redis (the ones the test suite uses, tests/support/services
    `completed` in PostgreSQL.
 
 `run(quick=False)` returns the figures as a dict; `main()` prints a table. Goals: ≥ 500 submits/s, round trip
-p50 ≤ 10 ms and p99 ≤ 50 ms with either client, ≥ 1,000 acks/s. Figures depend on the machine (and whoever else is using it).
+p50 ≤ 10 ms and p99 ≤ 50 ms with either client, ≥ 1,000 acks/s. Figures depend on the machine (and whoever else
+is using it).
 """
 
 from __future__ import annotations
@@ -102,12 +103,16 @@ def wrk_rate(url: str, lua: str, seconds: int) -> tuple[float, int]:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), total
 
 
-def submit_rate_wrk(url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY) -> tuple[float, str]:
+def submit_rate_wrk(
+    url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY,
+) -> tuple[float, str]:
     rate, _ = wrk_rate(url, WRK_SCRIPT % (lua_list(devices), token, json.dumps(body)), seconds)
     return rate, "wrk -t2 -c16"
 
 
-def submit_rate_python(url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY) -> tuple[float, str]:
+def submit_rate_python(
+    url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY,
+) -> tuple[float, str]:
     deadline = time.monotonic() + seconds
     counts = [0] * 16
 
@@ -160,7 +165,8 @@ def round_trip(url: str, token: str, devices: list[str], count: int, rate: float
                 with lock:
                     fallbacks.append(i)
             deadline = started + 20
-            while message.get("status") not in ("completed", "failed", "expired", "cancelled") and time.perf_counter() < deadline:
+            while (message.get("status") not in ("completed", "failed", "expired", "cancelled")
+                   and time.perf_counter() < deadline):
                 time.sleep(POLL_PAUSE_SECONDS)
                 r = session.get(f"{url}/api/v1/messages/{message['message_id']}", headers=headers, timeout=20)
                 message = r.json()
@@ -204,8 +210,8 @@ def ack_throughput(db: Database, nats_url: str, device_id: str, count: int) -> f
     def prepare(cur):
         cur.execute(
             "INSERT INTO commands (message_id, device_id, command, qos, priority, status, sent_at, expires_at, "
-            "next_attempt_at) SELECT gen_random_uuid(), %s, 'bench-ack', 1, 5, 'sent', now(), now() + interval '1 hour', "
-            "now() + interval '1 hour' FROM generate_series(1, %s) RETURNING message_id",
+            "next_attempt_at) SELECT gen_random_uuid(), %s, 'bench-ack', 1, 5, 'sent', now(), "
+            "now() + interval '1 hour', now() + interval '1 hour' FROM generate_series(1, %s) RETURNING message_id",
             (device_id, count),
         )
         return [str(row["message_id"]) for row in cur.fetchall()]
@@ -220,7 +226,8 @@ def ack_throughput(db: Database, nats_url: str, device_id: str, count: int) -> f
         publisher.flush()
 
         def remaining(cur):
-            cur.execute("SELECT count(*) AS n FROM commands WHERE message_id = ANY(%s::uuid[]) AND status <> 'completed'", (ids,))
+            cur.execute("SELECT count(*) AS n FROM commands "
+                        "WHERE message_id = ANY(%s::uuid[]) AND status <> 'completed'", (ids,))
             return cur.fetchone()["n"]
 
         services.wait_for(lambda: db.transaction(remaining) == 0, timeout=120, interval=0.01, message="acks applied")
@@ -245,9 +252,11 @@ def run(quick: bool = False) -> dict[str, object]:
             # The submit-rate phase gets devices of its own, deleted afterwards (which cancels their thousands of
             # never-acknowledged commands): otherwise the relay would be re-sending them, and the simulator
             # acknowledging them, while the round trip is measured.
-            flood = register_devices(hub.url, token, [f"bench-flood-{uuid.uuid4().hex[:6]}-{i}" for i in range(1, 51)])
+            flood = register_devices(hub.url, token,
+                                     [f"bench-flood-{uuid.uuid4().hex[:6]}-{i}" for i in range(1, 51)])
             seconds = 5 if quick else 15
-            rate, tool = (submit_rate_wrk if shutil.which("wrk") else submit_rate_python)(hub.url, token, flood, seconds)
+            submit_rate = submit_rate_wrk if shutil.which("wrk") else submit_rate_python
+            rate, tool = submit_rate(hub.url, token, flood, seconds)
             figures.update(submit_per_s=rate, submit_tool=tool)
             for device_id in flood:
                 requests.delete(f"{hub.url}/api/v1/devices/{device_id}", headers={"Authorization": f"Bearer {token}"},
@@ -261,9 +270,12 @@ def run(quick: bool = False) -> dict[str, object]:
                  "--heartbeat-seconds", "5"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "LOG_LEVEL": "warning"})
             try:
-                services.wait_for(lambda: requests.get(f"{hub.url}/api/v1/devices/{devices[-1]}", timeout=5,
-                                                       headers={"Authorization": f"Bearer {token}"}).json()["status"] == "online",
-                                  timeout=30, message="simulated devices online")
+                def last_online():
+                    response = requests.get(f"{hub.url}/api/v1/devices/{devices[-1]}", timeout=5,
+                                            headers={"Authorization": f"Bearer {token}"})
+                    return response.json()["status"] == "online"
+
+                services.wait_for(last_online, timeout=30, message="simulated devices online")
                 round_trip(hub.url, token, devices, 20, 50, db)  # warm-up: connections, waiter subscriptions
                 figures.update(round_trip(hub.url, token, devices, 200 if quick else 500, 50, db))
                 figures.update(round_trip(hub.url, token, devices, 200 if quick else 500, 50, db, client="poll"))

@@ -108,9 +108,11 @@ def relay_with_nats_down(database_url: str, commands: int, devices: int) -> dict
 
     def remaining() -> tuple[int, int]:
         with conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM commands WHERE device_id = %s AND status = 'sent'", (f"bench-stale-{tag}-1",))
+            cur.execute("SELECT count(*) FROM commands WHERE device_id = %s AND status = 'sent'",
+                        (f"bench-stale-{tag}-1",))
             open_commands = cur.fetchone()[0]
-            cur.execute("SELECT count(*) FROM devices WHERE device_id LIKE %s AND status = 'online'", (f"bench-stale-{tag}-%",))
+            cur.execute("SELECT count(*) FROM devices WHERE device_id LIKE %s AND status = 'online'",
+                        (f"bench-stale-{tag}-%",))
             return open_commands, cur.fetchone()[0]
 
     env = hub_env(database_url, NATS_URL=f"nats://127.0.0.1:{services.free_port()}", UAIP_RELAY_SWEEP_SECONDS="0.05",

@@ -48,7 +48,7 @@ class BenchDatabase:
     url: str
 
     @classmethod
-    def create(cls) -> "BenchDatabase":
+    def create(cls) -> BenchDatabase:
         name, url = services.create_database("uaip_bench")
         migrate(url)
         return cls(name, url)

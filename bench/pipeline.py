@@ -1,8 +1,8 @@
 """Cost and exactness of the request pipeline, measured under real gunicorn (run: `python -m bench.pipeline`).
 
 1. Overhead: the same tiny view (`GET /api/v1/bench/ping`, a blueprint defined here) served by
-   `bench.apps:ping_full()` — create_app() with everything: request id, JSON access log, Redis rate-limit check, metrics,
-   security headers — and by `ping_bare()` — a plain Flask app with only that blueprint. Both run under
+   `bench.apps:ping_full()` — create_app() with everything: request id, JSON access log, Redis rate-limit check,
+   metrics, security headers — and by `ping_bare()` — a plain Flask app with only that blueprint. Both run under
    gunicorn.conf.py (same workers, threads, settings); `hey` measures the latency distribution in rounds that
    alternate A/B. The overhead is the difference of the medians.
 2. Redis round trips per request: MONITOR on a private Redis during a known number of requests (commands Lua
@@ -24,7 +24,6 @@ import uuid
 from bench.apps import PING
 from bench.harness import Gunicorn, hey, median
 from tests.support.redis_monitor import commands_during, round_trips
-
 
 # --- measurement ---------------------------------------------------------------------------------------------
 
@@ -59,7 +58,8 @@ def measure(rounds: int = 3, requests_per_round: int = 1500, concurrency: int = 
             "RATE_LIMIT_BURST": "1000000",
         }
         headers = {"Authorization": f"Bearer {issue_token('bench-client', ['device:read'], jwt_secret, 3600)[0]}"}
-        samples: dict[str, dict[str, list[float]]] = {side: {"c1": [], "loaded": [], "rps": []} for side in ("bare", "full")}
+        samples: dict[str, dict[str, list[float]]] = {
+            side: {"c1": [], "loaded": [], "rps": []} for side in ("bare", "full")}
         with Gunicorn(env, target="bench.apps:ping_bare()") as bare, \
                 Gunicorn(env, target="bench.apps:ping_full()") as full:
             servers = {"bare": bare, "full": full}
@@ -74,7 +74,8 @@ def measure(rounds: int = 3, requests_per_round: int = 1500, concurrency: int = 
                     samples[side]["loaded"].append(loaded.p50_ms)
                     samples[side]["rps"].append(loaded.requests_per_second)
             redis_trips = _redis_round_trips(store.url, f"{full.url}{PING}", 200, headers)
-        figures: dict = {side: {key: median(values) for key, values in series.items()} for side, series in samples.items()}
+        figures: dict = {side: {key: median(values) for key, values in series.items()}
+                         for side, series in samples.items()}
         figures["overhead_median_ms_c1"] = figures["full"]["c1"] - figures["bare"]["c1"]
         figures["overhead_median_ms_loaded"] = figures["full"]["loaded"] - figures["bare"]["loaded"]
         figures["redis"] = redis_trips

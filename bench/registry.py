@@ -96,7 +96,8 @@ def token_issuance(db: BenchDatabase, requests_count: int = 3000, concurrency: i
                      content_type="application/x-www-form-urlencoded")
     started = time.perf_counter()
     for _ in range(10):
-        hashlib.scrypt(b"x" * 43, salt=os.urandom(16), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=SCRYPT_MAXMEM, dklen=32)
+        hashlib.scrypt(b"x" * 43, salt=os.urandom(16), n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=SCRYPT_MAXMEM,
+                       dklen=32)
     scrypt_ms = (time.perf_counter() - started) / 10 * 1000
     return {"tokens_per_second": result.requests_per_second, "p50_ms": result.p50_ms,
             "statuses": result.statuses, "scrypt_ms": scrypt_ms}
@@ -112,7 +113,7 @@ def worker_memory(db: BenchDatabase, total_requests: int = 10_000, concurrency: 
         start = hub.worker_rss_mb()
         result = hey(hub.url + LIST_PATH, requests=total_requests, concurrency=concurrency, headers=headers)
         end = hub.worker_rss_mb()
-    growth = max((e - s) / s * 100 for s, e in zip(start, end))
+    growth = max((e - s) / s * 100 for s, e in zip(start, end, strict=False))
     return {"requests": total_requests, "rss_start_mb": start, "rss_end_mb": end, "max_growth_pct": growth,
             "statuses": result.statuses}
 

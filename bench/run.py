@@ -14,7 +14,7 @@ import json
 import os
 import platform
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from bench import commands, faults, hardening, lifecycle, limiter, mcp, pipeline, registry, subjects, tracing, typed
 from bench.harness import ROOT, BenchDatabase
@@ -56,8 +56,8 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
     out = []
     if "device_list" in figures:
         f = figures["device_list"]
-        out.append(("GET /devices?limit=50 (1,000 devices, token, full pipeline with access lines) vs bare Flask+psycopg2, "
-                    "same document", "≥ 1.0× (stretch 1.5×)",
+        out.append(("GET /devices?limit=50 (1,000 devices, token, full pipeline with access lines) "
+                    "vs bare Flask+psycopg2, same document", "≥ 1.0× (stretch 1.5×)",
                     f"{f['hub_rps']:.0f} vs {f['bare_rps']:.0f} req/s = {f['ratio']:.2f}×"))
         out.append(("same, hub at LOG_LEVEL=warning (no access lines)", "—",
                     f"{f['hub_quiet_rps']:.0f} vs {f['bare_rps']:.0f} req/s = {f['quiet_ratio']:.2f}×"))
@@ -66,7 +66,8 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
         out.append(("pipeline overhead, median, 1 connection", "≤ 1.5 ms",
                     f"{f['overhead_median_ms_c1']:.2f} ms ({f['full']['c1']:.2f} vs {f['bare']['c1']:.2f})"))
         out.append(("pipeline overhead, median, 8 connections", "—",
-                    f"{f['overhead_median_ms_loaded']:.2f} ms ({f['full']['rps']:.0f} vs {f['bare']['rps']:.0f} req/s)"))
+                    f"{f['overhead_median_ms_loaded']:.2f} ms "
+                    f"({f['full']['rps']:.0f} vs {f['bare']['rps']:.0f} req/s)"))
         out.append(("limiter Redis round trips per request", "≤ 1", f"{f['redis']['round_trips_per_request']:.1f}"))
         e = f["exactness"]
         out.append(("burst exactness, 200 concurrent over 2 instances × 2 workers", f"= {e['burst']}",
@@ -83,7 +84,8 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
         out.append(("limiter Redis time, 1,000,000/min vs 100/min", "≈ 1.0×", f"{f['usec_ratio_1000000_vs_100']:.2f}×"))
     if "commands" in figures:
         f = figures["commands"]
-        out.append(("command submit rate (2 workers × 4 threads)", "≥ 500/s", f"{f['submit_per_s']:.0f}/s ({f['submit_tool']})"))
+        out.append(("command submit rate (2 workers × 4 threads)", "≥ 500/s",
+                    f"{f['submit_per_s']:.0f}/s ({f['submit_tool']})"))
         out.append(("round trip submit → device ack → completed at 50/s, client with ?wait", "p50 ≤ 10 ms, p99 ≤ 50 ms",
                     f"p50 {f['round_trip_p50_ms']:.1f} ms, p99 {f['round_trip_p99_ms']:.1f} ms"
                     + (f" ({f['wait_answered_202']} answered 202 and polled)" if f.get("wait_answered_202") else "")))
@@ -113,7 +115,7 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
     if "memory" in figures:
         f = figures["memory"]
         out.append((f"RSS per worker, start → after {f['requests']:,} requests", "< 80 MB, < 10 % growth",
-                    " / ".join(f"{s:.1f}→{e:.1f} MB" for s, e in zip(f["rss_start_mb"], f["rss_end_mb"]))
+                    " / ".join(f"{s:.1f}→{e:.1f} MB" for s, e in zip(f["rss_start_mb"], f["rss_end_mb"], strict=False))
                     + f" (max +{f['max_growth_pct']:.1f} %)"))
     if "worker_classes" in figures:
         for label, f in figures["worker_classes"].items():
@@ -121,7 +123,8 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
                         f"{f['rps']:.0f} req/s, p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms"))
     if "lifecycle" in figures:
         f = figures["lifecycle"]
-        for key, label in (("sighup", "SIGHUP under load"), ("sigterm_with_drain", "SIGTERM after the drain file, under load")):
+        for key, label in (("sighup", "SIGHUP under load"),
+                           ("sigterm_with_drain", "SIGTERM after the drain file, under load")):
             r = f[key]
             out.append((f"{label} ({f['offered_rate']:.0f} req/s offered, capacity {f['capacity']['rate']:.0f})",
                         "0 failed", f"{r['failures']} failed of {r['sent']}, p99 {r['p99_ms']} ms"
@@ -134,7 +137,8 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
     if "tracing" in figures and "error" not in figures["tracing"]:
         f = figures["tracing"]
         out.append(("tracing off vs code before tracing, ping through the pipeline, median, 1 connection",
-                    "not measurable", f"{f['off_vs_absent_ms_c1']:+.2f} ms ({f['off']['c1']:.2f} vs {f['absent']['c1']:.2f})"))
+                    "not measurable",
+                    f"{f['off_vs_absent_ms_c1']:+.2f} ms ({f['off']['c1']:.2f} vs {f['absent']['c1']:.2f})"))
         out.append(("tracing on, 100 % sampled, exported over OTLP/HTTP, vs off, median, 1 connection", "stated",
                     f"{f['on_vs_off_ms_c1']:+.2f} ms ({f['on']['c1']:.2f} vs {f['off']['c1']:.2f})"))
         out.append(("same, 8 connections: before / off / on", "—",
@@ -142,9 +146,11 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
     if "faults" in figures:
         f = figures["faults"]
         for phase in f["phases"]:
-            out.append((f"{phase['dependency']} killed for {phase['outage_seconds']:.0f} s under load (20 submits/s + 20 reads/s)",
+            out.append((f"{phase['dependency']} killed for {phase['outage_seconds']:.0f} s under load "
+                        "(20 submits/s + 20 reads/s)",
                         "no 500, clear 503s, recovers",
-                        f"submits {phase['submits']}, reads {phase['reads']}; healthy again {phase['recovery_seconds']} s after restart"))
+                        f"submits {phase['submits']}, reads {phase['reads']}; "
+                        f"healthy again {phase['recovery_seconds']} s after restart"))
         out.append(("commands accepted during the drill that reached `completed`", "all",
                     f"{f['completed_commands']} of {f['accepted_commands']} (missing {len(f['missing_commands'])})"))
     if "hardening" in figures:
@@ -163,7 +169,8 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
                     f"{n['submit_max_ms']} ms"))
         r = f["relay_with_nats_down"]
         out.append((f"relay with NATS down: {r['expired_commands']:,} expiries + {r['offline_devices']:,} offline "
-                    "transitions", "no stall per event (was 0.4/s)", f"{r['events_per_s']:,} events/s ({r['seconds']} s)"))
+                    "transitions", "no stall per event (was 0.4/s)",
+                    f"{r['events_per_s']:,} events/s ({r['seconds']} s)"))
     if "relay_subjects" in figures:
         f = figures["relay_subjects"]
         for strategy, label in (("depth", "one subscription per token count (128)"), ("tail", "uaip.devices.> (1)")):
@@ -190,7 +197,7 @@ def main() -> None:
     chosen = scenarios(args.quick)
     names = args.only or list(chosen)
     db = BenchDatabase.create()
-    figures: dict = {"machine": machine(), "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    figures: dict = {"machine": machine(), "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     try:
         db.seed_devices(1000)
         for name in names:

@@ -23,6 +23,8 @@ from app.db import Database
 from app.migrate import migrate
 from app.services.clients import create_client
 from tests.support import ast_guard, services
+from tests.support.hub_api import Api, token
+from tests.support.processes import start_relay
 
 ast_guard.install()  # before anything parses in a second thread (CPython < 3.11.8, see the module)
 
@@ -151,6 +153,31 @@ def auth(token_for):
 @pytest.fixture()
 def admin_auth(token_for):
     return {"Authorization": f"Bearer {token_for('admin')}"}
+
+
+# --- the relay as a real `uaip-hub relay` process (tests/integration/test_relay.py, tests/process) -------------
+
+
+@pytest.fixture(scope="session")
+def relay_env(hub_env, run_id):
+    """Short relay intervals for tests, and a queue group of this run's own (the NATS server is shared)."""
+    return {**hub_env, "UAIP_RELAY_SWEEP_SECONDS": "0.2", "UAIP_COMMAND_RETRY_SECONDS": "1",
+            "UAIP_RELAY_QUEUE_GROUP": f"uaip-relay-test-{run_id}", "LOG_FORMAT": "text",
+            "UAIP_RELAY_METRICS_PORT": "0"}  # several relays run at once; a test that scrapes one gives it a port
+
+
+@pytest.fixture()
+def relay(relay_env):
+    """A `uaip-hub relay` process with `relay_env`, stopped after the test."""
+    process = start_relay(relay_env)
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def api(client, api_client_factory):
+    """The API through the `client` fixture's app, as a new client with every non-admin scope."""
+    return Api(client, token(client, *api_client_factory()))
 
 
 def unique_id(prefix: str = "dev") -> str:

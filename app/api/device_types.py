@@ -103,7 +103,8 @@ def _type_response(device_type: dict[str, Any], status: int = 200):
 
 
 def _preconditions() -> device_types.Preconditions:
-    return device_types.Preconditions.from_headers(request.headers.get("If-Match"), request.headers.get("If-None-Match"))
+    headers = request.headers
+    return device_types.Preconditions.from_headers(headers.get("If-Match"), headers.get("If-None-Match"))
 
 
 @blueprint.put("/device-types/<device_type>")

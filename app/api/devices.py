@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import pydantic
 from flask import Blueprint, current_app, jsonify, request, url_for
@@ -14,7 +14,14 @@ from app.security import device_or_scope, require_device_self, require_scope
 from app.services import commands, registry
 from app.services.events import publish_device_event
 from app.validation import (
-    IDENTIFIER_PATTERN, StrictModel, if_none_match_hits, is_identifier, parse_body, query_choice, query_int, query_text,
+    IDENTIFIER_PATTERN,
+    StrictModel,
+    if_none_match_hits,
+    is_identifier,
+    parse_body,
+    query_choice,
+    query_int,
+    query_text,
 )
 
 blueprint = Blueprint("devices", __name__)
@@ -45,7 +52,7 @@ Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=256, p
 DeviceType = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
 Capability = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
 Capabilities = Annotated[list[Capability], pydantic.Field(max_length=64)]
-Location = Union[Annotated[str, pydantic.StringConstraints(max_length=256, pattern=PRINTABLE)], dict[str, Any], None]
+Location = Annotated[str, pydantic.StringConstraints(max_length=256, pattern=PRINTABLE)] | dict[str, Any] | None
 
 
 class DeviceReplace(StrictModel):

@@ -46,7 +46,8 @@ def _check_representation() -> None:
     if accept and accept["application/json"] <= 0:
         raise APIError(406, "NOT_ACCEPTABLE", "This endpoint answers with application/json only.")
     if request.mimetype and not request.is_json:
-        raise APIError(415, "UNSUPPORTED_MEDIA_TYPE", "The body must be a JSON-RPC message (Content-Type: application/json).")
+        raise APIError(415, "UNSUPPORTED_MEDIA_TYPE",
+                       "The body must be a JSON-RPC message (Content-Type: application/json).")
 
 
 @functools.cache

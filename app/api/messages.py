@@ -20,7 +20,14 @@ from app.security import device_or_scope, require_device_self, require_scope
 from app.services import commands
 from app.services.command_statuses import STATUSES as COMMAND_STATUSES
 from app.validation import (
-    InvalidJSON, StrictModel, decode_json, has_body, json_body, parse_model, query_choice, query_int,
+    InvalidJSON,
+    StrictModel,
+    decode_json,
+    has_body,
+    json_body,
+    parse_model,
+    query_choice,
+    query_int,
     validation_details,
 )
 
@@ -31,7 +38,8 @@ MIN_TTL_MS = 1_000
 MAX_TTL_MS = 86_400_000
 MAX_IDEMPOTENCY_KEY = 128
 MAX_COMMAND_NAME = 128
-COMMAND_IN_PATH = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_COMMAND_NAME)  # as CommandName: printable
+# As CommandName: printable. %-formatting, because an f-string would double the quantifier's braces.
+COMMAND_IN_PATH = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_COMMAND_NAME)  # noqa: UP031
 
 CommandName = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=MAX_COMMAND_NAME, pattern=PRINTABLE)]
 Qos = Literal[0, 1, 2]

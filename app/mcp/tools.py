@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 import psycopg2
 import pydantic
@@ -23,11 +24,11 @@ from app.api.devices import Capability, DeviceId, DeviceType
 from app.api.messages import MAX_IDEMPOTENCY_KEY, MAX_WAIT_SECONDS, CommandName, Priority, Qos, TtlMs, deliver
 from app.db import DatabaseUnavailable, get_db
 from app.errors import APIError
-from app.text import scrub
 from app.openapi import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, MESSAGE_SCHEMA
 from app.security import Principal
 from app.services import commands, device_types, registry
 from app.services.registry import DEVICE_STATUSES
+from app.text import scrub
 from app.validation import StrictModel
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,8 @@ TOOLS = {
             "device:read", DeviceArguments,
             {
                 "type": "object",
-                "properties": {"device": DEVICE_SCHEMA, "device_type": {"anyOf": [DEVICE_TYPE_SCHEMA, {"type": "null"}]}},
+                "properties": {"device": DEVICE_SCHEMA,
+                               "device_type": {"anyOf": [DEVICE_TYPE_SCHEMA, {"type": "null"}]}},
                 "required": ["device", "device_type"],
             },
             READ_ONLY, get_device,

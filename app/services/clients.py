@@ -61,7 +61,8 @@ def authenticate_client(db: Database, client_id: str, secret: str) -> Client | N
     """The active client with these credentials, or None. Always spends one hash check (no timing oracle)."""
 
     def load(cur):
-        cur.execute("SELECT client_id, name, secret_hash, scopes FROM clients WHERE client_id = %s AND active", (client_id,))
+        cur.execute("SELECT client_id, name, secret_hash, scopes FROM clients WHERE client_id = %s AND active",
+                    (client_id,))
         return cur.fetchone()
 
     row = db.transaction(load)

@@ -21,7 +21,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import psycopg2
 from psycopg2.extras import Json
@@ -170,7 +171,8 @@ def submit_command(
             cur.execute(
                 "INSERT INTO idempotency_keys (client_id, key, request_hash) VALUES (%(client)s, %(key)s, %(hash)s) "
                 "ON CONFLICT (client_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, message_id = NULL, "
-                f"  response_body = NULL, created_at = now() WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_WINDOW}' "
+                "  response_body = NULL, created_at = now() "
+                f"WHERE idempotency_keys.created_at < now() - interval '{IDEMPOTENCY_WINDOW}' "
                 "RETURNING key",
                 {"client": idempotency.client_id, "key": idempotency.key, "hash": idempotency.request_hash},
             )
@@ -202,7 +204,8 @@ def submit_command(
         device_types.check_command(cur, db.url, device, spec.command, spec.params, spec.pointer_prefix)
         if spec.qos == 0 and device["status"] not in ("online", "error"):
             raise APIError(
-                503, "DEVICE_OFFLINE", f"Device '{spec.device_id}' is {device['status']}; a qos 0 command cannot wait for it.",
+                503, "DEVICE_OFFLINE",
+                f"Device '{spec.device_id}' is {device['status']}; a qos 0 command cannot wait for it.",
                 {"device_id": spec.device_id, "device_status": device["status"]},
             )
         # The device row lock above serialises submits per device, so the count of its open commands cannot be
@@ -269,8 +272,8 @@ def _publish(messaging: Messaging, row: dict[str, Any]) -> bool:
     try:
         with tracing.continue_trace(row.get("traceparent")):
             messaging.publish(
-                subjects.command_subject(row["device_id"]), envelope(row), headers={"Nats-Msg-Id": str(row["message_id"])},
-                wait=False,
+                subjects.command_subject(row["device_id"]), envelope(row),
+                headers={"Nats-Msg-Id": str(row["message_id"])}, wait=False,
             )
         return True
     except MessagingUnavailable:
@@ -301,8 +304,8 @@ def publish_and_mark_sent(
                        "WHERE message_id = ANY(%(failed)s::uuid[]) AND status = 'queued')")
     if idempotency is not None:
         updates.append("receipt AS (UPDATE idempotency_keys SET response_body = jsonb_set(response_body, '{status}', "
-                       "'\"sent\"') WHERE client_id = %(client)s AND key = %(key)s AND response_body->>'status' = 'queued' "
-                       "AND EXISTS (SELECT 1 FROM sent))")
+                       "'\"sent\"') WHERE client_id = %(client)s AND key = %(key)s "
+                       "AND response_body->>'status' = 'queued' AND EXISTS (SELECT 1 FROM sent))")
     statement = f"WITH {', '.join(updates)} SELECT (SELECT count(*) FROM sent) AS n FROM no_flush"
     params = {"retry": retry_seconds, "published": published, "failed": failed,
               "client": idempotency.client_id if idempotency else None, "key": idempotency.key if idempotency else None}
@@ -474,7 +477,7 @@ def _apply_ack_batch(cur, acks: list[Ack], durable: bool = True) -> list[AckOutc
         # does): the text is what a trace records as the statement, and device results do not belong there.
         columns = zip(*[(message_id, row["status"], row["sent_at"], row["acknowledged_at"], row["completed_at"],
                          Json(row["result"]) if row["result"] is not None else None, row["error"])
-                        for message_id, row in changed.items()])
+                        for message_id, row in changed.items()], strict=True)
         cur.execute(
             "UPDATE commands AS c SET status = v.status, sent_at = v.sent_at, acknowledged_at = v.acknowledged_at, "
             "completed_at = v.completed_at, result = v.result, error = v.error, updated_at = now() "
@@ -517,7 +520,8 @@ def stored_traceparents(db: Database, message_ids: Iterable[str]) -> dict[str, s
 
     def query(cur):
         cur.execute(
-            "SELECT message_id, traceparent FROM commands WHERE message_id = ANY(%s::uuid[]) AND traceparent IS NOT NULL",
+            "SELECT message_id, traceparent FROM commands "
+            "WHERE message_id = ANY(%s::uuid[]) AND traceparent IS NOT NULL",
             (ids,),
         )
         return {str(row["message_id"]): row["traceparent"] for row in cur.fetchall()}
@@ -774,8 +778,8 @@ def redeliver_all(db: Database, messaging: Messaging, retry_seconds: float) -> i
     total = 0
     while True:
         published = _redeliver(
-            db, messaging, "status IN ('queued', 'sent', 'acknowledged') AND updated_at < %(started)s", {"started": started},
-            retry_seconds, "restart",
+            db, messaging, "status IN ('queued', 'sent', 'acknowledged') AND updated_at < %(started)s",
+            {"started": started}, retry_seconds, "restart",
         )
         total += published
         if published < SWEEP_BATCH:
@@ -798,7 +802,8 @@ def expire_due(db: Database) -> list[dict[str, Any]]:
     def work(cur):
         cur.execute(
             "UPDATE commands SET status = 'expired', updated_at = now() WHERE message_id IN ("
-            "  SELECT message_id FROM commands WHERE status IN ('queued', 'sent', 'acknowledged') AND expires_at <= now()"
+            "  SELECT message_id FROM commands "
+            "WHERE status IN ('queued', 'sent', 'acknowledged') AND expires_at <= now()"
             f"  ORDER BY expires_at LIMIT {SWEEP_BATCH} FOR UPDATE SKIP LOCKED) "
             "RETURNING message_id, device_id, status, request_id",
         )
@@ -820,7 +825,9 @@ def purge_idempotency_keys(db: Database) -> int:
     return db.transaction(work)
 
 
-def devices_came_online(db: Database, messaging: Messaging, came_online: list[tuple[str, str]], retry_seconds: float) -> None:
+def devices_came_online(
+    db: Database, messaging: Messaging, came_online: list[tuple[str, str]], retry_seconds: float,
+) -> None:
     """After heartbeats committed: an `online` event per device that was not online (pairs of device id and
     previous status), then its open commands are re-sent (best effort; the periodic pass catches up)."""
     for device_id, previous in came_online:

@@ -86,7 +86,7 @@ class Preconditions:
         return frozenset(versions)
 
     @classmethod
-    def from_headers(cls, if_match: str | None, if_none_match: str | None = None) -> "Preconditions":
+    def from_headers(cls, if_match: str | None, if_none_match: str | None = None) -> Preconditions:
         return cls(cls._parse(if_match), cls._parse(if_none_match))
 
     def check(self, name: str, current_version: int | None) -> None:
@@ -119,7 +119,8 @@ def get_device_with_type(db: Database, device_id: str, timeout: int) -> tuple[di
     What a Thing Description and MCP's `get_device` are made of."""
 
     def query(cur):
-        cur.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = %(id)s", {"id": device_id, "timeout": timeout})
+        cur.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = %(id)s",
+                    {"id": device_id, "timeout": timeout})
         device = cur.fetchone()
         if device is None:
             return None, None
@@ -272,7 +273,8 @@ def _compiled_type(cur, scope: str, device: dict[str, Any]) -> CompiledType | No
         return found
     # Not seen by this process yet: load the schemas in the same transaction. A PUT may have committed since the
     # device read; then this is the newer version, which is as current as the one the device read saw.
-    cur.execute("SELECT name, version, created_at, commands FROM device_types WHERE name = %s", (device["device_type"],))
+    cur.execute("SELECT name, version, created_at, commands FROM device_types WHERE name = %s",
+                (device["device_type"],))
     row = cur.fetchone()
     if row is None:  # cannot happen while the device row is locked (DELETE refuses a type in use); be safe
         return None

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def device_event(event: str, device_id: str, **extra: Any) -> dict[str, Any]:
-    return {"event": event, "device_id": device_id, "at": timestamp(dt.datetime.now(dt.timezone.utc)), **extra}
+    return {"event": event, "device_id": device_id, "at": timestamp(dt.datetime.now(dt.UTC)), **extra}
 
 
 def publish_device_event(messaging: Messaging, event: str, device_id: str, **extra: Any) -> bool:

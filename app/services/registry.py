@@ -144,12 +144,14 @@ def list_devices(
     # Tuples and timestamps as text: building dict rows, datetimes and their strings was most of this request's
     # Python time (docs/performance.md).
     rows, total = db.read(query, tuples=True, api_timestamps=True)
-    return [dict(zip(DEVICE_FIELDS, row)) for row in rows], total
+    # Each row ends with the total, which zip leaves out.
+    return [dict(zip(DEVICE_FIELDS, row, strict=False)) for row in rows], total
 
 
 def get_device(db: Database, device_id: str, timeout: int) -> dict[str, Any]:
     def query(cur):
-        cur.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = %(id)s", {"id": device_id, "timeout": timeout})
+        cur.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = %(id)s",
+                    {"id": device_id, "timeout": timeout})
         return cur.fetchone()
 
     row = db.transaction(query)

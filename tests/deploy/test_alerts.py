@@ -20,8 +20,18 @@ from prometheus_client import REGISTRY
 
 import app.metrics  # noqa: F401 - defines every uaip_* metric in this process's registry
 from tests.support.monitoring import (
-    DASHBOARD_FILE, KUBE_STATE_METRICS, NAMESPACE, RELEASE, ROOT, alert_rules, dashboard_expressions, merge,
-    metric_names, names_used, render_monitoring, runbook_anchors,
+    DASHBOARD_FILE,
+    KUBE_STATE_METRICS,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    alert_rules,
+    dashboard_expressions,
+    merge,
+    metric_names,
+    names_used,
+    render_monitoring,
+    runbook_anchors,
 )
 
 from .conftest import CHART_DIR
@@ -204,7 +214,8 @@ def test_dashboard_has_the_panels_an_operator_needs():
     expressions = dashboard_expressions(dashboard)
     titles = " | ".join(title for title, _ in expressions).lower()
     for words in ("requests / s by endpoint", "errors / s by endpoint", "p99 latency by endpoint", "rate-limited",
-                  "commands by status", "time to completion", "acks", "redeliveries", "dependency", "devices by status"):
+                  "commands by status", "time to completion", "acks", "redeliveries", "dependency",
+                  "devices by status"):
         assert words in titles, words
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))

@@ -639,7 +639,8 @@ def test_network_policy(default, renders):
     assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
     assert "app.kubernetes.io/component" not in spec["podSelector"]["matchLabels"]  # API, relay and Job
     (ingress,) = spec["ingress"]
-    assert ingress["ports"] == [{"port": 8443, "protocol": "TCP"}, {"port": 9464, "protocol": "TCP"}]  # API, relay metrics
+    # The API and the relay's metrics.
+    assert ingress["ports"] == [{"port": 8443, "protocol": "TCP"}, {"port": 9464, "protocol": "TCP"}]
     assert ingress["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress"}
     allowed = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]}
     assert allowed == {(53, "UDP"), (53, "TCP"), (5432, "TCP"), (6379, "TCP"), (4222, "TCP")}
@@ -680,14 +681,16 @@ def test_each_pod_is_scraped_through_exactly_one_service(renders):
         assert sm["metadata"]["labels"]["release"] == "prometheus"
         assert [e["port"] for e in sm["spec"]["endpoints"]] == [port]
         assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
-        scraped = [svc["metadata"]["name"] for svc in services if selects(sm["spec"]["selector"], svc["metadata"]["labels"])]
+        scraped = [svc["metadata"]["name"] for svc in services
+                   if selects(sm["spec"]["selector"], svc["metadata"]["labels"])]
         assert scraped == [name], (name, scraped)
         pods = r.get("Deployment", name)["spec"]["template"]["metadata"]["labels"]
         assert selects({"matchLabels": r.get("Service", name)["spec"]["selector"]}, pods)
         assert pods["app.kubernetes.io/component"] == component
     relay_service = r.get("Service", f"{RELEASE}-relay")
     assert relay_service["spec"]["clusterIP"] == "None"
-    assert relay_service["spec"]["ports"] == [{"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"}]
+    assert relay_service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"}]
     # Without monitoring, or without relay metrics, there is nothing to scrape the relay with.
     assert not renders["default"].has("Service", f"{RELEASE}-relay")
 

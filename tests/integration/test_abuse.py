@@ -8,7 +8,8 @@ import pytest
 from tests.conftest import basic, unique_id
 
 DEVICES = "/api/v1/devices"
-SQL_META = ["' OR '1'='1", "'; DROP TABLE devices; --", "\" OR \"\"=\"", "%' --", "\\'; SELECT pg_sleep(5); --", "$1", "?"]
+SQL_META = ["' OR '1'='1", "'; DROP TABLE devices; --", "\" OR \"\"=\"", "%' --", "\\'; SELECT pg_sleep(5); --", "$1",
+            "?"]
 UNICODE_OK = ["温度計", "🌡️ sensor", "Ünïcödé", "שלום", "a\u200bb"]
 
 
@@ -138,7 +139,8 @@ def test_hostile_request_ids_are_replaced(client):
         {"grant_type": "client_credentials", "client_id": "' OR 1=1 --", "client_secret": "x"},
         {"grant_type": "client_credentials", "client_id": "a\x00b", "client_secret": "x"},
         {"grant_type": "client_credentials", "client_id": "x" * 10_000, "client_secret": "y" * 10_000},
-        {"grant_type": "client_credentials", "client_id": "🌡️", "client_secret": "\ud800".encode("utf-8", "surrogatepass").decode("latin-1")},
+        {"grant_type": "client_credentials", "client_id": "🌡️",
+         "client_secret": "\ud800".encode("utf-8", "surrogatepass").decode("latin-1")},
         {"grant_type": "client_credentials\x00", "client_id": "a", "client_secret": "b"},
     ],
 )
@@ -149,7 +151,8 @@ def test_hostile_token_requests_are_rfc6749_errors(client, form):
 
 
 def test_hostile_json_token_request(client):
-    for body in ([1], {"grant_type": 5}, {"grant_type": "client_credentials", "client_id": {"$ne": None}, "client_secret": []}):
+    for body in ([1], {"grant_type": 5},
+                 {"grant_type": "client_credentials", "client_id": {"$ne": None}, "client_secret": []}):
         response = client.post("/api/v1/auth/token", json=body)
         assert response.status_code in (400, 401) and "error" in response.json
 
@@ -174,7 +177,8 @@ def test_non_finite_numbers_are_400_and_change_nothing(client, auth, db, make_de
     attempts = [
         ("POST", DEVICES, f'{{"name": "n", "device_type": "t", "metadata": {{"v": {number}}}}}', auth),
         ("PATCH", f"{DEVICES}/{device_id}", f'{{"metadata": {{"nested": [1, {number}]}}}}', auth),
-        ("PUT", f"{DEVICES}/{device_id}", f'{{"name": "n", "device_type": "t", "location": {{"lat": {number}}}}}', auth),
+        ("PUT", f"{DEVICES}/{device_id}", f'{{"name": "n", "device_type": "t", "location": {{"lat": {number}}}}}',
+         auth),
         ("POST", f"{DEVICES}/{device_id}/command", f'{{"command": "set", "params": {{"value": {number}}}}}', auth),
         ("POST", "/api/v1/messages", f'{{"destination": "{device_id}", "payload": {{"v": {number}}}}}', auth),
         ("POST", f"/api/v1/messages/{message_id}/ack", f'{{"status": "completed", "result": {{"v": {number}}}}}',

@@ -29,7 +29,8 @@ def test_form_with_client_secret_post(client, credentials, app):
     assert r.headers["Cache-Control"] == "no-store"
     assert r.json["token_type"] == "Bearer" and r.json["expires_in"] == 3600
     assert r.json["scope"] == "device:read device:write"
-    claims = jwt.decode(r.json["access_token"], app.config["SETTINGS"].jwt_secret, algorithms=["HS256"], issuer="uaip-hub")
+    claims = jwt.decode(r.json["access_token"], app.config["SETTINGS"].jwt_secret, algorithms=["HS256"],
+                        issuer="uaip-hub")
     assert claims["sub"] == client_id
 
 
@@ -72,7 +73,8 @@ def test_oauth_errors_use_rfc6749_bodies(client, data, status, error):
 
 
 def test_wrong_secret_is_invalid_client(client, credentials):
-    r = client.post(TOKEN, data={"grant_type": "client_credentials", "client_id": credentials[0], "client_secret": "nope"})
+    r = client.post(TOKEN, data={"grant_type": "client_credentials", "client_id": credentials[0],
+                                 "client_secret": "nope"})
     assert r.status_code == 401 and r.json["error"] == "invalid_client"
 
 
@@ -100,7 +102,8 @@ def test_authlib_oauth2_client_fetches_a_token_over_http(app, credentials):
     try:
         base = f"http://127.0.0.1:{server.server_port}"
         for method in ("client_secret_basic", "client_secret_post"):
-            session = OAuth2Session(credentials[0], credentials[1], token_endpoint_auth_method=method, scope="device:read")
+            session = OAuth2Session(credentials[0], credentials[1], token_endpoint_auth_method=method,
+                                    scope="device:read")
             token = session.fetch_token(f"{base}{TOKEN}", grant_type="client_credentials")
             assert token["token_type"] == "Bearer" and token["scope"] == "device:read"
             assert token["expires_at"] > time.time()
@@ -139,7 +142,8 @@ def test_forged_expired_and_none_alg_tokens_are_401(client, app):
 
 def test_valid_token_without_scope_is_403(client, token_for):
     token = token_for("device:read")
-    r = client.post("/api/v1/devices", json={"name": "x", "device_type": "y"}, headers={"Authorization": f"Bearer {token}"})
+    r = client.post("/api/v1/devices", json={"name": "x", "device_type": "y"},
+                    headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 403 and r.json["code"] == "INSUFFICIENT_SCOPE"
 
 

@@ -22,7 +22,8 @@ def test_create_client_json_prints_usable_credentials(hub_env, client):
     assert created["scopes"] == "device:read device:write"
     r = client.post(
         "/api/v1/auth/token",
-        data={"grant_type": "client_credentials", "client_id": created["client_id"], "client_secret": created["client_secret"]},
+        data={"grant_type": "client_credentials", "client_id": created["client_id"],
+              "client_secret": created["client_secret"]},
     )
     assert r.status_code == 200 and r.json["scope"] == "device:read device:write"
 
@@ -36,7 +37,8 @@ def test_a_metrics_directory_that_does_not_exist_yet_is_made_not_a_crash(hub_env
     """A pod's ConfigMap may give every container PROMETHEUS_MULTIPROC_DIR; only gunicorn.conf.py used to create it,
     so migrate, create-client and the relay died with a traceback on a fresh /tmp."""
     missing = tmp_path / "metrics" / "not-yet"
-    result = run_cli(["create-client", "--name", "agent", "--json"], {**hub_env, "PROMETHEUS_MULTIPROC_DIR": str(missing)})
+    result = run_cli(["create-client", "--name", "agent", "--json"],
+                     {**hub_env, "PROMETHEUS_MULTIPROC_DIR": str(missing)})
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and missing.is_dir()
 
@@ -109,10 +111,12 @@ def test_commands_also_run_through_flask_cli(hub_env):
     """uaip-hub is built on Flask's CLI (docs/api.md, "Command line"), so `flask --app wsgi ...` offers the same
     commands."""
     root = Path(__file__).resolve().parents[2]
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(root), **hub_env}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(root),
+           **hub_env}
     flask = str(Path(sys.executable).with_name("flask"))
-    migrated = subprocess.run([flask, "--app", "wsgi", "migrate"], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    migrated = subprocess.run([flask, "--app", "wsgi", "migrate"], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=60)
     assert migrated.returncode == 0 and "schema up to date" in migrated.stdout, migrated.stderr
-    created = subprocess.run([flask, "--app", "wsgi", "create-client", "--name", "via-flask", "--json"], cwd=root, env=env,
-                             capture_output=True, text=True, timeout=60)
+    created = subprocess.run([flask, "--app", "wsgi", "create-client", "--name", "via-flask", "--json"], cwd=root,
+                             env=env, capture_output=True, text=True, timeout=60)
     assert created.returncode == 0 and json.loads(created.stdout)["scopes"] == "device:read", created.stderr

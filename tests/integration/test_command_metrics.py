@@ -227,7 +227,9 @@ def test_nats_connected_gauge_follows_the_connection():
 def test_every_new_series_exists_before_its_first_event(client):
     """Series exist from start-up with 0, so rate() and the alerts see the first event (and absent() nothing)."""
     text = client.get("/metrics").get_data(as_text=True)
-    for line in ('uaip_acks_total{outcome="applied",source="rest"}', 'uaip_acks_total{outcome="malformed",source="relay"}',
-                 'uaip_command_redeliveries_total{reason="retry"}', 'uaip_command_completion_seconds_count{status="completed"}',
+    for line in ('uaip_acks_total{outcome="applied",source="rest"}',
+                 'uaip_acks_total{outcome="malformed",source="relay"}',
+                 'uaip_command_redeliveries_total{reason="retry"}',
+                 'uaip_command_completion_seconds_count{status="completed"}',
                  'uaip_command_completion_seconds_bucket{le="3600.0",status="failed"}'):
         assert line in text, line

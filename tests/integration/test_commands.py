@@ -44,7 +44,8 @@ def device(make_device):
 @pytest.fixture()
 def online_device(client, make_device):
     device = make_device()
-    r = client.post(f"{DEVICES}/{device['device_id']}/heartbeat", headers=basic(device["device_id"], device["device_secret"]))
+    r = client.post(f"{DEVICES}/{device['device_id']}/heartbeat",
+                    headers=basic(device["device_id"], device["device_secret"]))
     assert r.status_code == 200 and r.json["status"] == "online"
     return device
 
@@ -154,7 +155,8 @@ def test_queue_cap_is_429_and_counts_only_open_commands(hub_env, auth, make_devi
         device = make_device()
         url = command_url(device["device_id"])
         with ThreadPoolExecutor(6) as pool:
-            statuses = sorted(pool.map(lambda _: client.post(url, json={"command": "x"}, headers=auth).status_code, range(6)))
+            statuses = sorted(pool.map(lambda _: client.post(url, json={"command": "x"}, headers=auth).status_code,
+                                       range(6)))
         assert statuses == [202, 202, 202, 429, 429, 429]
         r = client.post(url, json={"command": "x"}, headers=auth)
         assert r.status_code == 429 and r.json["code"] == "DEVICE_QUEUE_FULL" and "Retry-After" in r.headers
@@ -196,7 +198,8 @@ def test_idempotency_same_body_replays_other_body_conflicts(client, auth, device
     assert other.status_code == 409 and other.json["code"] == "IDEMPOTENCY_KEY_REUSED"
     # Keys are per client: another client's same key is a new command.
     someone_else = {"Authorization": f"Bearer {token_for()}"}
-    assert client.post(url, json={"command": "x", "params": {"a": 1}}, headers={**someone_else, **key}).json["message_id"] != first.json["message_id"]
+    theirs = client.post(url, json={"command": "x", "params": {"a": 1}}, headers={**someone_else, **key})
+    assert theirs.json["message_id"] != first.json["message_id"]
     assert len(rows_for(db, device["device_id"])) == 2
 
 
@@ -221,7 +224,8 @@ def test_concurrent_requests_with_one_key_make_one_command(client, auth, device,
 
 def test_list_device_commands_newest_first_with_filters_and_auth(client, auth, device, make_device, token_for):
     device_id = device["device_id"]
-    ids = [client.post(command_url(device_id), json={"command": f"c{i}"}, headers=auth).json["message_id"] for i in range(3)]
+    ids = [client.post(command_url(device_id), json={"command": f"c{i}"}, headers=auth).json["message_id"]
+           for i in range(3)]
     own = basic(device_id, device["device_secret"])
     r = client.get(f"{DEVICES}/{device_id}/commands", headers=own)
     assert r.status_code == 200
@@ -235,7 +239,8 @@ def test_list_device_commands_newest_first_with_filters_and_auth(client, auth, d
     assert [c["message_id"] for c in done["commands"]] == [ids[0]] and done["total"] == 1
     assert client.get(f"{DEVICES}/{device_id}/commands?status=nope", headers=auth).status_code == 400
     other = make_device()
-    assert client.get(f"{DEVICES}/{device_id}/commands", headers=basic(other["device_id"], other["device_secret"])).status_code == 403
+    as_other = basic(other["device_id"], other["device_secret"])
+    assert client.get(f"{DEVICES}/{device_id}/commands", headers=as_other).status_code == 403
     assert client.get(f"{DEVICES}/{device_id}/commands", headers=basic(device_id, "wrong")).status_code == 401
     no_scope = {"Authorization": f"Bearer {token_for('device:command')}"}
     assert client.get(f"{DEVICES}/{device_id}/commands", headers=no_scope).status_code == 403
@@ -306,8 +311,9 @@ def test_wait_returns_200_with_final_message_when_done_in_time(client, auth, dev
     def ack_when_sent():
         from tests.support.services import wait_for
 
-        listing = wait_for(lambda: client.get(f"{DEVICES}/{device['device_id']}/commands", headers=auth).json["commands"],
-                           message="the command to be stored")
+        listing = wait_for(
+            lambda: client.get(f"{DEVICES}/{device['device_id']}/commands", headers=auth).json["commands"],
+            message="the command to be stored")
         ack(client, device, listing[0]["message_id"], "completed", result={"ok": True})
 
     acker = threading.Thread(target=ack_when_sent)

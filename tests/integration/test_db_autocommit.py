@@ -33,7 +33,8 @@ def test_a_read_runs_without_begin_and_leaves_the_connection_transactional(one_c
 
 
 def test_read_rows_as_tuples_with_api_timestamps(one_connection):
-    query = "SELECT 'x' AS a, '2026-01-02 03:04:05.6789+00'::timestamptz AS at, NULL::timestamptz AS never, now() AS now"
+    query = ("SELECT 'x' AS a, '2026-01-02 03:04:05.6789+00'::timestamptz AS at, NULL::timestamptz AS never, "
+             "now() AS now")
     row = one_connection.read(lambda cur: (cur.execute(query), cur.fetchone())[1], tuples=True, api_timestamps=True)
     assert row[:3] == ("x", "2026-01-02T03:04:05.678Z", None)
     as_datetime = one_connection.read(lambda cur: (cur.execute(query), cur.fetchone())[1])
@@ -49,7 +50,8 @@ def test_a_failed_statement_in_autocommit_leaves_nothing_open(one_connection):
 def test_marking_sent_is_one_statement_whose_local_setting_does_not_leak(one_connection, make_device, client, auth):
     """publish_and_mark_sent's write: its synchronous_commit = off lasts for its own statement's transaction only."""
     device_id = make_device()["device_id"]
-    message_id = client.post(f"/api/v1/devices/{device_id}/command", json={"command": "x"}, headers=auth).json["message_id"]
+    message_id = client.post(f"/api/v1/devices/{device_id}/command", json={"command": "x"},
+                             headers=auth).json["message_id"]
     one_connection.transaction(lambda cur: cur.execute(
         "UPDATE commands SET status = 'queued', sent_at = NULL WHERE message_id = %s", (message_id,)))
 
@@ -132,4 +134,5 @@ def test_placeholders_become_numbered_parameters():
     name, prepare, execute = _prepared_forms("SELECT %(x)s::int, %(y)s::text, %(x)s::int WHERE a LIKE 'b%%'")
     assert prepare == f"PREPARE {name} AS SELECT $1::int, $2::text, $1::int WHERE a LIKE 'b%'"
     assert execute == f"EXECUTE {name} (%(x)s::int, %(y)s::text)"  # each argument with its placeholder's cast
-    assert len(name) <= 63 and name == _prepared_forms("SELECT %(x)s::int, %(y)s::text, %(x)s::int WHERE a LIKE 'b%%'")[0]
+    assert len(name) <= 63
+    assert name == _prepared_forms("SELECT %(x)s::int, %(y)s::text, %(x)s::int WHERE a LIKE 'b%%'")[0]

@@ -14,6 +14,7 @@ from app.services import commands
 from tests.conftest import capture_logs
 from tests.support.services import wait_for
 
+
 @pytest.fixture()
 def probe_table(database):
     """A two-row table of this test's own."""

@@ -56,7 +56,8 @@ def test_put_creates_then_replaces_with_etag_and_defaults(client, admin_auth):
     assert "result" not in body["commands"]["read"]
     # Read back as written: commands and schema keywords keep their order.
     assert list(body["commands"]) == ["set_temperature", "read"]
-    assert list(body["commands"]["set_temperature"]["params"]) == ["type", "properties", "required", "additionalProperties"]
+    assert list(body["commands"]["set_temperature"]["params"]) == ["type", "properties", "required",
+                                                                   "additionalProperties"]
 
     changed = {**THERMOSTAT, "description": "Version two"}
     replaced = client.put(f"{TYPES}/{name}", json=changed, headers=admin_auth)
@@ -65,7 +66,8 @@ def test_put_creates_then_replaces_with_etag_and_defaults(client, admin_auth):
 
     # Putting what is already there changes nothing: same version, same ETag (idempotent PUT).
     again = client.put(f"{TYPES}/{name}", json=changed, headers=admin_auth)
-    assert again.status_code == 200 and again.json["version"] == 2 and again.json["updated_at"] == replaced.json["updated_at"]
+    assert again.status_code == 200 and again.json["version"] == 2
+    assert again.json["updated_at"] == replaced.json["updated_at"]
 
 
 def test_command_without_params_takes_none(client, admin_auth, declared):
@@ -92,10 +94,12 @@ def test_unknown_or_impossible_type_is_404(client, auth, admin_auth, name):
 
 def test_if_match_is_honoured_and_412_when_the_type_does_not_exist(client, admin_auth, declared):
     name, _ = declared()
-    stale = client.put(f"{TYPES}/{name}", json={**THERMOSTAT, "description": "x"}, headers={**admin_auth, "If-Match": '"9"'})
+    stale = client.put(f"{TYPES}/{name}", json={**THERMOSTAT, "description": "x"},
+                       headers={**admin_auth, "If-Match": '"9"'})
     assert stale.status_code == 412 and stale.json["code"] == "PRECONDITION_FAILED"
     assert stale.json["details"]["current_etag"] == '"1"'
-    fresh = client.put(f"{TYPES}/{name}", json={**THERMOSTAT, "description": "x"}, headers={**admin_auth, "If-Match": '"1"'})
+    fresh = client.put(f"{TYPES}/{name}", json={**THERMOSTAT, "description": "x"},
+                       headers={**admin_auth, "If-Match": '"1"'})
     assert fresh.status_code == 200 and fresh.json["version"] == 2
     assert client.put(f"{TYPES}/{name}", json=THERMOSTAT, headers={**admin_auth, "If-Match": "*"}).status_code == 200
 
@@ -106,8 +110,9 @@ def test_if_match_is_honoured_and_412_when_the_type_does_not_exist(client, admin
     assert client.get(f"{TYPES}/{missing}", headers=admin_auth).status_code == 404  # nothing was created
 
     # If-None-Match: * means "create only".
-    assert client.put(f"{TYPES}/{name}", json=THERMOSTAT, headers={**admin_auth, "If-None-Match": "*"}).status_code == 412
-    assert client.put(f"{TYPES}/{missing}", json=THERMOSTAT, headers={**admin_auth, "If-None-Match": "*"}).status_code == 201
+    create_only = {**admin_auth, "If-None-Match": "*"}
+    assert client.put(f"{TYPES}/{name}", json=THERMOSTAT, headers=create_only).status_code == 412
+    assert client.put(f"{TYPES}/{missing}", json=THERMOSTAT, headers=create_only).status_code == 201
 
 
 def test_list_pages_by_name(client, auth, declared):
@@ -182,7 +187,8 @@ def test_a_registration_waits_for_a_delete_in_flight_and_then_finds_the_type_gon
             cur.execute("SELECT version FROM device_types WHERE name = %s FOR UPDATE", (name,))
             cur.execute("DELETE FROM device_types WHERE name = %s", (name,))
             body = {"device_id": device_id, "name": "late", "device_type": name}
-            thread, result = run_in_thread(lambda: app.test_client().post("/api/v1/devices", json=body, headers=admin_auth))
+            thread, result = run_in_thread(
+                lambda: app.test_client().post("/api/v1/devices", json=body, headers=admin_auth))
             wait_for(lambda: waiting_on_a_lock(db, "SELECT 1 FROM device_types"), timeout=10,
                      message="the registration waiting for the DELETE")
         conn.commit()

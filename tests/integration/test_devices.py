@@ -222,7 +222,8 @@ def test_delete_removes_device(client, auth, make_device):
 
 def test_heartbeat_with_device_basic_auth_makes_device_online(client, auth, make_device):
     device = make_device()
-    r = client.post(f"{DEVICES}/{device['device_id']}/heartbeat", headers=basic(device["device_id"], device["device_secret"]))
+    r = client.post(f"{DEVICES}/{device['device_id']}/heartbeat",
+                    headers=basic(device["device_id"], device["device_secret"]))
     assert r.status_code == 200 and r.json["status"] == "online" and r.json["last_seen"]
     assert r.json["version"] == 1  # telemetry does not change the ETag
 

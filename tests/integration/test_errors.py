@@ -26,7 +26,8 @@ def test_wrong_method_is_405_envelope_with_allow(client):
 
 def test_body_over_the_limit_is_413(client, auth, app):
     size = app.config["SETTINGS"].max_message_size_bytes + 1
-    r = client.post("/api/v1/devices", data=b"{" + b" " * size + b"}", headers={**auth, "Content-Type": "application/json"})
+    r = client.post("/api/v1/devices", data=b"{" + b" " * size + b"}",
+                    headers={**auth, "Content-Type": "application/json"})
     assert_envelope(r, 413, "PAYLOAD_TOO_LARGE")
 
 
@@ -64,7 +65,8 @@ def test_unexpected_exception_is_500_without_details(app, client):
 
 
 def test_request_id_is_echoed_or_replaced(client):
-    assert client.get("/api/v1/nothing", headers={"X-Request-ID": "abc-123:x.y_z"}).headers["X-Request-ID"] == "abc-123:x.y_z"
+    echoed = client.get("/api/v1/nothing", headers={"X-Request-ID": "abc-123:x.y_z"})
+    assert echoed.headers["X-Request-ID"] == "abc-123:x.y_z"
     for bad in ("has space", "x" * 129, "ünicode", ""):
         rid = client.get("/api/v1/nothing", headers={"X-Request-ID": bad}).headers["X-Request-ID"]
         assert rid != bad and len(rid) == 36
@@ -74,7 +76,8 @@ def test_database_outage_is_503_envelope(hub_env):
     from app import create_app
 
     app = create_app({**hub_env, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"})
-    r = app.test_client().post("/api/v1/auth/token", data={"grant_type": "client_credentials", "client_id": "a", "client_secret": "b"})
+    r = app.test_client().post("/api/v1/auth/token",
+                               data={"grant_type": "client_credentials", "client_id": "a", "client_secret": "b"})
     assert_envelope(r, 503, "SERVICE_UNAVAILABLE")
 
 
@@ -85,7 +88,8 @@ def test_pooled_connections_are_reused(hub_env, db):
     pool = Database(hub_env["DATABASE_URL"], maxconn=2)
     pids = set()
     for _ in range(5):
-        pids.add(pool.transaction(lambda cur: (cur.execute("SELECT pg_backend_pid() AS pid"), cur.fetchone())[1]["pid"]))
+        pids.add(pool.transaction(
+            lambda cur: (cur.execute("SELECT pg_backend_pid() AS pid"), cur.fetchone())[1]["pid"]))
     pool.close()
     assert len(pids) == 1
 

@@ -98,7 +98,7 @@ class HeldPatches:
             self.lock_conn.rollback()
             self.lock_conn.close()
 
-    def __enter__(self) -> "HeldPatches":
+    def __enter__(self) -> HeldPatches:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -227,7 +227,8 @@ def test_postgres_outage_is_503_and_recovers_without_a_hub_restart(hub_env):
             warm = LoadGenerator(hub.url, device_url.removeprefix(hub.url), rate=200, threads=8, max_requests=200,
                                  headers=auth).start().wait()
             pg.restart()
-            wait_for(lambda: psycopg2.connect(url).close() or True, timeout=20, message="PostgreSQL to accept connections")
+            wait_for(lambda: psycopg2.connect(url).close() or True, timeout=20,
+                     message="PostgreSQL to accept connections")
             after_restart = [requests.get(device_url, headers=auth, timeout=10).status_code for _ in range(20)]
 
             pg.stop()

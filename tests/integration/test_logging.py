@@ -36,9 +36,11 @@ def test_routes(app):
     def leaky():
         body = request.get_json()
         logging.getLogger("app.test").warning(
-            "about to fail", extra={"password": body["password"], "payload": body, "header": request.headers["Authorization"]}
+            "about to fail",
+            extra={"password": body["password"], "payload": body, "header": request.headers["Authorization"]},
         )
-        raise RuntimeError(f"failed with {request.headers['Authorization']} and secret {body['client_secret']} / {body['note']}")
+        raise RuntimeError(f"failed with {request.headers['Authorization']} and secret {body['client_secret']} "
+                           f"/ {body['note']}")
 
     return app
 
@@ -53,7 +55,8 @@ def test_access_line_has_every_contract_field(client, auth, log_lines):
     (line,) = access_lines(log_lines)
     assert ACCESS_FIELDS <= set(line)
     assert line["request_id"] == "req-42" and line["level"] == "info"
-    assert (line["method"], line["path"], line["route"], line["status"]) == ("GET", "/api/v1/devices", "/api/v1/devices", 200)
+    assert (line["method"], line["path"], line["route"], line["status"]) == ("GET", "/api/v1/devices",
+                                                                             "/api/v1/devices", 200)
     assert line["client_ip"] == "127.0.0.1" and line["user_agent"] == "agent/1.0"
     assert line["client_id"]  # the token's client
     assert line["response_bytes"] == len(r.data) and line["duration_ms"] >= 0
@@ -65,7 +68,8 @@ def test_route_is_the_url_rule_and_levels_follow_status(test_routes, client, aut
     client.get("/api/v1/no-such-route")
     client.get("/api/v1/boom-for-log-test")
     unknown, no_route, error = access_lines(log_lines)
-    assert unknown["route"] == "/api/v1/devices/<device_id>" and unknown["path"] == "/api/v1/devices/some-unknown-device"
+    assert unknown["route"] == "/api/v1/devices/<device_id>"
+    assert unknown["path"] == "/api/v1/devices/some-unknown-device"
     assert (unknown["status"], unknown["level"]) == (404, "warning")
     assert no_route["route"] is None and no_route["level"] == "warning"
     assert (error["status"], error["level"]) == (500, "error")
@@ -127,7 +131,8 @@ def test_no_secret_reaches_a_log_line(test_routes, client, api_client_factory, l
     client.get("/api/v1/devices", headers=bearer)
     device = make_device()
     secrets.add(device["device_secret"])
-    client.post(f"/api/v1/devices/{device['device_id']}/heartbeat", headers=basic(device["device_id"], device["device_secret"]))
+    client.post(f"/api/v1/devices/{device['device_id']}/heartbeat",
+                headers=basic(device["device_id"], device["device_secret"]))
 
     leaked = "zz-" + secret[::-1]
     secrets |= {leaked, "pa55-word-value"}

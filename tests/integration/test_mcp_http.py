@@ -376,7 +376,8 @@ def test_list_devices_filters_and_pages_without_metadata(client, headers, make_d
         "total": 2, "limit": 1, "offset": 0,
     }
     assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
-    page_two = tool_result(post(client, call("list_devices", {"type": kind, "offset": 1}), headers))["structuredContent"]
+    page_two = tool_result(post(client, call("list_devices", {"type": kind, "offset": 1}),
+                                headers))["structuredContent"]
     assert [device["device_id"] for device in page_two["devices"]] == [second["device_id"]]
     pending = tool_result(post(client, call("list_devices", {"type": kind, "status": "online"}), headers))
     assert pending["structuredContent"]["total"] == 0
@@ -454,16 +455,19 @@ def test_send_command_with_an_idempotency_key(client, headers, make_device, db):
 def test_a_full_queue_and_an_offline_device_are_tool_errors(hub_env, api_client_factory, db):
     app = create_app({**hub_env, "MAX_PENDING_COMMANDS_PER_DEVICE": "1"})
     client = app.test_client()
-    rest = client.post("/api/v1/auth/token", data={"grant_type": "client_credentials",
-                                                   **dict(zip(("client_id", "client_secret"), api_client_factory()))})
+    client_id, secret = api_client_factory()
+    rest = client.post("/api/v1/auth/token", data={"grant_type": "client_credentials", "client_id": client_id,
+                                                   "client_secret": secret})
     device_id = unique_id()
     assert client.post("/api/v1/devices", json={"device_id": device_id, "name": "d", "device_type": "t"},
                        headers={"Authorization": f"Bearer {rest.json['access_token']}"}).status_code == 201
     token = client.post("/api/v1/auth/token", data=token_request(*api_client_factory(), BASE + MCP)).json
     headers = {"Authorization": f"Bearer {token['access_token']}"}
-    offline = tool_result(post(client, call("send_command", {"device_id": device_id, "command": "x", "qos": 0}), headers))
+    offline = tool_result(post(client, call("send_command", {"device_id": device_id, "command": "x", "qos": 0}),
+                               headers))
     assert offline["isError"] is True and json.loads(offline["content"][0]["text"])["code"] == "DEVICE_OFFLINE"
-    assert tool_result(post(client, call("send_command", {"device_id": device_id, "command": "x"}), headers))["isError"] is False
+    sent = tool_result(post(client, call("send_command", {"device_id": device_id, "command": "x"}), headers))
+    assert sent["isError"] is False
     full = tool_result(post(client, call("send_command", {"device_id": device_id, "command": "x"}), headers))
     assert full["isError"] is True and json.loads(full["content"][0]["text"])["code"] == "DEVICE_QUEUE_FULL"
     assert stored_commands(db, device_id) == 1

@@ -99,7 +99,8 @@ def test_a_spoofed_x_forwarded_for_does_not_change_the_bucket(make_app):
     app = make_app()  # TRUSTED_PROXY_HOPS=0
     client = app.test_client()
     results = [
-        client.get("/api/v1/nothing-here", headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code for i in range(BURST + 2)
+        client.get("/api/v1/nothing-here", headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code
+        for i in range(BURST + 2)
     ]
     assert results == [404] * BURST + [429, 429]
 

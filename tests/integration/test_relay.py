@@ -18,9 +18,10 @@ from app.messaging import DEVICE_EVENTS_SUBJECT, Messaging, ack_subject, heartbe
 from app.migrate import migrate
 from app.services.clients import create_client
 from app.simulate import DeviceSimulator
-from tests.conftest import ALL_SCOPES, basic, unique_id
+from tests.conftest import ALL_SCOPES, basic
+from tests.support.hub_api import Api, token
 from tests.support.listen import NatsCollector
-from tests.support.processes import HubServer, Relay
+from tests.support.processes import HubServer, Relay, start_relay
 from tests.support.servers import NatsServer, PostgresServer
 from tests.support.services import NATS_URL, free_port, wait_for
 
@@ -28,72 +29,6 @@ pytestmark = pytest.mark.process
 
 DEVICES = "/api/v1/devices"
 MESSAGES = "/api/v1/messages"
-
-
-@pytest.fixture(scope="session")
-def relay_env(hub_env, run_id):
-    """Short relay intervals for tests, and a queue group of this run's own (the NATS server is shared)."""
-    return {**hub_env, "UAIP_RELAY_SWEEP_SECONDS": "0.2", "UAIP_COMMAND_RETRY_SECONDS": "1",
-            "UAIP_RELAY_QUEUE_GROUP": f"uaip-relay-test-{run_id}", "LOG_FORMAT": "text",
-            "UAIP_RELAY_METRICS_PORT": "0"}  # several relays run at once; one test below gives its own a port
-
-
-def start_relay(env) -> Relay:
-    relay = Relay(env).start()
-    wait_for(lambda: "relay started" in relay.output() or not relay.running(), timeout=30, message="relay start")
-    assert relay.running(), relay.output()
-    return relay
-
-
-def token(hub_url_or_client, client_id, secret):
-    data = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-    if isinstance(hub_url_or_client, str):
-        return requests.post(f"{hub_url_or_client}/api/v1/auth/token", data=data, timeout=10).json()["access_token"]
-    return hub_url_or_client.post("/api/v1/auth/token", data=data).json["access_token"]
-
-
-class Api:
-    """The same calls through Flask's test client or through HTTP to a real gunicorn."""
-
-    def __init__(self, target, access_token):
-        self.target = target
-        self.headers = {"Authorization": f"Bearer {access_token}"}
-
-    def call(self, method, path, **kwargs):
-        headers = {**self.headers, **kwargs.pop("headers", {})}
-        if isinstance(self.target, str):
-            r = requests.request(method, f"{self.target}/api/v1{path}", headers=headers, timeout=40, **kwargs)
-            return r.status_code, (r.json() if r.content else None), r.headers
-        r = self.target.open(f"/api/v1{path}", method=method, headers=headers, **kwargs)
-        return r.status_code, r.json, r.headers
-
-    def register(self, device_id=None):
-        status, body, _ = self.call("POST", "/devices", json={"device_id": device_id or unique_id("relay"),
-                                                               "name": "relay test", "device_type": "sim"})
-        assert status == 201, body
-        return body
-
-    def command(self, device_id, query="", headers=None, **body):
-        return self.call("POST", f"/devices/{device_id}/command{query}", json={"command": "echo", **body},
-                         headers=headers or {})
-
-    def status(self, message_id):
-        return self.call("GET", f"/messages/{message_id}")[1]["status"]
-
-    def device_status(self, device_id):
-        return self.call("GET", f"/devices/{device_id}")[1]["status"]
-
-
-@pytest.fixture()
-def api(client, api_client_factory):
-    return Api(client, token(client, *api_client_factory()))
-
-
-@pytest.fixture()
-def relay(relay_env):
-    process = start_relay(relay_env)
-    yield process
-    process.stop()
 
 
 def all_final(api, message_ids, status="completed"):
@@ -139,7 +74,8 @@ def test_acks_and_heartbeats_published_on_nats_are_applied(api, relay):
         _, accepted, _ = api.command(device_id)
         message_id = accepted["message_id"]
         publisher.publish(ack_subject(device_id), {"message_id": message_id, "status": "acknowledged"})
-        publisher.publish(ack_subject(device_id), {"message_id": message_id, "status": "completed", "result": {"ok": 1}})
+        publisher.publish(ack_subject(device_id),
+                          {"message_id": message_id, "status": "completed", "result": {"ok": 1}})
         wait_for(lambda: api.status(message_id) == "completed", timeout=20, message="ack applied")
         # A late, backwards ack on NATS changes nothing; neither does another device's ack.
         publisher.publish(ack_subject(device_id), {"message_id": message_id, "status": "acknowledged"})

@@ -76,7 +76,8 @@ def test_hrefs_use_the_public_url_when_configured(hub_env, auth, thermostat):
 
 def test_errors_and_scopes(client, auth, token_for, thermostat):
     device_id = thermostat["device_id"]
-    assert client.get(f"/api/v1/devices/{unique_id()}/thing-description", headers=auth).json["code"] == "DEVICE_NOT_FOUND"
+    unknown = client.get(f"/api/v1/devices/{unique_id()}/thing-description", headers=auth)
+    assert unknown.json["code"] == "DEVICE_NOT_FOUND"
     missing = client.get(f"/api/v1/devices/{device_id}/properties/temperature", headers=auth)
     assert missing.status_code == 404 and missing.json["code"] == "PROPERTY_NOT_FOUND"
     assert missing.json["details"]["properties"] == ["status", "last_seen"]

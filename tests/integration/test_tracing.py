@@ -91,7 +91,8 @@ def headers(traced_client, api_client_factory):
 @pytest.fixture()
 def device(traced_client, headers):
     device_id = unique_id("trace")
-    response = traced_client.post("/api/v1/devices", json={"device_id": device_id, "name": "traced", "device_type": "t"},
+    response = traced_client.post("/api/v1/devices",
+                                  json={"device_id": device_id, "name": "traced", "device_type": "t"},
                                   headers=headers)
     assert response.status_code == 201, response.json
     return device_id
@@ -108,7 +109,7 @@ class HeaderCollector:
     def _on(self, _subject, data, headers) -> None:
         self.received.append((json.loads(data), dict(headers or {})))
 
-    def __enter__(self) -> "HeaderCollector":
+    def __enter__(self) -> HeaderCollector:
         assert self.messaging.wait_connected(10)
         self.messaging.subscribe(self.subject, self._on, with_headers=True)
         self.messaging.flush()
@@ -158,7 +159,8 @@ def test_a_request_is_one_server_span_continuing_the_callers_trace(traced_client
     server = only(spans, kind=SpanKind.SERVER)
     assert server.name == "GET /api/v1/devices"
     assert hex_ids(server)[0] == INCOMING_TRACE
-    assert server.parent is not None and format_span_id(server.parent.span_id) == INCOMING_PARENT and server.parent.is_remote
+    assert server.parent is not None and server.parent.is_remote
+    assert format_span_id(server.parent.span_id) == INCOMING_PARENT
     assert server.attributes["http.route"] == "/api/v1/devices"
     assert server.attributes["uaip.request_id"] == "trace-req-1"
     assert server.resource.attributes["service.name"] == "uaip-hub"
@@ -200,7 +202,8 @@ def test_probes_and_metrics_are_not_traced(traced_client, traced, path):
 def test_log_lines_inside_a_span_carry_its_ids(traced_client, traced, headers):
     lines = capture_logs()
     traced.clear()
-    assert traced_client.get("/api/v1/log-for-trace-test", headers={**headers, "traceparent": INCOMING}).status_code == 200
+    response = traced_client.get("/api/v1/log-for-trace-test", headers={**headers, "traceparent": INCOMING})
+    assert response.status_code == 200
     logging.getLogger("app.test").info("outside any request")
     server = only(traced.get_finished_spans(), kind=SpanKind.SERVER)
     trace_id, span_id = hex_ids(server)
@@ -300,8 +303,10 @@ def test_one_command_is_one_trace_from_request_through_device_to_relay(traced_cl
     assert applied and all(s.kind == SpanKind.CONSUMER for s in applied)
     assert {s.parent.span_id for s in applied} <= {s.context.span_id for s in ack_publishes}
     assert all(s.attributes["messaging.consumer.group.name"].startswith("uaip-relay-trace-") for s in applied)
-    statements = [c.attributes["db.statement"] for s in applied for c in children(spans, s) if c.kind == SpanKind.CLIENT]
-    assert any(s.endswith("FOR UPDATE") for s in statements) and any(s.startswith("UPDATE commands") for s in statements)
+    statements = [c.attributes["db.statement"] for s in applied for c in children(spans, s)
+                  if c.kind == SpanKind.CLIENT]
+    assert any(s.endswith("FOR UPDATE") for s in statements)
+    assert any(s.startswith("UPDATE commands") for s in statements)
     # Statements are recorded with placeholders: what devices report (results, errors) stays out of traces.
     assert not any(response.json["message_id"] in s or "echo" in s for s in statements)
 
@@ -320,7 +325,8 @@ def test_an_ack_without_trace_headers_continues_the_stored_trace(traced_client, 
     finally:
         device_side.close()
     applied = wait_for(lambda: [s for s in traced.get_finished_spans()
-                                if s.name == "process uaip.devices.{device_id}.acks" and hex_ids(s)[0] == INCOMING_TRACE],
+                                if s.name == "process uaip.devices.{device_id}.acks"
+                                and hex_ids(s)[0] == INCOMING_TRACE],
                        message="the relay's span in the stored trace")
     assert applied[0].parent.span_id == server.context.span_id
 
@@ -334,7 +340,7 @@ def test_a_batch_of_acks_from_several_traces_links_them_all(traced_client, trace
         relay = Relay(db, Messaging([NATS_URL]), load_settings(hub_env))
         traced.clear()
         relay._handle([(ack_subject(device), json.dumps({"message_id": mid, "status": "acknowledged"}).encode(),
-                        {"traceparent": context}) for mid, context in zip(ids, device_contexts)])
+                        {"traceparent": context}) for mid, context in zip(ids, device_contexts, strict=True)])
     finally:
         db.close()
     spans = traced.get_finished_spans()

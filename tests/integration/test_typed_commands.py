@@ -119,7 +119,8 @@ def test_action_route_takes_the_params_as_body_and_points_from_the_root(client, 
     response = client.post(f"{url}/set_temperature", json={"value": 2, "points": [{"x": 1, "y": "2"}]}, headers=auth)
     assert pointers(response) == [("/points/0/y", "type"), ("/value", "minimum")]
     assert client.post(f"{url}/set_temperature", json=[1], headers=auth).json["code"] == "VALIDATION_ERROR"
-    assert client.post(f"{url}/set_temperature", data="x", headers={**auth, "Content-Type": "text/plain"}).status_code == 415
+    as_text = {**auth, "Content-Type": "text/plain"}
+    assert client.post(f"{url}/set_temperature", data="x", headers=as_text).status_code == 415
     assert client.post(f"{url}/set_temperature?qos=7", json={"value": 20}, headers=auth).status_code == 400
     assert client.post(f"{url}/nope", headers=auth).json["code"] == "UNKNOWN_COMMAND"
     assert stored_commands(db, device_id) == 0
@@ -158,7 +159,8 @@ def test_a_refused_command_does_not_use_up_its_idempotency_key(client, auth, typ
     key = f"refused-{uuid.uuid4().hex}"
     headers = {**auth, "Idempotency-Key": key}
     url = f"/api/v1/devices/{device_id}/command"
-    assert client.post(url, json={"command": "set_temperature", "params": {"value": 99}}, headers=headers).status_code == 422
+    out_of_range = {"command": "set_temperature", "params": {"value": 99}}
+    assert client.post(url, json=out_of_range, headers=headers).status_code == 422
     assert client.post(url, json={"command": "unknown"}, headers=headers).status_code == 422
     assert stored_keys(db, key) == 0 and stored_commands(db, device_id) == 0
     accepted = client.post(url, json={"command": "set_temperature", "params": {"value": 21}}, headers=headers)
@@ -199,8 +201,8 @@ def test_a_catastrophic_pattern_cannot_stall_the_request(client, auth, typed_dev
     """`^(a+)+$` on 'aaa…a!' would take Python's backtracking re 2^n steps; the hub answers at once."""
     device_id, _ = typed_device
     params = {"value": 20, "label": "a" * 20_000 + "!"}
-    response = client.post(f"/api/v1/devices/{device_id}/command", json={"command": "set_temperature", "params": params},
-                           headers=auth)
+    response = client.post(f"/api/v1/devices/{device_id}/command",
+                           json={"command": "set_temperature", "params": params}, headers=auth)
     assert pointers(response) == [("/params/label", "pattern")]
 
 
@@ -261,7 +263,8 @@ def test_types_replaced_while_commands_flow_validate_each_command_against_one_ve
             version = body["details"]["type_version"]
             refusing_key = "b" if version % 2 == 1 else "a"  # the key this version requires
             assert key != refusing_key, (key, version, body)
-            assert ("/params/" + refusing_key, "required") in [(e["pointer"], e["keyword"]) for e in body["details"]["errors"]]
+            problems = [(e["pointer"], e["keyword"]) for e in body["details"]["errors"]]
+            assert ("/params/" + refusing_key, "required") in problems
 
 
 def test_a_costly_schema_and_params_combination_is_refused_not_stalled(client, admin_auth, auth, make_device, db):
@@ -269,7 +272,8 @@ def test_a_costly_schema_and_params_combination_is_refused_not_stalled(client, a
     15,000 items just under 64 KB: refused with maxSteps instead of keeping the worker busy for minutes."""
     name = f"costly-{uuid.uuid4().hex[:8]}"
     items = {"anyOf": [{"required": [f"k{i}"]} for i in range(700)]}
-    declaration = {"commands": {"load": {"params": {"type": "object", "properties": {"v": {"type": "array", "items": items}}}}}}
+    params = {"type": "object", "properties": {"v": {"type": "array", "items": items}}}
+    declaration = {"commands": {"load": {"params": params}}}
     assert client.put(f"{TYPES}/{name}", json=declaration, headers=admin_auth).status_code == 201
     device_id = make_device(device_type=name)["device_id"]
     response = client.post(f"/api/v1/devices/{device_id}/commands/load", json={"v": [{}] * 15_000}, headers=auth)

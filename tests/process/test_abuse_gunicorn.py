@@ -65,7 +65,8 @@ def test_chunked_bodies_over_the_limit_are_413_like_sized_ones(hub, hub_env, api
     form = f"grant_type=client_credentials&client_id={client_id}&client_secret={secret}".encode()
 
     def device_body(size: int) -> bytes:
-        return json.dumps({"device_id": f"chunked-{uuid.uuid4().hex[:10]}", "name": "n", "device_type": "t"}).encode().ljust(size)
+        body = {"device_id": f"chunked-{uuid.uuid4().hex[:10]}", "name": "n", "device_type": "t"}
+        return json.dumps(body).encode().ljust(size)
 
     two_megabytes = 2 * 1024 * 1024
     devices, token_url = f"{hub.url}/api/v1/devices", f"{hub.url}/api/v1/auth/token"

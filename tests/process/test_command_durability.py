@@ -14,8 +14,9 @@ import pytest
 from app import create_app
 from app.messaging import command_subject
 from app.simulate import DeviceSimulator
-from tests.integration.test_relay import Api, api, relay, relay_env, start_relay, token  # noqa: F401 - fixtures
+from tests.support.hub_api import Api, token
 from tests.support.listen import NatsCollector
+from tests.support.processes import start_relay
 from tests.support.services import NATS_URL, wait_for
 
 pytestmark = pytest.mark.process

@@ -13,9 +13,8 @@ from mcp.client.streamable_http import streamable_http_client
 from app.examples import EXAMPLES
 from app.simulate import DeviceSimulator
 from tests.conftest import unique_id
-from tests.integration.test_relay import relay_env, start_relay  # noqa: F401 - the relay's test environment
 from tests.support.mcp import MCP, token_request
-from tests.support.processes import HubServer
+from tests.support.processes import HubServer, start_relay
 from tests.support.services import NATS_URL, wait_for
 
 pytestmark = pytest.mark.process
@@ -30,7 +29,7 @@ def token(hub_url: str, client_id: str, secret: str, resource: str | None = None
 
 
 @pytest.fixture()
-def hub(relay_env):  # noqa: F811
+def hub(relay_env):
     relay = start_relay(relay_env)
     try:
         with HubServer(relay_env) as server:

@@ -50,7 +50,8 @@ def test_every_metric_in_the_alerts_and_dashboard_is_exposed_by_the_hub_or_relay
         token = fetch_token(hub.url, *api_client_factory())
         auth = {"Authorization": f"Bearer {token}"}
         device_id = unique_id("live")
-        registered = requests.post(f"{hub.url}/api/v1/devices", json={"device_id": device_id, "name": "live", "device_type": "sim"},
+        registered = requests.post(f"{hub.url}/api/v1/devices",
+                                   json={"device_id": device_id, "name": "live", "device_type": "sim"},
                                    headers=auth, timeout=10)
         assert registered.status_code == 201, registered.text
         with DeviceSimulator(NATS_URL, [device_id], heartbeat_seconds=0.5):
@@ -97,7 +98,8 @@ def test_every_metric_in_the_alerts_and_dashboard_is_exposed_by_the_hub_or_relay
     assert value(api_text, "uaip_command_completion_seconds_count", status="completed") == 1
     # Three commands sent: counted by the worker that published them, or by the relay when the simulated device's
     # ack overtook the worker's `sent` mark (each once).
-    assert value(api_text, "uaip_commands_total", status="sent") + value(relay_text, "uaip_commands_total", status="sent") >= 3
+    sent_by_api = value(api_text, "uaip_commands_total", status="sent")
+    assert sent_by_api + value(relay_text, "uaip_commands_total", status="sent") >= 3
     assert value(api_text, "uaip_commands_total", status="sent") >= 1
 
     tool = shutil.which("promtool")
@@ -108,7 +110,8 @@ def test_every_metric_in_the_alerts_and_dashboard_is_exposed_by_the_hub_or_relay
 
 
 def registered_with_secret(hub_url: str, auth: dict) -> dict:
-    r = requests.post(f"{hub_url}/api/v1/devices", json={"device_id": unique_id("live-rest"), "name": "rest", "device_type": "sim"},
+    r = requests.post(f"{hub_url}/api/v1/devices",
+                      json={"device_id": unique_id("live-rest"), "name": "rest", "device_type": "sim"},
                       headers=auth, timeout=10)
     assert r.status_code == 201, r.text
     return r.json()

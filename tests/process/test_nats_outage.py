@@ -14,8 +14,8 @@ import requests
 
 from app.simulate import DeviceSimulator
 from tests.conftest import basic
-from tests.integration.test_relay import Api, relay_env, start_relay, token  # noqa: F401 - relay_env is a fixture
-from tests.support.processes import HubServer
+from tests.support.hub_api import Api, token
+from tests.support.processes import HubServer, start_relay
 from tests.support.servers import NatsServer
 from tests.support.services import wait_for
 
@@ -49,7 +49,9 @@ def stored_status(database_url: str, device_ids: list[str]) -> dict[str, str]:
         return dict(cur.fetchall())
 
 
-def test_everything_started_while_nats_is_down_works_fast_then_recovers_without_a_restart(relay_env, api_client_factory):
+def test_everything_started_while_nats_is_down_works_fast_then_recovers_without_a_restart(
+    relay_env, api_client_factory,
+):
     nats = NatsServer()  # its port is reserved; the server starts later
     env = {**relay_env, "NATS_URL": nats.url, "LOG_FORMAT": "json", "UAIP_HEALTH_CACHE_SECONDS": "0",
            "HEARTBEAT_TIMEOUT_SECONDS": "1", "UAIP_RELAY_QUEUE_GROUP": f"uaip-outage-{uuid.uuid4().hex[:8]}"}
@@ -63,7 +65,8 @@ def test_everything_started_while_nats_is_down_works_fast_then_recovers_without_
                 device, register_seconds = timed(api.register)
                 (status, accepted, _), submit_seconds = timed(lambda: api.command(device["device_id"], ttl_ms=120_000))
                 assert status == 202 and accepted["status"] == "queued", accepted
-                assert register_seconds < FAST_SECONDS and submit_seconds < FAST_SECONDS, (register_seconds, submit_seconds)
+                assert register_seconds < FAST_SECONDS and submit_seconds < FAST_SECONDS, (
+                    register_seconds, submit_seconds)
                 report = requests.get(f"{hub.url}/api/v1/system/health", timeout=10).json()
                 assert report["status"] == "degraded"
                 assert {d["name"]: d["status"] for d in report["dependencies"]}["NATS"] == "unhealthy"
@@ -82,14 +85,16 @@ def test_everything_started_while_nats_is_down_works_fast_then_recovers_without_
                          message="the next sweeps expired a command (no stall per dropped event)")
 
                 # The simulator starts while NATS is down too.
-                simulator = DeviceSimulator(nats.url, [device["device_id"]], heartbeat_seconds=0.5).start(connect_timeout=0)
+                simulator = DeviceSimulator(nats.url, [device["device_id"]], heartbeat_seconds=0.5)
+                simulator.start(connect_timeout=0)
                 try:
                     warned = outage_warnings(hub.json_lines())
                     assert len(warned) == 2 and set(warned.values()) == {1}, warned  # one per worker, once
                     assert set(outage_warnings(relay.json_lines()).values()) == {1}
 
                     nats.start()
-                    wait_for(lambda: requests.get(f"{hub.url}/api/v1/system/health", timeout=10).json()["status"] == "healthy",
+                    health_url = f"{hub.url}/api/v1/system/health"
+                    wait_for(lambda: requests.get(health_url, timeout=10).json()["status"] == "healthy",
                              timeout=20, message="healthy once NATS is up")
                     wait_for(lambda: api.status(accepted["message_id"]) == "completed", timeout=30,
                              message="the command queued during the outage completed")

@@ -48,7 +48,8 @@ def requests_total(url: str, endpoint: str, status: str) -> float:
     text = requests.get(f"{url}/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == "uaip_http_requests_total" and s.labels.get("endpoint") == endpoint and s.labels.get("status") == status:
+            if (s.name == "uaip_http_requests_total" and s.labels.get("endpoint") == endpoint
+                    and s.labels.get("status") == status):
                 return s.value
     return 0.0
 
@@ -66,7 +67,8 @@ def test_metrics_are_summed_over_workers_and_pass_promtool(env):
         def burst():
             nonlocal sent
             with ThreadPoolExecutor(8) as pool:
-                statuses = list(pool.map(lambda _: requests.get(f"{hub.url}/api/v1/devices", timeout=10).status_code, range(20)))
+                statuses = list(pool.map(lambda _: requests.get(f"{hub.url}/api/v1/devices", timeout=10).status_code,
+                                         range(20)))
             assert set(statuses) == {401}
             sent += len(statuses)
             return len(workers_that_counted(hub.metrics_dir, "/api/v1/devices")) >= 2
@@ -80,21 +82,23 @@ def test_metrics_are_summed_over_workers_and_pass_promtool(env):
             assert name in text, name
         if tool:
             check = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
-            assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout + check.stderr
+            assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), (
+                check.stdout + check.stderr)
 
         token = issue_token("client-log-check", ["device:read"], env["JWT_SECRET"], 3600)[0]
         requests.get(f"{hub.url}/api/v1/devices?limit=1", headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
         def access_line_for_token_call():
-            return [l for l in hub.json_lines() if l.get("logger") == "uaip.access" and l.get("client_id") == "client-log-check"]
+            return [line for line in hub.json_lines()
+                    if line.get("logger") == "uaip.access" and line.get("client_id") == "client-log-check"]
 
         wait_for(access_line_for_token_call, timeout=10, message="access line of the bearer call")
         lines = hub.json_lines()
         output = hub.output()
     assert token not in output
-    assert any(l.get("logger") == "gunicorn.error" and "Booting worker" in l.get("message", "") for l in lines), \
-        "gunicorn's own log lines are JSON too"
-    assert len([l for l in lines if l.get("logger") == "uaip.access"]) >= sent
+    assert any(line.get("logger") == "gunicorn.error" and "Booting worker" in line.get("message", "")
+               for line in lines), "gunicorn's own log lines are JSON too"
+    assert len([line for line in lines if line.get("logger") == "uaip.access"]) >= sent
     non_json = [line for line in output.splitlines() if line.strip() and not line.lstrip().startswith("{")]
     assert not non_json, non_json[:5]
 

@@ -33,8 +33,8 @@ def test_scripts_simulate_registers_devices_with_run_hubs_admin_credential(tmp_p
             wait_for(lambda: "simulating 1 device(s)" in output.read_text() or script.poll() is not None,
                      timeout=30, message="the simulator to start")
             assert script.poll() is None, output.read_text()
-            registered = db.transaction(
-                lambda cur: (cur.execute("SELECT 1 FROM devices WHERE device_id = %s", (device_id,)), cur.fetchone())[1])
+            registered = db.transaction(lambda cur: (
+                cur.execute("SELECT 1 FROM devices WHERE device_id = %s", (device_id,)), cur.fetchone())[1])
             assert registered is not None
             script.send_signal(signal.SIGTERM)
             assert script.wait(timeout=20) == 0, output.read_text()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -58,8 +58,9 @@ def running_relay(env) -> Iterator[Relay]:
 @contextlib.contextmanager
 def running_simulator(env, hub, client, prefix) -> Iterator[Simulator]:
     """`uaip-hub simulate` with one device, `<prefix>-1`, heartbeating every second."""
-    with Simulator(env, ["--devices", "1", "--prefix", prefix, "--hub-url", hub.url, "--nats-url", NATS_URL,
-                         "--client-id", client[0], "--client-secret", client[1], "--heartbeat-seconds", "1"]) as simulator:
+    args = ["--devices", "1", "--prefix", prefix, "--hub-url", hub.url, "--nats-url", NATS_URL,
+            "--client-id", client[0], "--client-secret", client[1], "--heartbeat-seconds", "1"]
+    with Simulator(env, args) as simulator:
         wait_for(lambda: "simulating" in simulator.output() or not simulator.running(), timeout=30, message="simulator")
         assert simulator.running(), simulator.output()
         yield simulator
@@ -152,9 +153,11 @@ def test_a_redelivery_joins_the_trace_of_the_request(env, otlp, api_client_facto
         assert resent[0].parent_span_id == server.span_id
 
         with running_simulator(env, hub, client, prefix):  # the device comes online and gets the command
-            wait_for(lambda: requests.get(f"{hub.url}/api/v1/messages/{response.json()['message_id']}", headers=auth,
-                                          timeout=5).json()["status"] == "completed", timeout=30, message="completed")
-            otlp.wait_for(lambda s: s.trace_id == trace_id and s.name == RELAY_WORK, message="the relay applying the ack")
+            message_url = f"{hub.url}/api/v1/messages/{response.json()['message_id']}"
+            wait_for(lambda: requests.get(message_url, headers=auth, timeout=5).json()["status"] == "completed",
+                     timeout=30, message="completed")
+            otlp.wait_for(lambda s: s.trace_id == trace_id and s.name == RELAY_WORK,
+                          message="the relay applying the ack")
             otlp.wait_for(lambda s: s.trace_id == trace_id and s.name == DEVICE_WORK, message="the device's work")
         spans = otlp.trace(trace_id)
         publishes = [s for s in spans if s.name == COMMANDS]
@@ -176,13 +179,15 @@ def test_bad_otel_values_cost_a_warning_never_the_start_up(env, otlp, api_client
         [server] = otlp.wait_for(lambda s: s.trace_id == trace_id and s.kind == "server", message="the request span")
         assert server.service == "hub-under-test"
         warnings = " ".join(line["message"] for line in hub.json_lines() if line.get("level") == "warning")
-        assert "Couldn't recognize sampler sometimes" in warnings and "OTEL_SDK_DISABLED must be true or false" in warnings
+        assert "Couldn't recognize sampler sometimes" in warnings
+        assert "OTEL_SDK_DISABLED must be true or false" in warnings
         assert "no-equals-sign" in warnings
 
     # Values the SDK refuses: that process runs untraced, says why, and serves.
     refused = {**env, "OTEL_PROPAGATORS": "no-such-propagator"}
-    with HubServer(refused) as hub, running_relay({**refused, "OTEL_PROPAGATORS": "tracecontext",
-                                                 "OTEL_BSP_MAX_QUEUE_SIZE": "1", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5"}) as relay:
+    relay_settings = {**refused, "OTEL_PROPAGATORS": "tracecontext", "OTEL_BSP_MAX_QUEUE_SIZE": "1",
+                      "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5"}
+    with HubServer(refused) as hub, running_relay(relay_settings) as relay:
         trace_id, _parent, traceparent = new_traceparent()
         assert requests.get(f"{hub.url}/api/v1/devices", headers={**token(hub, client), "traceparent": traceparent},
                             timeout=10).status_code == 200

@@ -54,7 +54,7 @@ class MixedLoad:
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._loop, args=(kind,), daemon=True) for kind in ("submit", "read")]
 
-    def start(self) -> "MixedLoad":
+    def start(self) -> MixedLoad:
         for thread in self._threads:
             thread.start()
         return self
@@ -146,7 +146,8 @@ def run_drill(hub_env: dict[str, str], outage_seconds: float = 3.0, per_second: 
                     time.sleep(outage_seconds)
                     server.start()
                     up_at = time.monotonic()
-                    wait_for(lambda n=name: _dependency_up(hub.url, n), timeout=30, message=f"{name} seen healthy again")
+                    wait_for(lambda n=name: _dependency_up(hub.url, n), timeout=30,
+                             message=f"{name} seen healthy again")
                     healthy_at = time.monotonic()
                     time.sleep(1.0)  # some traffic after recovery belongs to this phase too
                     phases.append({"dependency": name, "down_at": down_at, "up_at": up_at, "healthy_at": healthy_at,
@@ -163,6 +164,11 @@ def run_drill(hub_env: dict[str, str], outage_seconds: float = 3.0, per_second: 
     return _summarise(answers, phases, accepted, completed, missing, relay_running)
 
 
+def _tally(answers, kind: str) -> dict[str, int]:
+    """How often each answer ("503 SERVICE_UNAVAILABLE", "202") came to requests of one kind."""
+    return dict(Counter(str(a.status) + (f" {a.code}" if a.code else "") for a in answers if a.kind == kind))
+
+
 def _summarise(answers, phases, accepted, completed, missing, relay_running) -> dict:
     report = {"phases": [], "accepted_commands": len(accepted), "completed_commands": completed,
               "missing_commands": missing, "relay_survived": relay_running,
@@ -175,8 +181,8 @@ def _summarise(answers, phases, accepted, completed, missing, relay_running) -> 
             "dependency": phase["dependency"],
             "outage_seconds": round(phase["up_at"] - phase["down_at"], 2),
             "recovery_seconds": round(phase["healthy_at"] - phase["up_at"], 2),
-            "submits": dict(Counter(str(a.status) + (f" {a.code}" if a.code else "") for a in window if a.kind == "submit")),
-            "reads": dict(Counter(str(a.status) + (f" {a.code}" if a.code else "") for a in window if a.kind == "read")),
+            "submits": _tally(window, "submit"),
+            "reads": _tally(window, "read"),
             "failed_reads_after_restart": len(failed_reads_after),
             "starts_at_second": round(phase["down_at"] - start, 1),
         })

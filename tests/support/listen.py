@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from app.messaging import Messaging
 from tests.support.services import wait_for
@@ -27,7 +28,7 @@ class NatsCollector:
         with self._lock:
             self.messages.append((subject, body))
 
-    def __enter__(self) -> "NatsCollector":
+    def __enter__(self) -> NatsCollector:
         assert self.messaging.wait_connected(10), "test listener could not connect to NATS"
         for subject in self.subjects:
             self.messaging.subscribe(subject, self._on)

@@ -2,9 +2,9 @@
 
 Threads with keep-alive sessions send requests on a fixed schedule (request i is due at start + i / rate), so
 the offered load does not depend on how fast the server answers, up to `threads` requests in flight. It always
-stops: after `max_requests`, after `max_seconds` of schedule or of wall time (whichever comes first), on `stop()`, or — like a load balancer — as soon as its
-readiness watcher sees the hub not ready (`gate_path`). A connection error or timeout counts as a failure; so
-does any status outside `ok_statuses`.
+stops: after `max_requests`, after `max_seconds` of schedule or of wall time (whichever comes first), on `stop()`,
+or — like a load balancer — as soon as its readiness watcher sees the hub not ready (`gate_path`). A connection
+error or timeout counts as a failure; so does any status outside `ok_statuses`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import dataclasses
 import itertools
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import requests
@@ -102,7 +102,7 @@ class LoadGenerator:
 
     # -- control ---------------------------------------------------------------------------------------
 
-    def start(self) -> "LoadGenerator":
+    def start(self) -> LoadGenerator:
         self._started = time.monotonic()
         targets = [self._run] * self.threads + ([self._watch_readiness] if self.gate_path else [])
         self._workers = [threading.Thread(target=t, daemon=True, name=f"load-{i}") for i, t in enumerate(targets)]

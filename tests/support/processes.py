@@ -104,8 +104,8 @@ class HubServer(_Process):
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="uaip-metrics-"), **extra,
         }
         self.metrics_dir = Path(full_env["PROMETHEUS_MULTIPROC_DIR"])
-        super().__init__([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], full_env, "gunicorn",
-                         cwd)
+        super().__init__([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], full_env,
+                         "gunicorn", cwd)
 
     @property
     def url(self) -> str:
@@ -143,6 +143,14 @@ class Relay(_Process):
 
     def __init__(self, env: dict[str, str | None], cwd: Path = ROOT) -> None:
         super().__init__([str(BIN / "uaip-hub"), "relay"], env, "relay", cwd)
+
+
+def start_relay(env: dict[str, str | None]) -> Relay:
+    """Start `uaip-hub relay` and wait for its "relay started" line; fail with its output if it exits instead."""
+    relay = Relay(env).start()
+    wait_for(lambda: "relay started" in relay.output() or not relay.running(), timeout=30, message="relay start")
+    assert relay.running(), relay.output()
+    return relay
 
 
 class Simulator(_Process):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import collections
 import threading
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 

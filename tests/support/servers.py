@@ -53,9 +53,10 @@ class _Server:
         """The server serves a real request (its port accepting connections is not enough)."""
         raise NotImplementedError
 
-    def start(self) -> "_Server":
+    def start(self) -> _Server:
         log = open(self.dir / "server.log", "ab")
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._preexec())
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                        preexec_fn=self._preexec())
         wait_for(self._started, timeout=self.START_SECONDS, interval=0.05, message=f"{self.name} on port {self.port}")
         return self
 
@@ -125,7 +126,10 @@ class RedisServer(_Server):
 
 
 def _postgres_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: [int(x) for x in Path(p).parent.name.split(".") if x.isdigit()])
+    def version(path: str) -> list[int]:
+        return [int(x) for x in Path(path).parent.name.split(".") if x.isdigit()]
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version)
     if not found:
         raise RuntimeError("PostgreSQL server binaries not found (install Debian's postgresql package)")
     return Path(found[-1])

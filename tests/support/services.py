@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
 import uuid
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -53,7 +55,7 @@ def wait_for_services(timeout: float = 60.0) -> None:
     starting them when the test session begins)."""
     for name, answers, url in (("PostgreSQL", postgres_answers, POSTGRES_ADMIN_URL),
                                ("Redis", redis_answers, REDIS_BASE_URL), ("NATS", nats_answers, NATS_URL)):
-        wait_for(lambda: answers(url), timeout=timeout, interval=0.2, message=f"{name} at {url} to answer")
+        wait_for(functools.partial(answers, url), timeout=timeout, interval=0.2, message=f"{name} at {url} to answer")
 
 
 def with_database(url: str, name: str) -> str:
@@ -102,4 +104,5 @@ def wait_for(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.
         except Exception as exc:  # noqa: BLE001 - polling tolerates transient failures
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}" + (f" (last error: {last_error!r})" if last_error else ""))
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}"
+                         + (f" (last error: {last_error!r})" if last_error else ""))

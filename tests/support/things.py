@@ -13,4 +13,5 @@ TD_VALIDATOR = Draft7Validator(TD_SCHEMA, format_checker=Draft7Validator.FORMAT_
 
 def td_errors(document: dict) -> list[str]:
     """Every way `document` breaks the W3C schema, as readable lines (empty: it validates)."""
-    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in TD_VALIDATOR.iter_errors(document)]
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+            for error in TD_VALIDATOR.iter_errors(document)]

@@ -2,9 +2,9 @@
 
 `python -m tests.support.tracing_off DEVICE_ID`: builds the app from the environment, sends a token request, a
 device registration and a command (each carrying a W3C `traceparent`), catches the command on NATS with its
-headers, and prints which tracing modules got imported, the tracer provider, the command's NATS headers, the traceparent stored
-with it and whether any log line carried trace ids. A separate process, so that nothing another test set up
-(a tracer provider, instrumented libraries) can hide what this configuration does.
+headers, and prints which tracing modules got imported, the tracer provider, the command's NATS headers, the
+traceparent stored with it and whether any log line carried trace ids. A separate process, so that nothing another
+test set up (a tracer provider, instrumented libraries) can hide what this configuration does.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def main(device_id: str) -> None:
     with app.app_context():
         created, secret = create_client(get_db(), "tracing-off", "admin")
     token = client.post("/api/v1/auth/token", headers=trace_header, data={
-        "grant_type": "client_credentials", "client_id": created.client_id, "client_secret": secret}).json["access_token"]
+        "grant_type": "client_credentials", "client_id": created.client_id, "client_secret": secret,
+    }).json["access_token"]
     auth = {"Authorization": f"Bearer {token}", **trace_header}
     assert client.post("/api/v1/devices", json={"device_id": device_id, "name": "off", "device_type": "t"},
                        headers=auth).status_code == 201
@@ -60,7 +61,8 @@ def main(device_id: str) -> None:
     listener.close()
     close_extensions()
     lines = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
-    provider = sys.modules["opentelemetry.trace"].get_tracer_provider() if "opentelemetry.trace" in sys.modules else None
+    trace_module = sys.modules.get("opentelemetry.trace")
+    provider = trace_module.get_tracer_provider() if trace_module is not None else None
     print(json.dumps({
         # redis-py imports OpenTelemetry's metrics API by itself when it is installed; tracing must load nothing.
         "tracing_modules": sorted(name for name in sys.modules if name.startswith(TRACING_MODULES)),

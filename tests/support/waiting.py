@@ -33,7 +33,7 @@ class Prober:
                 self.latencies.append((path, time.perf_counter() - started, status))
             self._stop.wait(0.05)
 
-    def __enter__(self) -> "Prober":
+    def __enter__(self) -> Prober:
         self._thread.start()
         return self
 

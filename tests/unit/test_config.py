@@ -94,7 +94,8 @@ def test_public_url_is_normalised_for_exact_comparison(value, expected):
     assert parse().public_url is None
 
 
-@pytest.mark.parametrize("threads, waiters, per_client", [(1, 0, 0), (2, 1, 1), (3, 1, 1), (4, 2, 1), (8, 4, 2), (16, 8, 4)])
+@pytest.mark.parametrize("threads, waiters, per_client",
+                         [(1, 0, 0), (2, 1, 1), (3, 1, 1), (4, 2, 1), (8, 4, 2), (16, 8, 4)])
 def test_waiter_bounds_default_to_half_the_threads_and_half_of_that_per_client(threads, waiters, per_client):
     s = parse(SERVER_THREADS=str(threads))
     assert (s.max_waiters, s.max_waiters_per_client) == (waiters, per_client)

@@ -32,7 +32,7 @@ def _apps():
     {"text": "Küche ☃ 🌡️ \u2028 \x7f \x00\x01\x1f \n\t\"\\/"},
     {"big": 2**64 - 1, "bigger": 2**70, "negative": -(2**63)},  # beyond 64 bits: the standard library writes it
     {1: "non-string key", "k": "v"},
-    {"when": dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), "day": dt.date(2020, 1, 2)},
+    {"when": dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.UTC), "day": dt.date(2020, 1, 2)},
     {"id": uuid.UUID(int=5), "amount": decimal.Decimal("1.50"), "point": Point(1, "p")},
     ["a", 1], "plain", 7, None,
 ])

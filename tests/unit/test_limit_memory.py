@@ -4,6 +4,7 @@ one)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -125,4 +126,4 @@ def test_the_back_off_stops_growing_at_32_seconds():
         if primary.calls > before:
             tried_at.append(second)
     assert tried_at[:7] == [1, 3, 7, 15, 31, 63, 95]
-    assert all(b - a == 32 for a, b in zip(tried_at[5:], tried_at[6:]))
+    assert all(b - a == 32 for a, b in itertools.pairwise(tried_at[5:]))

@@ -3,6 +3,8 @@ hold for any arrival pattern, and the headers say what the rule will do next."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,7 +65,7 @@ def test_a_burst_window_never_admits_more_than_the_burst(rules, gaps):
             windows[state.window_start] = windows.get(state.window_start, 0) + 1
     assert all(count <= rules.burst for count in windows.values())
     starts = sorted(windows)
-    assert all(later >= earlier + rules.burst_window_us for earlier, later in zip(starts, starts[1:]))
+    assert all(later >= earlier + rules.burst_window_us for earlier, later in itertools.pairwise(starts))
 
 
 @given(st.integers(1, 500), st.integers(1, 500), st.integers(1, 1000))

@@ -71,7 +71,8 @@ def test_reasonable_schemas_are_accepted(schema):
      "not a schema"),
     # A $ref into a place the meta-schema does not cover is checked like any subschema.
     ({"type": "object", "x-ext": {"type": 5}, "$ref": "#/x-ext"}, "/x-ext/type", "not a valid JSON Schema"),
-    ({"type": "object", "x-ext": {"$ref": "https://evil.example/"}, "$ref": "#/x-ext"}, "/x-ext/$ref", "leaves the document"),
+    ({"type": "object", "x-ext": {"$ref": "https://evil.example/"}, "$ref": "#/x-ext"}, "/x-ext/$ref",
+     "leaves the document"),
     ({"type": "object", "properties": {"s": {"pattern": "(a)\\1"}}}, "/properties/s/pattern", "RE2"),
     ({"type": "object", "properties": {"s": {"pattern": "^(?=a)a$"}}}, "/properties/s/pattern", "RE2"),
     ({"type": "object", "patternProperties": {"(?<!x)y": {}}}, "/patternProperties/(?<!x)y", "RE2"),

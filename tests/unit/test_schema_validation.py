@@ -7,7 +7,13 @@ import threading
 import pytest
 
 from app.schema_validation import (
-    MAX_REPORTED_ERRORS, MAX_STEPS, canonical, compile_schema, escape_token, params_errors, pointer,
+    MAX_REPORTED_ERRORS,
+    MAX_STEPS,
+    canonical,
+    compile_schema,
+    escape_token,
+    params_errors,
+    pointer,
 )
 
 SCHEMA = {
@@ -36,7 +42,8 @@ def errors_of(params, prefix="/params"):
 
 
 def test_valid_params_give_no_errors():
-    assert params_errors(compile_schema(SCHEMA), {"value": 21, "points": [{"x": 1}], "mode": "eco"}, "/params") == ([], 0)
+    params = {"value": 21, "points": [{"x": 1}], "mode": "eco"}
+    assert params_errors(compile_schema(SCHEMA), params, "/params") == ([], 0)
 
 
 @pytest.mark.parametrize("token, escaped", [("a/b", "a~1b"), ("m~n", "m~0n"), ("~/", "~0~1"), ("~1", "~01"), (2, "2"),

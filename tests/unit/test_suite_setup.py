@@ -49,7 +49,7 @@ def test_parsing_while_another_thread_formats_tracebacks_is_safe():
     def format_tracebacks():
         while not stop.is_set():
             try:
-                1 / 0
+                1 / 0  # noqa: B018 - raised by an expression: formatting its traceback parses this line
             except ZeroDivisionError as exc:
                 try:
                     traceback.format_exception(exc)

@@ -39,7 +39,8 @@ TYPE = {
     "commands": {
         "set_temperature": {"description": "Set it", "params": {"type": "object", "properties": {"value": {
             "type": "number", "minimum": 5, "maximum": 35}}, "required": ["value"], "additionalProperties": False},
-            "result": {"type": "object", "properties": {"target": {"type": "number"}}}, "safe": False, "idempotent": True},
+            "result": {"type": "object", "properties": {"target": {"type": "number"}}},
+            "safe": False, "idempotent": True},
         "tricky": {"description": "", "params": TRICKY, "safe": True, "idempotent": False},
         "odd/name": {"description": "", "params": {"type": "object"}, "safe": False, "idempotent": False},
     },

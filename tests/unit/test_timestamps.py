@@ -6,11 +6,12 @@ import pytest
 
 from app.timestamps import timestamp, timestamp_from_postgres_text
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.mark.parametrize("microsecond", [0, 1, 999, 1_000, 9_999, 10_000, 100_000, 120_000, 123_456, 999_999])
-@pytest.mark.parametrize("moment", [dt.datetime(2026, 11, 26, 18, 24, 20), dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59)])
+@pytest.mark.parametrize("moment", [dt.datetime(2026, 11, 26, 18, 24, 20), dt.datetime(1, 1, 1),
+                                    dt.datetime(9999, 12, 31, 23, 59, 59)])
 def test_postgres_text_gives_what_timestamp_gives(moment, microsecond):
     value = moment.replace(microsecond=microsecond, tzinfo=UTC)
     # PostgreSQL prints the fraction without trailing zeros, and none at all for whole seconds.

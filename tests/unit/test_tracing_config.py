@@ -54,7 +54,8 @@ def test_tracing_is_on_only_with_an_otlp_exporter(env, on):
         ({"OTEL_SDK_DISABLED": "yes", "OTEL_TRACES_EXPORTER": "otlp"}, True, "OTEL_SDK_DISABLED must be true or false"),
         ({"OTEL_TRACES_EXPORTER": "zipkin"}, False, "OTEL_TRACES_EXPORTER: only otlp"),
         ({"OTEL_TRACES_EXPORTER": "console,otlp"}, True, "ignoring console"),
-        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, True, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, True,
+         "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, True, "OTEL_EXPORTER_OTLP_ENDPOINT must be an http"),
     ],
 )
