@@ -41,7 +41,7 @@ from app.messaging import Messaging, ack_subject
 from app.migrate import migrate
 from app.services.clients import create_client
 from app.simulate import fetch_token, register_devices
-from bench.harness import Gunicorn, hub_env
+from bench.harness import Gunicorn, hub_env, require_tool
 from tests.support import services
 from tests.support.processes import Relay
 
@@ -92,7 +92,7 @@ def wrk_rate(url: str, lua: str, seconds: int) -> tuple[float, int]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(lua)
     try:
-        out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(script), url],
+        out = subprocess.run([require_tool("wrk"), "-t2", "-c16", f"-d{seconds}s", "-s", str(script), url],
                              capture_output=True, text=True, timeout=seconds + 30).stdout
     finally:
         script.unlink(missing_ok=True)
