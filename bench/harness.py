@@ -168,5 +168,24 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def alternate_pings(servers: dict[str, HubServer], path: str, *, rounds: int, requests_per_round: int,
+                    concurrency: int, headers: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Per server, the medians over `rounds` of: p50 latency at 1 connection (`c1`), p50 and requests/s at
+    `concurrency` connections (`loaded`, `rps`). The servers take turns (A, B, C, A, B, C, ...) so that drift in
+    the machine's load hits all alike; a warm-up first (imports, connections, the Lua script load)."""
+    for server in servers.values():
+        hey(f"{server.url}{path}", requests=500, concurrency=concurrency, headers=headers)
+    samples = {side: {"c1": [], "loaded": [], "rps": []} for side in servers}
+    for _ in range(rounds):
+        for side, server in servers.items():
+            url = f"{server.url}{path}"
+            serial = hey(url, requests=requests_per_round // 3, concurrency=1, headers=headers)
+            loaded = hey(url, requests=requests_per_round, concurrency=concurrency, headers=headers)
+            samples[side]["c1"].append(serial.p50_ms)
+            samples[side]["loaded"].append(loaded.p50_ms)
+            samples[side]["rps"].append(loaded.requests_per_second)
+    return {side: {key: median(values) for key, values in series.items()} for side, series in samples.items()}
+
+
 def python_bin(name: str) -> str:
     return str(BIN / name)

@@ -22,7 +22,7 @@ import threading
 import uuid
 
 from bench.apps import PING
-from bench.harness import Gunicorn, hey, median
+from bench.harness import Gunicorn, alternate_pings, hey
 from tests.support.redis_monitor import commands_during, round_trips
 
 # --- measurement ---------------------------------------------------------------------------------------------
@@ -58,24 +58,12 @@ def measure(rounds: int = 3, requests_per_round: int = 1500, concurrency: int = 
             "RATE_LIMIT_BURST": "1000000",
         }
         headers = {"Authorization": f"Bearer {issue_token('bench-client', ['device:read'], jwt_secret, 3600)[0]}"}
-        samples: dict[str, dict[str, list[float]]] = {
-            side: {"c1": [], "loaded": [], "rps": []} for side in ("bare", "full")}
         with Gunicorn(env, target="bench.apps:ping_bare()") as bare, \
                 Gunicorn(env, target="bench.apps:ping_full()") as full:
-            servers = {"bare": bare, "full": full}
-            for server in servers.values():  # warm-up: imports, connections, Lua script load
-                hey(f"{server.url}{PING}", requests=500, concurrency=concurrency, headers=headers)
-            for _ in range(rounds):
-                for side, server in servers.items():  # A, B, A, B, ...: drift in machine load hits both alike
-                    url = f"{server.url}{PING}"
-                    serial = hey(url, requests=requests_per_round // 3, concurrency=1, headers=headers)
-                    loaded = hey(url, requests=requests_per_round, concurrency=concurrency, headers=headers)
-                    samples[side]["c1"].append(serial.p50_ms)
-                    samples[side]["loaded"].append(loaded.p50_ms)
-                    samples[side]["rps"].append(loaded.requests_per_second)
+            figures: dict = alternate_pings({"bare": bare, "full": full}, PING, rounds=rounds,
+                                            requests_per_round=requests_per_round, concurrency=concurrency,
+                                            headers=headers)
             redis_trips = _redis_round_trips(store.url, f"{full.url}{PING}", 200, headers)
-        figures: dict = {side: {key: median(values) for key, values in series.items()}
-                         for side, series in samples.items()}
         figures["overhead_median_ms_c1"] = figures["full"]["c1"] - figures["bare"]["c1"]
         figures["overhead_median_ms_loaded"] = figures["full"]["loaded"] - figures["bare"]["loaded"]
         figures["redis"] = redis_trips

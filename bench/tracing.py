@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 from bench.apps import PING
-from bench.harness import ROOT, Gunicorn, hey, median
+from bench.harness import ROOT, Gunicorn, alternate_pings
 
 SIDES = ("absent", "off", "on")
 
@@ -67,25 +67,15 @@ def measure(rounds: int = 3, requests_per_round: int = 1500, concurrency: int = 
         "LOG_FORMAT": "json", "LOG_LEVEL": "info", "RATE_LIMIT_PER_MINUTE": "1000000", "RATE_LIMIT_BURST": "1000000",
     }
     headers = {"Authorization": f"Bearer {issue_token('bench-client', ['device:read'], jwt_secret, 3600)[0]}"}
-    samples = {side: {"c1": [], "loaded": [], "rps": []} for side in SIDES}
     try:
         with OtlpReceiver(keep_spans=False) as otlp, _server(env, before) as absent, _server(env) as off, \
                 _server({**env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url}) as on:
-            servers = {"absent": absent, "off": off, "on": on}
-            for server in servers.values():  # warm-up: imports, connections, Lua script load
-                hey(f"{server.url}{PING}", requests=500, concurrency=concurrency, headers=headers)
-            for _ in range(rounds):
-                for side, server in servers.items():  # A, B, C, A, B, C, ...: drift in load hits all alike
-                    url = f"{server.url}{PING}"
-                    serial = hey(url, requests=requests_per_round // 3, concurrency=1, headers=headers)
-                    loaded = hey(url, requests=requests_per_round, concurrency=concurrency, headers=headers)
-                    samples[side]["c1"].append(serial.p50_ms)
-                    samples[side]["loaded"].append(loaded.p50_ms)
-                    samples[side]["rps"].append(loaded.requests_per_second)
+            servers = dict(zip(SIDES, (absent, off, on), strict=True))
+            figures: dict = alternate_pings(servers, PING, rounds=rounds, requests_per_round=requests_per_round,
+                                            concurrency=concurrency, headers=headers)
             exports, exported_bytes = otlp.requests, otlp.bytes
     finally:
         shutil.rmtree(before, ignore_errors=True)
-    figures: dict = {side: {key: median(values) for key, values in series.items()} for side, series in samples.items()}
     figures["off_vs_absent_ms_c1"] = figures["off"]["c1"] - figures["absent"]["c1"]
     figures["on_vs_off_ms_c1"] = figures["on"]["c1"] - figures["off"]["c1"]
     figures["export_requests"], figures["exported_bytes"] = exports, exported_bytes
