@@ -32,11 +32,12 @@ ACCEPTED = (200, 202)
 
 @dataclass
 class Answer:
-    at: float
+    at: float  # when the request was sent
     kind: str  # "submit" or "read"
     status: int | None  # None: no HTTP answer (connection error or timeout)
     code: str | None = None
     message_id: str | None = None
+    done: float = float("inf")  # when its answer (or error) came
 
 
 @dataclass
@@ -86,6 +87,7 @@ class MixedLoad:
                 answer.message_id = body.get("message_id")
             except (requests.RequestException, ValueError):
                 session = requests.Session()  # a broken keep-alive connection is not reused
+            answer.done = time.monotonic()
             with self._lock:
                 self.answers.append(answer)
             pause = started + n / self.per_second - time.monotonic()
@@ -175,7 +177,10 @@ def _summarise(answers, phases, accepted, completed, missing, relay_running) -> 
               "all_statuses": dict(Counter(a.status for a in answers))}
     start = min(a.at for a in answers) if answers else 0.0
     for phase in phases:
-        window = [a for a in answers if phase["down_at"] <= a.at < phase["end_at"]]
+        # A phase's requests were sent and answered within it: one sent just before the next dependency was
+        # stopped and answered after is not the earlier phase's (its 503 would come from the next outage). Such
+        # requests still count in `all_statuses` and in the fate of accepted commands.
+        window = [a for a in answers if phase["down_at"] <= a.at and a.done < phase["end_at"]]
         failed_reads_after = [a for a in window if a.kind == "read" and a.at > phase["up_at"] and a.status != 200]
         report["phases"].append({
             "dependency": phase["dependency"],
