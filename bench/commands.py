@@ -3,8 +3,7 @@
 Starts its own gunicorn (2 workers × 4 threads), relay and simulated devices on a fresh database of the local
 PostgreSQL, NATS and Redis (the ones the test suite uses, tests/support/services.py), and measures:
 
-1. submit rate: POST /devices/{id}/command spread over 50 devices, with wrk (Lua script) when installed,
-   else a Python thread pool;
+1. submit rate: POST /devices/{id}/command spread over 50 devices, with wrk (a Lua script);
 2. round trip at ~50 commands/s: submit → simulated device acks over NATS → relay applies → the client holds the
    `completed` message; client-side p50/p99 for two clients: one that submits with `?wait=10` (200 with the final
    message), one that submits without and polls GET /messages/{id} every 2 ms, and one that polls back to back
@@ -24,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -109,29 +107,6 @@ def submit_rate_wrk(
 ) -> tuple[float, str]:
     rate, _ = wrk_rate(url, WRK_SCRIPT % (lua_list(devices), token, json.dumps(body)), seconds)
     return rate, "wrk -t2 -c16"
-
-
-def submit_rate_python(
-    url: str, token: str, devices: list[str], seconds: int, body: dict = SUBMIT_BODY,
-) -> tuple[float, str]:
-    deadline = time.monotonic() + seconds
-    counts = [0] * 16
-
-    def worker(i: int) -> None:
-        session = requests.Session()
-        headers = {"Authorization": f"Bearer {token}"}
-        n = 0
-        while time.monotonic() < deadline:
-            r = session.post(f"{url}/api/v1/devices/{devices[(i + n) % len(devices)]}/command",
-                             json=body, headers=headers, timeout=10)
-            assert r.status_code == 202, r.text
-            n += 1
-        counts[i] = n
-
-    started = time.monotonic()
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(worker, range(16)))
-    return sum(counts) / (time.monotonic() - started), "python, 16 threads"
 
 
 # --- 2. round trip -------------------------------------------------------------------------------------
@@ -258,8 +233,7 @@ def run(quick: bool = False) -> dict[str, object]:
             flood = register_devices(hub.url, token,
                                      [f"bench-flood-{uuid.uuid4().hex[:6]}-{i}" for i in range(1, 51)])
             seconds = 5 if quick else 15
-            submit_rate = submit_rate_wrk if shutil.which("wrk") else submit_rate_python
-            rate, tool = submit_rate(hub.url, token, flood, seconds)
+            rate, tool = submit_rate_wrk(hub.url, token, flood, seconds)
             figures.update(submit_per_s=rate, submit_tool=tool)
             for device_id in flood:
                 requests.delete(f"{hub.url}/api/v1/devices/{device_id}", headers={"Authorization": f"Bearer {token}"},

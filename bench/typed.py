@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import time
 import uuid
@@ -23,7 +22,7 @@ import requests
 from app.examples import THERMOSTAT
 from app.schema_validation import compile_schema, params_errors
 from app.simulate import declare_type, fetch_token, register_devices
-from bench.commands import bench_env, submit_rate_python, submit_rate_wrk
+from bench.commands import bench_env, submit_rate_wrk
 from bench.harness import BenchDatabase, Gunicorn
 
 GOAL_RATIO = 0.9
@@ -53,7 +52,7 @@ def _round(url: str, token: str, device_type: str, seconds: int) -> float:
     prefix = f"bench-{device_type}-{uuid.uuid4().hex[:6]}"
     devices = register_devices(url, token, [f"{prefix}-{i}" for i in range(1, 51)], device_type)
     try:
-        rate, _ = (submit_rate_wrk if shutil.which("wrk") else submit_rate_python)(url, token, devices, seconds, BODY)
+        rate, _ = submit_rate_wrk(url, token, devices, seconds, BODY)
         return rate
     finally:
         for device_id in devices:  # cancels the round's backlog, so the next round starts from nothing
@@ -80,7 +79,7 @@ def run(quick: bool = False) -> dict[str, object]:
     figures: dict[str, object] = {
         "typed_per_s": statistics.median(typed), "untyped_per_s": statistics.median(untyped),
         "typed_rounds": typed, "untyped_rounds": untyped,
-        "submit_tool": "wrk -t2 -c16" if shutil.which("wrk") else "python, 16 threads",
+        "submit_tool": "wrk -t2 -c16",
     }
     figures["ratio"] = figures["typed_per_s"] / figures["untyped_per_s"]
     figures.update(validation_cost_us(2_000 if quick else 20_000))
