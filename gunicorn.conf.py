@@ -6,8 +6,8 @@ master, so a bad variable stops start-up with one line instead of every worker f
 
 import os
 
-from app.config import env_or_exit
-from app.envfile import load_env_file
+from app.core.config import env_or_exit
+from app.core.envfile import load_env_file
 
 # ./.env first (variables already in the environment win), so it can set anything below; re-read on SIGHUP.
 env_or_exit(load_env_file)
@@ -17,12 +17,12 @@ env_or_exit(load_env_file)
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/uaip-metrics")
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)  # also for --check-config, which loads the app
 
-from app import lifecycle  # noqa: E402
-from app.config import Settings  # noqa: E402
-from app.logs import GunicornLogger, gunicorn_logconfig  # noqa: E402
+from app.core.config import Settings  # noqa: E402
+from app.telemetry.logs import GunicornLogger, gunicorn_logconfig  # noqa: E402
+from app.web import worker_hooks  # noqa: E402
 
 _settings = env_or_exit(Settings.from_env)
-lifecycle.record_master_start()  # for health's uptime_seconds; kept across SIGHUP, renewed by a USR2 re-exec
+worker_hooks.record_master_start()  # for health's uptime_seconds; kept across SIGHUP, renewed by a USR2 re-exec
 
 bind = [f"{_settings.server_host}:{_settings.server_port}"]
 worker_class = "gthread"
@@ -47,44 +47,44 @@ logconfig_dict = gunicorn_logconfig(_settings.log_level, _settings.log_format)  
 proc_name = "uaip-hub"
 
 
-# --- hooks: metrics files (app/metrics.py) and worker lifecycle (app/lifecycle.py) ------------------------
+# --- hooks: metrics files (app/telemetry/metrics.py) and worker lifecycle (app/web/worker_hooks.py) ---------
 
 
 def on_starting(server):
-    from app.metrics import reset_multiprocess_dir
+    from app.telemetry.metrics import reset_multiprocess_dir
 
     reset_multiprocess_dir()
 
 
 def child_exit(server, worker):
-    from app.metrics import mark_worker_dead
+    from app.telemetry.metrics import mark_worker_dead
 
     mark_worker_dead(worker.pid)
 
 
 def when_ready(server):
-    lifecycle.master_ready(server)
+    worker_hooks.master_ready(server)
 
 
 def post_fork(server, worker):
-    lifecycle.worker_forked(worker)
+    worker_hooks.worker_forked(worker)
 
 
 def post_worker_init(worker):
-    lifecycle.worker_ready(worker)
+    worker_hooks.worker_ready(worker)
 
 
 def worker_int(worker):
-    lifecycle.worker_interrupted(worker)
+    worker_hooks.worker_interrupted(worker)
 
 
 def worker_abort(worker):
-    lifecycle.worker_aborted(worker)
+    worker_hooks.worker_aborted(worker)
 
 
 def worker_exit(server, worker):
-    lifecycle.worker_exiting(worker)
+    worker_hooks.worker_exiting(worker)
 
 
 def on_exit(server):
-    lifecycle.master_exiting(server)
+    worker_hooks.master_exiting(server)

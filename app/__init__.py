@@ -14,31 +14,20 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from app.config import load_settings
+from app.core.config import load_settings
 
 
 def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     """Build the WSGI app. `overrides` uses the environment's variable names (tests, tools)."""
     # Imported here rather than at the top: gunicorn.conf.py imports small modules of this package in the master
-    # (app.envfile, app.config, app.lifecycle) before PROMETHEUS_MULTIPROC_DIR is settled, and importing the
-    # package must not pull prometheus_client in with them.
-    from app import (
-        api,
-        cache,
-        cli_commands,
-        db,
-        errors,
-        health,
-        json_output,
-        lifecycle,
-        limits,
-        logs,
-        messaging,
-        monitoring,
-        openapi,
-        pipeline,
-        tracing,
-    )
+    # (app.core.envfile, app.core.config, app.web.worker_hooks) before PROMETHEUS_MULTIPROC_DIR is settled, and
+    # importing the package must not pull prometheus_client in with them.
+    from app import api, mcp, openapi
+    from app.cli import commands as cli_commands
+    from app.infra import db, messaging, redis_client
+    from app.ratelimit import hooks as rate_limits
+    from app.telemetry import logs, tracing
+    from app.web import errors, health, json_output, pipeline, scrape, worker_hooks
 
     settings = load_settings(overrides)
     app = Flask(__name__, static_folder=None)  # a JSON API: no /static/<path> route
@@ -50,15 +39,16 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
 
     logs.init_app(app)
     db.init_app(app)
-    cache.init_app(app)
+    redis_client.init_app(app)
     messaging.init_app(app)
     health.init_app(app)
-    lifecycle.init_app(app)  # so gunicorn's worker hooks can close this app's extensions
+    worker_hooks.init_app(app)  # so gunicorn's worker hooks can close this app's extensions
     tracing.init_app(app)  # before the pipeline: the request span covers the limiter and the access line
     pipeline.init_app(app)
-    monitoring.init_app(app)  # /metrics and the request metrics, gauges refreshed at scrape time
-    limits.init_app(app)
+    scrape.init_app(app)  # /metrics and the request metrics, gauges refreshed at scrape time
+    rate_limits.init_app(app)
     api.init_app(app)
+    mcp.init_app(app)
     openapi.init_app(app)
     errors.init_app(app)
     cli_commands.init_app(app)  # migrate, create-client, relay: `uaip-hub ...` and `flask --app wsgi ...`

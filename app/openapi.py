@@ -2,7 +2,7 @@
 
 Request bodies come from the pydantic models the views validate with (`model_json_schema()`), so the document
 cannot drift from validation; everything else is written here from docs/api.md. Every error response is the
-one envelope (app/errors.py), except the token endpoint's RFC 6749 bodies. tests/integration/test_openapi.py keeps
+one envelope (app/web/errors.py), except the token endpoint's RFC 6749 bodies. tests/integration/test_openapi.py keeps
 the document and the app's URL map equal in both directions and runs schemathesis against it.
 """
 
@@ -13,26 +13,32 @@ from typing import Any
 import pydantic
 from flask import Blueprint, Flask, current_app, jsonify
 
-from app.api.device_types import COMMAND_NAME_PATTERN, TYPE_NAME_PATTERN, DeviceTypeBody
-from app.api.devices import DeviceCreate, DevicePatch, DeviceReplace, Heartbeat
-from app.api.messages import (
+from app.api.models import (
     MAX_COMMAND_NAME,
     MAX_TTL_MS,
     MAX_WAIT_SECONDS,
     MIN_TTL_MS,
+    TYPE_NAME_PATTERN,
     AckBody,
     CommandCreate,
+    DeviceCreate,
+    DevicePatch,
+    DeviceReplace,
+    DeviceTypeBody,
+    Heartbeat,
     MessageCreate,
 )
 from app.api.things import PROPERTIES
-from app.security import SCOPES
-from app.services.command_statuses import STATUSES as MESSAGE_STATUSES
-from app.services.registry import DEVICE_STATUSES
-from app.thing_description import MEDIA_TYPE as TD_MEDIA_TYPE
-from app.urls import API_PREFIX
-from app.validation import IDENTIFIER_PATTERN
+from app.auth.tokens import SCOPES
+from app.core.json_input import IDENTIFIER_PATTERN
+from app.core.statuses import DEVICE_STATUSES
+from app.core.statuses import STATUSES as MESSAGE_STATUSES
+from app.schemas.resources import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, MESSAGE_SCHEMA, OBJECT, TIMESTAMP, object_schema
+from app.schemas.thing_description import MEDIA_TYPE as TD_MEDIA_TYPE
+from app.web.urls import API_PREFIX
 
 OPENAPI_PATH = "/openapi.json"
+
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -41,23 +47,9 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-TIMESTAMP = {"type": "string", "format": "date-time"}
-OBJECT = {"type": "object", "additionalProperties": True}
-
-
-def _object(properties: dict[str, Any], required: list[str] | None = None, **extra: Any) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties, **extra}
-    schema["required"] = list(properties) if required is None else required
-    return schema
-
-
 def _page(key: str, item: str) -> dict[str, Any]:
     """A list answer: `{key: [item, ...], "total", "limit", "offset"}`."""
-    return _object({
+    return object_schema({
         key: {"type": "array", "items": _ref(item)},
         "total": {"type": "integer", "minimum": 0},
         "limit": {"type": "integer"},
@@ -74,70 +66,8 @@ def _model_schemas(*models: type[pydantic.BaseModel]) -> dict[str, Any]:
     return schemas
 
 
-# The wire shapes of a device (§4), a message (§5) and a device type (§8), shared with the MCP tools' output
-# schemas (app/mcp/tools.py).
-DEVICE_SCHEMA = _object(
-    {
-        "device_id": {"type": "string", "pattern": IDENTIFIER_PATTERN},
-        "name": {"type": "string"},
-        "device_type": {"type": "string"},
-        "status": {"type": "string", "enum": list(DEVICE_STATUSES)},
-        "capabilities": {"type": "array", "items": {"type": "string"}},
-        "location": {"anyOf": [{"type": "string"}, OBJECT, {"type": "null"}]},
-        "metadata": OBJECT,
-        "last_seen": _nullable(TIMESTAMP),
-        "registered_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-        "version": {"type": "integer", "minimum": 1},
-    }
-)
-MESSAGE_SCHEMA = _object(
-    {
-        "message_id": {"type": "string"},
-        "device_id": {"type": "string"},
-        "command": {"type": "string"},
-        "params": {"description": "The command's parameters, as sent."},
-        "qos": {"type": "integer", "enum": [0, 1, 2]},
-        "priority": {"type": "integer", "minimum": 0, "maximum": 10},
-        "status": {"type": "string", "enum": list(MESSAGE_STATUSES)},
-        "result": {"description": "What the device reported with its final acknowledgement (any JSON value), or null."},
-        "error": {"type": ["string", "null"]},
-        "created_at": TIMESTAMP,
-        "sent_at": _nullable(TIMESTAMP),
-        "acknowledged_at": _nullable(TIMESTAMP),
-        "completed_at": _nullable(TIMESTAMP),
-        "expires_at": TIMESTAMP,
-        "request_id": {"type": ["string", "null"]},
-    },
-    required=["message_id", "device_id", "command", "status", "created_at", "expires_at"],
-)
-DEVICE_TYPE_SCHEMA = _object(
-    {
-        "device_type": {"type": "string", "pattern": TYPE_NAME_PATTERN},
-        "description": {"type": "string"},
-        "commands": {
-            "type": "object",
-            "propertyNames": {"pattern": COMMAND_NAME_PATTERN},
-            "additionalProperties": _object(
-                {
-                    "description": {"type": "string"},
-                    "params": {"type": "object", "description": "JSON Schema (2020-12) of the params."},
-                    "result": {"type": "object", "description": "JSON Schema of the result (advisory)."},
-                    "safe": {"type": "boolean"},
-                    "idempotent": {"type": "boolean"},
-                },
-                required=["description", "params", "safe", "idempotent"],
-            ),
-        },
-        "version": {"type": "integer", "minimum": 1},
-        "created_at": TIMESTAMP,
-        "updated_at": TIMESTAMP,
-    }
-)
-
-
 def _schemas() -> dict[str, Any]:
-    dependency = _object(
+    dependency = object_schema(
         {
             "name": {"type": "string", "enum": ["PostgreSQL", "Redis", "NATS"]},
             "status": {"type": "string"},
@@ -147,7 +77,7 @@ def _schemas() -> dict[str, Any]:
         required=["name", "status"],
     )
     return {
-        "Error": _object(
+        "Error": object_schema(
             {
                 "error": {"type": "string", "description": "A sentence for humans."},
                 "code": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$", "description": "Stable machine code."},
@@ -156,7 +86,7 @@ def _schemas() -> dict[str, Any]:
             },
             description="The one error envelope of every non-OAuth error (docs/api.md, \"Errors\").",
         ),
-        "OAuthError": _object(
+        "OAuthError": object_schema(
             {
                 "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type",
                                                      "invalid_scope", "invalid_target"]},
@@ -164,7 +94,7 @@ def _schemas() -> dict[str, Any]:
             },
             description="RFC 6749 §5.2 error body of the token endpoint.",
         ),
-        "TokenRequest": _object(
+        "TokenRequest": object_schema(
             {
                 "grant_type": {"type": "string", "enum": ["client_credentials"]},
                 "client_id": {"type": "string", "maxLength": 256},
@@ -179,7 +109,7 @@ def _schemas() -> dict[str, Any]:
             required=["grant_type"],
             description="Client credentials in the body (client_secret_post) or in HTTP Basic (client_secret_basic).",
         ),
-        "TokenResponse": _object(
+        "TokenResponse": object_schema(
             {
                 "access_token": {"type": "string"},
                 "token_type": {"type": "string", "enum": ["Bearer"]},
@@ -189,11 +119,11 @@ def _schemas() -> dict[str, Any]:
         ),
         "Device": DEVICE_SCHEMA,
         "DeviceWithSecret": {
-            "allOf": [DEVICE_SCHEMA, _object({"device_secret": {"type": "string", "description": "Shown once."}})]
+            "allOf": [DEVICE_SCHEMA, object_schema({"device_secret": {"type": "string", "description": "Shown once."}})]
         },
         "DeviceList": _page("devices", "Device"),
         **_model_schemas(DeviceCreate, DeviceReplace, DevicePatch, Heartbeat),
-        "CommandAccepted": _object(
+        "CommandAccepted": object_schema(
             {
                 "message_id": {"type": "string"},
                 "device_id": {"type": "string"},
@@ -205,7 +135,7 @@ def _schemas() -> dict[str, Any]:
         "Message": MESSAGE_SCHEMA,
         "MessageList": _page("commands", "Message"),
         **_model_schemas(CommandCreate, MessageCreate, AckBody),
-        "Health": _object(
+        "Health": object_schema(
             {
                 "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
                 "version": {"type": "string"},
@@ -214,8 +144,8 @@ def _schemas() -> dict[str, Any]:
                 "dependencies": {"type": "array", "items": dependency},
             }
         ),
-        "Probe": _object({"status": {"type": "string", "enum": ["alive", "ready", "draining", "not_ready"]}}),
-        "JsonRpcRequest": _object(
+        "Probe": object_schema({"status": {"type": "string", "enum": ["alive", "ready", "draining", "not_ready"]}}),
+        "JsonRpcRequest": object_schema(
             {
                 "jsonrpc": {"type": "string", "enum": ["2.0"]},
                 "id": {"type": ["string", "integer"], "description": "Absent only for notifications/* methods."},
@@ -225,13 +155,13 @@ def _schemas() -> dict[str, Any]:
             required=["jsonrpc", "method"],
             description="One JSON-RPC 2.0 request or notification (no batches). See docs/mcp.md.",
         ),
-        "JsonRpcResponse": _object(
+        "JsonRpcResponse": object_schema(
             {
                 "jsonrpc": {"type": "string", "enum": ["2.0"]},
                 "id": {"type": ["string", "integer", "null"],
                        "description": "null when the request's id was unreadable."},
                 "result": OBJECT,
-                "error": _object(
+                "error": object_schema(
                     {"code": {"type": "integer"}, "message": {"type": "string"}, "data": {}},
                     required=["code", "message"],
                 ),
@@ -240,7 +170,7 @@ def _schemas() -> dict[str, Any]:
             description="A JSON-RPC 2.0 response: `result`, or `error` "
                         "(-32700, -32600, -32601, -32602, -32020, -32022).",
         ),
-        "ProtectedResourceMetadata": _object(
+        "ProtectedResourceMetadata": object_schema(
             {
                 "resource": {"type": "string", "format": "uri"},
                 "authorization_servers": {"type": "array", "items": {"type": "string", "format": "uri"}},
@@ -249,7 +179,7 @@ def _schemas() -> dict[str, Any]:
             },
             description="RFC 9728 protected resource metadata.",
         ),
-        "AuthorizationServerMetadata": _object(
+        "AuthorizationServerMetadata": object_schema(
             {
                 "issuer": {"type": "string", "format": "uri"},
                 "token_endpoint": {"type": "string", "format": "uri"},
@@ -270,7 +200,7 @@ def _typed_schemas() -> dict[str, Any]:
         "DeviceType": DEVICE_TYPE_SCHEMA,
         "DeviceTypeList": _page("device_types", "DeviceType"),
         **_model_schemas(DeviceTypeBody),
-        "ThingDescription": _object(
+        "ThingDescription": object_schema(
             {
                 "@context": {"const": "https://www.w3.org/2022/wot/td/v1.1"},
                 "id": {"type": "string"},
@@ -288,8 +218,6 @@ def _typed_schemas() -> dict[str, Any]:
     }
 
 
-# --- responses -------------------------------------------------------------------------------------------
-
 _RATE_HEADERS = {
     "X-RateLimit-Limit": {"description": "The limit that binds the client now: the burst (per 12 s window) or the "
                           "per-minute figure.", "schema": {"type": "integer"}},
@@ -298,6 +226,8 @@ _RATE_HEADERS = {
     "X-RateLimit-Reset": {"description": "Unix time (seconds) when that limit is whole again.",
                           "schema": {"type": "integer"}},
 }
+
+
 _COMMON_HEADERS = {
     "X-Request-ID": {"description": "Correlation id (echoed or generated).", "schema": {"type": "string"}},
 }
@@ -345,6 +275,8 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 AUTHED = ("401", "403", "404", "405", "429", "500", "503")
+
+
 WITH_BODY = ("400", "413", "415")
 
 
@@ -358,14 +290,27 @@ def _param(name: str, where: str, schema: dict[str, Any], description: str, requ
 
 
 DEVICE_ID = _param("device_id", "path", {"type": "string", "pattern": IDENTIFIER_PATTERN}, "Device id.")
+
+
 MESSAGE_ID = _param("message_id", "path", {"type": "string", "minLength": 1, "maxLength": 128}, "Message id.")
+
+
 LIMIT = _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size.")
+
+
 OFFSET = _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0},
                 "Items to skip.")
+
+
 ETAG = {"ETag": {"description": "Quoted device version, for If-Match / If-None-Match.", "schema": {"type": "string"}}}
+
+
 LOCATION = {"Location": {"description": "URL of the created resource.", "schema": {"type": "string"}}}
 
+
 BEARER = [{"bearerAuth": []}]
+
+
 DEVICE_OR_BEARER = [{"deviceBasic": []}, {"bearerAuth": []}]
 
 
@@ -614,7 +559,7 @@ def _mcp_operation() -> dict[str, Any]:
 
 def _discovery_paths() -> dict[str, Any]:
     from app.api.discovery import AUTHORIZATION_SERVER, PROTECTED_RESOURCE
-    from app.urls import MCP_PATH
+    from app.web.urls import MCP_PATH
 
     def document(summary: str, schema: str, operation_id: str) -> dict[str, Any]:
         return {"get": _op(summary, {"200": _json(_ref(schema), summary), **_errors("405", "500")},

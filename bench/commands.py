@@ -35,11 +35,11 @@ from pathlib import Path
 
 import requests
 
-from app.db import Database
-from app.messaging import Messaging, ack_subject
-from app.migrate import migrate
+from app.cli.simulate import fetch_token, register_devices
+from app.infra.db import Database
+from app.infra.messaging import Messaging, ack_subject
+from app.infra.migrate import migrate
 from app.services.clients import create_client
-from app.simulate import fetch_token, register_devices
 from bench.harness import Gunicorn, hub_env, require_tool
 from tests.support import services
 from tests.support.processes import Relay

@@ -23,8 +23,8 @@ import uuid
 import psycopg2
 import requests
 
-from app.db import Database
-from app.migrate import migrate
+from app.infra.db import Database
+from app.infra.migrate import migrate
 from app.services.clients import create_client
 from bench.harness import Gunicorn, hub_env
 from tests.support import services

@@ -20,8 +20,8 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extras
 
-from app.migrate import migrate
-from app.security import hash_secret
+from app.auth.secrets import hash_secret
+from app.infra.migrate import migrate
 from tests.support import services
 from tests.support.processes import BIN, HubServer
 
@@ -74,7 +74,7 @@ class BenchDatabase:
         return [f"{prefix}{i}" for i in range(1, count + 1)]
 
     def create_client(self, scopes: str = "admin") -> tuple[str, str]:
-        from app.db import Database
+        from app.infra.db import Database
         from app.services.clients import create_client
 
         db = Database(self.url, maxconn=1)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import requests
 
-from app.db import Database
-from app.migrate import migrate
+from app.infra.db import Database
+from app.infra.migrate import migrate
 from app.services.clients import create_client
 from tests.support import services
 from tests.support.load import LoadGenerator

@@ -32,7 +32,7 @@ OWN_COMMANDS = {"config|resetstat"}
 
 
 def _tokens(jwt_secret: str, count: int) -> list[tuple[str, str]]:
-    from app.security import issue_token
+    from app.auth.tokens import issue_token
 
     ids = [f"bench-limiter-{uuid.uuid4().hex[:10]}" for _ in range(count)]
     return [(client_id, issue_token(client_id, ["device:read"], jwt_secret, 3600)[0]) for client_id in ids]
@@ -56,7 +56,7 @@ def _batch(store: redis.Redis, url: str, tokens: list[tuple[str, str]], per_clie
 
 
 def _key(store: redis.Redis, prefix: str, client_id: str) -> dict:
-    from app.limits import STRATEGY
+    from app.ratelimit.hooks import STRATEGY
 
     key = f"{prefix}:limits:{STRATEGY}:client:{client_id}"
     kind = store.type(key).decode()

@@ -40,7 +40,7 @@ def _redis_round_trips(store_url: str, url: str, n: int, headers: dict[str, str]
 
 def measure(rounds: int = 3, requests_per_round: int = 1500, concurrency: int = 8) -> dict:
     """Overhead (A/B rounds, alternating), Redis round trips per request, and limit exactness."""
-    from app.security import issue_token
+    from app.auth.tokens import issue_token
     from tests.support.servers import RedisServer
     from tests.support.services import NATS_URL, POSTGRES_ADMIN_URL
 
@@ -74,7 +74,7 @@ def measure(rounds: int = 3, requests_per_round: int = 1500, concurrency: int = 
 
 def _exactness(env: dict[str, str], jwt_secret: str, burst: int = 20) -> dict:
     """Two gunicorn instances x 2 workers on one Redis; 200 concurrent requests from one client."""
-    from app.security import issue_token
+    from app.auth.tokens import issue_token
 
     limited = {**env, "RATE_LIMIT_PER_MINUTE": "100", "RATE_LIMIT_BURST": str(burst)}
     token = issue_token(f"bench-burst-{uuid.uuid4().hex[:6]}", ["device:read"], jwt_secret, 3600)[0]

@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from app.security import SCRYPT_MAXMEM, SCRYPT_N, SCRYPT_P, SCRYPT_R
+from app.auth.secrets import SCRYPT_MAXMEM, SCRYPT_N, SCRYPT_P, SCRYPT_R
 from bench.harness import BenchDatabase, Gunicorn, hey, hub_env, median
 
 LIST_PATH = "/api/v1/devices?limit=50"

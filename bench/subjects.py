@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from app.messaging import Messaging, encode, relay_subscriptions
+from app.infra.messaging import Messaging, encode, relay_subscriptions
 from tests.support.servers import NatsServer
 from tests.support.services import wait_for
 

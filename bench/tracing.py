@@ -4,7 +4,7 @@ The same tiny view behind the hub's whole pipeline (`bench.apps:ping_full()`: re
 Redis rate-limit check, metrics, headers) served three ways, with `hey` in rounds that alternate A/B/C:
 
 - absent: the code from just before tracing was added (`git archive` of the parent of the commit that added
-  app/tracing.py), so "off" is compared with the hub as it was, not with itself;
+  app/telemetry/tracing.py), so "off" is compared with the hub as it was, not with itself;
 - off: today's code, no OTEL_* variable set;
 - on: today's code with OTEL_EXPORTER_OTLP_ENDPOINT pointing at a local OTLP/HTTP receiver (it reads and discards
   the batches), every request sampled (the SDK's default sampler, parentbased_always_on) and exported in batches:
@@ -31,9 +31,10 @@ SIDES = ("absent", "off", "on")
 
 
 def code_before_tracing() -> Path | None:
-    """A copy of the tree as it was before app/tracing.py existed, or None outside a git checkout."""
+    """A copy of the tree as it was before app/telemetry/tracing.py existed, or None outside a git checkout."""
     try:
-        added = subprocess.run(["git", "log", "--diff-filter=A", "--format=%H", "--", "app/tracing.py"], cwd=ROOT,
+        added = subprocess.run(["git", "log", "--diff-filter=A", "--format=%H", "--", "app/telemetry/tracing.py"],
+        cwd=ROOT,
                                capture_output=True, text=True, check=True).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -53,13 +54,13 @@ def _server(env: dict[str, str], tree: Path | None = None) -> Gunicorn:
 
 
 def measure(rounds: int = 3, requests_per_round: int = 1500, concurrency: int = 8) -> dict:
-    from app.security import issue_token
+    from app.auth.tokens import issue_token
     from tests.support.otlp import OtlpReceiver
     from tests.support.services import NATS_URL, POSTGRES_ADMIN_URL, REDIS_BASE_URL
 
     before = code_before_tracing()
     if before is None:
-        return {"error": "not a git checkout with the commit that added app/tracing.py: no baseline"}
+        return {"error": "not a git checkout with the commit that added app/telemetry/tracing.py: no baseline"}
     jwt_secret = secrets.token_urlsafe(48)
     env = {
         "DATABASE_URL": POSTGRES_ADMIN_URL, "NATS_URL": NATS_URL, "REDIS_URL": REDIS_BASE_URL,

@@ -19,9 +19,9 @@ import uuid
 
 import requests
 
-from app.examples import THERMOSTAT
-from app.schema_validation import compile_schema, params_errors
-from app.simulate import declare_type, fetch_token, register_devices
+from app.cli.examples import THERMOSTAT
+from app.cli.simulate import declare_type, fetch_token, register_devices
+from app.schemas.validation import compile_schema, params_errors
 from bench.commands import bench_env, submit_rate_wrk
 from bench.harness import BenchDatabase, Gunicorn
 

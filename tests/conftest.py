@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from app import create_app, lifecycle
-from app.db import Database
-from app.migrate import migrate
+from app import create_app
+from app.infra.db import Database
+from app.infra.migrate import migrate
 from app.services.clients import create_client
+from app.web import worker_hooks as lifecycle
 from tests.support import ast_guard, services
 from tests.support.hub_api import Api, token
 from tests.support.processes import start_relay
@@ -84,7 +85,7 @@ def client(app):
 def capture_logs(level: str = "info"):
     """Send everything logged from now on (until the next create_app) to a buffer, as our JSON handler writes it.
     Returns a function giving the JSON objects so far; its `.text()` gives the raw output."""
-    from app.logs import configure_logging
+    from app.telemetry.logs import configure_logging
 
     buffer = io.StringIO()
     configure_logging(level, "json", stream=buffer)
@@ -100,7 +101,7 @@ def capture_logs(level: str = "info"):
 def log_lines(app):
     """capture_logs() for the `app` fixture's app (apps created later in the test reconfigure logging)."""
     yield capture_logs(app.config["SETTINGS"].log_level)
-    from app.logs import configure_logging
+    from app.telemetry.logs import configure_logging
 
     configure_logging(app.config["SETTINGS"].log_level, app.config["SETTINGS"].log_format)
 

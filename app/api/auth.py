@@ -13,11 +13,12 @@ from urllib.parse import unquote_to_bytes
 
 from flask import Blueprint, current_app, jsonify, request
 
-from app.db import get_db
-from app.security import SCOPES, basic_credentials, issue_token
+from app.auth.tokens import SCOPES, issue_token
+from app.core.json_input import InvalidJSON, decode_json, storable_text
+from app.infra.db import get_db
 from app.services.clients import authenticate_client
-from app.urls import canonical_resource, resources
-from app.validation import InvalidJSON, decode_json, storable_text
+from app.web.authz import basic_credentials
+from app.web.urls import canonical_resource, resources
 
 blueprint = Blueprint("auth", __name__)
 
@@ -78,7 +79,7 @@ class InvalidTarget(Exception):
 
 def _audience(requested: list) -> str | None:
     """The token's `aud` for the requested resources: none requested, none; exactly one of the hub's resources
-    (compared as app/urls.py `canonical_resource` writes it), that one. Anything else raises InvalidTarget."""
+    (compared as app/web/urls.py `canonical_resource` writes it), that one. Anything else raises InvalidTarget."""
     if not requested:
         return None
     allowed = resources()

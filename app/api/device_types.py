@@ -1,62 +1,28 @@
 """Device types (docs/device-types.md): declare the commands a type's devices accept, with JSON Schemas.
 
 PUT and DELETE need `admin`, reading needs `device:read`. A PUT body is `{"description", "commands"}`; each
-command's schemas are checked by app/schema_rules.py (400 INVALID_SCHEMA naming the command, the schema and the
+command's schemas are checked by app/schemas/rules.py (400 INVALID_SCHEMA naming the command, the schema and the
 place in it). Conditional requests follow RFC 9110: `If-Match` (412 on mismatch, and when the type does not
 exist — even for `*`), `If-None-Match: *` on PUT (create only), `If-None-Match` on GET (304).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import pydantic
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from app.db import get_db
-from app.errors import APIError
-from app.schema_rules import MAX_SCHEMA_BYTES, SchemaProblem, check_schema
-from app.security import require_scope
+from app.api.models import TYPE_NAME, DeviceTypeBody
+from app.core.errors import APIError
+from app.infra.db import get_db
+from app.schemas.rules import SchemaProblem, check_schema
 from app.services import device_types
 from app.services.registry import etag_for
-from app.validation import StrictModel, if_none_match_hits, parse_body, query_int
+from app.web.authz import require_scope
+from app.web.parsing import if_none_match_hits, parse_body, query_int
 
 blueprint = Blueprint("device_types", __name__)
-
-TYPE_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
-COMMAND_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
-MAX_COMMANDS = 64
-MAX_DESCRIPTION = 1024
-TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # printable, tabs and line breaks allowed
-
-TypeName = Annotated[str, pydantic.StringConstraints(pattern=TYPE_NAME_PATTERN)]
-CommandName = Annotated[str, pydantic.StringConstraints(pattern=COMMAND_NAME_PATTERN)]
-Description = Annotated[str, pydantic.StringConstraints(max_length=MAX_DESCRIPTION, pattern=TEXT)]
-# Any JSON here: app/schema_rules.py says what is wrong with it, with INVALID_SCHEMA rather than a type error.
-Schema = Annotated[Any, pydantic.WithJsonSchema({
-    "type": "object",
-    "description": f'A JSON Schema (draft 2020-12) whose root is {{"type": "object"}}; at most {MAX_SCHEMA_BYTES} '
-                   "bytes, local $refs only (docs/device-types.md).",
-})]
-NO_PARAMS = {"type": "object", "additionalProperties": False}
-TYPE_NAME = pydantic.TypeAdapter(TypeName)
-
-
-class CommandDeclaration(StrictModel):
-    """One command of a type. Without `params` the command takes none (`{}` only)."""
-
-    description: Description = ""
-    params: Schema = NO_PARAMS
-    result: Schema = None
-    safe: bool = False
-    idempotent: bool = False
-
-
-class DeviceTypeBody(StrictModel):
-    """Body of PUT /device-types/{device_type}: the whole declaration (it replaces the previous one)."""
-
-    description: Description = ""
-    commands: Annotated[dict[CommandName, CommandDeclaration], pydantic.Field(max_length=MAX_COMMANDS)]
 
 
 def _is_type_name(name: str) -> bool:
@@ -75,7 +41,7 @@ def checked_type_name(name: str) -> str:
 
 
 def _declared_commands(body: DeviceTypeBody) -> dict[str, Any]:
-    """The commands as stored (defaults filled in), after every schema passed app/schema_rules.py."""
+    """The commands as stored (defaults filled in), after every schema passed app/schemas/rules.py."""
     declared = {}
     for name, command in body.commands.items():
         stored = {"description": command.description, "params": command.params}

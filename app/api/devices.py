@@ -2,97 +2,23 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import pydantic
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from app.db import get_db
-from app.messaging import get_messaging
-from app.security import device_or_scope, require_device_self, require_scope
-from app.services import commands, registry
+from app.api.models import DeviceCreate, DevicePatch, DeviceReplace, Heartbeat
+from app.core.json_input import is_identifier
+from app.infra.db import get_db
+from app.infra.messaging import get_messaging
+from app.services import registry
+from app.services.commands import acks, sweeps
 from app.services.events import publish_device_event
-from app.validation import (
-    IDENTIFIER_PATTERN,
-    StrictModel,
-    if_none_match_hits,
-    is_identifier,
-    parse_body,
-    query_choice,
-    query_int,
-    query_text,
-)
+from app.web.authz import device_or_scope, require_device_self, require_scope
+from app.web.parsing import if_none_match_hits, parse_body, query_choice, query_int, query_text
 
 blueprint = Blueprint("devices", __name__)
 
-PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
-DeviceId = Annotated[str, pydantic.StringConstraints(pattern=IDENTIFIER_PATTERN)]
-# A new device's id: the identifier alphabet, and NATS-safe. The id becomes tokens of `uaip.devices.{id}.…`, so a
-# leading or trailing "." or ".." (an empty subject token) is refused at registration; every other id works end to
-# end over NATS. Ids in paths keep the plain identifier rule, so a device registered before this rule stays
-# reachable over REST.
-NEW_DEVICE_ID_PATTERN = r"^[A-Za-z0-9_:-]+(?:\.[A-Za-z0-9_:-]+)*$"
-NEW_DEVICE_ID = re.compile(NEW_DEVICE_ID_PATTERN)
 
-
-def _nats_safe_device_id(value: str) -> str:
-    if len(value) > 128 or not NEW_DEVICE_ID.fullmatch(value):
-        raise ValueError(
-            "must be 1-128 of the characters A-Z a-z 0-9 . _ : - without a leading or trailing '.' and without '..'"
-        )
-    return value
-
-
-NewDeviceId = Annotated[
-    str, pydantic.AfterValidator(_nats_safe_device_id),
-    pydantic.WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 128, "pattern": NEW_DEVICE_ID_PATTERN}),
-]
-Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE)]
-DeviceType = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
-Capability = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
-Capabilities = Annotated[list[Capability], pydantic.Field(max_length=64)]
-Location = Annotated[str, pydantic.StringConstraints(max_length=256, pattern=PRINTABLE)] | dict[str, Any] | None
-
-
-class DeviceReplace(StrictModel):
-    """Body of PUT /devices/{id}: every mutable field; omitted optional ones are reset."""
-
-    name: Name
-    device_type: DeviceType
-    capabilities: Capabilities = []
-    location: Location = None
-    metadata: dict[str, Any] = {}
-
-
-class DeviceCreate(DeviceReplace):
-    """Body of POST /devices: the mutable fields and an optional `device_id` (generated when absent)."""
-
-    device_id: NewDeviceId | None = None
-
-
-class DevicePatch(StrictModel):
-    """Body of PATCH /devices/{id}: only the fields given change."""
-
-    name: Name | None = None
-    device_type: DeviceType | None = None
-    capabilities: Capabilities | None = None
-    location: Location = None
-    metadata: dict[str, Any] | None = None
-
-    @pydantic.model_validator(mode="after")
-    def _no_null_for_required(self):
-        for field in ("name", "device_type", "capabilities", "metadata"):
-            if field in self.model_fields_set and getattr(self, field) is None:
-                raise ValueError(f"{field} cannot be null")
-        return self
-
-
-class Heartbeat(pydantic.BaseModel):
-    """Optional body of POST /devices/{id}/heartbeat; extra telemetry fields are accepted and ignored."""
-
-    model_config = pydantic.ConfigDict(strict=True, extra="allow")
-    status: Literal["online", "error"] = "online"
 
 
 def _timeout() -> int:
@@ -178,9 +104,9 @@ def update_device(device_id: str):
 @blueprint.delete("/devices/<device_id>")
 @require_scope("device:write")
 def delete_device(device_id: str):
-    cancelled = commands.delete_device(get_db(), checked_device_id(device_id))
+    cancelled = sweeps.delete_device(get_db(), checked_device_id(device_id))
     publish_device_event(get_messaging(), "deleted", device_id, cancelled_commands=len(cancelled))
-    commands.notify_final(get_messaging(), cancelled)
+    acks.notify_final(get_messaging(), cancelled)
     return "", 204
 
 
@@ -197,6 +123,5 @@ def heartbeat(device_id: str):
     device, previous = registry.record_heartbeat(get_db(), device_id, body.status, _timeout())
     if device["status"] == "online" and previous != "online":
         retry = current_app.config["SETTINGS"].command_retry_seconds
-        commands.devices_came_online(get_db(), get_messaging(), [(device_id, previous)], retry)
+        sweeps.devices_came_online(get_db(), get_messaging(), [(device_id, previous)], retry)
     return _device_response(device)
-

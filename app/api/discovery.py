@@ -7,26 +7,21 @@ find out how to get a token for it:
 - RFC 8414 authorization-server metadata at `/.well-known/oauth-authorization-server`: the hub is its own
   authorization server, with the client credentials grant only.
 
-Every URL comes from app/urls.py, so the documents name the hub as its clients reach it.
+Every URL comes from app/web/urls.py, so the documents name the hub as its clients reach it.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from app.security import SCOPES
-from app.urls import API_PREFIX, MCP_PATH, absolute, mcp_resource, public_base_url
+from app.auth.tokens import SCOPES
+from app.web.urls import API_PREFIX, MCP_PATH, PROTECTED_RESOURCE, absolute, mcp_resource, public_base_url
 
 blueprint = Blueprint("discovery", __name__)
 
-PROTECTED_RESOURCE = "/.well-known/oauth-protected-resource"
 AUTHORIZATION_SERVER = "/.well-known/oauth-authorization-server"
 TOKEN_PATH = f"{API_PREFIX}/auth/token"
 
-
-def mcp_resource_metadata_url() -> str:
-    """Where the MCP endpoint's metadata lives (RFC 9728 §3.1: the well-known prefix before the resource's path)."""
-    return absolute(PROTECTED_RESOURCE + MCP_PATH)
 
 
 def _protected_resource(resource: str):

@@ -1,14 +1,14 @@
 """System endpoints (docs/api.md, "System endpoints"): health, liveness, readiness. No authentication; the rate
 limiter exempts every path under /api/v1/system/health. The probes, the cache and the drain state live in
-app/health.py."""
+app/web/health.py."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from app import lifecycle
-from app.health import get_health
-from app.timestamps import timestamp
+from app.core.timestamps import timestamp
+from app.web import worker_hooks as lifecycle
+from app.web.health import get_health
 
 blueprint = Blueprint("system", __name__)
 

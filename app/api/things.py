@@ -11,12 +11,12 @@ import json
 from flask import Blueprint, current_app, jsonify
 
 from app.api.devices import checked_device_id
-from app.db import get_db
-from app.errors import APIError
-from app.security import require_scope
+from app.core.errors import APIError
+from app.infra.db import get_db
+from app.schemas.thing_description import MEDIA_TYPE, thing_description
 from app.services import device_types, registry
-from app.thing_description import MEDIA_TYPE, thing_description
-from app.urls import public_base_url
+from app.web.authz import require_scope
+from app.web.urls import public_base_url
 
 blueprint = Blueprint("things", __name__)
 

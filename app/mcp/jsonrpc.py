@@ -1,7 +1,7 @@
 """JSON-RPC 2.0 framing as MCP's Streamable HTTP transport uses it: one request or notification per POST body.
 
 Parsing refuses, before anything runs, what cannot be a single MCP message: a body that is not JSON the hub
-accepts (app/validation.py's decode_json: also non-finite numbers, NUL, nesting deeper than 32: -32700), a
+accepts (app/web/parsing.py's decode_json: also non-finite numbers, NUL, nesting deeper than 32: -32700), a
 batch (removed from MCP in 2025-06-18), anything but an object, a wrong `jsonrpc`, a missing method, a request
 without a string or integer `id` (-32600). A message without `id` is a notification only when its method is one
 (`notifications/...`); any other method without an `id` is a request that forgot it.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.validation import InvalidJSON, decode_json
+from app.core.json_input import InvalidJSON, decode_json
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600

@@ -27,6 +27,7 @@ from typing import Any
 
 import pydantic
 
+from app.core.text import scrub
 from app.mcp import jsonrpc
 from app.mcp.jsonrpc import (
     HEADER_MISMATCH,
@@ -48,8 +49,7 @@ from app.mcp.protocol import (
     VERSION_HEADER,
 )
 from app.mcp.tools import TOOLS, Caller, call, visible_tools
-from app.text import scrub
-from app.validation import validation_details
+from app.web.parsing import validation_details
 
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"

@@ -4,7 +4,7 @@ over the same services the REST blueprints call.
 Each tool declares the scope it needs, a pydantic model for its arguments (the model is the `inputSchema`, so the
 schema cannot drift from validation), an `outputSchema` its `structuredContent` always matches, and annotations
 that say what it does to the world. Names, titles and descriptions are fixed text written here; device and
-client data only ever appears inside results, scrubbed (app/text.py).
+client data only ever appears inside results, scrubbed (app/core/text.py).
 """
 
 from __future__ import annotations
@@ -20,16 +20,27 @@ import psycopg2
 import pydantic
 from flask import current_app
 
-from app.api.devices import Capability, DeviceId, DeviceType
-from app.api.messages import MAX_IDEMPOTENCY_KEY, MAX_WAIT_SECONDS, CommandName, Priority, Qos, TtlMs, deliver
-from app.db import DatabaseUnavailable, get_db
-from app.errors import APIError
-from app.openapi import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, MESSAGE_SCHEMA
-from app.security import Principal
-from app.services import commands, device_types, registry
-from app.services.registry import DEVICE_STATUSES
-from app.text import scrub
-from app.validation import StrictModel
+from app.api.models import (
+    MAX_IDEMPOTENCY_KEY,
+    MAX_WAIT_SECONDS,
+    Capability,
+    CommandName,
+    DeviceId,
+    DeviceType,
+    Priority,
+    Qos,
+    TtlMs,
+)
+from app.auth.tokens import Principal
+from app.core.errors import APIError
+from app.core.json_input import StrictModel
+from app.core.statuses import DEVICE_STATUSES
+from app.core.text import scrub
+from app.infra.db import DatabaseUnavailable, get_db
+from app.schemas.resources import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, MESSAGE_SCHEMA
+from app.services import device_types, registry
+from app.services.commands import messages, submit
+from app.web.delivery import deliver
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +123,7 @@ def get_device(arguments: DeviceArguments, _caller: Caller) -> dict[str, Any]:
 def send_command(arguments: SendCommandArguments, caller: Caller) -> dict[str, Any]:
     """Like POST /devices/{id}/command with `?wait=` and `Idempotency-Key`, through the same code path; returns the
     whole message, final or not."""
-    spec = commands.CommandSpec(
+    spec = submit.CommandSpec(
         device_id=arguments.device_id, command=arguments.command, params=arguments.params, qos=arguments.qos,
         priority=arguments.priority, ttl_ms=arguments.ttl_ms or _settings().default_message_ttl_ms,
     )
@@ -120,8 +131,8 @@ def send_command(arguments: SendCommandArguments, caller: Caller) -> dict[str, A
     if arguments.idempotency_key is not None:
         # What "the same arguments" means: the command itself, not how long this caller waits for it.
         sent = arguments.model_dump(exclude={"idempotency_key", "wait_seconds"})
-        idempotency = commands.Idempotency(
-            caller.principal.subject, arguments.idempotency_key, commands.request_hash("mcp:send_command", sent)
+        idempotency = submit.Idempotency(
+            caller.principal.subject, arguments.idempotency_key, submit.request_hash("mcp:send_command", sent)
         )
     submitted, finished = deliver(
         spec, client_id=caller.principal.subject, wait_seconds=arguments.wait_seconds, idempotency=idempotency
@@ -129,7 +140,7 @@ def send_command(arguments: SendCommandArguments, caller: Caller) -> dict[str, A
     if finished is not None:
         return finished
     try:
-        return commands.get_message(get_db(), submitted.message_id)
+        return messages.get_message(get_db(), submitted.message_id)
     except (DatabaseUnavailable, psycopg2.Error) as exc:
         # Once stored, always answered (docs/decisions.md): an error now would invite a retry, hence a second
         # actuation. The message as it was stored is known without reading it back.
@@ -138,7 +149,7 @@ def send_command(arguments: SendCommandArguments, caller: Caller) -> dict[str, A
         return as_stored(spec, submitted, None if submitted.replayed else caller.request_id)
 
 
-def as_stored(spec: commands.CommandSpec, submitted: commands.Submitted, request_id: str | None) -> dict[str, Any]:
+def as_stored(spec: submit.CommandSpec, submitted: submit.Submitted, request_id: str | None) -> dict[str, Any]:
     """The message (as GET /messages/{id} shows it) of a command just stored, from what its submit returned: no
     timestamps after `created_at`."""
     accepted = submitted.body
@@ -151,7 +162,7 @@ def as_stored(spec: commands.CommandSpec, submitted: commands.Submitted, request
 
 
 def get_command(arguments: CommandArguments, _caller: Caller) -> dict[str, Any]:
-    return commands.get_message(get_db(), arguments.message_id)
+    return messages.get_message(get_db(), arguments.message_id)
 
 
 # --- declarations --------------------------------------------------------------------------------------

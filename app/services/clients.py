@@ -5,8 +5,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from app.db import Database
-from app.security import SCOPES, generate_secret, hash_secret, verify_secret
+from app.auth.secrets import generate_secret, hash_secret, verify_secret
+from app.auth.tokens import SCOPES
+from app.infra.db import Database
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A type is `{"device_type", "description", "commands", "version", "created_at", "updated_at"}`; `commands` maps a
 command name to `{"description", "params", "result"?, "safe", "idempotent"}`, schemas already accepted by
-app/schema_rules.py. `version` counts changes (a PUT that changes nothing keeps it), and the ETag is `"<version>"`.
+app/schemas/rules.py. `version` counts changes (a PUT that changes nothing keeps it), and the ETag is `"<version>"`.
 
 Typed commands (`check_command`) run inside the submit transaction, on the type version read *with the device
 row* (one LEFT JOIN), so a replaced type takes effect on every worker and pod with the next command: there is no
@@ -24,11 +24,11 @@ from typing import Any
 
 from psycopg2.extras import Json
 
-from app.db import Database
-from app.errors import APIError
-from app.schema_validation import MAX_COLLECTED_ERRORS, compile_schema, params_errors
+from app.core.errors import APIError
+from app.core.timestamps import timestamp
+from app.infra.db import Database
+from app.schemas.validation import MAX_COLLECTED_ERRORS, compile_schema, params_errors
 from app.services.registry import DEVICE_COLUMNS, device_not_found, device_view, etag_for
-from app.timestamps import timestamp
 
 TYPE_COLUMNS = "name, description, commands, version, created_at, updated_at"
 CACHED_TYPES = 256

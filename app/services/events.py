@@ -11,8 +11,8 @@ import datetime as dt
 import logging
 from typing import Any
 
-from app.messaging import DEVICE_EVENTS_SUBJECT, Messaging, MessagingUnavailable
-from app.timestamps import timestamp
+from app.core.timestamps import timestamp
+from app.infra.messaging import DEVICE_EVENTS_SUBJECT, Messaging, MessagingUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from psycopg2.extras import Json
 
-from app.db import Database
-from app.errors import APIError
-from app.security import generate_secret, hash_secret
-from app.timestamps import timestamp
+from app.auth.secrets import generate_secret, hash_secret
+from app.core.errors import APIError
+from app.core.statuses import DEVICE_STATUSES
+from app.core.timestamps import timestamp
+from app.infra.db import Database
 
-DEVICE_STATUSES = ("pending", "online", "offline", "error")
 MUTABLE_FIELDS = ("name", "device_type", "capabilities", "location", "metadata")
 
 # Statuses a heartbeat sets; both fall to `offline` when the heartbeats stop. The partial index

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import app.metrics  # noqa: F401 - defines every uaip_* metric in this process's registry
+import app.telemetry.metrics  # noqa: F401 - defines every uaip_* metric in this process's registry
 from tests.support.monitoring import (
     DASHBOARD_FILE,
     KUBE_STATE_METRICS,

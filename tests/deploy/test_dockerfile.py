@@ -98,5 +98,5 @@ def test_dockerignore_keeps_secrets_tests_and_venvs_out():
                  "app/__pycache__", "bench"):
         assert ignored(path, patterns), f"{path} would be sent to the build"
     for path in ("setup.cfg", "requirements.lock", "pyproject.toml", "README.md", "LICENSE", "wsgi.py",
-                 "gunicorn.conf.py", "app", "app/migrations"):
+                 "gunicorn.conf.py", "app", "app/infra/migrations"):
         assert not ignored(path, patterns), f"{path} is needed by the build"

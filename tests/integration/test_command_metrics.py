@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from prometheus_client import REGISTRY
 
-from app.db import get_db
-from app.messaging import Messaging, get_messaging
-from app.services import commands
+from app.infra.db import get_db
+from app.infra.messaging import Messaging, get_messaging
+from app.services.commands import acks, sweeps
 from tests.conftest import basic
 from tests.support.servers import NatsServer
 from tests.support.services import wait_for
@@ -160,7 +160,7 @@ def test_racing_completions_count_one_completion(client, auth, device, app):
 
     def complete(_):
         with app.app_context():
-            return commands.apply_acks(get_db(), [commands.Ack(device["device_id"], message_id, "completed")],
+            return acks.apply_acks(get_db(), [acks.Ack(device["device_id"], message_id, "completed")],
                                        source="rest")[0].changed
 
     with ThreadPoolExecutor(8) as pool:
@@ -181,7 +181,7 @@ def test_redeliveries_are_counted_apart_from_first_deliveries(client, auth, devi
         "UPDATE commands SET status = 'queued', sent_at = NULL, attempts = 0 WHERE message_id = %s", (queued,)))
     snapshot = Snapshot()
     with app.app_context():
-        published = commands.redeliver_for_devices(get_db(), get_messaging(), [device["device_id"]], 1.0)
+        published = sweeps.redeliver_for_devices(get_db(), get_messaging(), [device["device_id"]], 1.0)
     assert published == 2
     assert snapshot.changes() == {
         "uaip_commands_total,status=sent": 1,                           # the queued one: its first delivery
@@ -198,7 +198,7 @@ def test_the_periodic_pass_resends_due_commands_as_retries(client, auth, device,
         "UPDATE commands SET next_attempt_at = now() - interval '1 second' WHERE message_id = %s", (due,)))
     snapshot = Snapshot()
     with app.app_context():
-        published = commands.redeliver_due(get_db(), get_messaging(), 1.0)
+        published = sweeps.redeliver_due(get_db(), get_messaging(), 1.0)
     assert published >= 1
     assert snapshot.changes()["uaip_command_redeliveries_total,reason=retry"] >= 1
     row = db.transaction(lambda cur: (cur.execute(

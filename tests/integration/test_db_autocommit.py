@@ -1,4 +1,4 @@
-"""app/db.py's fast paths on a real PostgreSQL: Database.read / Database.autocommit (statements outside a
+"""app/infra/db.py's fast paths on a real PostgreSQL: Database.read / Database.autocommit (statements outside a
 transaction block, what they return, the pooled connection going back as it was, the one-round-trip "mark sent"
 write) and execute_prepared (planned once per connection, healed when the session loses its statements)."""
 
@@ -7,10 +7,11 @@ import uuid
 import psycopg2
 import pytest
 
-from app import tracing
-from app.db import Database, _prepared_forms, execute_prepared
-from app.services import commands
-from app.timestamps import timestamp
+from app.core.timestamps import timestamp
+from app.infra.db import Database, _prepared_forms, execute_prepared
+from app.infra.messaging import MessagingUnavailable
+from app.services.commands import messages, submit
+from app.telemetry import tracing
 from tests.conftest import capture_logs
 
 STATEMENT_IS_ITS_OWN_TRANSACTION = "SELECT now() = statement_timestamp() AS alone, pg_backend_pid() AS pid"
@@ -57,11 +58,11 @@ def test_marking_sent_is_one_statement_whose_local_setting_does_not_leak(one_con
 
     class Offline:
         def publish(self, *args, **kwargs):
-            raise commands.MessagingUnavailable("test: NATS is down")
+            raise MessagingUnavailable("test: NATS is down")
 
     row = one_connection.read(lambda cur: (cur.execute(
-        f"SELECT {commands.MESSAGE_COLUMNS} FROM commands WHERE message_id = %s", (message_id,)), cur.fetchone())[1])
-    assert commands.publish_and_mark_sent(one_connection, Offline(), [row], 10.0) is False  # stays queued, due now
+        f"SELECT {messages.MESSAGE_COLUMNS} FROM commands WHERE message_id = %s", (message_id,)), cur.fetchone())[1])
+    assert submit.publish_and_mark_sent(one_connection, Offline(), [row], 10.0) is False  # stays queued, due now
     setting = one_connection.read(lambda cur: (cur.execute("SHOW synchronous_commit"), cur.fetchone())[1])
     assert setting["synchronous_commit"] == "on"
     state = one_connection.read(lambda cur: (cur.execute(
@@ -75,7 +76,7 @@ def test_marking_sent_is_one_statement_whose_local_setting_does_not_leak(one_con
         def publish(self, subject, body, **kwargs):
             self.published.append((subject, body["message_id"], kwargs.get("wait")))
 
-    assert commands.publish_and_mark_sent(one_connection, Online(), [row], 10.0) is True
+    assert submit.publish_and_mark_sent(one_connection, Online(), [row], 10.0) is True
     assert Online.published == [(f"uaip.devices.{device_id}.commands", message_id, False)]
     state = one_connection.read(lambda cur: (cur.execute(
         "SELECT status, attempts, next_attempt_at > now() + interval '5 seconds' AS backed_off FROM commands "

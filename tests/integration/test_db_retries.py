@@ -1,4 +1,4 @@
-"""What app/db.py retries, on a real PostgreSQL: a rolled-back conflict (deadlock) runs again on the same healthy
+"""What app/infra/db.py retries, on a real PostgreSQL: a rolled-back conflict (deadlock) runs again on the same healthy
 connection, a lost connection is replaced (and its pool retired), and the two writers that lock a device's
 commands (device delete, relay ack batch) take their row locks in one order, so they never deadlock."""
 
@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 import pytest
 
-from app.db import Database
-from app.services import commands
+from app.infra.db import Database
+from app.services.commands import acks, sweeps
 from tests.conftest import capture_logs
 from tests.support.services import wait_for
 
@@ -142,13 +142,13 @@ def test_deleting_a_device_and_an_ack_batch_never_deadlock(database, db, make_de
                         "AND wait_event_type = 'Lock' AND pid <> %s", (gate_pid,))
             return cur.fetchone()[0]
 
-    acks = [commands.Ack(device_id, high, "completed"), commands.Ack(device_id, low, "completed")]
+    batch = [acks.Ack(device_id, high, "completed"), acks.Ack(device_id, low, "completed")]
     logs = capture_logs()
     try:
         with ThreadPoolExecutor(2) as executor:
-            relay = executor.submit(commands.apply_acks, db, acks)
+            relay = executor.submit(acks.apply_acks, db, batch)
             wait_for(lambda: blocked_behind_gate() == 1, timeout=10, message="the ack batch waiting")
-            delete = executor.submit(commands.delete_device, db, device_id)
+            delete = executor.submit(sweeps.delete_device, db, device_id)
             wait_for(lambda: blocked_behind_gate() == 2, timeout=10, message="the delete waiting too")
             gate.commit()
             outcomes, cancelled = relay.result(timeout=30), delete.result(timeout=30)

@@ -83,7 +83,7 @@ def test_database_outage_is_503_envelope(hub_env):
 
 def test_pooled_connections_are_reused(hub_env, db):
     """A returned connection stays in the pool: a request must not pay for a new PostgreSQL connection."""
-    from app.db import Database
+    from app.infra.db import Database
 
     pool = Database(hub_env["DATABASE_URL"], maxconn=2)
     pids = set()

@@ -8,7 +8,8 @@ import signal
 import pytest
 from prometheus_client import REGISTRY
 
-from app import create_app, lifecycle
+from app import create_app
+from app.web import worker_hooks as lifecycle
 from tests.support.services import free_port
 
 HEALTH = "/api/v1/system/health"
@@ -138,7 +139,7 @@ def test_unreachable_nats_and_redis_degrade(hub_env):
     app.extensions["uaip.db"].close()
 
 
-# --- app/lifecycle.py, without gunicorn --------------------------------------------------------------------
+# --- app/web/worker_hooks.py, without gunicorn --------------------------------------------------------------------
 
 
 class FakeWorker:
@@ -190,7 +191,7 @@ def test_a_statement_timeout_is_503_not_500(hub_env, auth, make_device, database
     """A PATCH stuck behind a lock until statement_timeout answers 503 SERVICE_UNAVAILABLE."""
     import psycopg2
 
-    from app import db as db_module
+    from app.infra import db as db_module
 
     device = make_device()
     monkeypatch.setattr(db_module, "STATEMENT_TIMEOUT_MS", 300)

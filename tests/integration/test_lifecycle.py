@@ -16,8 +16,8 @@ import psycopg2
 import pytest
 import requests
 
-from app.db import Database
-from app.migrate import migrate
+from app.infra.db import Database
+from app.infra.migrate import migrate
 from app.services.clients import create_client
 from tests.support.load import LoadGenerator
 from tests.support.processes import HubServer

@@ -10,7 +10,7 @@ import pytest
 from flask import request
 
 from app import create_app
-from app.logs import configure_logging, gunicorn_logconfig, redact
+from app.telemetry.logs import configure_logging, gunicorn_logconfig, redact
 from tests.conftest import basic
 
 ACCESS_FIELDS = {
@@ -98,7 +98,7 @@ def test_gunicorn_logconfig_uses_the_same_handler():
     config = gunicorn_logconfig("warning", "json")
     logging.config.dictConfig(config)
     try:
-        from app.logs import HubHandler
+        from app.telemetry.logs import HubHandler
 
         assert any(isinstance(h, HubHandler) for h in logging.getLogger().handlers)
         assert logging.getLogger("gunicorn.error").propagate
@@ -230,7 +230,7 @@ def test_json_lines_escape_unicode_line_separators():
 
 
 def test_gunicorn_access_logger_writes_nowhere():
-    from app.logs import GunicornLogger
+    from app.telemetry.logs import GunicornLogger
 
     config = gunicorn_logconfig("info", "text")
     logging.config.dictConfig(config)

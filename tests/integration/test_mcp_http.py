@@ -7,7 +7,7 @@ import json
 import pytest
 
 from app import create_app
-from app.security import issue_token
+from app.auth.tokens import issue_token
 from tests.conftest import ALL_SCOPES, unique_id
 from tests.support.mcp import MCP, STATELESS, call, request, stateless, token_request
 

@@ -1,4 +1,4 @@
-"""app/messaging.py publishing on a real NATS server: a publish handed over without waiting (`wait=False`, the
+"""app/infra/messaging.py publishing on a real NATS server: a publish handed over without waiting (`wait=False`, the
 command and final-status paths) arrives, in order with waited ones, and still fails at once without NATS."""
 
 import json
@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from app.messaging import Messaging, MessagingUnavailable
+from app.infra.messaging import Messaging, MessagingUnavailable
 from tests.support.services import NATS_URL, free_port, wait_for
 
 

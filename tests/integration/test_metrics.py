@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from app.metrics import dependency_up
+from app.telemetry.metrics import dependency_up
 from tests.support.services import wait_for
 
 
@@ -96,7 +96,7 @@ def test_a_scrape_refreshes_dependency_gauges_without_a_health_call(hub_env):
 def test_a_scrape_flood_asks_postgresql_for_device_counts_once_per_period(hub_env, make_device, monkeypatch):
     """/metrics is anonymous: concurrent scrapes cost at most one count query per worker and period (2 s, the
     health report's), and a count made after the period sees new devices."""
-    import app.monitoring as monitoring
+    import app.web.scrape as monitoring
 
     real_count, queries = monitoring.count_devices_by_status, []
 

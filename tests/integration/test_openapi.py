@@ -68,7 +68,7 @@ def test_every_operation_documents_its_errors_with_the_envelope(client):
 
 
 def test_request_bodies_come_from_the_validation_models(client):
-    from app.api.devices import DeviceCreate
+    from app.api.models import DeviceCreate
 
     schemas = client.get("/api/v1/openapi.json").json["components"]["schemas"]
     assert schemas["DeviceCreate"]["properties"].keys() == DeviceCreate.model_json_schema()["properties"].keys()
@@ -87,8 +87,8 @@ def fuzz_app(hub_env):
 
 @pytest.fixture(scope="module")
 def admin_headers(fuzz_app, database):
-    from app.db import Database
-    from app.security import issue_token
+    from app.auth.tokens import issue_token
+    from app.infra.db import Database
     from app.services.clients import create_client
 
     pool = Database(database, maxconn=2)
@@ -143,7 +143,7 @@ def test_api_conforms_to_its_document(fuzz_schema, admin_headers, mode):
 def test_mcp_endpoint_conforms_with_a_token_for_it(fuzz_app, fuzz_schema, admin_headers, mode):
     """The admin token above has no audience, so the MCP endpoint only ever answers it 401: fuzz it again with a
     token issued for it, which reaches the JSON-RPC parser and the methods."""
-    from app.security import decode_token, issue_token
+    from app.auth.tokens import decode_token, issue_token
 
     settings = fuzz_app.config["SETTINGS"]
     subject = decode_token(admin_headers["Authorization"].split()[1], settings.jwt_secret).subject

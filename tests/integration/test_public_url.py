@@ -1,9 +1,9 @@
-"""The public base URL (app/urls.py): configured, from the request, or from trusted proxies only."""
+"""The public base URL (app/web/urls.py): configured, from the request, or from trusted proxies only."""
 
 from flask import Flask
 
 from app import create_app
-from app.urls import public_base_url
+from app.web.urls import public_base_url
 
 
 def base_for(app: Flask, **request_options) -> str:

@@ -11,10 +11,10 @@ import redis
 from prometheus_client import REGISTRY
 
 from app import create_app
-from app.limit_rules import MICROSECONDS, MINUTE_US, Rules, State, step
-from app.limit_storage import RedisLimitStore
-from app.limits import STRATEGY
-from app.security import issue_token
+from app.auth.tokens import issue_token
+from app.ratelimit.hooks import STRATEGY
+from app.ratelimit.rule import MICROSECONDS, MINUTE_US, Rules, State, step
+from app.ratelimit.storage import RedisLimitStore
 from tests.conftest import basic, capture_logs
 from tests.support.arrivals import busiest_minute, per_minute_counts
 from tests.support.redis_monitor import commands_during, round_trips
@@ -267,7 +267,7 @@ def test_concurrent_hits_on_redis_admit_exactly_the_burst(key_prefix):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_the_script_gives_the_pure_rules_answers_to_the_bit(key_prefix, seed):
-    """The Lua script and app/limit_rules.py's step() on the same arrivals (a simulated clock passed to both) agree
+    """The Lua script and app/ratelimit/rule.py's step() on the same arrivals (a simulated clock passed to both) agree
     on every answer and every stored field, down to the float level."""
     rng = random.Random(seed)
     rules = Rules(per_minute=rng.choice([1, 7, 60, 100, 333, 1_000_000]), burst=rng.choice([1, 3, 20, 1000]))

@@ -13,11 +13,11 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from app.db import Database
-from app.messaging import DEVICE_EVENTS_SUBJECT, Messaging, ack_subject, heartbeat_subject
-from app.migrate import migrate
+from app.cli.simulate import DeviceSimulator
+from app.infra.db import Database
+from app.infra.messaging import DEVICE_EVENTS_SUBJECT, Messaging, ack_subject, heartbeat_subject
+from app.infra.migrate import migrate
 from app.services.clients import create_client
-from app.simulate import DeviceSimulator
 from tests.conftest import ALL_SCOPES, basic
 from tests.support.hub_api import Api, token
 from tests.support.listen import NatsCollector

@@ -6,7 +6,7 @@ import pytest
 from werkzeug.datastructures import MultiDict
 
 from app import create_app
-from app.security import issue_token
+from app.auth.tokens import issue_token
 
 TOKEN = "/api/v1/auth/token"
 MCP = "/api/v1/mcp"

@@ -25,14 +25,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
-from app import create_app, tracing
-from app.config import load_settings
-from app.db import Database
-from app.messaging import Messaging, ack_subject, command_subject
-from app.relay import Relay
-from app.services import commands
-from app.simulate import DeviceSimulator
-from app.tracing_setup import build_provider
+from app import create_app
+from app.cli.relay import Relay
+from app.cli.simulate import DeviceSimulator
+from app.core.config import load_settings
+from app.infra.db import Database
+from app.infra.messaging import Messaging, ack_subject, command_subject
+from app.services.commands import sweeps
+from app.telemetry import tracing
+from app.telemetry.tracing_setup import build_provider
 from tests.conftest import capture_logs, unique_id
 from tests.support.services import NATS_URL, wait_for
 
@@ -246,7 +247,7 @@ def test_a_command_carries_the_trace_over_nats_and_keeps_it_for_redelivery(trace
         assert messaging.wait_connected(10)
         with HeaderCollector(command_subject(device)) as nats:
             traced.clear()
-            assert commands.redeliver_for_devices(db, messaging, [device], 1.0) == 1
+            assert sweeps.redeliver_for_devices(db, messaging, [device], 1.0) == 1
             [(envelope, nats_headers)] = nats.wait()
     finally:
         messaging.close()

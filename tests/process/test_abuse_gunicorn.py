@@ -7,7 +7,7 @@ import uuid
 import pytest
 import requests
 
-from app.security import issue_token
+from app.auth.tokens import issue_token
 from tests.support.processes import HubServer
 
 pytestmark = pytest.mark.process

@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from app.messaging import Messaging, ack_subject, command_subject, heartbeat_subject
-from app.simulate import DeviceSimulator
+from app.cli.simulate import DeviceSimulator
+from app.infra.messaging import Messaging, ack_subject, command_subject, heartbeat_subject
 from tests.support.listen import NatsCollector
 from tests.support.services import NATS_URL, wait_for
 

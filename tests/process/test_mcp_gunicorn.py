@@ -10,8 +10,8 @@ import requests
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from app.examples import EXAMPLES
-from app.simulate import DeviceSimulator
+from app.cli.examples import EXAMPLES
+from app.cli.simulate import DeviceSimulator
 from tests.conftest import unique_id
 from tests.support.mcp import MCP, token_request
 from tests.support.processes import HubServer, start_relay

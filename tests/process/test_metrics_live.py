@@ -12,7 +12,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.simulate import DeviceSimulator, fetch_token
+from app.cli.simulate import DeviceSimulator, fetch_token
 from tests.conftest import basic, unique_id
 from tests.support.monitoring import CHART_DIR, KUBE_STATE_METRICS, exposed_sample_names, names_used
 from tests.support.processes import HubServer, Relay

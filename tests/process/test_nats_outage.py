@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 import requests
 
-from app.simulate import DeviceSimulator
+from app.cli.simulate import DeviceSimulator
 from tests.conftest import basic
 from tests.support.hub_api import Api, token
 from tests.support.processes import HubServer, start_relay

@@ -14,7 +14,7 @@ import requests
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.security import issue_token
+from app.auth.tokens import issue_token
 from tests.support.processes import HubServer
 from tests.support.services import wait_for
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.limit_rules import MINUTE_US
+from app.ratelimit.rule import MINUTE_US
 
 
 def per_minute_counts(admitted: list[int], start: int, minutes: int) -> list[int]:

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import requests
 
-from app.db import Database
-from app.migrate import migrate
+from app.cli.simulate import DeviceSimulator, fetch_token, register_devices
+from app.infra.db import Database
+from app.infra.migrate import migrate
 from app.services.clients import create_client
-from app.simulate import DeviceSimulator, fetch_token, register_devices
 from tests.support.processes import HubServer, Relay
 from tests.support.servers import NatsServer, PostgresServer, RedisServer
 from tests.support.services import wait_for

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from app.messaging import Messaging
+from app.infra.messaging import Messaging
 from tests.support.services import wait_for
 
 

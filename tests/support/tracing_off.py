@@ -16,16 +16,16 @@ import threading
 
 INCOMING = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TRACING_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.instrumentation", "opentelemetry.exporter",
-                   "opentelemetry.propagate", "app.tracing_setup")
+                   "opentelemetry.propagate", "app.telemetry.tracing_setup")
 
 
 def main(device_id: str) -> None:
     from app import create_app
-    from app.db import get_db
-    from app.lifecycle import close_extensions
-    from app.logs import configure_logging
-    from app.messaging import Messaging, command_subject
+    from app.infra.db import get_db
+    from app.infra.messaging import Messaging, command_subject
     from app.services.clients import create_client
+    from app.telemetry.logs import configure_logging
+    from app.web.worker_hooks import close_extensions
 
     app = create_app()
     buffer = io.StringIO()

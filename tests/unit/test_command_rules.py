@@ -2,7 +2,9 @@
 
 import pytest
 
-from app.services.commands import request_hash, retry_delay, transition_error
+from app.services.commands.acks import transition_error
+from app.services.commands.submit import request_hash
+from app.services.commands.sweeps import retry_delay
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.config import ConfigError, Settings
+from app.core.config import ConfigError, Settings
 
 BASE = {"DATABASE_URL": "postgresql://u@h/db", "NATS_URL": "nats://h:4222", "JWT_SECRET": "x" * 40}
 

@@ -1,11 +1,11 @@
-"""./.env at start-up (app/envfile.py): the file fills in what the environment leaves unset, never more."""
+"""./.env at start-up (app/core/envfile.py): the file fills in what the environment leaves unset, never more."""
 
 import os
 
 import pytest
 
-from app import envfile
-from app.config import ConfigError
+from app.core import envfile
+from app.core.config import ConfigError
 
 # The syntax of the old hub's .env files: comments, `export`, quotes, blank lines.
 OLD_HUB_STYLE = """\

@@ -1,4 +1,4 @@
-"""Responses written by orjson are the documents Flask's own provider writes (app/json_output.py)."""
+"""Responses written by orjson are the documents Flask's own provider writes (app/web/json_output.py)."""
 
 import dataclasses
 import datetime as dt
@@ -9,7 +9,7 @@ import uuid
 import pytest
 from flask import Flask
 
-from app.json_output import HubJSONProvider
+from app.web.json_output import HubJSONProvider
 
 
 @dataclasses.dataclass

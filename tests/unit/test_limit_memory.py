@@ -1,4 +1,4 @@
-"""The in-process rate-limit stores (app/limit_storage.py): memory under threads, bounded memory, and the switch to
+"""The in-process rate-limit stores (app/ratelimit/storage.py): memory under threads, bounded memory, and the switch to
 memory and back when Redis fails (Redis replaced by a fake here; tests/integration/test_rate_limits.py kills a real
 one)."""
 
@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from app.limit_rules import MICROSECONDS, Rules, State
-from app.limit_storage import FallbackLimitStore, MemoryLimitStore
+from app.ratelimit.rule import MICROSECONDS, Rules, State
+from app.ratelimit.storage import FallbackLimitStore, MemoryLimitStore
 
 
 class Clock:
@@ -79,7 +79,7 @@ class FlakyRedis:
 def test_an_outage_moves_counting_to_memory_and_back_with_back_off(caplog):
     primary, clock = FlakyRedis(), Clock(100.0)
     store = FallbackLimitStore(primary, MemoryLimitStore(Rules(per_minute=100, burst=3)), clock=clock)
-    caplog.set_level(logging.INFO, logger="app.limit_storage")
+    caplog.set_level(logging.INFO, logger="app.ratelimit.storage")
 
     assert store.hit("client:a")[0] and primary.calls == 1 and not store.on_memory
     primary.down = True

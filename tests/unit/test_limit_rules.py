@@ -1,4 +1,4 @@
-"""The rate-limit rule as pure functions (app/limit_rules.py), on a simulated clock: the guarantees the docs state
+"""The rate-limit rule as pure functions (app/ratelimit/rule.py), on a simulated clock: the guarantees the docs state
 hold for any arrival pattern, and the headers say what the rule will do next."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.limit_rules import MICROSECONDS, MINUTE_US, Rules, State, decide, drained, expires_after_us, step
+from app.ratelimit.rule import MICROSECONDS, MINUTE_US, Rules, State, decide, drained, expires_after_us, step
 from tests.support.arrivals import busiest_minute, per_minute_counts
 
 SECOND = MICROSECONDS

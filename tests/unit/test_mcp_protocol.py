@@ -2,9 +2,9 @@
 
 import pytest
 
+from app.core.text import scrub
 from app.mcp.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, RpcError, parse
 from app.mcp.server import decode_header_value
-from app.text import scrub
 
 
 def test_requests_and_notifications():

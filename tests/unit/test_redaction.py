@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from app.logs import _SECRET_KEYS, MAYBE_SECRET, SECRET_PATTERNS, redact
+from app.telemetry.logs import _SECRET_KEYS, MAYBE_SECRET, SECRET_PATTERNS, redact
 
 SAMPLES = [
     "Authorization: Bearer abcdefgh", "basic dXNlcjpwYXNz", "x eyJhbGciOi.eyJzdWIiOi.sig", "client_secret=abcdef",

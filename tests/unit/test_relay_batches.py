@@ -4,8 +4,8 @@ that usually follows it, so both apply in one transaction; anything else is take
 import json
 import queue
 
-from app.config import load_settings
-from app.relay import OUTCOME_LINGER_SECONDS, Relay
+from app.cli.relay import OUTCOME_LINGER_SECONDS, Relay
+from app.core.config import load_settings
 
 
 class ArrivesWhileWaiting(queue.Queue):

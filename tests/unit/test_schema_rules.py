@@ -1,11 +1,11 @@
-"""Which command schemas a device type may declare (app/schema_rules.py): hostile ones are refused, and fast."""
+"""Which command schemas a device type may declare (app/schemas/rules.py): hostile ones are refused, and fast."""
 
 import json
 import threading
 
 import pytest
 
-from app.schema_rules import MAX_EXPANDED_NODES, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, SchemaProblem, check_schema
+from app.schemas.rules import MAX_EXPANDED_NODES, MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, SchemaProblem, check_schema
 
 SET_TEMPERATURE = {
     "type": "object",

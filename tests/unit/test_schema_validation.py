@@ -1,4 +1,4 @@
-"""Validating params against a declared schema (app/schema_validation.py): pointers, errors, and no input that
+"""Validating params against a declared schema (app/schemas/validation.py): pointers, errors, and no input that
 can stall a worker."""
 
 import re
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from app.schema_validation import (
+from app.schemas.validation import (
     MAX_REPORTED_ERRORS,
     MAX_STEPS,
     canonical,

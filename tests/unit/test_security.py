@@ -7,7 +7,8 @@ import types
 import jwt
 import pytest
 
-from app.security import InvalidToken, VerifiedTokens, decode_token, hash_secret, issue_token, verify_secret
+from app.auth.secrets import hash_secret, verify_secret
+from app.auth.tokens import InvalidToken, VerifiedTokens, decode_token, issue_token
 
 SECRET = "k" * 64
 
@@ -83,7 +84,7 @@ def test_secret_hash_verifies_only_the_right_secret():
 def clock(monkeypatch):
     """One fake wall clock for the cache and for PyJWT's own expiry check."""
     fake = types.SimpleNamespace(now=time.time())
-    monkeypatch.setattr("app.security.time", types.SimpleNamespace(time=lambda: fake.now, monotonic=time.monotonic))
+    monkeypatch.setattr("app.auth.tokens.time", types.SimpleNamespace(time=lambda: fake.now, monotonic=time.monotonic))
 
     class FakeDatetime(datetime.datetime):
         @classmethod
@@ -131,7 +132,7 @@ def test_token_cache_answers_a_known_token_without_verifying_it_again(clock, mon
     token = issue_token("c", ["admin"], SECRET, 60)[0]
     cache = VerifiedTokens(SECRET)
     calls = []
-    monkeypatch.setattr("app.security.decode_token", lambda t, s: calls.append(t) or decode_token(t, s))
+    monkeypatch.setattr("app.auth.tokens.decode_token", lambda t, s: calls.append(t) or decode_token(t, s))
     first, second = cache.principal(token), cache.principal(token)
     assert first == second and first.subject == "c" and calls == [token]
     assert _outcome(cache.principal, token[:-2] + ("AA" if token[-2:] != "AA" else "BB")) == "refused"

@@ -3,7 +3,7 @@ back out of the subject unchanged."""
 
 import pytest
 
-from app.messaging import (
+from app.infra.messaging import (
     MAX_DEVICE_ID_TOKENS,
     ack_subject,
     command_subject,

@@ -1,12 +1,13 @@
-"""Thing Descriptions built from a device and its type (app/thing_description.py), checked against the W3C TD 1.1
+"""Thing Descriptions built from a device and its type (app/schemas/thing_description.py), checked against the W3C TD
+1.1
 JSON Schema; integration tests fetch them through the API."""
 
 from urllib.parse import urlsplit
 
 import pytest
 
-from app.schema_rules import check_schema
-from app.thing_description import data_schema, thing_description
+from app.schemas.rules import check_schema
+from app.schemas.thing_description import data_schema, thing_description
 from tests.support.things import td_errors
 
 DEVICE = {

@@ -1,10 +1,10 @@
-"""The API's timestamp format, and the shortcut that reads it off PostgreSQL's text (app/timestamps.py)."""
+"""The API's timestamp format, and the shortcut that reads it off PostgreSQL's text (app/core/timestamps.py)."""
 
 import datetime as dt
 
 import pytest
 
-from app.timestamps import timestamp, timestamp_from_postgres_text
+from app.core.timestamps import timestamp, timestamp_from_postgres_text
 
 UTC = dt.UTC
 

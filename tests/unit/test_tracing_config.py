@@ -8,9 +8,9 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, set_span_in_context
 
-from app import tracing
-from app.messaging import device_id_from_subject
-from app.tracing_setup import ClientSpansInsideTraces, build_provider, service_resource
+from app.infra.messaging import device_id_from_subject
+from app.telemetry import tracing
+from app.telemetry.tracing_setup import ClientSpansInsideTraces, build_provider, service_resource
 
 OTEL_VARIABLES = (
     "OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -60,7 +60,7 @@ def test_tracing_is_on_only_with_an_otlp_exporter(env, on):
     ],
 )
 def test_a_bad_value_is_a_warning_naming_the_variable(caplog, env, on, fragment):
-    with caplog.at_level(logging.WARNING, logger="app.tracing"):
+    with caplog.at_level(logging.WARNING, logger="app.telemetry.tracing"):
         assert tracing.configured(env) is on
         tracing.configured(env)  # asked again (every create_app asks): still one warning
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -170,7 +170,7 @@ def test_a_bad_sampler_is_a_warning_and_the_default_applies(monkeypatch, caplog,
 def test_settings_the_sdk_refuses_leave_the_process_untraced_with_a_warning(monkeypatch, caplog):
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "10")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100")
-    with caplog.at_level(logging.WARNING, logger="app.tracing"):
+    with caplog.at_level(logging.WARNING, logger="app.telemetry.tracing"):
         assert build_provider(tracing.API_SERVICE) is None
     assert "tracing is off in this process" in caplog.text and "max_export_batch_size" in caplog.text
 

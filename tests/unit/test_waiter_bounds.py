@@ -3,7 +3,7 @@ API client; slots come back when a wait ends, however it ends."""
 
 import pytest
 
-from app.services.commands import Waiters
+from app.services.commands.waiters import Waiters
 
 
 def test_per_client_bound_then_per_process_bound():

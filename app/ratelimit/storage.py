@@ -1,0 +1,238 @@
+"""Where the rate-limit states live: one small Redis hash per client, or this process's memory.
+
+- `RedisLimitStore`: one Lua script per request (EVALSHA: one round trip) applies app/ratelimit/rule.py's `step`
+  atomically to the client's hash — four fields, whatever the limits — and returns the state, from which the
+  headers are computed without asking again. Redis's own clock (TIME) times every request, so every worker of
+  every pod judges by one clock. The key expires when its state no longer matters.
+- `MemoryLimitStore`: the same rule over a dict under a lock, for REDIS_URL unset and for outages.
+- `FallbackLimitStore`: Redis, and this process's memory while Redis fails; it tries Redis again after 1 s,
+  2 s, 4 s ... 32 s (one request at a time tries, the others stay in memory) and goes back by itself.
+
+Every store's `hit(key)` returns `(admitted, state)`, the state as of the request's time (`state.updated`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from app.infra import redis_client as cache
+from app.ratelimit.rule import Rules, State, expires_after_us, step
+
+log = logging.getLogger(__name__)
+
+
+class LimitStore(Protocol):
+    def hit(self, client_key: str) -> tuple[bool, State]:
+        """Apply one request of this client now: (admitted, its state as of the request's time)."""
+
+    def close(self) -> None:
+        """Release this process's connections, if any."""
+
+# step() in Lua, statement for statement (same arithmetic, same order: the results agree to the bit).
+# KEYS[1]: the client's hash. ARGV: burst, burst window (µs), per-minute, capacity, and optionally the time (µs)
+# for tests; without it Redis's clock is used. Fields: ws/wc the burst window's start and count, lv/up the bucket's
+# level and when it was that. Returns {admitted, ws, wc, lv, up}; numbers that may exceed what a Redis integer
+# reply or Lua's default formatting keeps exactly travel as strings.
+STEP_SCRIPT = """
+local key = KEYS[1]
+local burst = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local per_minute = tonumber(ARGV[3])
+local capacity = tonumber(ARGV[4])
+local now
+if ARGV[5] then
+    now = tonumber(ARGV[5])
+else
+    local clock = redis.call('TIME')
+    now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+end
+
+local stored = redis.call('HMGET', key, 'ws', 'wc', 'lv', 'up')
+local window_start = tonumber(stored[1]) or 0
+local window_count = tonumber(stored[2]) or 0
+local level = tonumber(stored[3]) or 0
+local updated = tonumber(stored[4]) or 0
+
+if window_count == 0 or now >= window_start + window then
+    window_start = now
+    window_count = 0
+end
+level = level - math.max(0, now - updated) * per_minute / 60000000
+if level < 1e-9 then  -- 1e-9: limit_rules.RESIDUE
+    level = 0
+end
+local admitted = 0
+if window_count < burst and level + 1 <= capacity + 1e-9 then
+    admitted = 1
+    window_count = window_count + 1
+    level = level + 1
+end
+
+local ws, lv, up = string.format('%d', window_start), string.format('%.17g', level), string.format('%d', now)
+if admitted == 1 then
+    redis.call('HSET', key, 'ws', ws, 'wc', window_count, 'lv', lv, 'up', up)
+    local expires = math.max(window_start + window - now, level * 60000000 / per_minute)
+    redis.call('PEXPIRE', key, string.format('%d', math.ceil(expires / 1000) + 1))
+end
+return {admitted, ws, window_count, lv, up}
+"""
+
+
+class RedisLimitStore:
+    """Client states in Redis under `<key_prefix>:<client key>`, one script call per request."""
+
+    def __init__(self, url: str, key_prefix: str, rules: Rules) -> None:
+        self.url = url
+        self.key_prefix = key_prefix
+        self.rules = rules
+        self._args = (rules.burst, rules.burst_window_us, rules.per_minute, rules.capacity)
+        self._client: redis.Redis | None = None
+        self._script = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self):
+        """The client and script of this process (created after gunicorn forks, on first use)."""
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._client = redis.Redis.from_url(
+                        self.url,
+                        socket_timeout=cache.SOCKET_TIMEOUT_SECONDS,
+                        socket_connect_timeout=cache.CONNECT_TIMEOUT_SECONDS,
+                        # One immediate retry replaces a pooled connection that died with a Redis restart; no
+                        # back-off sleeps (redis-py's default would wait seconds while a request is waiting).
+                        retry=Retry(NoBackoff(), 1),
+                    )
+                    self._script = self._client.register_script(STEP_SCRIPT)
+                    self._pid = os.getpid()
+        return self._script
+
+    def key(self, client_key: str) -> str:
+        return f"{self.key_prefix}:{client_key}"
+
+    def hit(self, client_key: str, now_us: int | None = None) -> tuple[bool, State]:
+        """Apply one request (`now_us` only for tests: Redis's clock otherwise). Raises redis.RedisError."""
+        args = self._args if now_us is None else (*self._args, now_us)
+        admitted, ws, wc, lv, up = self._connect()(keys=[self.key(client_key)], args=args)
+        return bool(admitted), State(int(ws), int(wc), float(lv), int(up))
+
+    def close(self) -> None:
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+        self._client, self._script, self._pid = None, None, None
+
+
+class MemoryLimitStore:
+    """Client states in this process's memory. Expired states are swept out as the table grows; beyond
+    MAX_CLIENTS live states the least recently admitted are dropped (a client spraying addresses cannot grow
+    memory without bound; a dropped client starts afresh in this process)."""
+
+    MAX_CLIENTS = 100_000
+    MIN_SWEEP_SIZE = 1_024
+
+    def __init__(self, rules: Rules, clock_us: Callable[[], int] = lambda: time.time_ns() // 1000) -> None:
+        self.rules = rules
+        self.clock_us = clock_us
+        self._states: dict[str, State] = {}
+        self._sweep_at = self.MIN_SWEEP_SIZE
+        self._lock = threading.Lock()
+
+    def hit(self, client_key: str) -> tuple[bool, State]:
+        with self._lock:
+            now = self.clock_us()
+            admitted, state = step(self._states.get(client_key), now, self.rules)
+            if admitted:
+                self._states.pop(client_key, None)  # re-inserted last: the dict is ordered by last admission
+                self._states[client_key] = state
+                if len(self._states) > self._sweep_at:
+                    self._sweep(now)
+        return admitted, state
+
+    def _sweep(self, now: int) -> None:
+        self._states = {
+            key: state for key, state in self._states.items()
+            if now < state.updated + expires_after_us(state, self.rules)
+        }
+        for key in list(self._states)[: max(0, len(self._states) - self.MAX_CLIENTS)]:
+            del self._states[key]
+        self._sweep_at = max(self.MIN_SWEEP_SIZE, 2 * len(self._states))
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def close(self) -> None:
+        """Nothing to close: the states go with the process."""
+
+
+class FallbackLimitStore:
+    """Redis first; while Redis fails, this process's memory (same rule, per process)."""
+
+    FIRST_RETRY_SECONDS = 1.0
+    MAX_RETRY_SECONDS = 32.0
+
+    def __init__(self, primary: RedisLimitStore, memory: MemoryLimitStore,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.primary = primary
+        self.memory = memory
+        self.clock = clock
+        self._on_memory = False
+        self._retry_at = 0.0
+        self._retry_in = self.FIRST_RETRY_SECONDS
+        self._lock = threading.Lock()
+
+    @property
+    def on_memory(self) -> bool:
+        return self._on_memory
+
+    def hit(self, client_key: str) -> tuple[bool, State]:
+        trying_again = self._on_memory and self._claim_retry()
+        if self._on_memory and not trying_again:
+            return self.memory.hit(client_key)
+        try:
+            result = self.primary.hit(client_key)
+        except redis.RedisError as exc:
+            self._fall_back(exc)
+            return self.memory.hit(client_key)
+        if trying_again:
+            self._recover()
+        return result
+
+    def _claim_retry(self) -> bool:
+        """True for the one request that tries Redis again now; the back-off doubles each time."""
+        with self._lock:
+            now = self.clock()
+            if now < self._retry_at:
+                return False
+            self._retry_at = now + self._retry_in
+            self._retry_in = min(self._retry_in * 2, self.MAX_RETRY_SECONDS)
+            return True
+
+    def _fall_back(self, exc: Exception) -> None:
+        with self._lock:
+            if self._on_memory:
+                return
+            self._on_memory = True
+            self._retry_at = self.clock() + self.FIRST_RETRY_SECONDS
+            self._retry_in = 2 * self.FIRST_RETRY_SECONDS
+        log.warning("rate-limit storage unreachable: falling back to per-process memory until Redis answers",
+                    extra={"error": f"{exc.__class__.__name__}: {exc}"})
+
+    def _recover(self) -> None:
+        with self._lock:
+            if not self._on_memory:
+                return
+            self._on_memory = False
+        log.info("rate-limit storage recovered: counting in Redis again")
+
+    def close(self) -> None:
+        self.primary.close()

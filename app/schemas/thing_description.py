@@ -1,0 +1,176 @@
+"""W3C Web of Things Thing Descriptions (TD 1.1) of devices, built from the device and its declared type.
+
+Properties `status` and `last_seen` are read through `GET /api/v1/devices/{id}/properties/{name}`; each declared
+command is an action (`synchronous: false`: the invocation answers when the command is stored and queued, the
+outcome is the message at the answer's `Location`) invoked through `POST /api/v1/devices/{id}/commands/{command}`.
+Every href is absolute, every form names the OAuth2 scope it needs.
+
+A command's params and result schemas are JSON Schema 2020-12; a TD data schema is a smaller vocabulary, so each
+schema is translated (`data_schema`): local `$ref`s are inlined and `allOf` merged into one schema, a `type` list
+becomes `oneOf`, `anyOf` becomes `oneOf`, `prefixItems` becomes TD's list form of `items`, duplicate `enum`
+values are dropped; keywords TD has no term for (`additionalProperties`, `patternProperties`, `not`,
+`if`/`then`/`else`, `dependent*`, `contains`, `uniqueItems`, ...) are left out. The TD describes; the hub still
+validates every command against the declared schema itself. Titles and descriptions lose control characters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from app.core.statuses import DEVICE_STATUSES
+from app.core.text import without_controls
+from app.schemas.rules import local_resolver
+from app.schemas.validation import canonical
+
+TD_CONTEXT = "https://www.w3.org/2022/wot/td/v1.1"
+MEDIA_TYPE = "application/td+json"
+SECURITY_NAME = "oauth2_sc"
+
+# TD 1.1 data schema terms copied as they are (their 2020-12 meaning is the same).
+COPIED_TERMS = ("const", "default", "readOnly", "writeOnly", "format", "contentEncoding", "contentMediaType",
+                "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength",
+                "pattern", "minItems", "maxItems", "required")
+TEXT_TERMS = ("title", "description")
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra`'s terms added to `into` where `into` has none; properties merged, `required` united."""
+    for key, value in extra.items():
+        if key == "properties" and "properties" in into:
+            into["properties"] = {**value, **into["properties"]}
+        elif key == "required" and "required" in into:
+            into["required"] = list(dict.fromkeys([*into["required"], *value]))
+        else:
+            into.setdefault(key, value)
+    return into
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    seen, unique = set(), []
+    for value in values:
+        key = canonical(value)
+        if key not in seen:
+            seen.add(key)
+            unique.append(value)
+    return unique
+
+
+def _translate(schema: Any, resolve: Callable[[str], Any]) -> dict[str, Any]:
+    if not isinstance(schema, dict):
+        return {}  # `true` (anything goes); a `false` subschema is left out by the caller
+    out: dict[str, Any] = {}
+    for term in TEXT_TERMS:
+        if isinstance(schema.get(term), str):
+            out[term] = without_controls(schema[term])
+    for term in COPIED_TERMS:
+        if term in schema:
+            out[term] = schema[term]
+    if isinstance(schema.get("unit"), str):
+        out["unit"] = schema["unit"]
+    if schema.get("enum"):
+        out["enum"] = _unique(schema["enum"])
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        out["type"] = kind
+    elif isinstance(kind, list) and len(kind) == 1:
+        out["type"] = kind[0]
+    alternatives = schema.get("oneOf") or schema.get("anyOf")
+    if alternatives:
+        out["oneOf"] = [_translate(branch, resolve) for branch in alternatives if branch is not False]
+    elif isinstance(kind, list) and len(kind) > 1:
+        out["oneOf"] = [{"type": each} for each in kind]
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {name: _translate(child, resolve) for name, child in schema["properties"].items()
+                             if child is not False}
+    if schema.get("prefixItems"):
+        out["items"] = [_translate(child, resolve) for child in schema["prefixItems"]]
+        if schema.get("items") is False:
+            out.setdefault("maxItems", len(schema["prefixItems"]))
+    elif "items" in schema and schema["items"] is not False:
+        out["items"] = _translate(schema["items"], resolve)
+    if "$ref" in schema:
+        _merge(out, _translate(resolve(schema["$ref"]), resolve))
+    for part in schema.get("allOf", ()):
+        _merge(out, _translate(part, resolve))
+    return out
+
+
+def data_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A declared params/result schema (accepted by app/schemas/rules.py: local, acyclic refs) as a TD data schema."""
+    return _translate(schema, local_resolver(schema))
+
+
+def _form(href: str, op: str, scope: str) -> dict[str, Any]:
+    return {"href": href, "op": op, "contentType": "application/json", "scopes": [scope]}
+
+
+def _properties(device_url: str) -> dict[str, Any]:
+    def form(name: str) -> list[dict[str, Any]]:
+        return [_form(f"{device_url}/properties/{name}", "readproperty", "device:read")]
+
+    return {
+        "status": {
+            "title": "Status", "type": "string", "enum": list(DEVICE_STATUSES), "readOnly": True,
+            "observable": False, "forms": form("status"),
+            "description": "pending until the first heartbeat, then online, offline (no heartbeat in time) or error.",
+        },
+        "last_seen": {
+            "title": "Last seen", "oneOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+            "readOnly": True, "observable": False, "forms": form("last_seen"),
+            "description": "When the device last sent a heartbeat (RFC 3339), or null if it never did.",
+        },
+    }
+
+
+def _action(device_url: str, name: str, command: dict[str, Any]) -> dict[str, Any]:
+    action: dict[str, Any] = {"title": name}
+    if command.get("description"):
+        action["description"] = without_controls(command["description"])
+    action.update(
+        safe=command.get("safe", False), idempotent=command.get("idempotent", False), synchronous=False,
+        input=data_schema(command["params"]),
+    )
+    if command.get("result") is not None:
+        action["output"] = data_schema(command["result"])
+    form = _form(f"{device_url}/commands/{quote(name, safe='')}", "invokeaction", "device:command")
+    form["response"] = {"contentType": "application/json"}
+    action["forms"] = [form]
+    return action
+
+
+def thing_description(device: dict[str, Any], device_type: dict[str, Any] | None, base_url: str) -> dict[str, Any]:
+    """The TD of `device` (a §4 device object) whose type is `device_type` (the type object, None = undeclared)."""
+    device_url = f"{base_url}/api/v1/devices/{quote(device['device_id'], safe='')}"
+    if device_type is not None:
+        about = f"A device of type '{device_type['device_type']}'"
+        if device_type["description"]:
+            about += ": " + without_controls(device_type["description"])
+    else:
+        about = (f"A device of type '{without_controls(device['device_type'])}', which declares no commands (any "
+                 "command is accepted)")
+    td: dict[str, Any] = {
+        "@context": TD_CONTEXT,
+        "id": f"urn:uaip:device:{device['device_id']}",
+        "title": without_controls(device["name"]) or device["device_id"],
+        "description": about.rstrip(".") + ". Actions take query parameters wait (0-30 s), qos (0-2), "
+                       "priority (0-10) and ttl_ms, and an Idempotency-Key header; they answer 202 with the "
+                       "message's Location, or "
+                       "200 with the finished message when wait is given.",
+        "created": device["registered_at"],
+        "modified": device["updated_at"],
+        "securityDefinitions": {
+            SECURITY_NAME: {
+                "scheme": "oauth2", "flow": "client", "token": f"{base_url}/api/v1/auth/token",
+                "scopes": ["device:read", "device:command"],
+            },
+        },
+        "security": [SECURITY_NAME],
+        "properties": _properties(device_url),
+    }
+    if device_type is not None:
+        td["version"] = {"instance": str(device_type["version"])}
+        td["actions"] = {name: _action(device_url, name, command)
+                         for name, command in device_type["commands"].items()}
+    return td

@@ -1,0 +1,156 @@
+"""Who is calling, per request: bearer tokens (the scope decorator) and device HTTP Basic auth."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from flask import current_app, g, request
+
+from app.auth.secrets import _recent_device_logins, verify_secret
+from app.auth.tokens import InvalidToken, Principal, VerifiedTokens
+from app.core.errors import APIError
+from app.web.urls import public_base_url
+
+
+def _bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def verified_tokens() -> VerifiedTokens:
+    extensions = current_app.extensions
+    cache = extensions.get("uaip.verified_tokens")
+    if cache is None:
+        cache = extensions.setdefault("uaip.verified_tokens", VerifiedTokens(current_app.config["SETTINGS"].jwt_secret))
+    return cache
+
+
+def token_principal() -> Principal | None:
+    """The principal of a valid bearer token on this request, or None (never raises). Cached on `g`."""
+    if "token_principal" not in g:
+        token = _bearer_token()
+        principal = None
+        if token is not None:
+            try:
+                principal = verified_tokens().principal(token)
+            except InvalidToken:
+                principal = None
+        g.token_principal = principal
+    return g.token_principal
+
+
+def recognised_device() -> str | None:
+    """The device id of this request's HTTP Basic credentials if this process accepted exactly those credentials
+    recently, else None. Never touches the database; a wrong or unknown secret is simply not recognised."""
+    credentials = basic_credentials()
+    if credentials is None:
+        return None
+    device_id, secret = credentials
+    return device_id if _recent_device_logins.seen(device_id, secret) else None
+
+
+REST_CHALLENGE = 'realm="uaip-hub"'
+
+
+def authenticate_bearer(audiences: tuple[str | None, ...], challenge: str = REST_CHALLENGE) -> Principal:
+    """The principal of this request's valid bearer token whose `aud` is one of `audiences` (None: a token naming
+    no resource), else 401 with `WWW-Authenticate: Bearer <challenge>` (plus `error="invalid_token"` when a token
+    was presented)."""
+    if "Authorization" not in request.headers:
+        raise APIError(
+            401, "UNAUTHORIZED", "A bearer token is required.", headers={"WWW-Authenticate": f"Bearer {challenge}"}
+        )
+    principal = token_principal()
+    if principal is None:
+        raise _invalid_token("The access token is missing, malformed, expired or invalid.", challenge)
+    if principal.audience not in audiences:
+        raise _invalid_token("The access token was issued for another resource (its aud claim).", challenge)
+    g.client_id = principal.subject
+    return principal
+
+
+def _invalid_token(message: str, challenge: str) -> APIError:
+    return APIError(401, "UNAUTHORIZED", message,
+                    headers={"WWW-Authenticate": f'Bearer {challenge}, error="invalid_token"'})
+
+
+def insufficient_scope(scope: str, challenge_extra: str = "") -> APIError:
+    """403 for a valid token without `scope`; `challenge_extra` appends parameters to the Bearer challenge."""
+    return APIError(
+        403, "INSUFFICIENT_SCOPE", f"This operation needs the '{scope}' scope.",
+        details={"required_scope": scope},
+        headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"{challenge_extra}'},
+    )
+
+
+def _authenticate_bearer(scope: str) -> Principal:
+    """REST routes: a token naming no resource or the REST API (`<base>`), with `scope`."""
+    principal = authenticate_bearer((None, public_base_url()))
+    if not principal.has_scope(scope):
+        raise insufficient_scope(scope)
+    return principal
+
+
+def require_scope(scope: str) -> Callable:
+    """View decorator: a valid bearer token with `scope` (or admin), else 401/403."""
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            g.principal = _authenticate_bearer(scope)
+            return view(*args, **kwargs)
+
+        wrapper.required_scope = scope
+        return wrapper
+
+    return decorator
+
+
+def basic_credentials() -> tuple[str, str] | None:
+    auth = request.authorization
+    if auth is None or auth.type != "basic" or auth.username is None or auth.password is None:
+        return None
+    return auth.username, auth.password
+
+
+def device_or_scope(scope: str, load_device_secret_hash: Callable[[str], str | None]) -> Callable:
+    """View decorator for device endpoints: HTTP Basic `device_id:device_secret`, or a bearer token with `scope`.
+
+    Basic auth identifies one device; it may only act on itself (the route's device, or the device that owns
+    the message, checked by the view through `g.principal.subject`).
+    """
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            credentials = basic_credentials()
+            if credentials is None:
+                g.principal = _authenticate_bearer(scope)
+                return view(*args, **kwargs)
+            device_id, secret = credentials
+            if not verify_secret(load_device_secret_hash(device_id), secret):
+                raise APIError(
+                    401, "UNAUTHORIZED", "Invalid device credentials.",
+                    headers={"WWW-Authenticate": 'Basic realm="uaip-hub devices"'},
+                )
+            _recent_device_logins.remember(device_id, secret)
+            g.principal = Principal("device", device_id, frozenset())
+            g.client_id = f"device:{device_id}"
+            return view(*args, **kwargs)
+
+        wrapper.required_scope = scope
+        wrapper.device_auth = True
+        return wrapper
+
+    return decorator
+
+
+def require_device_self(device_id: str) -> None:
+    """A device authenticated by Basic auth may only touch its own resources."""
+    principal: Principal = g.principal
+    if principal.kind == "device" and principal.subject != device_id:
+        raise APIError(403, "FORBIDDEN", "A device may only act on itself.")
