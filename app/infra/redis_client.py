@@ -1,5 +1,6 @@
-"""The Redis client: timeouts always set (redis-py has none by default, and a dead Redis must not hang a
-request), created lazily per process. `None` when REDIS_URL is unset: the hub then runs without Redis."""
+"""The one Redis client of a process: timeouts always set (redis-py has none by default, and a dead Redis must not
+hang a request), created lazily per process (after gunicorn forks). Health, the rate limiter and revocation share it:
+one pool per process, one place for its settings. `None` when REDIS_URL is unset: the hub then runs without Redis."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import threading
 
 import redis
 from flask import Flask, current_app
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 SOCKET_TIMEOUT_SECONDS = 0.5
 CONNECT_TIMEOUT_SECONDS = 0.5
@@ -32,6 +35,9 @@ class Cache:
                         socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
                         health_check_interval=30,
                         decode_responses=True,
+                        # One immediate retry replaces a pooled connection that died with a Redis restart; no
+                        # back-off sleeps (redis-py's default would wait seconds while a request is waiting).
+                        retry=Retry(NoBackoff(), 1),
                     )
                     self._pid = os.getpid()
         return self._client

@@ -16,6 +16,7 @@ import logging
 
 from flask import Flask, g, request
 
+from app.infra.redis_client import Cache
 from app.ratelimit.rule import Decision, Rules, decide
 from app.ratelimit.storage import FallbackLimitStore, LimitStore, MemoryLimitStore, RedisLimitStore
 from app.telemetry import metrics
@@ -50,12 +51,12 @@ def is_exempt() -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in EXEMPT_PATHS)
 
 
-def make_store(redis_url: str | None, key_prefix: str, rules: Rules) -> LimitStore:
-    """Redis with per-process memory while it is down; memory alone when REDIS_URL is unset."""
+def make_store(cache: Cache | None, rules: Rules) -> LimitStore:
+    """Redis (the process's one client) with per-process memory while it is down; memory alone without Redis."""
     memory = MemoryLimitStore(rules)
-    if not redis_url:
+    if cache is None:
         return memory
-    return FallbackLimitStore(RedisLimitStore(redis_url, f"{key_prefix}:limits:{STRATEGY}", rules), memory)
+    return FallbackLimitStore(RedisLimitStore(cache, cache.key("limits", STRATEGY), rules), memory)
 
 
 class RateLimiter:
@@ -105,7 +106,7 @@ class RateLimiter:
 def init_app(app: Flask) -> None:
     settings = app.config["SETTINGS"]
     rules = Rules(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
-    limiter = RateLimiter(rules, make_store(settings.redis_url, settings.redis_key_prefix, rules))
+    limiter = RateLimiter(rules, make_store(app.extensions["uaip.cache"], rules))
     app.before_request(limiter.limit_request)
     app.after_request(limiter.add_headers)
     app.extensions["uaip.limiter"] = limiter

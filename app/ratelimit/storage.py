@@ -14,17 +14,14 @@ Every store's `hit(key)` returns `(admitted, state)`, the state as of the reques
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from app.infra import redis_client as cache
+from app.infra.redis_client import Cache
 from app.ratelimit.rule import Rules, State, expires_after_us, step
 
 log = logging.getLogger(__name__)
@@ -88,33 +85,26 @@ return {admitted, ws, window_count, lv, up}
 
 
 class RedisLimitStore:
-    """Client states in Redis under `<key_prefix>:<client key>`, one script call per request."""
+    """Client states in Redis under `<key_prefix>:<client key>`, one script call per request, on the process's one
+    Redis client (app/infra/redis_client.py)."""
 
-    def __init__(self, url: str, key_prefix: str, rules: Rules) -> None:
-        self.url = url
+    def __init__(self, cache: Cache, key_prefix: str, rules: Rules) -> None:
+        self.cache = cache
         self.key_prefix = key_prefix
         self.rules = rules
         self._args = (rules.burst, rules.burst_window_us, rules.per_minute, rules.capacity)
-        self._client: redis.Redis | None = None
         self._script = None
-        self._pid: int | None = None
+        self._client = None
         self._lock = threading.Lock()
 
     def _connect(self):
-        """The client and script of this process (created after gunicorn forks, on first use)."""
-        if self._pid != os.getpid():
+        """The script bound to this process's client (re-registered when the client is new, e.g. after a fork)."""
+        client = self.cache.client
+        if self._client is not client:
             with self._lock:
-                if self._pid != os.getpid():
-                    self._client = redis.Redis.from_url(
-                        self.url,
-                        socket_timeout=cache.SOCKET_TIMEOUT_SECONDS,
-                        socket_connect_timeout=cache.CONNECT_TIMEOUT_SECONDS,
-                        # One immediate retry replaces a pooled connection that died with a Redis restart; no
-                        # back-off sleeps (redis-py's default would wait seconds while a request is waiting).
-                        retry=Retry(NoBackoff(), 1),
-                    )
-                    self._script = self._client.register_script(STEP_SCRIPT)
-                    self._pid = os.getpid()
+                if self._client is not client:
+                    self._script = client.register_script(STEP_SCRIPT)
+                    self._client = client
         return self._script
 
     def key(self, client_key: str) -> str:
@@ -127,9 +117,8 @@ class RedisLimitStore:
         return bool(admitted), State(int(ws), int(wc), float(lv), int(up))
 
     def close(self) -> None:
-        if self._client is not None and self._pid == os.getpid():
-            self._client.close()
-        self._client, self._script, self._pid = None, None, None
+        """The client is the process's shared one (closed by the worker hooks); forget the script bound to it."""
+        self._client, self._script = None, None
 
 
 class MemoryLimitStore:
@@ -200,6 +189,12 @@ class FallbackLimitStore:
             return self.memory.hit(client_key)
         try:
             result = self.primary.hit(client_key)
+        except redis.ResponseError as exc:
+            # Redis answered, about this one key (e.g. WRONGTYPE: something else wrote it): that client is counted
+            # in memory for this request; every other client stays on Redis.
+            log.warning("rate-limit state unusable for one client; counted in memory for this request",
+                        extra={"client_key": client_key, "error": f"{exc.__class__.__name__}: {exc}"})
+            return self.memory.hit(client_key)
         except redis.RedisError as exc:
             self._fall_back(exc)
             return self.memory.hit(client_key)

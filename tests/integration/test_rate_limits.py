@@ -12,9 +12,10 @@ from prometheus_client import REGISTRY
 
 from app import create_app
 from app.auth.tokens import issue_token
+from app.infra.redis_client import Cache
 from app.ratelimit.hooks import STRATEGY
 from app.ratelimit.rule import MICROSECONDS, MINUTE_US, Rules, State, step
-from app.ratelimit.storage import RedisLimitStore
+from app.ratelimit.storage import FallbackLimitStore, MemoryLimitStore, RedisLimitStore
 from tests.conftest import basic, capture_logs
 from tests.support.arrivals import busiest_minute, per_minute_counts
 from tests.support.redis_monitor import commands_during, round_trips
@@ -256,7 +257,7 @@ def test_state_per_client_is_one_small_hash_whatever_the_limits(make_app, key_pr
 
 
 def test_concurrent_hits_on_redis_admit_exactly_the_burst(key_prefix):
-    store = RedisLimitStore(REDIS_BASE_URL, key_prefix, Rules(per_minute=1000, burst=20))
+    store = RedisLimitStore(Cache(REDIS_BASE_URL, key_prefix), key_prefix, Rules(per_minute=1000, burst=20))
     try:
         with ThreadPoolExecutor(50) as pool:
             results = list(pool.map(lambda _: store.hit("client:concurrent")[0], range(200)))
@@ -271,7 +272,7 @@ def test_the_script_gives_the_pure_rules_answers_to_the_bit(key_prefix, seed):
     on every answer and every stored field, down to the float level."""
     rng = random.Random(seed)
     rules = Rules(per_minute=rng.choice([1, 7, 60, 100, 333, 1_000_000]), burst=rng.choice([1, 3, 20, 1000]))
-    store = RedisLimitStore(REDIS_BASE_URL, key_prefix, rules)
+    store = RedisLimitStore(Cache(REDIS_BASE_URL, key_prefix), key_prefix, rules)
     server = redis.Redis.from_url(REDIS_BASE_URL)
     state, now = None, 1_700_000_000 * MICROSECONDS + rng.randrange(MICROSECONDS)
     try:
@@ -293,7 +294,7 @@ def test_the_script_keeps_any_minute_within_the_limit_plus_one_burst(key_prefix)
     """A greedy client (a request every 50 ms of simulated time, for 5 minutes) through the real script: 100 per
     minute in the long run, never more than 100 + 20 in any 60 s, never more than 20 in a burst window."""
     rules = Rules(per_minute=100, burst=20)
-    store = RedisLimitStore(REDIS_BASE_URL, key_prefix, rules)
+    store = RedisLimitStore(Cache(REDIS_BASE_URL, key_prefix), key_prefix, rules)
     start = 1_700_000_000 * MICROSECONDS
     admitted, windows = [], {}
     try:
@@ -309,8 +310,9 @@ def test_the_script_keeps_any_minute_within_the_limit_plus_one_burst(key_prefix)
     assert max(windows.values()) == 20
 
 
-def test_a_foreign_value_at_the_key_costs_a_fallback_not_a_500(make_app, key_prefix):
-    """Another program's value under the limiter's key (WRONGTYPE inside the script): memory takes over."""
+def test_a_foreign_value_at_the_key_is_counted_in_memory_not_a_500(make_app, key_prefix):
+    """Another program's value under the limiter's key (WRONGTYPE inside the script): that client is counted in
+    memory, and the warning names the problem."""
     app = make_app()
     redis.Redis.from_url(app.config["SETTINGS"].redis_url).rpush(
         f"{key_prefix}:limits:{STRATEGY}:client:client-clash", "not-a-hash")
@@ -318,4 +320,23 @@ def test_a_foreign_value_at_the_key_costs_a_fallback_not_a_500(make_app, key_pre
     client = app.test_client()
     results = statuses(client, BURST + 1, headers=bearer(app, "client-clash"))
     assert results == [404] * BURST + [429]  # still limited, in memory
-    assert any("falling back" in line["message"] and "WRONGTYPE" in line.get("error", "") for line in log_lines())
+    assert any("counted in memory" in line["message"] and "WRONGTYPE" in line.get("error", "") for line in log_lines())
+
+
+def test_a_broken_key_affects_only_its_client(hub_env, key_prefix):
+    """A key something else overwrote (WRONGTYPE) is that client's problem: it is counted in memory for the request,
+    and every other client keeps its state in Redis (no process-wide fallback)."""
+    rules = Rules(per_minute=1000, burst=20)
+    cache = Cache(REDIS_BASE_URL, key_prefix)
+    store = FallbackLimitStore(RedisLimitStore(cache, f"{key_prefix}:limits", rules), MemoryLimitStore(rules))
+    server = redis.Redis.from_url(REDIS_BASE_URL)
+    try:
+        server.set(f"{key_prefix}:limits:client:broken", "not a hash")
+        admitted, _ = store.hit("client:broken")
+        assert admitted
+        assert not store.on_memory
+        store.hit("client:healthy")
+        assert server.type(f"{key_prefix}:limits:client:healthy") == b"hash"
+    finally:
+        server.delete(f"{key_prefix}:limits:client:broken", f"{key_prefix}:limits:client:healthy")
+        cache.close()
