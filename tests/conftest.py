@@ -24,10 +24,12 @@ from app.infra.migrate import migrate
 from app.services.clients import create_client
 from app.web import worker_hooks as lifecycle
 from tests.support import ast_guard, services
+from tests.support.environment import scrub_hub_configuration
 from tests.support.hub_api import Api, token
 from tests.support.processes import start_relay
 
 ast_guard.install()  # before anything parses in a second thread (CPython < 3.11.8, see the module)
+scrub_hub_configuration(os.environ)  # before any fixture: no app or process of the suite inherits the shell's settings
 
 ALL_SCOPES = "device:read device:write device:command message:read"
 

@@ -73,3 +73,19 @@ def test_parsing_while_another_thread_formats_tracebacks_is_safe():
         noise.join(10)
         gc.callbacks.remove(switch_threads)
     assert errors == []
+
+
+def test_the_shells_hub_configuration_never_reaches_the_suite():
+    """conftest.py scrubs the hub's variables at import; the suite's own knobs survive."""
+    import os
+
+    from tests.support.environment import scrub_hub_configuration
+
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "RATE_LIMIT_BURST": "5", "UAIP_PUBLIC_URL": "https://x",
+               "JWT_SECRET": "s", "DATABASE_URL": "postgresql://x", "UAIP_TEST_ALLOW_NO_PROMTOOL": "1",
+               "UAIP_IMAGE_CONTEXT": "/x", "UAIP_CHECKOV": "/bin/checkov", "PATH": "/bin", "CI": "true"}
+    removed = scrub_hub_configuration(environ)
+    assert removed == ["DATABASE_URL", "JWT_SECRET", "OTEL_EXPORTER_OTLP_ENDPOINT", "RATE_LIMIT_BURST",
+                       "UAIP_PUBLIC_URL"]
+    assert set(environ) == {"UAIP_TEST_ALLOW_NO_PROMTOOL", "UAIP_IMAGE_CONTEXT", "UAIP_CHECKOV", "PATH", "CI"}
+    assert not [name for name in os.environ if name.startswith(("OTEL_", "RATE_LIMIT_"))]
