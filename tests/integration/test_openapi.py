@@ -124,7 +124,10 @@ def _fuzz(operations, headers, mode, max_examples=MAX_EXAMPLES) -> list[str]:
         try:
             run()
         except hypothesis.errors.Unsatisfiable:
-            pass  # negative mode: an operation without inputs has no invalid request to make
+            # Negative mode: an operation without inputs has no invalid request to make. In positive mode it means
+            # the operation was never fuzzed: a failure, not a silent pass.
+            if mode is not GenerationMode.NEGATIVE:
+                failures.append(f"{operation.method.upper()} {operation.path}: no valid request could be generated")
         except Exception as exc:  # noqa: BLE001 - collect every operation's failure, report them together
             failures.append(f"{operation.method.upper()} {operation.path}: {exc}")
     return failures

@@ -176,11 +176,13 @@ def _summarise(answers, phases, accepted, completed, missing, relay_running) -> 
               "missing_commands": missing, "relay_survived": relay_running,
               "all_statuses": dict(Counter(a.status for a in answers))}
     start = min(a.at for a in answers) if answers else 0.0
+    # Every answer belongs to the phase during which it was *answered* (from the dependency's stop to the phase's
+    # end): a slow request sent during the NATS outage and answered 503 while PostgreSQL was down is PostgreSQL's.
+    # Answers outside every phase (the baseline, the gaps between phases) are "quiet": no outage explains them.
+    attributed: set[int] = set()
     for phase in phases:
-        # A phase's requests were sent and answered within it: one sent just before the next dependency was
-        # stopped and answered after is not the earlier phase's (its 503 would come from the next outage). Such
-        # requests still count in `all_statuses` and in the fate of accepted commands.
-        window = [a for a in answers if phase["down_at"] <= a.at and a.done < phase["end_at"]]
+        window = [a for a in answers if phase["down_at"] <= a.done < phase["end_at"]]
+        attributed.update(id(a) for a in window)
         failed_reads_after = [a for a in window if a.kind == "read" and a.at > phase["up_at"] and a.status != 200]
         report["phases"].append({
             "dependency": phase["dependency"],
@@ -191,4 +193,6 @@ def _summarise(answers, phases, accepted, completed, missing, relay_running) -> 
             "failed_reads_after_restart": len(failed_reads_after),
             "starts_at_second": round(phase["down_at"] - start, 1),
         })
+    quiet = [a for a in answers if id(a) not in attributed]
+    report["quiet"] = {"submits": _tally(quiet, "submit"), "reads": _tally(quiet, "read")}
     return report
