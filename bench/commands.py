@@ -44,8 +44,6 @@ from bench.harness import Gunicorn, hub_env, require_tool
 from tests.support import services
 from tests.support.processes import Relay
 
-GOALS = {"submit_per_s": 500, "round_trip_p50_ms": 10, "round_trip_p99_ms": 50, "acks_per_s": 1000}
-
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)

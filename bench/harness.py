@@ -23,7 +23,7 @@ import psycopg2.extras
 from app.auth.secrets import hash_secret
 from app.infra.migrate import migrate
 from tests.support import services
-from tests.support.processes import BIN, HubServer
+from tests.support.processes import HubServer
 
 ROOT = Path(__file__).resolve().parents[1]
 # The servers under test run from a venv with the runtime dependencies only (`pip install -e .`, as in the
@@ -186,6 +186,3 @@ def alternate_pings(servers: dict[str, HubServer], path: str, *, rounds: int, re
             samples[side]["rps"].append(loaded.requests_per_second)
     return {side: {key: median(values) for key, values in series.items()} for side, series in samples.items()}
 
-
-def python_bin(name: str) -> str:
-    return str(BIN / name)

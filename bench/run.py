@@ -51,14 +51,27 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
     }
 
 
+def _span(values: list[float]) -> str:
+    """A range of per-round ratios, e.g. `0.81–0.92×`."""
+    return f"{min(values):.2f}–{max(values):.2f}×"
+
+
+def _miss(met: bool) -> str:
+    return "" if met else " — MISSED"
+
+
 def rows(figures: dict) -> list[tuple[str, str, str]]:
     """(what, goal, measured) for the summary table."""
     out = []
     if "device_list" in figures:
         f = figures["device_list"]
         out.append(("GET /devices?limit=50 (1,000 devices, token, full pipeline with access lines) "
-                    "vs bare Flask+psycopg2, same document", "≥ 1.0× (stretch 1.5×)",
-                    f"{f['hub_rps']:.0f} vs {f['bare_rps']:.0f} req/s = {f['ratio']:.2f}×"))
+                    "vs the naive bare app (Flask+psycopg2, dict rows, datetimes, two statements), same document",
+                    "≥ 1.0×", f"{f['hub_rps']:.0f} vs {f['bare_rps']:.0f} req/s = {f['ratio']:.2f}× "
+                    f"(rounds {_span(f['round_ratios_naive'])}){_miss(f['ratio'] >= 1.0)}"))
+        out.append(("same vs the tuned bare app (one statement, tuple rows, text timestamps, orjson)",
+                    "≥ 0.8×", f"{f['hub_rps']:.0f} vs {f['tuned_rps']:.0f} req/s = {f['tuned_ratio']:.2f}× "
+                    f"(rounds {_span(f['round_ratios_tuned'])}){_miss(f['tuned_ratio'] >= 0.8)}"))
         out.append(("same, hub at LOG_LEVEL=warning (no access lines)", "—",
                     f"{f['hub_quiet_rps']:.0f} vs {f['bare_rps']:.0f} req/s = {f['quiet_ratio']:.2f}×"))
     if "pipeline" in figures:

@@ -40,10 +40,6 @@ HTTP_CODES = {
 }
 
 
-def not_found(code: str, message: str) -> APIError:
-    return APIError(404, code, message)
-
-
 def error_response(status: int, code: str, message: str, details: dict | None = None, headers=None):
     body = {
         "error": message,

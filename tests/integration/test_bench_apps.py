@@ -1,4 +1,4 @@
-"""The device-list benchmark compares equal work: the bare Flask + psycopg2 app (bench/apps.py) answers with the
+"""The device-list benchmark compares equal work: the naive and the tuned bare apps (bench/apps.py) answer with the
 very bytes the hub does, on devices chosen to exercise every field, the effective status and non-ASCII text."""
 
 from __future__ import annotations
@@ -8,15 +8,16 @@ import json
 import pytest
 from psycopg2.extras import Json
 
-from bench.apps import bare_device_list
+from bench.apps import bare_device_list, tuned_device_list
 from tests.conftest import unique_id
 
 
-@pytest.fixture()
-def bare_client(monkeypatch, database):
+@pytest.fixture(params=["naive", "tuned"])
+def bare_client(request, monkeypatch, database):
     monkeypatch.setenv("DATABASE_URL", database)
     monkeypatch.delenv("HEARTBEAT_TIMEOUT_SECONDS", raising=False)  # the hub's default, 90 s, as in hub_env
-    return bare_device_list().test_client()
+    factory = {"naive": bare_device_list, "tuned": tuned_device_list}[request.param]
+    return factory().test_client()
 
 
 @pytest.fixture()
