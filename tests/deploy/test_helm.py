@@ -364,12 +364,42 @@ def test_every_pod_is_locked_down(renders, variation):
             assert sc["capabilities"] == {"drop": ["ALL"]}, (where, c["name"])
             assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, (where, c["name"])
             assert c["resources"]["requests"] and c["resources"]["limits"], (where, c["name"])
+            for resource in ("cpu", "memory"):  # a request above its limit is refused by the API server
+                request, limit = c["resources"]["requests"][resource], c["resources"]["limits"][resource]
+                assert quantity(request) <= quantity(limit), (where, c["name"], resource, request, limit)
             if owner["kind"] != "Pod":  # the helm-test pod writes nothing
                 mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
                 assert mounts == {"/tmp": "tmp"}, (where, c["name"], mounts)
         if owner["kind"] != "Pod":
             volumes = {v["name"]: v for v in spec["volumes"]}
             assert set(volumes) == {"tmp"} and "emptyDir" in volumes["tmp"], where
+
+
+RSS_GOAL_PER_WORKER = 80 * 2**20  # docs/performance.md: a worker stays under 80 MB
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes resource quantity (`500m`, `1`, `256Mi`, `1G`) as a number of cores or bytes."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    for suffix in sorted(units, key=len, reverse=True):
+        if str(text).endswith(suffix):
+            return float(str(text)[: -len(suffix)]) * units[suffix]
+    return float(text)
+
+
+@pytest.mark.parametrize("variation", VARIATIONS)
+def test_api_memory_covers_its_workers(renders, variation):
+    """The API container's memory limit holds the master and every worker at the RSS goal, whatever the values
+    say about workers (SERVER_WORKERS in the ConfigMap)."""
+    render = renders[variation]
+    api = container(api_deployment(render)["spec"]["template"]["spec"], "api")
+    workers = int(render.get("ConfigMap", RELEASE)["data"].get("SERVER_WORKERS", "2"))
+    assert quantity(api["resources"]["limits"]["memory"]) >= (workers + 1) * RSS_GOAL_PER_WORKER, variation
+
+
+def test_quantities_parse():
+    assert quantity("500m") == 0.5 and quantity("2") == 2 and quantity("256Mi") == 256 * 2**20
+    assert quantity("1G") == 1e9
 
 
 def test_service_account_has_no_token(default):
@@ -394,8 +424,6 @@ def test_api_deployment_probes_and_port(default):
     # A slow first start must not be killed by the liveness probe.
     startup = api["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 30
-    assert api["resources"] == {"requests": {"cpu": "200m", "memory": "256Mi"},
-                                "limits": {"cpu": "500m", "memory": "512Mi"}}
     assert {e["configMapRef"]["name"] for e in api["envFrom"] if "configMapRef" in e} == {RELEASE}
     assert {e["secretRef"]["name"] for e in api["envFrom"] if "secretRef" in e} == {RELEASE}
 
@@ -600,7 +628,6 @@ def test_relay_deployment(default, renders):
     assert labels != api_deployment(default)["spec"]["selector"]["matchLabels"]
     c = container(relay["spec"]["template"]["spec"], "relay")
     assert c["command"] == ["uaip-hub", "relay"]
-    assert c["resources"]["limits"]["memory"] == "256Mi"
     assert renders["single-replica"].get("Deployment", f"{RELEASE}-relay")["spec"]["replicas"] == 1
     # Its own /metrics (the commands it completes are counted in its process), announced for scraping.
     assert c["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
