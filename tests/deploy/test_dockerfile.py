@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.asserting import nonempty
+
 from .conftest import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -47,7 +49,7 @@ def test_runtime_stage_shape():
     ins = instructions()
     stages = [i for i, (word, _) in enumerate(ins) if word == "FROM"]
     assert len(stages) == 2, "expected a builder and a runtime stage"
-    assert all(ins[i][1].startswith("${BASE_IMAGE}") for i in stages)
+    assert all(ins[i][1].startswith("${BASE_IMAGE}") for i in nonempty(stages))
     runtime = ins[stages[1]:]
     words = dict(runtime)  # last one wins, like Docker
     assert words["USER"] == "10001:10001"
@@ -58,7 +60,7 @@ def test_runtime_stage_shape():
     health = words["HEALTHCHECK"]
     assert "/api/v1/system/health/liveness" in health and "python3" in health and "curl" not in health
     copies = [rest for word, rest in runtime if word == "COPY"]
-    assert all(c.startswith("--from=builder") for c in copies), copies
+    assert all(c.startswith("--from=builder") for c in nonempty(copies)), copies
     # Only the venv and the two entry files reach the runtime stage.
     assert any("/opt/venv" in c for c in copies)
 

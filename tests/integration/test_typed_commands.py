@@ -8,6 +8,7 @@ import pytest
 
 from app import create_app
 from tests.conftest import unique_id
+from tests.support.asserting import nonempty
 
 TYPES = "/api/v1/device-types"
 POINTS = {
@@ -84,7 +85,7 @@ def test_invalid_params_name_nested_members_array_indexes_and_escaped_keys(clien
     ]
     details = response.json["details"]
     assert details["device_type"] == name and details["type_version"] == 1 and details["command"] == "set_temperature"
-    assert all(error["message"] for error in details["errors"])
+    assert all(error["message"] for error in nonempty(details["errors"]))
     missing = client.post(f"/api/v1/devices/{device_id}/command", json={"command": "set_temperature"}, headers=auth)
     assert pointers(missing) == [("/params/value", "required")]
     assert stored_commands(db, device_id) == 0

@@ -15,6 +15,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.auth.tokens import issue_token
+from tests.support.asserting import nonempty
 from tests.support.processes import HubServer
 from tests.support.services import wait_for
 
@@ -160,6 +161,6 @@ def test_exactly_one_log_line_per_request(env, log_format):
         assert len(matching) == 1, (request_id, matching)
     assert not any(line.startswith("2026-01-01") for line in lines)
     if log_format == "json":
-        assert all(json.loads(line) for line in lines if line.strip())
+        assert all(json.loads(line) for line in nonempty(line for line in lines if line.strip()))
     else:
         assert any("\\r\\n2026-01-01" in line and "\\u2028\\x1b[2J" in line for line in lines)

@@ -89,3 +89,31 @@ def test_the_shells_hub_configuration_never_reaches_the_suite():
                        "UAIP_PUBLIC_URL"]
     assert set(environ) == {"UAIP_TEST_ALLOW_NO_PROMTOOL", "UAIP_IMAGE_CONTEXT", "UAIP_CHECKOV", "PATH", "CI"}
     assert not [name for name in os.environ if name.startswith(("OTEL_", "RATE_LIMIT_"))]
+
+
+def test_no_assert_all_can_pass_on_nothing():
+    """Every `assert all(` in the suite iterates through `nonempty(...)` (tests/support/asserting.py): an empty
+    iterable would make it pass while the feature it checks is broken."""
+    import re
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    vacuous = []
+    for path in sorted(tests.rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"assert all\((?:[^()]|\([^()]*\))*?(?:\)|$)", source, re.M | re.S):
+            statement = source[match.start():source.find("\n\n", match.start())]
+            if "nonempty(" not in statement.split("assert", 2)[1]:
+                line = source.count("\n", 0, match.start()) + 1
+                vacuous.append(f"{path.relative_to(tests)}:{line}")
+    assert not [v for v in vacuous if not v.startswith("unit/test_suite_setup.py")], vacuous
+
+
+def test_nonempty_refuses_nothing():
+    import pytest
+
+    from tests.support.asserting import nonempty
+
+    assert nonempty(x for x in (1, 2)) == [1, 2]
+    with pytest.raises(AssertionError):
+        nonempty([])
