@@ -6,7 +6,7 @@ from typing import Any
 
 
 class APIError(Exception):
-    """An error with a contract code; raise it anywhere below a view and the client gets the envelope."""
+    """An error with a documented code (docs/api.md); raise it anywhere below a view: the client gets the envelope."""
 
     def __init__(
         self,

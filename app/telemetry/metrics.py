@@ -112,7 +112,7 @@ def ack_outcome(code: str | None, changed: bool) -> str:
 #
 # prometheus-flask-exporter serves /metrics (aggregating the per-worker files in Gunicorn multiprocess mode) and
 # marks dead workers; its built-in request metrics are off because their names and labels differ from the
-# contract's (`<prefix>_http_request_total` has no endpoint label), so the two HTTP metrics are recorded here.
+# documented names (`<prefix>_http_request_total` has no endpoint label), so the two HTTP metrics are recorded here.
 
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Label values are bounded: the URL rule (never the raw path), a known method, a status code.

@@ -532,7 +532,7 @@ def test_pdb_only_with_more_than_one_replica(default, renders):
 # --------------------------------------------------------------------------- config and secrets
 
 
-def test_configmap_has_the_contract_settings_and_no_secret(renders):
+def test_configmap_has_the_documented_settings_and_no_secret(renders):
     for variation, r in renders.items():
         data = r.get("ConfigMap", RELEASE)["data"]
         assert not SECRET_KEYS & set(data), variation

@@ -1,4 +1,4 @@
-"""Hostile input: every request gets its contract answer, never a 500, and the database is unchanged where
+"""Hostile input: every request gets its documented answer, never a 500, and the database is unchanged where
 it must be. (Token forgery and racing If-Match PATCHes are in test_auth.py and test_devices.py.)"""
 
 import json
@@ -25,7 +25,7 @@ def post_raw(client, headers, payload: bytes, path=DEVICES):
     return client.post(path, data=payload, headers={**headers, "Content-Type": "application/json"})
 
 
-def assert_contract_error(response, status, code=None):
+def assert_documented_error(response, status, code=None):
     assert response.status_code == status, response.get_data(as_text=True)[:300]
     body = response.json
     assert set(body) == {"error", "code", "details", "request_id"}
@@ -55,7 +55,7 @@ def assert_contract_error(response, status, code=None):
 )
 def test_malformed_bodies_get_4xx_and_write_nothing(client, auth, db, payload, status, code):
     before = device_count(db)
-    assert_contract_error(post_raw(client, auth, payload), status, code)
+    assert_documented_error(post_raw(client, auth, payload), status, code)
     assert device_count(db) == before
 
 
@@ -70,7 +70,7 @@ def test_wrong_types_and_control_characters_are_400(client, auth, db, field, val
     before = device_count(db)
     body = {"name": "ok", "device_type": "ok", field: value}
     response = client.post(DEVICES, json=body, headers=auth)
-    assert_contract_error(response, 400, "VALIDATION_ERROR")
+    assert_documented_error(response, 400, "VALIDATION_ERROR")
     assert field in response.json["details"] or any(k.startswith(field) for k in response.json["details"])
     assert device_count(db) == before
 
@@ -123,7 +123,7 @@ def test_patch_with_hostile_fields_leaves_device_unchanged(client, auth, make_de
 )
 def test_hostile_authorization_headers_are_401(client, header):
     response = client.get(DEVICES, headers={"Authorization": header})
-    assert_contract_error(response, 401, "UNAUTHORIZED")
+    assert_documented_error(response, 401, "UNAUTHORIZED")
 
 
 def test_hostile_request_ids_are_replaced(client):
@@ -187,7 +187,7 @@ def test_non_finite_numbers_are_400_and_change_nothing(client, auth, db, make_de
     ]
     for method, path, text, headers in attempts:
         response = raw_json(client, method, path, text, headers)
-        assert_contract_error(response, 400, "INVALID_JSON")
+        assert_documented_error(response, 400, "INVALID_JSON")
         assert "finite" in response.json["error"], (method, path, response.json)
     after = (device_count(db), client.get(f"{DEVICES}/{device_id}", headers=auth).json,
              client.get(f"/api/v1/messages/{message_id}", headers=auth).json)

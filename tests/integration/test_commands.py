@@ -74,7 +74,7 @@ def test_submit_stores_publishes_and_marks_sent(client, auth, device, db):
     assert (row["expires_at"] - row["created_at"]).total_seconds() == pytest.approx(300, abs=1)
 
 
-def test_get_message_has_exactly_the_contract_fields(client, auth, device):
+def test_get_message_has_exactly_the_documented_fields(client, auth, device):
     r = client.post(command_url(device["device_id"]),
                     json={"action": "reboot", "qos": 2, "priority": 9, "ttl_ms": 60_000}, headers=auth)
     message_id = r.json["message_id"]

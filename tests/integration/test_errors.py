@@ -1,4 +1,4 @@
-"""Every error path answers with the contract's JSON envelope; bad input changes nothing."""
+"""Every error path answers with the documented JSON envelope; bad input changes nothing."""
 
 import pytest
 

@@ -49,7 +49,7 @@ def access_lines(lines):
     return [line for line in lines() if line["logger"] == "uaip.access"]
 
 
-def test_access_line_has_every_contract_field(client, auth, log_lines):
+def test_access_line_has_every_documented_field(client, auth, log_lines):
     r = client.get("/api/v1/devices?limit=1", headers={**auth, "X-Request-ID": "req-42", "User-Agent": "agent/1.0"})
     assert r.status_code == 200
     (line,) = access_lines(log_lines)

@@ -1,4 +1,4 @@
-"""/metrics in one process: contract names and labels, bounded label values, 429s observed, devices by status."""
+"""/metrics in one process: documented names and labels, bounded label values, 429s observed, devices by status."""
 
 import itertools
 import time
@@ -43,7 +43,7 @@ def test_requests_are_counted_by_url_rule_never_by_raw_path(client, auth, make_d
     assert "random-" not in text and device["device_id"] not in text
 
 
-def test_contract_metrics_are_exposed(client, make_device):
+def test_documented_metrics_are_exposed(client, make_device):
     make_device()
     r = client.get("/metrics")
     assert r.status_code == 200 and r.mimetype == "text/plain"

@@ -1,5 +1,5 @@
 """Commands to devices of a declared type, through every REST entry point: refused with 422 and RFC 6901 pointers
-into the request body, nothing stored or sent, the Idempotency-Key left unused; checks in the contract's order."""
+into the request body, nothing stored or sent, the Idempotency-Key left unused; checks in the documented order."""
 
 import threading
 import uuid
@@ -171,7 +171,7 @@ def test_a_refused_command_does_not_use_up_its_idempotency_key(client, auth, typ
     assert stored_commands(db, device_id) == 1
 
 
-def test_checks_run_in_the_contract_order(hub_env, auth, typed_device, db, client):
+def test_checks_run_in_the_documented_order(hub_env, auth, typed_device, db, client):
     """Body (400), device (404), command and params (422), offline (503), queue (429)."""
     device_id, _ = typed_device
     bad = {"command": "set_temperature", "params": {"value": "x"}, "qos": 0}

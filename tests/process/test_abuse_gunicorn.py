@@ -1,4 +1,4 @@
-"""Hostile requests through real gunicorn: what its HTTP parser lets through reaches the contract's answers."""
+"""Hostile requests through real gunicorn: what its HTTP parser lets through reaches the documented answers."""
 
 import json
 import socket

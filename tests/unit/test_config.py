@@ -1,4 +1,4 @@
-"""Settings.from_env: contract names and defaults, one clear error per bad variable."""
+"""Settings.from_env: documented names and defaults, one clear error per bad variable."""
 
 import pytest
 
@@ -11,7 +11,7 @@ def parse(**extra):
     return Settings.from_env({**BASE, **extra})
 
 
-def test_defaults_match_the_contract():
+def test_defaults_match_the_documentation():
     s = parse()
     assert (s.server_host, s.server_port, s.server_workers, s.server_threads) == ("0.0.0.0", 8443, 2, 4)
     assert (s.jwt_expiry_seconds, s.graceful_timeout_seconds) == (3600, 30)
