@@ -65,11 +65,11 @@ def spend(steps: int) -> None:
 
 
 @contextlib.contextmanager
-def metered(max_steps: int = MAX_STEPS, max_cpu_seconds: float = MAX_CPU_SECONDS) -> Iterator[None]:
+def metered() -> Iterator[None]:
     """Run one check under a fresh budget (checks do not nest)."""
-    _budget.remaining = max_steps
-    _budget.next_clock = max_steps - CLOCK_EVERY
-    _budget.cpu_deadline = time.thread_time() + max_cpu_seconds
+    _budget.remaining = MAX_STEPS
+    _budget.next_clock = MAX_STEPS - CLOCK_EVERY
+    _budget.cpu_deadline = time.thread_time() + MAX_CPU_SECONDS
     try:
         yield
     finally:
