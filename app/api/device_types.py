@@ -16,8 +16,10 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from app.api.models import TYPE_NAME, DeviceTypeBody
 from app.core.errors import APIError
 from app.infra.db import get_db
+from app.infra.messaging import get_messaging
 from app.schemas.rules import SchemaProblem, check_schema
 from app.services import device_types
+from app.services.commands import retype
 from app.services.registry import etag_for
 from app.web.authz import require_scope
 from app.web.parsing import if_none_match_hits, parse_body, query_int
@@ -82,7 +84,8 @@ def put_device_type(device_type: str):
                        {"device_type": "must be 1-64 characters of A-Z a-z 0-9 . _ : -"})
     body = parse_body(DeviceTypeBody)
     commands = _declared_commands(body)
-    stored, created = device_types.put_device_type(get_db(), name, body.description, commands, _preconditions())
+    stored, created = retype.put_device_type(get_db(), get_messaging(), name, body.description, commands,
+                                             _preconditions())
     response = _type_response(stored, 201 if created else 200)
     if created:
         response.headers["Location"] = url_for("device_types.get_device_type", device_type=name)

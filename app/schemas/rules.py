@@ -13,8 +13,11 @@ world:
   recursive; `$id`, `$anchor`, `$dynamicRef` and `$dynamicAnchor` (which would re-base or re-route references)
   are refused;
 - every `pattern` and `patternProperties` key compiles with RE2 (linear-time matching: no lookaround, no
-  backreferences); `unevaluatedProperties` is refused next to `patternProperties`, because jsonschema evaluates
-  it with Python's backtracking `re`.
+  backreferences), and each `patternProperties` object's keys compile together into one RE2 Set;
+- `unevaluatedItems` / `unevaluatedProperties` collect annotations by walking the in-place applicators of their
+  schema object (`$ref`, `allOf`/`anyOf`/`oneOf`, `if`/`then`/`else`, `dependentSchemas`) and re-checking the
+  instance against each conditional branch: that walk may visit at most MAX_ANNOTATION_SCOPE subschemas (an
+  `allOf` of 700 `$ref`s next to `unevaluatedItems` would re-check every item 700 times per request).
 
 Each refusal is a `SchemaProblem` naming where in the schema (a JSON Pointer) and what is wrong.
 """
@@ -25,12 +28,11 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import best_match
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
+from app.schemas.meta import DRAFT_2020_12, meta_problem
 from app.schemas.validation import (
     SCHEMA_KEYWORDS,
     SCHEMA_LIST_KEYWORDS,
@@ -38,21 +40,20 @@ from app.schemas.validation import (
     PatternError,
     compile_pattern,
     escape_token,
-    shorten,
+    pattern_set,
 )
 
 MAX_SCHEMA_BYTES = 16_384
 MAX_SCHEMA_DEPTH = 16
 MAX_EXPANDED_NODES = 2_000
+MAX_ANNOTATION_SCOPE = 64
+UNEVALUATED_KEYWORDS = ("unevaluatedItems", "unevaluatedProperties")
+IN_PLACE_KEYWORDS = ("allOf", "anyOf", "oneOf", "if", "then", "else", "dependentSchemas")
 
-DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 FORBIDDEN_KEYWORDS = ("$id", "$anchor", "$dynamicRef", "$dynamicAnchor")
 DEFINITION_KEYWORDS = ("$defs", "definitions")  # evaluated only through a $ref
 _BASE = "urn:uaip:schema"
 
-# Formats are annotations in this hub; only `format: regex` (on `pattern` values) is checked while the schema
-# itself is validated against the meta-schema, so the outcome does not depend on optional format packages.
-_META = Draft202012Validator(Draft202012Validator.META_SCHEMA, format_checker=FormatChecker(formats=("regex",)))
 
 
 class SchemaProblem(ValueError):
@@ -115,13 +116,12 @@ class _Walker:
     """One pass over a schema: keyword rules on every subschema (including $defs), and the size and depth of
     the schema as evaluated, following each $ref (memoised per subschema, so the pass itself stays linear)."""
 
-    def __init__(self, schema: dict) -> None:
+    def __init__(self, schema: dict, meta_checked: set[int]) -> None:
         self.lookup = local_resolver(schema)
         self.expanded: dict[int, tuple[int, int]] = {}  # id(subschema) → (nodes, depth) when evaluated
         self.visiting: set[int] = set()
         self.checked: set[int] = set()
-        self.has_pattern_properties = False
-        self.unevaluated_properties_at: str | None = None
+        self.meta_checked = meta_checked  # ids of subschemas the meta-schema check has seen
 
     def check_keywords(self, schema: Any, path: tuple) -> None:
         """Keyword rules on `schema` and everything below it (iterative)."""
@@ -143,16 +143,17 @@ class _Walker:
             if "pattern" in node:
                 self._check_pattern(node["pattern"], at + "/pattern")
             if "patternProperties" in node:
-                self.has_pattern_properties = True
                 for pattern in node["patternProperties"]:
                     self._check_pattern(pattern, at + "/patternProperties/" + escape_token(pattern))
-            if "unevaluatedProperties" in node and self.unevaluated_properties_at is None:
-                self.unevaluated_properties_at = at
+                try:
+                    pattern_set(node["patternProperties"])
+                except PatternError as exc:
+                    raise SchemaProblem(f"the 'patternProperties' patterns cannot be matched together: {exc}",
+                                        at + "/patternProperties") from None
+            for keyword in UNEVALUATED_KEYWORDS:
+                if keyword in node:
+                    self._check_annotation_scope(node, keyword, at)
             stack.extend((child, where + sub) for sub, child in _subschemas(node, definitions=True))
-        if self.has_pattern_properties and self.unevaluated_properties_at is not None:
-            raise SchemaProblem("'unevaluatedProperties' cannot be combined with 'patternProperties' in one schema "
-                                "(patterns must be matched in linear time); use 'additionalProperties'.",
-                                self.unevaluated_properties_at)
 
     def _check_ref(self, ref: str, at: str) -> Any:
         """The schema a local `$ref` points to (its keywords are checked next, like any subschema's)."""
@@ -165,8 +166,37 @@ class _Walker:
             raise SchemaProblem(f"'$ref' {ref!r} does not resolve to anything in this schema.", at + "/$ref") from None
         if not isinstance(target, (dict, bool)):
             raise SchemaProblem(f"'$ref' {ref!r} points to something that is not a schema.", at + "/$ref")
-        _check_meta(target, _location(_ref_path(ref)))  # a target outside the usual keywords was not checked yet
+        # The root's meta-schema check covered every subschema at a schema location (`$defs/x`, `properties/y`,
+        # ...); a target elsewhere (`#/x-shared/...`) is checked here, once however many $refs name it.
+        _check_meta(target, self.meta_checked, _location(_ref_path(ref)))
         return target
+
+    def _check_annotation_scope(self, node: dict, keyword: str, at: str) -> None:
+        """Refuse an unevaluated* keyword whose annotation walk (the in-place applicators of its schema object,
+        $refs followed, as app/schemas/keywords.py walks them) visits more than MAX_ANNOTATION_SCOPE subschemas."""
+        visited, stack = 0, [node]
+        while stack:
+            current = stack.pop()
+            if not isinstance(current, dict):
+                continue
+            visited += 1
+            if visited > MAX_ANNOTATION_SCOPE:
+                raise SchemaProblem(
+                    f"'{keyword}' here would re-check the value against more than {MAX_ANNOTATION_SCOPE} subschemas "
+                    "(its '$ref', 'allOf', 'anyOf', 'oneOf', 'if'/'then'/'else' and 'dependentSchemas', followed "
+                    "through references) on every request; use 'items' / 'additionalProperties' or fewer branches.",
+                    at + "/" + keyword)
+            if isinstance(current.get("$ref"), str):
+                try:
+                    stack.append(self.lookup(current["$ref"]))
+                except Unresolvable:
+                    pass  # reported as its own problem
+            for in_place in IN_PLACE_KEYWORDS:
+                value = current.get(in_place)
+                if isinstance(value, list):
+                    stack.extend(value)
+                elif isinstance(value, dict):
+                    stack.extend(value.values() if in_place == "dependentSchemas" else [value])
 
     @staticmethod
     def _check_pattern(pattern: str, at: str) -> None:
@@ -210,11 +240,11 @@ class _Walker:
         return nodes, depth
 
 
-def _check_meta(schema: Any, at: str = "") -> None:
-    error = best_match(_META.iter_errors(schema))
-    if error is not None:
-        raise SchemaProblem(f"not a valid JSON Schema (draft 2020-12): {shorten(error.message)}",
-                            at + _location(error.absolute_path))
+def _check_meta(schema: Any, checked: set[int], at: str = "") -> None:
+    found = meta_problem(schema, checked)
+    if found is not None:
+        problem, where = found
+        raise SchemaProblem(problem, at + where)
 
 
 def check_schema(schema: Any) -> None:
@@ -224,9 +254,10 @@ def check_schema(schema: Any) -> None:
         raise SchemaProblem(f"the schema is {size} bytes of JSON; at most {MAX_SCHEMA_BYTES} are allowed.")
     if _json_depth(schema) > 2 * MAX_SCHEMA_DEPTH + 1:
         raise SchemaProblem(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels.")
-    _check_meta(schema)
+    meta_checked: set[int] = set()
+    _check_meta(schema, meta_checked)
     if not isinstance(schema, dict) or schema.get("type") != "object":
         raise SchemaProblem('the root of the schema must be {"type": "object", ...}.')
-    walker = _Walker(schema)
+    walker = _Walker(schema, meta_checked)
     walker.check_keywords(schema, ())
     walker.expand(schema, "")

@@ -4,11 +4,16 @@ A type is `{"device_type", "description", "commands", "version", "created_at", "
 command name to `{"description", "params", "result"?, "safe", "idempotent"}`, schemas already accepted by
 app/schemas/rules.py. `version` counts changes (a PUT that changes nothing keeps it), and the ETag is `"<version>"`.
 
-Typed commands (`check_command`) run inside the submit transaction, on the type version read *with the device
-row* (one LEFT JOIN), so a replaced type takes effect on every worker and pod with the next command: there is no
-cache that can be stale. What is cached, per process, is the compiled validator of each (type, version) seen —
-validation then costs microseconds. A type that is deleted and declared again starts at version 1 again, so the
-cache key also holds the type's `created_at`.
+Typed commands are validated *before* the submit transaction takes the device's row lock (`precheck_command`),
+so a costly check never holds a lock another request needs (the relay's heartbeat batch updates that row). The
+transaction then reads the device under its lock, with its type's version (the type row locked FOR KEY SHARE, so
+a PUT of the type waits for the submit and a submit that waited for a PUT reads the new version), and
+`check_command` compares: the same type version → the precheck's verdict stands; another one (the type or the
+device's type changed meanwhile) → the params are checked again, against the version now current. A replaced
+type therefore takes effect on every worker and pod with the next command. What is cached, per process, is the
+compiled validator of each (type, version) seen, and which type version each device had when last seen (only a
+hint for the precheck: a stale hint costs a second check, never a wrong verdict). A type that is deleted and
+declared again starts at version 1 again, so the cache keys also hold the type's `created_at`.
 
 Deleting a type that devices still have is refused. Registering a device (or changing its type) takes a KEY
 SHARE lock on its type's row (`registry.hold_type`), and DELETE locks the row FOR UPDATE before counting devices, so a
@@ -32,6 +37,7 @@ from app.services.registry import DEVICE_COLUMNS, device_not_found, device_view,
 
 TYPE_COLUMNS = "name, description, commands, version, created_at, updated_at"
 CACHED_TYPES = 256
+CACHED_DEVICES = 16_384
 
 
 def type_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -222,25 +228,30 @@ def delete_device_type(db: Database, name: str, preconditions: Preconditions) ->
 class CompiledType:
     name: str
     version: int
+    created_at: Any
     validators: dict[str, Any]  # command name → compiled params validator
 
+    @property
+    def key(self) -> tuple:
+        return (self.name, self.version, self.created_at)
 
-class CompiledTypes:
-    """A bounded, thread-safe LRU of compiled types, per process."""
 
-    def __init__(self, size: int = CACHED_TYPES) -> None:
+class LRU:
+    """A bounded, thread-safe LRU map, per process."""
+
+    def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[tuple, CompiledType] = OrderedDict()
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> CompiledType | None:
+    def get(self, key: tuple, default: Any = None) -> Any:
         with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
+            if key not in self._items:
+                return default
+            self._items.move_to_end(key)
+            return self._items[key]
 
-    def put(self, key: tuple, value: CompiledType) -> None:
+    def put(self, key: tuple, value: Any) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
@@ -252,62 +263,132 @@ class CompiledTypes:
             self._items.clear()
 
 
-compiled_types = CompiledTypes()
+compiled_types = LRU(CACHED_TYPES)  # (scope, type, version, created_at) → CompiledType
+device_type_hints = LRU(CACHED_DEVICES)  # (scope, device_id) → (type, version, created_at), or None if undeclared
+_UNKNOWN = object()
 
-# Joined into the submit's device read (`d` = devices): the type's identity, never its (possibly large) schemas.
-DEVICE_TYPE_JOIN = "LEFT JOIN device_types t ON t.name = d.device_type"
+# Joined into the submit's device read (`d` = devices, locked FOR UPDATE): the type's identity, never its (possibly
+# large) schemas. Its row is locked FOR KEY SHARE: a PUT of the type (which locks it FOR UPDATE first) waits until
+# this submit commits, and a submit that waited for a PUT reads the version that PUT made.
+DEVICE_TYPE_JOIN = ("LEFT JOIN LATERAL (SELECT version, created_at FROM device_types WHERE name = d.device_type "
+                    "FOR KEY SHARE) t ON true")
 DEVICE_TYPE_COLUMNS = "t.version AS type_version, t.created_at AS type_created_at"
+
+
+def type_key(device: dict[str, Any]) -> tuple | None:
+    """(type, version, created_at) of a device row read with DEVICE_TYPE_COLUMNS; None for an undeclared type."""
+    if device["type_version"] is None:
+        return None
+    return (device["device_type"], device["type_version"], device["type_created_at"])
 
 
 def _compile(row: dict[str, Any]) -> CompiledType:
     return CompiledType(
-        row["name"], row["version"],
+        row["name"], row["version"], row["created_at"],
         {command: compile_schema(declaration["params"]) for command, declaration in row["commands"].items()},
     )
 
 
-def _compiled_type(cur, scope: str, device: dict[str, Any]) -> CompiledType | None:
-    key = (scope, device["device_type"], device["type_version"], device["type_created_at"])
-    found = compiled_types.get(key)
+def compiled_type(cur, scope: str, name: str, version: int, created_at: Any) -> CompiledType | None:
+    """The compiled validators of type `name` at (version, created_at) if cached, else of the version the database
+    holds now (which is at least as current); None when the type is not declared (any more)."""
+    found = compiled_types.get((scope, name, version, created_at))
     if found is not None:
         return found
-    # Not seen by this process yet: load the schemas in the same transaction. A PUT may have committed since the
-    # device read; then this is the newer version, which is as current as the one the device read saw.
-    cur.execute("SELECT name, version, created_at, commands FROM device_types WHERE name = %s",
-                (device["device_type"],))
+    cur.execute("SELECT name, version, created_at, commands FROM device_types WHERE name = %s", (name,))
     row = cur.fetchone()
-    if row is None:  # cannot happen while the device row is locked (DELETE refuses a type in use); be safe
+    if row is None:
         return None
     compiled = _compile(row)
-    compiled_types.put((scope, row["name"], row["version"], row["created_at"]), compiled)
+    compiled_types.put((scope, *compiled.key), compiled)
     return compiled
 
 
-def check_command(cur, scope: str, device: dict[str, Any], command: str, params: Any, pointer_prefix: str) -> None:
-    """Inside the submit transaction, after the device read (which joined DEVICE_TYPE_COLUMNS): nothing for a
-    device of an undeclared type; 422 UNKNOWN_COMMAND or INVALID_PARAMS when the command does not fit its type.
-    `scope` tells databases apart in the per-process cache (the database URL)."""
-    if device["type_version"] is None:
-        return
-    compiled = _compiled_type(cur, scope, device)
-    if compiled is None:
-        return
+def _compiled_type(cur, scope: str, device: dict[str, Any]) -> CompiledType | None:
+    return compiled_type(cur, scope, device["device_type"], device["type_version"], device["type_created_at"])
+
+
+def command_problem(compiled: CompiledType, command: str, params: Any, pointer_prefix: str) -> APIError | None:
+    """422 UNKNOWN_COMMAND or INVALID_PARAMS when the command does not fit the type; None when it does."""
     validator = compiled.validators.get(command)
     if validator is None:
-        raise APIError(
+        return APIError(
             422, "UNKNOWN_COMMAND",
             f"Device type '{compiled.name}' (version {compiled.version}) has no command '{command}'.",
             {"device_type": compiled.name, "type_version": compiled.version, "command": command,
              "commands": sorted(compiled.validators)},
         )
     errors, found = params_errors(validator, params, pointer_prefix)
-    if errors:
-        shown = str(found)
-        if found > len(errors):
-            shown = f"the first {len(errors)} of {'at least ' if found >= MAX_COLLECTED_ERRORS else ''}{found}"
-        raise APIError(
-            422, "INVALID_PARAMS",
-            f"The params of '{command}' do not match device type '{compiled.name}' (version {compiled.version}): "
-            f"{shown} error(s), listed in details.errors.",
-            {"device_type": compiled.name, "type_version": compiled.version, "command": command, "errors": errors},
-        )
+    if not errors:
+        return None
+    shown = str(found)
+    if found > len(errors):
+        shown = f"the first {len(errors)} of {'at least ' if found >= MAX_COLLECTED_ERRORS else ''}{found}"
+    return APIError(
+        422, "INVALID_PARAMS",
+        f"The params of '{command}' do not match device type '{compiled.name}' (version {compiled.version}): "
+        f"{shown} error(s), listed in details.errors.",
+        {"device_type": compiled.name, "type_version": compiled.version, "command": command, "errors": errors},
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Prechecked:
+    """A command checked before the submit transaction: against which type version (`key`, None = the device's
+    type is undeclared), and the verdict (`problem`, None = valid)."""
+
+    key: tuple | None
+    problem: APIError | None = None
+
+
+def _read_unlocked(cur, scope: str, device_id: str):
+    cur.execute("SELECT d.device_type, t.version AS type_version, t.created_at AS type_created_at FROM devices d "
+                "LEFT JOIN device_types t ON t.name = d.device_type WHERE d.device_id = %s", (device_id,))
+    device = cur.fetchone()
+    if device is None:
+        return None
+    if type_key(device) is None:
+        return None, None
+    compiled = _compiled_type(cur, scope, device)
+    return (compiled.key, compiled) if compiled is not None else (None, None)
+
+
+def precheck_command(db: Database, scope: str, device_id: str, command: str, params: Any,
+                     pointer_prefix: str) -> Prechecked | None:
+    """Check a command against the device's type without any lock (and without a database round trip when this
+    process knows the device and its type). None when the device does not exist: the submit transaction answers
+    404, after its Idempotency-Key check. The transaction confirms the verdict with `check_command`."""
+    key = device_type_hints.get((scope, device_id), _UNKNOWN)
+    compiled = compiled_types.get((scope, *key)) if isinstance(key, tuple) else None
+    if key is _UNKNOWN or (key is not None and compiled is None):
+        found = db.transaction(lambda cur: _read_unlocked(cur, scope, device_id))
+        if found is None:
+            return None
+        key, compiled = found
+    if key is None:
+        return Prechecked(None)
+    return Prechecked(key, command_problem(compiled, command, params, pointer_prefix))
+
+
+def check_command(cur, scope: str, device: dict[str, Any], command: str, params: Any, pointer_prefix: str,
+                  prechecked: Prechecked | None = None) -> int | None:
+    """Inside the submit transaction, after the device read under its lock (which joined DEVICE_TYPE_COLUMNS):
+    raise 422 UNKNOWN_COMMAND or INVALID_PARAMS when the command does not fit the device's type, and return the
+    type version it was checked against (None for an undeclared type). The precheck's verdict stands when it was
+    made against the version read now; otherwise the params are checked again here. `scope` tells databases apart
+    in the per-process caches (the database URL)."""
+    key = type_key(device)
+    device_type_hints.put((scope, device["device_id"]), key)
+    if key is None:
+        return None
+    if prechecked is not None and prechecked.key == key:
+        problem = prechecked.problem
+    else:
+        compiled = _compiled_type(cur, scope, device)
+        if compiled is None:  # cannot happen while the type row is locked; be safe
+            return None
+        problem = command_problem(compiled, command, params, pointer_prefix)
+        key = compiled.key
+    if problem is not None:
+        raise problem
+    return key[1]

@@ -66,7 +66,8 @@ def test_submit_stores_publishes_and_marks_sent(client, auth, device, db):
         assert r.headers["Location"] == f"{MESSAGES}/{body['message_id']}"
         [envelope] = nats.wait_for(lambda s, b: True)
     assert set(envelope) == {"message_id", "device_id", "command", "params", "qos", "priority", "created_at",
-                             "expires_at", "request_id"}
+                             "expires_at", "request_id", "device_type", "type_version"}
+    assert envelope["type_version"] is None  # the device's type is not declared: a free-form command
     assert envelope["message_id"] == body["message_id"] and envelope["request_id"] == "req-submit-1"
     assert envelope["params"] == {"value": 21} and envelope["qos"] == 1 and envelope["priority"] == 5
     [row] = rows_for(db, device_id)

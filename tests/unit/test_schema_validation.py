@@ -3,9 +3,14 @@ can stall a worker."""
 
 import re
 import threading
+import time
+import tracemalloc
 
 import pytest
 
+from app.schemas import budget
+from app.schemas.keywords import short
+from app.schemas.rules import check_schema
 from app.schemas.validation import (
     MAX_REPORTED_ERRORS,
     MAX_STEPS,
@@ -163,3 +168,87 @@ def test_large_but_ordinary_params_fit_the_budget():
     assert params_errors(validator, {"points": [{"x": i, "y": -i} for i in range(2_700)]}, "/params") == ([], 0)
     samples = compile_schema({"type": "object", "properties": {"v": {"type": "array", "items": {"type": "number"}}}})
     assert params_errors(samples, {"v": [0.5] * 30_000}, "/params") == ([], 0)
+
+
+# --- schema bombs: schemas every declaration limit allows, with bodies under 64 KB -------------------------
+# Each took seconds to minutes of CPU before the keywords were re-implemented (figures in docs/device-types.md).
+
+NUMBERS = [1] * 30_000  # 60 KB of JSON
+
+
+def within_cpu(work, seconds=1.0):
+    """Run `work` on this thread and fail unless it used less than `seconds` of CPU (thread time: a busy machine
+    does not make it fail); a liveness deadline guards against a hang."""
+    def measured():
+        started = time.thread_time()
+        result = work()
+        return result, time.thread_time() - started
+
+    result, used = run_with_deadline(measured, seconds=120)
+    assert used < seconds, f"used {used:.2f} s of CPU"
+    return result
+
+
+def bomb_errors(schema, params):
+    check_schema(schema)  # declarable
+    validator = compile_schema(schema)
+    return within_cpu(lambda: params_errors(validator, params, "/params"))
+
+
+def test_unevaluated_items_next_to_items_is_linear():
+    """jsonschema tested each index for membership in a list of evaluated indexes: quadratic (~4.5 s of CPU)."""
+    schema = {"type": "object", "properties": {"a": {"type": "array", "items": {"type": "number"},
+                                                     "unevaluatedItems": False}}}
+    assert bomb_errors(schema, {"a": NUMBERS}) == ([], 0)
+    assert bomb_errors(schema, {"a": [1, "x"]})[0][0]["pointer"] == "/params/a/1"
+
+
+def test_six_hundred_pattern_properties_match_as_one_set():
+    """600 patterns × 5,500 member names were 3.3 million separate searches (~7 s of CPU)."""
+    schema = {"type": "object", "properties": {"a": {"type": "object", "patternProperties": {
+        f"^p{i}_": {"minimum": 0} for i in range(600)}, "additionalProperties": {"type": "integer"}}}}
+    members = {f"k{i}": 1 for i in range(5_500)}
+    assert bomb_errors(schema, {"a": members}) == ([], 0)
+    errors, _ = bomb_errors(schema, {"a": {**members, "p7_x": -7, "k1": "one"}})
+    assert [(e["pointer"], e["keyword"]) for e in errors] == [("/params/a/k1", "type"), ("/params/a/p7_x", "minimum")]
+
+
+def test_all_of_references_to_unevaluated_items_stop_at_the_budget():
+    """Every branch of the `allOf` evaluates every item again (~4.4 s of CPU, 40+ s on a busy machine)."""
+    schema = {"type": "object", "$defs": {"u": {"unevaluatedItems": {"type": "number"}}},
+              "properties": {"a": {"allOf": [{"$ref": "#/$defs/u"}] * 600}}}
+    errors, found = bomb_errors(schema, {"a": NUMBERS})
+    assert found == 1 and errors[0]["pointer"] == "/params" and errors[0]["keyword"] in ("maxSteps", "maxTime")
+
+
+def test_any_of_errors_never_quote_the_whole_instance():
+    """Each failing branch quoted the 60 KB array in its message and anyOf kept them all: ~65 MB per request."""
+    schema = {"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}] * 700}}}
+    tracemalloc.start()
+    try:
+        errors, _ = bomb_errors(schema, {"a": NUMBERS})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(e["pointer"], e["keyword"]) for e in errors] == [("/params/a", "anyOf")]
+    assert len(errors[0]["message"]) <= 300 and errors[0]["message"].startswith("[1, 1, 1")
+    assert peak < 5_000_000, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_messages_quote_a_bounded_prefix_of_any_value():
+    assert short([]) == "[]" and short({"a": [1, "x"]}) == "{'a': [1, 'x']}" and short("x" * 10) == repr("x" * 10)
+    assert len(short(list(range(100_000)))) == 80 and short(list(range(100_000))).endswith("...")
+    assert len(short("y" * 100_000)) == 80
+    nested = []
+    for _ in range(10_000):
+        nested = [nested]
+    assert short(nested) == "[" * 77 + "..."
+
+
+def test_a_check_stops_at_its_cpu_time_budget(monkeypatch):
+    """Work that no step accounts for is stopped by the CPU-time backstop (422 maxTime, not a stalled worker)."""
+    monkeypatch.setattr(budget, "MAX_CPU_SECONDS", 0.05)
+    slow = compile_schema({"type": "object", "properties": {"v": {"type": "array", "items": {"type": "number"}}}})
+    errors, found = params_errors(slow, {"v": [0.5] * 30_000}, "/params")
+    assert found == 1 and errors == [{"pointer": "/params", "keyword": "maxTime", "message": errors[0]["message"]}]
+    assert "ms of CPU time" in errors[0]["message"]

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 MESSAGE_COLUMNS = (
     "message_id, device_id, command, params, qos, priority, status, result, error, created_at, sent_at, "
-    "acknowledged_at, completed_at, expires_at, request_id"
+    "acknowledged_at, completed_at, expires_at, request_id, device_type, type_version"
 )
 
 
@@ -54,12 +54,15 @@ def accepted_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 ENVELOPE_FIELDS = ("message_id", "device_id", "command", "params", "qos", "priority", "created_at", "expires_at",
-                   "request_id")
+                   "request_id", "device_type", "type_version")
 
 
 def envelope(row: dict[str, Any]) -> dict[str, Any]:
-    """The body published on `uaip.devices.{id}.commands`."""
+    """The body published on `uaip.devices.{id}.commands`: the message's fields for the device, plus the device
+    type and the type version its params were last checked against (null for a device of an undeclared type)."""
     view = message_view(row)
+    view["device_type"] = row.get("device_type")
+    view["type_version"] = row.get("type_version")
     return {field: view[field] for field in ENVELOPE_FIELDS}
 
 

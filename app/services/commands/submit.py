@@ -73,6 +73,9 @@ def submit_command(
     Idempotency-Key included. A NATS failure is not an error: the command stays queued."""
     message_id = uuid.uuid4()
     traceparent = tracing.current_traceparent()  # kept with the command: its redeliveries join this trace
+    # Validation runs here, before the transaction locks the device row (the relay's heartbeat batch needs it).
+    prechecked = device_types.precheck_command(db, db.url, spec.device_id, spec.command, spec.params,
+                                               spec.pointer_prefix)
 
     def store(cur):
         if idempotency is not None:
@@ -103,14 +106,15 @@ def submit_command(
         # The submit's two statements are prepared: planning them cost PostgreSQL more than running them.
         execute_prepared(
             cur,
-            f"SELECT {EFFECTIVE_STATUS} AS status, d.device_type, {device_types.DEVICE_TYPE_COLUMNS} "
+            f"SELECT {EFFECTIVE_STATUS} AS status, d.device_id, d.device_type, {device_types.DEVICE_TYPE_COLUMNS} "
             f"FROM devices d {device_types.DEVICE_TYPE_JOIN} WHERE d.device_id = %(id)s::text FOR UPDATE OF d",
             {"id": spec.device_id, "timeout": heartbeat_timeout},
         )
         device = cur.fetchone()
         if device is None:
             raise device_not_found(spec.device_id)
-        device_types.check_command(cur, db.url, device, spec.command, spec.params, spec.pointer_prefix)
+        type_version = device_types.check_command(cur, db.url, device, spec.command, spec.params, spec.pointer_prefix,
+                                                  prechecked)
         if spec.qos == 0 and device["status"] not in ("online", "error"):
             raise APIError(
                 503, "DEVICE_OFFLINE",
@@ -123,9 +127,10 @@ def submit_command(
         execute_prepared(
             cur,
             "INSERT INTO commands (message_id, device_id, command, params, qos, priority, request_id, client_id, "
-            "source, traceparent, expires_at, next_attempt_at) SELECT %(id)s::uuid, %(device)s::text, "
-            "%(command)s::text, %(params)s::jsonb, %(qos)s::smallint, %(priority)s::smallint, %(request_id)s::text, "
-            "%(client)s::text, %(source)s::text, %(traceparent)s::text, "
+            "source, traceparent, device_type, type_version, expires_at, next_attempt_at) SELECT %(id)s::uuid, "
+            "%(device)s::text, %(command)s::text, %(params)s::jsonb, %(qos)s::smallint, %(priority)s::smallint, "
+            "%(request_id)s::text, %(client)s::text, %(source)s::text, %(traceparent)s::text, %(type)s::text, "
+            "%(type_version)s::integer, "
             "now() + make_interval(secs => %(ttl)s::float8), "
             # The relay leaves a fresh command to this request (it publishes next); if this process dies before
             # publishing, the relay picks the command up once the retry delay has passed.
@@ -137,7 +142,8 @@ def submit_command(
                 "id": str(message_id), "device": spec.device_id, "command": spec.command, "params": Json(spec.params),
                 "qos": spec.qos, "priority": spec.priority, "request_id": request_id, "client": client_id,
                 "source": spec.source, "traceparent": traceparent, "ttl": spec.ttl_ms / 1000.0,
-                "retry": retry_seconds, "max_pending": max_pending,
+                "retry": retry_seconds, "max_pending": max_pending, "type": device["device_type"],
+                "type_version": type_version,
             },
         )
         row = cur.fetchone()

@@ -6,7 +6,9 @@ from typing import Any
 
 from app.infra.db import Database
 from app.infra.messaging import Messaging
+from app.services.commands.acks import notify_final
 from app.services.commands.messages import MESSAGE_COLUMNS, count
+from app.services.commands.retype import recheck_rows
 from app.services.commands.submit import IDEMPOTENCY_WINDOW, _publish
 from app.services.events import publish_device_event
 from app.services.registry import delete_device_in, device_not_found
@@ -66,7 +68,9 @@ def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str,
                reason: str) -> int:
     """Publish the open commands matching `where` (rows locked with SKIP LOCKED, so several relays share the
     work), then record the attempt. Stops at the first NATS failure; the rest wait for the next pass.
-    Commands never published before count as `sent`; the others as redeliveries for `reason`."""
+    Commands never published before count as `sent`; the others as redeliveries for `reason`. Commands checked
+    against an older version of their device type are checked again first (app/services/commands/retype.py):
+    those that no longer fit are cancelled instead of delivered."""
 
     def work(cur):
         cur.execute(
@@ -75,8 +79,9 @@ def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str,
             f"ORDER BY priority DESC, created_at LIMIT {SWEEP_BATCH} FOR UPDATE SKIP LOCKED",
             params,
         )
+        deliverable, cancelled = recheck_rows(cur, db.url, cur.fetchall())
         published = []
-        for row in cur.fetchall():
+        for row in deliverable:
             if not _publish(messaging, row):
                 break
             published.append(row)
@@ -87,11 +92,13 @@ def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str,
                 "updated_at = now(), next_attempt_at = now() + make_interval(secs => %s) WHERE message_id = %s",
                 (retry_delay(row["attempts"] + 1, retry_seconds), str(row["message_id"])),
             )
-        return sum(1 for row in published if row["status"] == "queued"), len(published)
+        return sum(1 for row in published if row["status"] == "queued"), len(published), cancelled
 
     if not messaging.is_connected():
         return 0
-    newly_sent, published = db.transaction(work)
+    newly_sent, published, cancelled = db.transaction(work)
+    count("cancelled", len(cancelled))
+    notify_final(messaging, cancelled)
     count("sent", newly_sent)
     if published > newly_sent:
         metrics.command_redeliveries_total.labels(reason=reason).inc(published - newly_sent)
