@@ -66,7 +66,8 @@ def test_a_burst_window_never_admits_more_than_the_burst(rules, gaps):
             windows[state.window_start] = windows.get(state.window_start, 0) + 1
     assert all(count <= rules.burst for count in nonempty(windows.values()))
     starts = sorted(windows)
-    assert all(later >= earlier + rules.burst_window_us for earlier, later in nonempty(itertools.pairwise(starts)))
+    for earlier, later in itertools.pairwise(starts):  # a property: one window (no pair) holds it too
+        assert later >= earlier + rules.burst_window_us
 
 
 @given(st.integers(1, 500), st.integers(1, 500), st.integers(1, 1000))
