@@ -7,7 +7,6 @@ where other test runs' relays listen on the same wildcard subjects."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
