@@ -1,5 +1,5 @@
 """The relay's inbox: NATS messages queued per device and taken in turns, so one device's flood cannot delay the
-others (docs/architecture.md, "The relay under a flood").
+others (docs/nats-security.md, "Whatever arrives, the relay goes on").
 
 The NATS thread puts each message in its device's queue (a deque append under a lock: microseconds, so the
 NATS connection keeps up with any flood the network carries). The relay's main thread takes batches round-robin:

@@ -1,6 +1,6 @@
-"""Whatever reaches NATS, the relay goes on (docs/architecture.md, "The relay under a flood"): hostile bodies on
-every device subject are dropped and counted, one device's flood does not hold up another device's ack, and a
-device row held locked does not drop other devices' heartbeats.
+"""Whatever reaches NATS, the relay goes on (docs/nats-security.md, "Whatever arrives, the relay goes on"):
+hostile bodies on every device subject are dropped and counted, one device's flood does not hold up another
+device's ack, and a device row held locked does not drop other devices' heartbeats.
 
 Each test here runs a real `uaip-hub relay` on a private NATS server: floods and junk stay off the shared one,
 where other test runs' relays listen on the same wildcard subjects."""
