@@ -103,6 +103,22 @@ def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | N
     click.echo(f"stopped; {len(simulator.received)} command(s) received, {len(simulator.outcomes)} answered")
 
 
+@cli.command("nats-keys", with_appcontext=False)
+@click.option("--xkey", is_flag=True, help="Also make the curve key pair of an encrypted callout (xkey).")
+def nats_keys_command(xkey: bool) -> None:
+    """Print new keys for the NATS auth callout (docs/nats-security.md): the seeds go to the relay's settings, the
+    public keys into the NATS server's auth_callout block. Nothing is stored."""
+    from app.infra.nats_callout import AccountKey, CurveKey
+
+    seed = AccountKey.generate()
+    click.echo(f"NATS_CALLOUT_ISSUER_SEED={seed}")
+    click.echo(f"# auth_callout {{ issuer: {AccountKey(seed).public_key} }}")
+    if xkey:
+        curve_seed = CurveKey.generate()
+        click.echo(f"NATS_CALLOUT_XKEY_SEED={curve_seed}")
+        click.echo(f"# auth_callout {{ xkey: {CurveKey(curve_seed).public_key} }}")
+
+
 def main() -> None:
     try:
         cli.main(prog_name="uaip-hub")

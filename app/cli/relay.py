@@ -9,73 +9,144 @@ reported; qos ≥ 1) after their back-off. On start
 and on every NATS (re)connect it re-sends all open commands, since acks published while no relay listened were
 lost. All SQL is in app/services; this module is the loop.
 
-NATS messages are handed from the NATS thread to the main thread through a bounded queue. PostgreSQL outages are
+NATS messages are handed from the NATS thread to the main thread through a bounded inbox queued per device and
+taken in turns (app/cli/relay_inbox.py), so one device's flood delays another device's ack by one batch at most.
+Every body is size- and depth-checked before it is parsed (app/cli/relay_input.py); a bad one is dropped alone,
+counted in uaip_nats_messages_dropped_total and logged (at most LOG_DROPS_PER_SECOND lines a second), and no
+message, however malformed, ends the loop. PostgreSQL outages are
 retried with back-off (the batch in hand is kept); NATS outages are handled by the client's reconnects, and while
 NATS is away every publish fails at once, so a sweep never stalls on it (its events are dropped, commands wait).
 SIGTERM/SIGINT: stop taking messages (drain the subscriptions), apply what was received, exit 0.
 
 With tracing on (docs/tracing.md), a batch of acks is applied in the trace of the command(s) it answers: the
 `traceparent` a device put on its ack, else the one stored with the command.
+
+With NATS_AUTH_CALLOUT=true the relay also answers the NATS server's auth callout (app/cli/relay_callout.py),
+admitting devices with their own credentials (docs/nats-security.md).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import pydantic
-
-from app.api.models import AckBody
+import app.cli.relay_input as relay_input
+from app.cli.relay_callout import CalloutResponder
+from app.cli.relay_inbox import FairInbox
 from app.core.config import Settings
-from app.core.json_input import InvalidJSON, decode_json
 from app.infra.db import Database, DatabaseUnavailable
 from app.infra.messaging import Messaging, ack_subject, device_id_from_subject, relay_subscriptions
+from app.infra.nats_callout import CALLOUT_SUBJECT, CalloutError
 from app.services import registry
-from app.services.commands import acks, messages, sweeps
+from app.services.commands import acks as ack_service
+from app.services.commands import messages, sweeps
 from app.services.events import publish_device_event
 from app.telemetry import metrics, tracing
-from app.web.parsing import validation_details
 
 log = logging.getLogger("app.cli.relay")
 T = TypeVar("T")
+Message = tuple[str, bytes, dict | None]  # subject, body, NATS headers (kept only with tracing on)
 
 BATCH_MAX = 500
+BATCH_MAX_BYTES = 1024 * 1024  # with bodies up to MAX_MESSAGE_SIZE_BYTES, a batch still parses in milliseconds
 INBOX_MAX = 100_000
+DEVICE_INBOX_MAX = 2_000  # queued messages of one device (a device acks a full queue of 100 commands twice)
+PER_TURN = 16  # messages of one device per turn when the batch is filled round-robin
 DRAIN_SECONDS = 10.0
 DB_RETRY_MAX_SECONDS = 5.0
 # A batch whose acks are all `acknowledged` waits this long for an outcome ack (see Relay._take).
 OUTCOME_LINGER_SECONDS = 0.002
+# Log lines about dropped or refused device messages: a flood is counted in full, but logged only this much.
+LOG_DROPS_PER_SECOND = 10
+LOG_DROPS_BURST = 20
+HEARTBEAT_LOCK_TIMEOUT_MS = 200
+CALLOUT_WORKERS = 2  # scrypt checks of device secrets run here, off the NATS thread
+CALLOUT_WAITING_MAX = 64
+
+
+_MALFORMED = frozenset({relay_input.TOO_LARGE, relay_input.TOO_DEEP, relay_input.INVALID_JSON, relay_input.INVALID})
+
+
+def subject_kind(subject: str) -> str:
+    """`acks` or `heartbeat`: the last token of a device subject the relay consumes."""
+    return subject.rpartition(".")[2]
+
+
+class _LogBudget:
+    """A token bucket for log lines about bad device messages (any thread): `allow()` says whether this one may be
+    written; `suppressed()` how many were not since the last line written."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens, self._stamp, self._suppressed = float(burst), time.monotonic(), 0
+        self._lock = threading.Lock()
+
+    def allow(self) -> tuple[bool, int]:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            if self._tokens < 1:
+                self._suppressed += 1
+                return False, 0
+            self._tokens -= 1
+            suppressed, self._suppressed = self._suppressed, 0
+            return True, suppressed
 
 
 class Relay:
-    def __init__(self, db: Database, messaging: Messaging, settings: Settings) -> None:
+    def __init__(self, db: Database, messaging: Messaging, settings: Settings,
+                 callout: CalloutResponder | None = None) -> None:
         self.db = db
         self.messaging = messaging
         self.settings = settings
-        self.inbox: queue.Queue[tuple[str, bytes, dict | None]] = queue.Queue(INBOX_MAX)
+        self.callout = callout
+        self.inbox: FairInbox[Message] = FairInbox(INBOX_MAX, DEVICE_INBOX_MAX, PER_TURN)
         self.stopping = threading.Event()
         self.stop_deadline = float("inf")
         self.resend_all = threading.Event()
-        self.dropped = 0
+        self.log_budget = _LogBudget(LOG_DROPS_PER_SECOND, LOG_DROPS_BURST)
 
     # -- NATS thread ----------------------------------------------------------------------------------
 
     def _receive(self, subject: str, data: bytes, headers: dict | None = None) -> None:
-        try:
-            self.inbox.put_nowait((subject, data, headers if tracing.active else None))
-        except queue.Full:
-            self.dropped += 1  # recovered by redelivery: the device re-acks a re-sent command
-            if self.dropped % 1000 == 1:
-                log.warning("relay inbox full; dropping NATS messages", extra={"dropped": self.dropped})
+        """Queue one message for its device: a few microseconds, never raising, whatever the message."""
+        kind = subject_kind(subject)
+        device_id = device_id_from_subject(subject)
+        if device_id is None:
+            self.drop(kind, relay_input.INVALID, None, "The subject names no device.")
+            return
+        if len(data) > self.settings.max_message_size_bytes:  # refused before it takes room in the inbox
+            self.drop(kind, relay_input.TOO_LARGE, device_id,
+                      f"The body is larger than {self.settings.max_message_size_bytes} bytes.")
+            return
+        refused = self.inbox.put(device_id, (subject, data, headers if tracing.active else None), len(data))
+        if refused is not None:
+            # Recovered by redelivery: the device acks a re-sent command again.
+            self.drop(kind, refused, device_id, "The relay's inbox is full for this device or overall.")
 
     async def _on_connected(self) -> None:
         self.resend_all.set()
+
+    def drop(self, kind: str, reason: str, device_id: str | None, detail: str) -> None:
+        """Count a device message that is not applied, and log it within the log budget (any thread)."""
+        metrics.nats_messages_dropped_total.labels(subject_kind=kind, reason=reason).inc()
+        if kind == "acks" and reason in _MALFORMED:
+            metrics.acks_total.labels(source="relay", outcome="malformed").inc()
+        elif kind == "acks" and reason == relay_input.UNKNOWN_MESSAGE:
+            metrics.acks_total.labels(source="relay", outcome="not_found").inc()
+        allowed, suppressed = self.log_budget.allow()
+        if allowed:
+            noun = {"acks": "ack", "heartbeat": "heartbeat"}.get(kind, "NATS message")
+            extra = {"device_id": device_id, "subject_kind": kind, "reason": reason, "detail": detail}
+            if suppressed:
+                extra["not_logged_before"] = suppressed
+            log.warning("malformed %s dropped" if reason in _MALFORMED else "%s dropped", noun, extra=extra)
 
     # -- main thread ----------------------------------------------------------------------------------
 
@@ -91,25 +162,25 @@ class Relay:
         self.messaging.start()
         for subject in relay_subscriptions():  # one per token count: device ids may contain dots
             self.messaging.subscribe(subject, self._receive, queue=group, with_headers=subject.endswith(".acks"))
-        log.info("relay started", extra={"queue_group": group, "sweep_seconds": self.settings.relay_sweep_seconds})
+        if self.callout is not None:
+            self.messaging.serve(CALLOUT_SUBJECT, self.callout.answer, queue=group, workers=CALLOUT_WORKERS,
+                                 max_waiting=CALLOUT_WAITING_MAX, on_busy=self.callout.busy)
+        log.info("relay started", extra={"queue_group": group, "sweep_seconds": self.settings.relay_sweep_seconds,
+                                         "auth_callout": self.callout is not None})
         next_sweep = 0.0
         while not self.stopping.is_set():
-            if self.resend_all.is_set() and self.messaging.is_connected():
-                self.resend_all.clear()
-                resent = self._db("re-send open commands", lambda: sweeps.redeliver_all(
-                    self.db, self.messaging, self.settings.command_retry_seconds))
-                if resent:
-                    log.info("re-sent open commands", extra={"count": resent})
-            batch = self._take(max(0.0, next_sweep - time.monotonic()))
-            if batch:
-                self._handle(batch)
-            if time.monotonic() >= next_sweep:
-                self._sweep()
-                next_sweep = time.monotonic() + self.settings.relay_sweep_seconds
+            try:
+                next_sweep = self._step(next_sweep)
+            except Exception:  # noqa: BLE001 - nothing a device sends, and no bug in one step, ends the relay
+                log.exception("relay step failed; going on")
+                self.stopping.wait(0.1)
         # Graceful stop: no new messages, then everything already received is applied.
         self.messaging.drain_subscriptions()
         while not self.inbox.empty() and time.monotonic() < self.stop_deadline:
-            self._handle(self._take(0))
+            try:
+                self._handle(self._take(0))
+            except Exception:  # noqa: BLE001
+                log.exception("relay step failed while stopping")
         left = self.inbox.qsize()
         if left:
             log.warning("relay stopped with unapplied messages (re-sent commands recover them)", extra={"count": left})
@@ -117,32 +188,42 @@ class Relay:
         log.info("relay stopped")
         return 0
 
-    def _take(self, timeout: float) -> list[tuple[str, bytes, dict | None]]:
-        """The next batch: what arrived so far, waiting up to `timeout` for the first message.
+    def _step(self, next_sweep: float) -> float:
+        """One turn of the loop: re-send after a reconnect, apply one batch, sweep when due; the next sweep time."""
+        if self.resend_all.is_set() and self.messaging.is_connected():
+            self.resend_all.clear()
+            resent = self._db("re-send open commands", lambda: sweeps.redeliver_all(
+                self.db, self.messaging, self.settings.command_retry_seconds))
+            if resent:
+                log.info("re-sent open commands", extra={"count": resent})
+        batch = self._take(max(0.0, next_sweep - time.monotonic()))
+        if batch:
+            self._handle(batch)
+        if time.monotonic() >= next_sweep:
+            self._sweep()
+            next_sweep = time.monotonic() + self.settings.relay_sweep_seconds
+        return next_sweep
+
+    def _take(self, timeout: float) -> list[Message]:
+        """The next batch: what arrived so far (devices served in turns), waiting up to `timeout` for the first
+        message.
 
         A device acks `acknowledged` and then its outcome, usually a fraction of a millisecond apart. Applied as
         they come, the outcome (what waiting clients want) queues behind the first ack's transaction; so a
         batch that holds an `acknowledged` ack and no outcome waits up to OUTCOME_LINGER_SECONDS for more, and
         both apply in one transaction. Only the timing of `acknowledged` changes, by 2 ms at most."""
-        try:
-            batch = [self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()]
-        except queue.Empty:
+        batch = self.inbox.take(BATCH_MAX, BATCH_MAX_BYTES, timeout)
+        if not batch:
             return []
-        while len(batch) < BATCH_MAX:
-            try:
-                batch.append(self.inbox.get_nowait())
-            except queue.Empty:
-                break
         linger_until = time.monotonic() + OUTCOME_LINGER_SECONDS
         waiting = any(_ack_kind(message) == "acknowledged" for message in batch) and \
             not any(_ack_kind(message) == "outcome" for message in batch)
         while waiting and len(batch) < BATCH_MAX and (left := linger_until - time.monotonic()) > 0:
-            try:
-                message = self.inbox.get(timeout=left)
-            except queue.Empty:
+            more = self.inbox.take(BATCH_MAX - len(batch), BATCH_MAX_BYTES, left)
+            if not more:
                 break
-            batch.append(message)
-            waiting = _ack_kind(message) != "outcome"
+            batch.extend(more)
+            waiting = not any(_ack_kind(message) == "outcome" for message in more)
         return batch
 
     def _db(self, what: str, work: Callable[[], T]) -> T | None:
@@ -164,24 +245,27 @@ class Relay:
 
     # -- acks and heartbeats --------------------------------------------------------------------------
 
-    def _handle(self, batch: list[tuple[str, bytes]]) -> None:
-        acks: list[acks.Ack] = []
+    def _handle(self, batch: list[Message]) -> None:
+        acks: list[ack_service.Ack] = []
         ack_headers: list[dict | None] = []
         heartbeats: dict[str, str] = {}
+        max_bytes = self.settings.max_message_size_bytes
         for subject, data, headers in batch:
-            device_id = device_id_from_subject(subject)
-            if device_id is None:
-                continue
-            if subject.endswith(".acks"):
-                try:
-                    acks.append(ack_from_nats(device_id, data))
+            kind, device_id = subject_kind(subject), device_id_from_subject(subject)
+            try:
+                if device_id is None:
+                    raise relay_input.Dropped(relay_input.INVALID, "The subject names no device.")
+                if kind == "acks":
+                    acks.append(relay_input.parse_ack(device_id, data, max_bytes))
                     ack_headers.append(headers)
-                except InvalidJSON as exc:
-                    # Dropped alone: the rest of the batch applies (the device re-acks a re-sent command).
-                    metrics.acks_total.labels(source="relay", outcome="malformed").inc()
-                    log.warning("malformed ack dropped", extra={"device_id": device_id, "reason": exc.message})
-            elif subject.endswith(".heartbeat"):
-                heartbeats[device_id] = _heartbeat_status(data)
+                elif kind == "heartbeat":
+                    heartbeats[device_id] = relay_input.parse_heartbeat(data, max_bytes)
+            except relay_input.Dropped as exc:
+                # Dropped alone: the rest of the batch applies (the device re-acks a re-sent command).
+                self.drop(kind, exc.reason, device_id, exc.message)
+            except Exception:  # noqa: BLE001 - a bug met by one message loses that message, not the relay
+                log.exception("device message could not be handled", extra={"device_id": device_id})
+                self.drop(kind, "error", device_id, "The relay failed handling it (logged).")
         if acks:
             with tracing.processing(ack_subject("*"), "*", self._trace_carriers(acks, ack_headers), {
                 "messaging.batch.message_count": len(acks),
@@ -191,14 +275,14 @@ class Relay:
         if heartbeats:
             self._apply_heartbeats(heartbeats)
 
-    def _apply_acks(self, acks: list[acks.Ack]) -> None:
-        outcomes = self._db("apply acks", lambda: acks.apply_acks(self.db, acks, source="relay"))
+    def _apply_acks(self, acks: list[ack_service.Ack]) -> None:
+        outcomes = self._db("apply acks", lambda: ack_service.apply_acks(self.db, acks, source="relay"))
         if outcomes is None and len(acks) > 1 and not self.stopping.is_set():
             # Not an outage (that is retried above): apply one by one so one bad ack cannot sink the batch.
             outcomes = [o for ack in acks for o in (self._db(
-                "apply ack", lambda a=ack: acks.apply_acks(self.db, [a], source="relay")) or [])]
+                "apply ack", lambda a=ack: ack_service.apply_acks(self.db, [a], source="relay")) or [])]
         # Waiting clients first, then the log lines.
-        acks.notify_final(self.messaging, [o.message for o in outcomes or [] if o.final])
+        ack_service.notify_final(self.messaging, [o.message for o in outcomes or [] if o.final])
         for outcome in outcomes or []:
             ack = outcome.ack
             extra = {"request_id": outcome.request_id, "message_id": ack.message_id, "device_id": ack.device_id,
@@ -206,10 +290,15 @@ class Relay:
             if outcome.code is None and outcome.changed:
                 log.info("command %s", outcome.message["status"], extra=extra)
             elif outcome.code is not None:
-                log.warning("ack refused: %s", outcome.code,
-                            extra={**extra, "current_status": (outcome.message or {}).get("status")})
+                # Refused acks come from devices too: a flood of them is counted (uaip_acks_total) in full but
+                # logged within the same budget as dropped messages.
+                allowed, suppressed = self.log_budget.allow()
+                if allowed:
+                    log.warning("ack refused: %s", outcome.code,
+                                extra={**extra, "current_status": (outcome.message or {}).get("status"),
+                                       **({"not_logged_before": suppressed} if suppressed else {})})
 
-    def _trace_carriers(self, acks: list[acks.Ack], headers: list[dict | None]) -> list[dict | None]:
+    def _trace_carriers(self, acks: list[ack_service.Ack], headers: list[dict | None]) -> list[dict | None]:
         """The trace context each ack continues: the `traceparent` in its NATS headers, else the one stored with
         its command (one read, only for acks that carry none). Nothing when tracing is off."""
         if not tracing.active:
@@ -217,7 +306,8 @@ class Relay:
         carriers = [h if h and h.get(tracing.TRACEPARENT) else None for h in headers]
         missing = [ack.message_id for ack, carrier in zip(acks, carriers, strict=True) if carrier is None]
         if missing:
-            stored = self._db("read trace contexts", lambda: acks.stored_traceparents(self.db, missing)) or {}
+            stored = self._db("read trace contexts",
+                              lambda: ack_service.stored_traceparents(self.db, missing)) or {}
             for index, ack in enumerate(acks):
                 parsed = messages.parse_message_id(ack.message_id)
                 if carriers[index] is None and parsed is not None and str(parsed) in stored:
@@ -225,17 +315,15 @@ class Relay:
         return carriers
 
     def _apply_heartbeats(self, heartbeats: dict[str, str]) -> None:
-        timeout = self.settings.heartbeat_timeout_seconds
-
-        def work():
-            def each(cur):
-                return [(device_id, registry.heartbeat_in(cur, device_id, status, timeout))
-                        for device_id, status in sorted(heartbeats.items())]
-            return self.db.transaction(each)
-
-        rows = self._db("apply heartbeats", work) or []
-        came_online = [(device_id, row["previous_status"]) for device_id, row in rows
-                       if row is not None and row["status"] == "online" and row["previous_status"] != "online"]
+        """Each device's latest heartbeat in the batch; a device row held locked elsewhere is skipped after a short
+        wait (counted as dropped, `locked`: its next heartbeat applies), the others apply."""
+        result = self._db("apply heartbeats", lambda: registry.apply_heartbeats(
+            self.db, heartbeats, self.settings.heartbeat_timeout_seconds, HEARTBEAT_LOCK_TIMEOUT_MS))
+        rows, locked = result or ([], [])
+        for device_id in locked:
+            self.drop("heartbeat", "locked", device_id, "The device's row stayed locked; the next heartbeat applies.")
+        came_online = [(row["device_id"], row["previous_status"]) for row in rows
+                       if row["status"] == "online" and row["previous_status"] != "online"]
         if came_online:
             self._db("device online", lambda: sweeps.devices_came_online(
                 self.db, self.messaging, came_online, self.settings.command_retry_seconds))
@@ -246,7 +334,7 @@ class Relay:
         for expired in self._db("expire commands", lambda: sweeps.expire_due(self.db)) or []:
             log.info("command expired", extra={"request_id": expired["request_id"], "message_id": expired["message_id"],
                                                "device_id": expired["device_id"]})
-            acks.notify_final(self.messaging, [expired])
+            ack_service.notify_final(self.messaging, [expired])
         stale = self._db("mark devices offline", lambda: registry.mark_stale_devices_offline(
             self.db, self.settings.heartbeat_timeout_seconds)) or []
         for device in stale:
@@ -270,19 +358,11 @@ def _ack_kind(message: tuple[str, bytes, dict | None]) -> str | None:
     return "acknowledged" if b'"acknowledged"' in data else None
 
 
-def _heartbeat_status(data: bytes) -> str:
-    """`{"status": "online"|"error", ...}` or an empty body (online)."""
-    try:
-        body = json.loads(data) if data.strip() else {}
-    except ValueError:
-        return "online"
-    return "error" if isinstance(body, dict) and body.get("status") == "error" else "online"
-
-
 def serve_metrics(port: int) -> None:
     """The relay's own /metrics: what this process applies and sees (uaip_commands_total, uaip_acks_total{source=
     "relay"}, uaip_command_completion_seconds, uaip_command_redeliveries_total, uaip_nats_connected,
-    uaip_relay_last_sweep_timestamp_seconds, process metrics; docs/observability.md), served by
+    uaip_relay_last_sweep_timestamp_seconds, uaip_nats_messages_dropped_total, uaip_nats_auth_callouts_total,
+    process metrics; docs/observability.md), served by
     prometheus_client's HTTP server on a daemon thread. Port 0 turns it off.
 
     Several relays may run on one host (one queue group); the metrics are auxiliary to the relay's job, so a
@@ -292,6 +372,9 @@ def serve_metrics(port: int) -> None:
     from prometheus_client import disable_created_metrics, start_http_server
 
     disable_created_metrics()  # no *_created series: the API's multiprocess /metrics has none either
+    for kind in metrics.NATS_SUBJECT_KINDS:  # every series from the start, so a rate() sees the first drop
+        for reason in metrics.NATS_DROP_REASONS:
+            metrics.nats_messages_dropped_total.labels(subject_kind=kind, reason=reason)
 
     try:
         start_http_server(port)
@@ -302,26 +385,17 @@ def serve_metrics(port: int) -> None:
 
 
 def run_relay(db: Database, messaging: Messaging, settings: Settings) -> int:
+    try:
+        callout = CalloutResponder(db, settings) if settings.nats_auth_callout else None
+    except CalloutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     serve_metrics(settings.relay_metrics_port)
     tracing.start(tracing.RELAY_SERVICE)
-    relay = Relay(db, messaging, settings)
+    relay = Relay(db, messaging, settings, callout)
     signal.signal(signal.SIGTERM, relay.request_stop)
     signal.signal(signal.SIGINT, relay.request_stop)
     try:
         return relay.run()
     finally:
         tracing.shutdown()  # export the spans still queued (bounded: an unreachable collector cannot hold the exit)
-
-
-def ack_from_nats(device_id: str, data: bytes) -> acks.Ack:
-    """An ack published on `uaip.devices.{id}.acks`, decoded and validated like the REST body (unknown fields
-    ignored). Raises InvalidJSON saying what is wrong, so the relay can drop this one message and log why."""
-    raw = decode_json(data)
-    if not isinstance(raw, dict) or not isinstance(raw.get("message_id"), str):
-        raise InvalidJSON("An ack must be a JSON object with a string message_id.")
-    try:
-        body = AckBody.model_validate({key: raw[key] for key in ("status", "result", "error") if key in raw})
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{field}: {text}" for field, text in validation_details(exc).items())
-        raise InvalidJSON(f"The ack is invalid ({problems}).") from None
-    return acks.Ack(device_id, raw["message_id"], body.status, body.result, body.error)

@@ -119,6 +119,31 @@ def _public_url(env: Mapping[str, str], name: str) -> str | None:
     return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port is not None else "")
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _raw(env, name)
+    if value is None:
+        return default
+    if value.lower() in ("true", "1", "yes", "on"):
+        return True
+    if value.lower() in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+_BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+
+def _nkey_seed(env: Mapping[str, str], name: str, kind: str, noun: str) -> str | None:
+    """An nkey seed (58 base32 characters starting with S and the key kind's letter: SA… an account, SX… a curve
+    key). The checksum is checked where the key is used (app/infra/nats_callout.py)."""
+    value = _raw(env, name)
+    if value is None:
+        return None
+    if len(value) != 58 or not value.startswith("S" + kind) or not set(value) <= _BASE32:
+        raise ConfigError(f"{name} must be {noun} (an nkey seed of 58 characters starting with S{kind})")
+    return value
+
+
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     value = _raw(env, name) or ""
     return tuple(item.strip() for item in value.split(",") if item.strip())
@@ -167,7 +192,7 @@ class Settings:
     """Typed, validated configuration. `repr` hides secrets so a logged Settings leaks nothing."""
 
     database_url: str = dataclasses.field(repr=False)
-    nats_url: str
+    nats_url: str = dataclasses.field(repr=False)  # may carry the hub's NATS user and password
     jwt_secret: str = dataclasses.field(repr=False)
     redis_url: str | None = dataclasses.field(default=None, repr=False)
     redis_key_prefix: str = "uaip"
@@ -201,6 +226,11 @@ class Settings:
     # gthread thread.
     max_waiters: int = 2
     max_waiters_per_client: int = 1
+    # NATS auth callout (docs/nats-security.md): the relay admits devices to NATS with their own credentials.
+    nats_auth_callout: bool = False
+    nats_callout_issuer_seed: str | None = dataclasses.field(default=None, repr=False)
+    nats_callout_account: str = "UAIP"
+    nats_callout_xkey_seed: str | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -209,6 +239,10 @@ class Settings:
         environment = _choice(env, "UAIP_ENV", "production", ENVIRONMENTS)
         threads = _int(env, "SERVER_THREADS", 4, 1, 256)
         max_waiters = _int(env, "UAIP_MAX_WAITERS", default_max_waiters(threads), 0, threads - 1)
+        auth_callout = _bool(env, "NATS_AUTH_CALLOUT", False)
+        issuer_seed = _nkey_seed(env, "NATS_CALLOUT_ISSUER_SEED", "A", "an account seed")
+        if auth_callout and issuer_seed is None:
+            raise ConfigError("NATS_CALLOUT_ISSUER_SEED is required when NATS_AUTH_CALLOUT=true")
         return cls(
             database_url=_url(env, "DATABASE_URL", ("postgresql", "postgres"), required=True),
             redis_url=_url(env, "REDIS_URL", ("redis", "rediss", "unix"), required=False),
@@ -244,6 +278,10 @@ class Settings:
             max_waiters=max_waiters,
             max_waiters_per_client=_int(env, "UAIP_MAX_WAITERS_PER_CLIENT", default_max_waiters_per_client(max_waiters),
                                         0, max_waiters),
+            nats_auth_callout=auth_callout,
+            nats_callout_issuer_seed=issuer_seed,
+            nats_callout_account=_raw(env, "NATS_CALLOUT_ACCOUNT") or "UAIP",
+            nats_callout_xkey_seed=_nkey_seed(env, "NATS_CALLOUT_XKEY_SEED", "X", "a curve (xkey) seed"),
         )
 
 

@@ -99,7 +99,9 @@ def decode_json(raw: bytes | str) -> Any:
         raise InvalidJSON(
             "The JSON body contains a number that is not finite (NaN, Infinity, or beyond the range of a double)."
         ) from None
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:  # deeper than the interpreter's recursion limit, far beyond MAX_JSON_DEPTH
+        raise InvalidJSON(f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.") from None
+    except ValueError as exc:
         details = {"position": exc.pos} if isinstance(exc, json.JSONDecodeError) else {}
         raise InvalidJSON("The request body is not valid JSON.", details) from None
     problem = _check_decoded(value, MAX_JSON_DEPTH)

@@ -297,8 +297,8 @@ class Database:
                         if autocommit and conn.closed == 0:
                             conn.autocommit = False
                     return result
-            except (DatabaseUnavailable, psycopg2.errors.QueryCanceled):
-                raise
+            except (DatabaseUnavailable, psycopg2.errors.QueryCanceled, psycopg2.errors.LockNotAvailable):
+                raise  # a statement or lock timeout is the caller's to handle (the session is fine)
             except psycopg2.errors.InvalidSqlStatementName as exc:
                 # The session lost its prepared statements (DISCARD ALL, a pooler that swapped the session): the
                 # statement did not run and its transaction is void; run the work once more, preparing again.

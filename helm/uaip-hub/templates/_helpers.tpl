@@ -238,7 +238,33 @@ The drain file the preStop hook creates and readiness watches (UAIP_DRAIN_FILE).
 {{- end }}
 
 {{/*
-Container env of the API or relay: `fixed` (EnvVar list the chart sets), then the `otel` map, then the
+The NATS auth callout settings (docs/nats-security.md) from `natsAuthCallout`, seeds from existing Secrets;
+nothing when it is off.
+*/}}
+{{- define "uaip-hub.natsCalloutEnv" -}}
+{{- $c := .Values.natsAuthCallout -}}
+{{- if $c.enabled }}
+- name: NATS_AUTH_CALLOUT
+  value: "true"
+- name: NATS_CALLOUT_ACCOUNT
+  value: {{ $c.account | quote }}
+- name: NATS_CALLOUT_ISSUER_SEED
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "natsAuthCallout.issuerSeedSecret.name is required when natsAuthCallout.enabled (a Secret holding the account seed from `uaip-hub nats-keys`)" $c.issuerSeedSecret.name }}
+      key: {{ $c.issuerSeedSecret.key }}
+{{- with $c.xkeySeedSecret.name }}
+- name: NATS_CALLOUT_XKEY_SEED
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $c.xkeySeedSecret.key }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Container env of the API or relay: `fixed` (EnvVar list the chart sets), then the callout settings, then the `otel` map, then the
 component's extraEnv. A name in extraEnv wins over the same name in `otel` (no duplicate names are rendered).
 Call with (dict "ctx" $ "fixed" LIST "extraEnv" LIST).
 */}}
@@ -249,6 +275,7 @@ Call with (dict "ctx" $ "fixed" LIST "extraEnv" LIST).
 - name: {{ .name }}
   value: {{ .value | quote }}
 {{- end }}
+{{- include "uaip-hub.natsCalloutEnv" .ctx }}
 {{- range $name, $value := .ctx.Values.otel }}
 {{- if not (has $name $names) }}
 - name: {{ $name }}
