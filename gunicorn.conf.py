@@ -17,11 +17,15 @@ env_or_exit(load_env_file)
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/uaip-metrics")
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)  # also for --check-config, which loads the app
 
-from app.core.config import Settings  # noqa: E402
+from app.core import envfile  # noqa: E402
+from app.core.config import share_development_secret  # noqa: E402
 from app.telemetry.logs import GunicornLogger, gunicorn_logconfig  # noqa: E402
 from app.web import worker_hooks  # noqa: E402
 
-_settings = env_or_exit(Settings.from_env)
+# Development mode without JWT_SECRET: one random secret, made here so every worker signs with the same one.
+_made_development_secret = share_development_secret()
+
+_settings = env_or_exit(envfile.read_settings)
 worker_hooks.record_master_start()  # for health's uptime_seconds; kept across SIGHUP, renewed by a USR2 re-exec
 
 bind = [f"{_settings.server_host}:{_settings.server_port}"]
@@ -54,6 +58,7 @@ def on_starting(server):
     from app.telemetry.metrics import reset_multiprocess_dir
 
     reset_multiprocess_dir()
+    worker_hooks.log_start_notes(server.log, envfile.startup_notes(), _settings, _made_development_secret)
 
 
 def child_exit(server, worker):

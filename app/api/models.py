@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from app.core.json_input import IDENTIFIER_PATTERN, StrictModel
+from app.core.text import has_invisible
 from app.schemas.resources import COMMAND_NAME_PATTERN, TYPE_NAME_PATTERN
 from app.schemas.rules import MAX_SCHEMA_BYTES
 
@@ -42,11 +43,41 @@ NewDeviceId = Annotated[
 ]
 
 
-Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE)]
-DeviceType = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
-Capability = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
+INVISIBLE_REFUSED = ("must not contain invisible or control characters (zero-width, bidirectional, tag, private-use "
+                     "characters, line or paragraph separators, variation selectors)")
+
+
+def _visible(value: str) -> str:
+    """Names, types, capabilities and locations are shown to people and AI agents: text that reads differently from
+    what it holds is refused here, at input, rather than changed silently (app/core/text.py)."""
+    if has_invisible(value):
+        raise ValueError(INVISIBLE_REFUSED)
+    return value
+
+
+def _visible_location(value: dict[str, Any]) -> dict[str, Any]:
+    """A location object: every key and string inside it obeys the rule of a location string."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if any(isinstance(key, str) and has_invisible(key) for key in item):
+                raise ValueError(INVISIBLE_REFUSED)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            _visible(item)
+    return value
+
+
+Visible = pydantic.AfterValidator(_visible)
+Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE), Visible]
+DeviceType = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE), Visible]
+Capability = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE), Visible]
 Capabilities = Annotated[list[Capability], pydantic.Field(max_length=64)]
-Location = Annotated[str, pydantic.StringConstraints(max_length=256, pattern=PRINTABLE)] | dict[str, Any] | None
+Location = (Annotated[str, pydantic.StringConstraints(max_length=256, pattern=PRINTABLE), Visible]
+            | Annotated[dict[str, Any], pydantic.AfterValidator(_visible_location)] | None)
 
 
 class DeviceReplace(StrictModel):
@@ -164,7 +195,8 @@ class CommandCreate(StrictModel):
 class MessageCreate(StrictModel):
     """Body of POST /messages: route `payload` to device `destination` as a command."""
 
-    source: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE)] | None = None
+    source: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE),
+                      Visible] | None = None
     destination: DeviceId
     payload: dict[str, Any]
     qos: Qos = 1

@@ -24,7 +24,7 @@ from app import create_app
 from app.cli.commands import APP_COMMANDS, stdout_logging
 from app.cli.examples import EXAMPLES
 from app.core.config import ConfigError
-from app.core.envfile import load_env_file
+from app.core.envfile import load_env_file, undo_other_loaders
 from app.telemetry import tracing
 
 
@@ -54,6 +54,9 @@ def cli() -> None:
     """UAIP Hub: REST hub for AI agents and IoT devices."""
     # Here, after the options were parsed (so `--env-file FILE` was read first and wins) and before the command's
     # own options read their environment variables.
+    for name in undo_other_loaders():
+        click.echo(f"uaip-hub: {name} from --env-file is ignored: it is taken from the real environment only",
+                   err=True)
     load_env_file()
 
 

@@ -17,12 +17,14 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from app.cli.relay import run_relay
+from app.core import envfile
 from app.infra.db import get_db
 from app.infra.messaging import get_messaging
 from app.infra.migrate import migrate as apply_migrations
 from app.services.clients import UnknownScope, create_client, upsert_client
 
 BOOTSTRAP_CLIENT_NAME = "bootstrap-admin"
+log = logging.getLogger(__name__)
 
 
 @click.command("migrate")
@@ -76,6 +78,8 @@ def relay_command() -> None:
     """Run the relay: device acks and heartbeats from NATS, redelivery, expiry, offline sweep (until SIGTERM)."""
     settings = current_app.config["SETTINGS"]
     stdout_logging(settings.log_level)
+    for level, message in envfile.startup_notes():
+        getattr(log, level)(message)
     sys.exit(run_relay(get_db(), get_messaging(), settings))
 
 

@@ -9,12 +9,15 @@ behaviour under load.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-from collections.abc import Callable, Mapping
+import secrets
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Secrets that appear in examples and old manifests: refusing them in production is the point of the rule.
 KNOWN_DEFAULT_SECRETS = frozenset(
@@ -33,7 +36,10 @@ KNOWN_DEFAULT_SECRETS = frozenset(
     }
 )
 MIN_SECRET_LENGTH = 32
+# The fixed secret older versions signed with in development mode; still refused as a JWT_SECRET in production.
 DEVELOPMENT_JWT_SECRET = "uaip-development-only-secret-do-not-use-in-production"
+# Where a gunicorn master leaves the random development secret for its workers (`development_secret`).
+GENERATED_SECRET_ENV = "UAIP_GENERATED_DEV_SECRET"
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "text")
@@ -157,10 +163,42 @@ def _check_strength(name: str, secret: str) -> None:
         raise ConfigError(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
 
 
+def development_secret(env: MutableMapping[str, str] | None = None) -> tuple[str, bool]:
+    """The random secret development mode signs with when JWT_SECRET is unset, and whether this call made it.
+
+    Kept in `env` (os.environ) under GENERATED_SECRET_ENV, so a gunicorn master that calls this before forking
+    gives every worker the same one (a token issued by one worker verifies on the others) and keeps it across
+    SIGHUP; a new start makes a new one. Never a fixed value: a published development secret would let anyone
+    sign admin tokens for a hub that ended up in development mode by mistake."""
+    env = os.environ if env is None else env
+    existing = _raw(env, GENERATED_SECRET_ENV)
+    if existing is not None:
+        return existing, False
+    env[GENERATED_SECRET_ENV] = secrets.token_urlsafe(32)
+    return env[GENERATED_SECRET_ENV], True
+
+
+def share_development_secret() -> bool:
+    """In a process about to start others (the gunicorn master): make the development secret now, when
+    development mode will need one, so every child inherits it. True when this call made it (say so in the log)."""
+    if (_raw(os.environ, "UAIP_ENV") or "").lower() != "development" or _raw(os.environ, "JWT_SECRET") is not None:
+        return False
+    return development_secret()[1]
+
+
 def _jwt_secret(env: Mapping[str, str], environment: str) -> str:
     secret = _raw(env, "JWT_SECRET")
     if environment == "development":
-        return secret or DEVELOPMENT_JWT_SECRET
+        if secret is not None:
+            return secret
+        shared = _raw(env, GENERATED_SECRET_ENV)
+        if shared is not None:
+            return shared
+        generated, made = development_secret()
+        if made:
+            log.warning("UAIP_ENV=development and JWT_SECRET unset: tokens are signed with a random secret made for "
+                        "this process (they stop working when it restarts)")
+        return generated
     if secret is None:
         raise ConfigError("JWT_SECRET is required in production (set UAIP_ENV=development to run without one)")
     _check_strength("JWT_SECRET", secret)

@@ -41,6 +41,7 @@ from app.schemas.resources import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, MESSAGE_SCH
 from app.services import device_types, registry
 from app.services.commands import messages, submit
 from app.web.delivery import deliver
+from app.web.parsing import refuse_colliding_keys
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def get_device(arguments: DeviceArguments, _caller: Caller) -> dict[str, Any]:
 def send_command(arguments: SendCommandArguments, caller: Caller) -> dict[str, Any]:
     """Like POST /devices/{id}/command with `?wait=` and `Idempotency-Key`, through the same code path; returns the
     whole message, final or not."""
+    refuse_colliding_keys(arguments.params, "params")
     spec = submit.CommandSpec(
         device_id=arguments.device_id, command=arguments.command, params=arguments.params, qos=arguments.qos,
         priority=arguments.priority, ttl_ms=arguments.ttl_ms or _settings().default_message_ttl_ms,

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from app.core.statuses import DEVICE_STATUSES
-from app.core.text import without_controls
+from app.core.text import scrub, without_controls
 from app.schemas.rules import local_resolver
 from app.schemas.validation import canonical
 
@@ -173,4 +173,5 @@ def thing_description(device: dict[str, Any], device_type: dict[str, Any] | None
         td["version"] = {"instance": str(device_type["version"])}
         td["actions"] = {name: _action(device_url, name, command)
                          for name, command in device_type["commands"].items()}
-    return td
+    # Every string written by a client (enum values, defaults and examples too), keys included (app/core/text.py).
+    return scrub(td)

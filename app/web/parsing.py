@@ -13,6 +13,7 @@ from flask import request
 
 from app.core.errors import APIError
 from app.core.json_input import InvalidJSON, decode_json
+from app.core.text import colliding_keys, escaped
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -29,9 +30,22 @@ def json_body() -> Any:
     if not request.is_json:
         raise APIError(415, "UNSUPPORTED_MEDIA_TYPE", "The request body must be JSON (Content-Type: application/json).")
     try:
-        return decode_json(raw)
+        data = decode_json(raw)
     except InvalidJSON as exc:
         raise APIError(400, "INVALID_JSON", exc.message, exc.details) from None
+    refuse_colliding_keys(data, "body")
+    return data
+
+
+def refuse_colliding_keys(value: Any, field: str) -> None:
+    """400 VALIDATION_ERROR when an object in `value` has two keys that read the same once invisible characters are
+    removed ("mode" and "mo\u200bde"): agents see keys scrubbed (app/core/text.py), and such a pair would show
+    them one key where a device gets two. Refused at input, so nothing is stored; the MCP tools apply it too."""
+    keys = colliding_keys(value)
+    if keys is not None:
+        shown = " and ".join(f"'{escaped(key)}'" for key in keys)
+        raise APIError(400, "VALIDATION_ERROR", "The request body is invalid.",
+                       {field: f"keys {shown} differ only in invisible characters"})
 
 
 def validation_details(exc: pydantic.ValidationError) -> dict[str, str]:

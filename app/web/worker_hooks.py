@@ -171,6 +171,21 @@ def uptime_seconds() -> float:
     return max(0.0, time.time() - started_at())
 
 
+def log_start_notes(log, env_file_notes: list[tuple[str, str]], settings, made_development_secret: bool) -> None:
+    """on_starting: what an operator must know about how this hub was configured, once per start (not per worker):
+    the `.env` names it read and ignored (app/core/envfile.py), a random development secret, a production hub whose
+    public URL comes from each request's Host header."""
+    for level, message in env_file_notes:
+        getattr(log, level)(message)
+    if made_development_secret:
+        log.warning("UAIP_ENV=development and JWT_SECRET unset: tokens are signed with a random secret made for this "
+                    "start (shared by the workers; tokens stop working when the hub restarts)")
+    if settings.environment == "production" and settings.public_url is None:
+        log.warning("UAIP_PUBLIC_URL is unset: discovery documents, Thing Descriptions and WWW-Authenticate "
+                    "challenges name the URL each request's Host header gives (answered with Cache-Control: "
+                    "no-store); set UAIP_PUBLIC_URL to the hub's external URL")
+
+
 def master_ready(server) -> None:
     """when_ready: one line saying where the hub listens and with how many workers."""
     listeners = ", ".join(str(listener) for listener in getattr(server, "LISTENERS", []))

@@ -391,8 +391,11 @@ def test_get_device_returns_the_device_and_its_type(client, headers, make_device
     assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
 
 
-def test_device_written_text_is_scrubbed_of_control_characters(client, headers, make_device):
-    device = make_device(name="Boiler\u202e\u0085 room\u2066", metadata={"note\u200f": "line1\nline2\x07\u061c"})
+def test_device_written_text_is_scrubbed_of_control_characters(client, headers, make_device, db):
+    device = make_device(metadata={"note\u200f": "line1\nline2\x07\u061c"})
+    # REST refuses such a name now (tests/integration/test_invisible_text.py); one stored before still shows clean.
+    db.transaction(lambda cur: cur.execute("UPDATE devices SET name = %s WHERE device_id = %s",
+                                           ("Boiler\u202e\u0085 room\u2066", device["device_id"])))
     result = tool_result(post(client, call("get_device", {"device_id": device["device_id"]}), headers))
     structured = result["structuredContent"]["device"]
     assert structured["name"] == "Boiler room"

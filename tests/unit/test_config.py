@@ -1,5 +1,7 @@
 """Settings.from_env: documented names and defaults, one clear error per bad variable."""
 
+import os
+
 import pytest
 
 from app.core.config import ConfigError, Settings
@@ -154,3 +156,38 @@ def test_nats_auth_callout_settings():
 
 def test_nats_url_credentials_stay_out_of_repr():
     assert "hub-pass" not in repr(parse(NATS_URL="nats://uaip-hub:hub-pass@nats:4222"))
+def test_development_never_signs_with_the_published_secret(monkeypatch):
+    """Without JWT_SECRET, development mode signs with a random secret of this start, never a fixed constant."""
+    from app.core import config
+
+    monkeypatch.delenv(config.GENERATED_SECRET_ENV, raising=False)
+    env = {k: v for k, v in BASE.items() if k != "JWT_SECRET"}
+    first = Settings.from_env({**env, "UAIP_ENV": "development"}).jwt_secret
+    assert first != config.DEVELOPMENT_JWT_SECRET and len(first) >= 32
+    assert Settings.from_env({**env, "UAIP_ENV": "development"}).jwt_secret == first  # one per process start
+    monkeypatch.delenv(config.GENERATED_SECRET_ENV)
+    assert Settings.from_env({**env, "UAIP_ENV": "development"}).jwt_secret != first  # a new start, a new one
+
+
+def test_a_master_shares_its_development_secret_with_its_children(monkeypatch):
+    from app.core import config
+
+    monkeypatch.delenv(config.GENERATED_SECRET_ENV, raising=False)
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+    monkeypatch.setenv("UAIP_ENV", "development")
+    assert config.share_development_secret() is True
+    shared = os.environ[config.GENERATED_SECRET_ENV]
+    assert config.share_development_secret() is False  # kept across a SIGHUP re-read
+    env = {k: v for k, v in BASE.items() if k != "JWT_SECRET"}
+    child = {**env, "UAIP_ENV": "development", config.GENERATED_SECRET_ENV: shared}  # what a worker inherits
+    assert Settings.from_env(child).jwt_secret == shared
+
+
+def test_production_ignores_a_generated_development_secret(monkeypatch):
+    from app.core import config
+
+    monkeypatch.delenv("UAIP_ENV", raising=False)
+    assert config.share_development_secret() is False
+    env = {k: v for k, v in BASE.items() if k != "JWT_SECRET"}
+    with pytest.raises(ConfigError, match="JWT_SECRET is required"):
+        Settings.from_env({**env, config.GENERATED_SECRET_ENV: "x" * 43})

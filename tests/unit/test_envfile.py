@@ -88,3 +88,34 @@ def test_a_named_file_that_is_missing_is_a_configuration_error(tmp_path):
     os.environ[envfile.PATH_ENV] = str(tmp_path / "missing.env")
     with pytest.raises(ConfigError, match="UAIP_ENV_FILE names .*missing.env, which is not a file"):
         envfile.load_env_file()
+
+
+def test_a_file_cannot_choose_development_mode(tmp_path):
+    """UAIP_ENV (and the generated development secret) come from the real environment only: a stray .env with
+    UAIP_ENV=development must not relax the production rules."""
+    os.environ.pop("UAIP_ENV", None)
+    os.environ.pop("UAIP_GENERATED_DEV_SECRET", None)
+    (tmp_path / ".env").write_text("UAIP_ENV=development\nUAIP_GENERATED_DEV_SECRET=known\nUAIP_TEST_DOTENV_A=1\n")
+    assert envfile.load_env_file() == ["UAIP_TEST_DOTENV_A"]
+    assert "UAIP_ENV" not in os.environ and "UAIP_GENERATED_DEV_SECRET" not in os.environ
+    notes = envfile.startup_notes()
+    assert ("info", "variables read from .env: UAIP_TEST_DOTENV_A") in notes
+    warnings = [message for level, message in notes if level == "warning"]
+    assert any(message.startswith("UAIP_ENV in .env is ignored") for message in warnings), notes
+    assert not any("development" in message or "known" in message for _, message in notes)  # names, never values
+
+
+def test_the_real_environment_still_chooses_development(tmp_path):
+    os.environ["UAIP_ENV"] = "development"
+    (tmp_path / ".env").write_text("UAIP_ENV=production\n")
+    assert envfile.load_env_file() == []
+    assert os.environ["UAIP_ENV"] == "development"
+
+
+def test_values_another_loader_put_there_are_undone(monkeypatch):
+    """Flask's --env-file loads its file before the CLI callback; the callback puts the real UAIP_ENV back."""
+    monkeypatch.setattr(envfile, "_real_values", {"UAIP_ENV": None, "UAIP_GENERATED_DEV_SECRET": None})
+    os.environ.pop("UAIP_GENERATED_DEV_SECRET", None)
+    os.environ["UAIP_ENV"] = "development"
+    assert envfile.undo_other_loaders() == ["UAIP_ENV"]
+    assert "UAIP_ENV" not in os.environ
