@@ -89,17 +89,18 @@ def _schemas() -> dict[str, Any]:
         "OAuthError": object_schema(
             {
                 "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type",
-                                                     "invalid_scope", "invalid_target"]},
+                                                     "invalid_scope", "invalid_target", "unsupported_response_type"]},
                 "error_description": {"type": "string"},
             },
-            description="RFC 6749 §5.2 error body of the token endpoint.",
+            description="RFC 6749 §5.2 error body of the token endpoint (§4.1.2.1 for the authorization endpoint).",
         ),
         "TokenRequest": object_schema(
             {
                 "grant_type": {"type": "string", "enum": ["client_credentials"]},
                 "client_id": {"type": "string", "maxLength": 256},
                 "client_secret": {"type": "string", "maxLength": 256},
-                "scope": {"type": "string", "description": "Space-separated subset of: " + " ".join(SCOPES)},
+                "scope": {"type": "string", "description": "Space-separated scope names (" + " ".join(SCOPES)
+                          + "); the token gets those the client holds. Default: all of them."},
                 "resource": {
                     "type": "string", "format": "uri",
                     "description": "RFC 8707: the resource the token is for, and its `aud`: the hub's base URL (REST "
@@ -183,9 +184,14 @@ def _schemas() -> dict[str, Any]:
             {
                 "issuer": {"type": "string", "format": "uri"},
                 "token_endpoint": {"type": "string", "format": "uri"},
+                "authorization_endpoint": {"type": "string", "format": "uri"},
+                "registration_endpoint": {"type": "string", "format": "uri"},
+                "revocation_endpoint": {"type": "string", "format": "uri"},
+                "introspection_endpoint": {"type": "string", "format": "uri"},
                 "grant_types_supported": {"type": "array", "items": {"type": "string"}},
                 "token_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
-                "response_types_supported": {"type": "array", "items": {"type": "string"}, "maxItems": 0},
+                "response_types_supported": {"type": "array", "items": {"type": "string"}},
+                "code_challenge_methods_supported": {"type": "array", "items": {"type": "string"}},
                 "scopes_supported": {"type": "array", "items": {"type": "string", "enum": list(SCOPES)}},
             },
             description="RFC 8414 authorization server metadata.",
@@ -308,10 +314,39 @@ ETAG = {"ETag": {"description": "Quoted device version, for If-Match / If-None-M
 LOCATION = {"Location": {"description": "URL of the created resource.", "schema": {"type": "string"}}}
 
 
-BEARER = [{"bearerAuth": []}]
+# A bearer token from the `oauth2` scheme (client credentials at the token endpoint); `_op` fills in the scope.
+BEARER = [{"oauth2": []}]
 
 
-DEVICE_OR_BEARER = [{"deviceBasic": []}, {"bearerAuth": []}]
+DEVICE_OR_BEARER = [{"deviceBasic": []}, {"oauth2": []}]
+
+TOKEN_PATH = f"{API_PREFIX}/auth/token"
+
+
+def _security_schemes() -> dict[str, Any]:
+    """`oauth2` tells a client generator where tokens come from, so its generated client can fetch them;
+    relative URLs resolve against the document's server (`/`)."""
+    return {
+        "oauth2": {
+            "type": "oauth2",
+            "description": "A bearer token (JWT) from the token endpoint; `admin` implies every scope.",
+            "flows": {"clientCredentials": {"tokenUrl": TOKEN_PATH, "scopes": {
+                "device:read": "Read devices, device types, Thing Descriptions and properties.",
+                "device:write": "Register, change and delete devices.",
+                "device:command": "Send commands to devices.",
+                "message:read": "Read commands (messages) and their outcome.",
+                "admin": "Everything, including declaring device types.",
+            }}},
+        },
+        "deviceBasic": {"type": "http", "scheme": "basic", "description": "device_id:device_secret"},
+        "clientBasic": {"type": "http", "scheme": "basic", "description": "client_id:client_secret"},
+    }
+
+
+def _with_scope(security: list[dict[str, list[str]]], scope: str | None) -> list[dict[str, list[str]]]:
+    """The route's security requirements with its scope named in the `oauth2` one."""
+    return [{name: ([scope] if name == "oauth2" and scope else needed) for name, needed in requirement.items()}
+            for requirement in security]
 
 
 def _op(
@@ -323,7 +358,7 @@ def _op(
     operation: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses, **extra}
     if description:
         operation["description"] = description
-    operation["security"] = security if security is not None else []
+    operation["security"] = _with_scope(security, scope) if security is not None else []
     return operation
 
 
@@ -340,12 +375,14 @@ def _paths() -> dict[str, Any]:
         },
         tag="auth",
         security=[{}, {"clientBasic": []}],
+        description="Client authentication by HTTP Basic (client_secret_basic) or in the body (client_secret_post). "
+        "`scope` asks for some of the client's scopes: the token gets those the client holds (`scope` in the answer), "
+        "none of them: `invalid_scope`. The body may also be a JSON object with the same fields.",
+        # Form-encoded only here, though the endpoint also reads JSON: generators (openapi-python-client) emit
+        # code that does not import for a body declared under two media types.
         requestBody={
             "required": True,
-            "content": {
-                "application/x-www-form-urlencoded": {"schema": _ref("TokenRequest")},
-                "application/json": {"schema": _ref("TokenRequest")},
-            },
+            "content": {"application/x-www-form-urlencoded": {"schema": _ref("TokenRequest")}},
         },
     )
     device_list_query = [
@@ -364,6 +401,14 @@ def _paths() -> dict[str, Any]:
     return {
         f"{p}/auth/token": {"post": {**token, "operationId": "token"}},
         f"{p}/auth/login": {"post": {**token, "operationId": "login", "summary": "Same as /auth/token (old hub name)"}},
+        f"{p}/auth/authorize": {"get": _op(
+            "OAuth 2.0 authorization endpoint (no authorization code flow: always refused)",
+            {"302": {"description": "To a redirect URI registered for the client, with "
+                                    "`error=unsupported_response_type` and the request's `state`."},
+             "400": _json(_ref("OAuthError"), "unsupported_response_type (RFC 6749 §4.1.2.1)."),
+             **_errors("429", "500")},
+            tag="auth", operationId="authorize",
+        )},
         f"{p}/devices": {
             "post": _op(
                 "Register a device", {
@@ -558,8 +603,8 @@ def _mcp_operation() -> dict[str, Any]:
 
 
 def _discovery_paths() -> dict[str, Any]:
-    from app.api.discovery import AUTHORIZATION_SERVER, PROTECTED_RESOURCE
-    from app.web.urls import MCP_PATH
+    from app.api.discovery import AUTHORIZATION_SERVER
+    from app.web.urls import MCP_PATH, PROTECTED_RESOURCE
 
     def document(summary: str, schema: str, operation_id: str) -> dict[str, Any]:
         return {"get": _op(summary, {"200": _json(_ref(schema), summary), **_errors("405", "500")},
@@ -686,11 +731,7 @@ def build_document(version: str) -> dict[str, Any]:
         "paths": {**_paths(), **_typed_paths()},
         "components": {
             "schemas": _schemas(),
-            "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-                "deviceBasic": {"type": "http", "scheme": "basic", "description": "device_id:device_secret"},
-                "clientBasic": {"type": "http", "scheme": "basic", "description": "client_id:client_secret"},
-            },
+            "securitySchemes": _security_schemes(),
         },
     }
 

@@ -13,7 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 from flask import Blueprint, current_app, jsonify, request
 
-from app.auth.tokens import SCOPES, issue_token
+from app.auth.tokens import granted_scopes, issue_token
 from app.core.json_input import InvalidJSON, decode_json, storable_text
 from app.infra.db import get_db
 from app.services.clients import authenticate_client
@@ -118,14 +118,9 @@ def token():
     if client is None:
         return oauth_error(401, "invalid_client", "Client authentication failed.")
 
-    requested = fields.get("scope")
-    if requested is None or not requested.strip():
-        scopes = client.scopes
-    else:
-        scopes = list(dict.fromkeys(requested.split()))
-        granted = set(SCOPES) if "admin" in client.scopes else set(client.scopes)
-        if not set(scopes) <= granted:
-            return oauth_error(400, "invalid_scope", "The requested scope exceeds the scopes granted to this client.")
+    scopes = granted_scopes(fields.get("scope"), client.scopes)
+    if not scopes:
+        return oauth_error(400, "invalid_scope", "This client holds none of the requested scopes.")
 
     try:
         audience = _audience(requested_resources)

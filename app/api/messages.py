@@ -97,10 +97,11 @@ def send_message():
 
 
 def _action_params() -> dict[str, Any]:
-    """The action route's body is the params object itself; an empty body means `{}`."""
+    """The action route's body is the params object itself; an empty body means `{}`, and a body without a
+    Content-Type is JSON (the TD's form says so)."""
     if not has_body():
         return {}
-    params = json_body()
+    params = json_body(untyped_is_json=True)
     if not isinstance(params, dict):
         raise APIError(400, "VALIDATION_ERROR", "The request body must be a JSON object: the command's params.",
                        {"body": "must be an object"})

@@ -21,6 +21,17 @@ TOKEN_ALGORITHM = "HS256"
 SCOPES = ("device:read", "device:write", "device:command", "message:read", "admin")
 
 
+def granted_scopes(requested: str | None, held: list[str]) -> list[str]:
+    """The scopes a token gets when a client holding `held` asks for `requested` (space-separated; None or blank:
+    everything it holds). RFC 6749 §3.3 lets the server issue less than asked: requested names the client does
+    not hold, known or not, are dropped, so a client that asks for every scope a resource lists (as the MCP SDK
+    does) gets the ones it has. `admin` holds every scope. An empty answer means `invalid_scope`."""
+    if requested is None or not requested.strip():
+        return list(held)
+    holds = set(SCOPES) if "admin" in held else set(held)
+    return [name for name in dict.fromkeys(requested.split()) if name in holds]
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: an API client (by token) or a device (by Basic auth)."""

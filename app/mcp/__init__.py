@@ -12,3 +12,4 @@ def init_app(app: Flask) -> None:
     from app.web.urls import API_PREFIX
 
     app.register_blueprint(http.blueprint, url_prefix=API_PREFIX)
+    app.register_blueprint(http.metadata_blueprint)

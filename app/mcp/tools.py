@@ -267,6 +267,10 @@ TOOLS = {
     )
 }
 
+# What the MCP endpoint asks for (its discovery document's scopes_supported and its 401 challenge): the tools'
+# scopes, never `admin` — an MCP client asks for every scope listed, and an agent needs no more than its tools do.
+SCOPES_USED = tuple(dict.fromkeys(tool.scope for tool in TOOLS.values()))
+
 
 def visible_tools(principal: Principal) -> list[Tool]:
     """The tools this caller's scopes allow, in a fixed order."""

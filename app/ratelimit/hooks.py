@@ -13,6 +13,7 @@ so a client can only spend a budget it holds credentials for.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flask import Flask, g, request
 
@@ -66,10 +67,18 @@ class RateLimiter:
     def __init__(self, rules: Rules, store: LimitStore) -> None:
         self.rules = rules
         self.store = store
+        self.free_of_charge: list[Callable[[], bool]] = []  # see not_charged()
+
+    def _free(self) -> bool:
+        try:
+            return any(free() for free in self.free_of_charge)
+        except Exception:  # noqa: BLE001 - a broken exemption charges the request rather than failing it
+            log.exception("rate limit exemption failed; request charged")
+            return False
 
     def check(self) -> Decision | None:
         """Count this request; None when it is exempt or the limiter itself failed (the request goes through)."""
-        if is_exempt():
+        if is_exempt() or self._free():
             return None
         try:
             admitted, state = self.store.hit(limit_key())
@@ -101,6 +110,12 @@ class RateLimiter:
     def close(self) -> None:
         """Close this process's Redis connections (lifecycle.close_extensions at worker exit)."""
         self.store.close()
+
+
+def not_charged(app: Flask, predicate: Callable[[], bool]) -> None:
+    """Let a blueprint exempt some of its own requests: `predicate` runs before the request is charged (before its
+    view), so it decides from the request alone and cheaply. The MCP endpoint uses it for notifications."""
+    app.extensions["uaip.limiter"].free_of_charge.append(predicate)
 
 
 def init_app(app: Flask) -> None:

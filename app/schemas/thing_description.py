@@ -2,8 +2,9 @@
 
 Properties `status` and `last_seen` are read through `GET /api/v1/devices/{id}/properties/{name}`; each declared
 command is an action (`synchronous: false`: the invocation answers when the command is stored and queued, the
-outcome is the message at the answer's `Location`) invoked through `POST /api/v1/devices/{id}/commands/{command}`.
-Every href is absolute, every form names the OAuth2 scope it needs.
+outcome is the message at the answer's `Location`) invoked through `POST /api/v1/devices/{id}/commands/{command}{?wait}`
+(a URI template: a consumer fills `wait` to get the outcome in the answer) and followed through its `queryaction`
+form, `GET /api/v1/messages/{message_id}`. Every href is absolute, every form names the OAuth2 scope it needs.
 
 A command's params and result schemas are JSON Schema 2020-12; a TD data schema is a smaller vocabulary, so each
 schema is translated (`data_schema`): local `$ref`s are inlined and `allOf` merged into one schema, a `type` list
@@ -124,7 +125,17 @@ def _properties(device_url: str) -> dict[str, Any]:
     }
 
 
-def _action(device_url: str, name: str, command: dict[str, Any]) -> dict[str, Any]:
+# The action forms' URI variables (TD 1.1 §5.3.1.4: an href may be a URI template, RFC 6570): `wait` is the
+# invocation's long poll (seconds the answer waits for the device's outcome), `message_id` the id of an invocation
+# the answer gave, for the `queryaction` form that follows it.
+ACTION_URI_VARIABLES = {
+    "wait": {"type": "integer", "minimum": 0, "maximum": 30,
+             "description": "Seconds to wait for the device's outcome before answering (default 0: answer at once)."},
+    "message_id": {"type": "string", "description": "The message_id of an invocation's answer (queryaction)."},
+}
+
+
+def _action(base_url: str, device_url: str, name: str, command: dict[str, Any]) -> dict[str, Any]:
     action: dict[str, Any] = {"title": name}
     if command.get("description"):
         action["description"] = without_controls(command["description"])
@@ -134,9 +145,12 @@ def _action(device_url: str, name: str, command: dict[str, Any]) -> dict[str, An
     )
     if command.get("result") is not None:
         action["output"] = data_schema(command["result"])
-    form = _form(f"{device_url}/commands/{quote(name, safe='')}", "invokeaction", "device:command")
-    form["response"] = {"contentType": "application/json"}
-    action["forms"] = [form]
+    action["uriVariables"] = ACTION_URI_VARIABLES
+    invoke = _form(f"{device_url}/commands/{quote(name, safe='')}{{?wait}}", "invokeaction", "device:command")
+    invoke["response"] = {"contentType": "application/json"}
+    query = _form(f"{base_url}/api/v1/messages/{{message_id}}", "queryaction", "message:read")
+    query["htv:methodName"] = "GET"
+    action["forms"] = [invoke, query]
     return action
 
 
@@ -163,7 +177,7 @@ def thing_description(device: dict[str, Any], device_type: dict[str, Any] | None
         "securityDefinitions": {
             SECURITY_NAME: {
                 "scheme": "oauth2", "flow": "client", "token": f"{base_url}/api/v1/auth/token",
-                "scopes": ["device:read", "device:command"],
+                "scopes": ["device:read", "device:command", "message:read"],
             },
         },
         "security": [SECURITY_NAME],
@@ -171,7 +185,7 @@ def thing_description(device: dict[str, Any], device_type: dict[str, Any] | None
     }
     if device_type is not None:
         td["version"] = {"instance": str(device_type["version"])}
-        td["actions"] = {name: _action(device_url, name, command)
+        td["actions"] = {name: _action(base_url, device_url, name, command)
                          for name, command in device_type["commands"].items()}
     # Every string written by a client (enum values, defaults and examples too), keys included (app/core/text.py).
     return scrub(td)

@@ -22,12 +22,16 @@ def has_body() -> bool:
     return bool(request.get_data(cache=True).strip())
 
 
-def json_body() -> Any:
-    """The decoded JSON body; 415 if it is not declared JSON, 400 if it is missing or not acceptable JSON."""
+def json_body(untyped_is_json: bool = False) -> Any:
+    """The decoded JSON body; 415 if it is not declared JSON, 400 if it is missing or not acceptable JSON.
+
+    `untyped_is_json`: a body sent without any Content-Type is read as JSON (the routes a Thing Description's forms
+    name: WoT consumers such as node-wot send the form's JSON with no Content-Type); a declared other type is
+    still 415."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise APIError(400, "INVALID_JSON", "The request body must be a JSON object.")
-    if not request.is_json:
+    if not request.is_json and (request.mimetype or not untyped_is_json):
         raise APIError(415, "UNSUPPORTED_MEDIA_TYPE", "The request body must be JSON (Content-Type: application/json).")
     try:
         data = decode_json(raw)

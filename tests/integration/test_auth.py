@@ -46,12 +46,40 @@ def test_json_body_and_login_alias(client, credentials):
     assert client.post("/api/v1/auth/login", json=body).status_code == 200
 
 
-def test_narrower_scope_is_granted_and_wider_refused(client, credentials):
+def test_the_held_subset_of_the_requested_scopes_is_granted(client, credentials, app):
+    """RFC 6749 §3.3: names the client does not hold, known or not, are dropped; the answer says what it got."""
     client_id, secret = credentials
     base = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
     r = client.post(TOKEN, data={**base, "scope": "device:read"})
     assert r.status_code == 200 and r.json["scope"] == "device:read"
-    r = client.post(TOKEN, data={**base, "scope": "device:read admin"})
+    r = client.post(TOKEN, data={**base, "scope": "device:read admin device:command no:such device:write"})
+    assert r.status_code == 200 and r.json["scope"] == "device:read device:write"
+    claims = jwt.decode(r.json["access_token"], app.config["SETTINGS"].jwt_secret, algorithms=["HS256"],
+                        issuer="uaip-hub")
+    assert claims["scope"] == "device:read device:write"
+    r = client.post(TOKEN, data={**base, "scope": "device:read device:read"})
+    assert r.status_code == 200 and r.json["scope"] == "device:read"
+
+
+@pytest.mark.parametrize("scope", ["admin", "message:read device:command", "no:such", "DEVICE:READ"])
+def test_none_of_the_requested_scopes_held_is_invalid_scope(client, credentials, scope):
+    client_id, secret = credentials
+    r = client.post(TOKEN, data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret,
+                                 "scope": scope})
+    assert r.status_code == 400 and r.json["error"] == "invalid_scope"
+    assert r.headers["Cache-Control"] == "no-store" and "access_token" not in r.json
+
+
+def test_an_admin_client_holds_every_scope(client, api_client_factory):
+    client_id, secret = api_client_factory("admin")
+    base = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    r = client.post(TOKEN, data={**base, "scope": "device:read device:write device:command message:read no:such"})
+    assert r.status_code == 200 and r.json["scope"] == "device:read device:write device:command message:read"
+    assert client.get("/api/v1/devices", headers={"Authorization": f"Bearer {r.json['access_token']}"}).status_code \
+        == 200
+    r = client.post(TOKEN, data=base)
+    assert r.status_code == 200 and r.json["scope"] == "admin"
+    r = client.post(TOKEN, data={**base, "scope": "no:such"})
     assert r.status_code == 400 and r.json["error"] == "invalid_scope"
 
 

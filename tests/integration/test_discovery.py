@@ -1,11 +1,14 @@
 """OAuth discovery: RFC 9728 protected-resource metadata for the REST API and the MCP endpoint, RFC 8414
 authorization-server metadata; no auth, the hub's public base URL in every URL."""
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 
 from app import create_app
 
 SCOPES = ["device:read", "device:write", "device:command", "message:read", "admin"]
+MCP_TOOL_SCOPES = ["device:read", "device:command", "message:read"]
 
 
 def test_rest_api_resource_metadata(client):
@@ -18,8 +21,9 @@ def test_rest_api_resource_metadata(client):
 def test_mcp_endpoint_resource_metadata(client):
     r = client.get("/.well-known/oauth-protected-resource/api/v1/mcp")
     assert r.status_code == 200
+    # Only what its tools use: an MCP client asks for every scope listed here, and an agent never needs admin.
     assert r.json == {"resource": "http://localhost/api/v1/mcp", "authorization_servers": ["http://localhost"],
-                      "scopes_supported": SCOPES, "bearer_methods_supported": ["header"]}
+                      "scopes_supported": MCP_TOOL_SCOPES, "bearer_methods_supported": ["header"]}
 
 
 def test_authorization_server_metadata(client):
@@ -28,9 +32,14 @@ def test_authorization_server_metadata(client):
     assert r.json == {
         "issuer": "http://localhost",
         "token_endpoint": "http://localhost/api/v1/auth/token",
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "response_types_supported": [],
+        "authorization_endpoint": "http://localhost/api/v1/auth/authorize",
+        "registration_endpoint": "http://localhost/api/v1/auth/register",
+        "revocation_endpoint": "http://localhost/api/v1/auth/revoke",
+        "introspection_endpoint": "http://localhost/api/v1/auth/introspect",
+        "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
         "scopes_supported": SCOPES,
     }
 
@@ -43,6 +52,7 @@ def test_documents_name_the_configured_public_url(hub_env):
     server = client.get("/.well-known/oauth-authorization-server").json
     assert server["issuer"] == "https://hub.example.com"
     assert server["token_endpoint"] == "https://hub.example.com/api/v1/auth/token"
+    assert server["authorization_endpoint"] == "https://hub.example.com/api/v1/auth/authorize"
 
 
 def test_documents_follow_trusted_proxies_only(hub_env):
@@ -58,3 +68,31 @@ def test_documents_follow_trusted_proxies_only(hub_env):
 def test_documents_are_read_only(client, path):
     r = client.post(path, json={})
     assert r.status_code == 405 and r.json["code"] == "METHOD_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize("query", [
+    {},
+    {"response_type": "code", "client_id": "someone", "redirect_uri": "https://evil.example/cb", "state": "s1"},
+    {"response_type": "token", "client_id": "someone", "redirect_uri": "http://127.0.0.1:9999/cb"},
+])
+def test_authorize_refuses_without_redirecting_to_an_unknown_uri(client, query):
+    """RFC 6749 §4.1.2.1: no redirect to a URI the hub does not know for the client (an open redirector)."""
+    r = client.get("/api/v1/auth/authorize", query_string=query)
+    assert r.status_code == 400 and "Location" not in r.headers
+    assert r.json["error"] == "unsupported_response_type" and r.json["error_description"]
+    assert r.headers["Cache-Control"] == "no-store"
+
+
+def test_authorize_redirects_the_error_to_a_known_redirect_uri(client, monkeypatch):
+    from app.api import authorize
+
+    monkeypatch.setattr(authorize, "registered_redirect_uri",
+                        lambda client_id, uri: (client_id, uri) == ("desktop", "http://127.0.0.1:8765/cb?x=1"))
+    r = client.get("/api/v1/auth/authorize", query_string={
+        "response_type": "code", "client_id": "desktop", "redirect_uri": "http://127.0.0.1:8765/cb?x=1",
+        "state": "a b&c"})
+    assert r.status_code == 302
+    target = urlsplit(r.headers["Location"])
+    assert target._replace(query="").geturl() == "http://127.0.0.1:8765/cb"
+    query = parse_qs(target.query)
+    assert query["x"] == ["1"] and query["error"] == ["unsupported_response_type"] and query["state"] == ["a b&c"]

@@ -54,10 +54,13 @@ def tool_result(response) -> dict:
 # --- authentication and the transport's refusals -------------------------------------------------------
 
 
-def test_without_a_token_401_names_the_resource_metadata(client):
+TOOL_SCOPES = "device:read device:command message:read"  # what its tools use: never admin
+
+
+def test_without_a_token_401_names_the_resource_metadata_and_the_scopes(client):
     r = post(client, request("tools/list"), {})
     assert r.status_code == 401 and r.json["code"] == "UNAUTHORIZED"
-    assert r.headers["WWW-Authenticate"] == f'Bearer resource_metadata="{METADATA}"'
+    assert r.headers["WWW-Authenticate"] == f'Bearer resource_metadata="{METADATA}", scope="{TOOL_SCOPES}"'
     assert client.get(METADATA.removeprefix(BASE)).json["resource"] == BASE + MCP  # the challenge leads somewhere
 
 
@@ -69,7 +72,8 @@ def test_tokens_for_the_rest_api_are_refused(client, api_client_factory, resourc
     access_token = client.post("/api/v1/auth/token", data=form).json["access_token"]
     r = post(client, request("tools/list"), {"Authorization": f"Bearer {access_token}"})
     assert r.status_code == 401 and r.json["code"] == "UNAUTHORIZED"
-    assert r.headers["WWW-Authenticate"] == f'Bearer resource_metadata="{METADATA}", error="invalid_token"'
+    assert r.headers["WWW-Authenticate"] == \
+        f'Bearer resource_metadata="{METADATA}", scope="{TOOL_SCOPES}", error="invalid_token"'
 
 
 def test_forged_expired_and_foreign_tokens_are_refused(app, client):
@@ -82,7 +86,8 @@ def test_forged_expired_and_foreign_tokens_are_refused(app, client):
     ):
         r = post(client, request("tools/list"), {"Authorization": f"Bearer {token}"})
         assert r.status_code == 401, token
-        assert 'resource_metadata="' in r.headers["WWW-Authenticate"]
+        assert r.headers["WWW-Authenticate"] == \
+            f'Bearer resource_metadata="{METADATA}", scope="{TOOL_SCOPES}", error="invalid_token"'
 
 
 def test_a_tool_outside_the_scopes_is_403_with_the_scope_challenge(client, mcp_auth, make_device, db):

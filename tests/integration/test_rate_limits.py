@@ -341,3 +341,44 @@ def test_a_broken_key_affects_only_its_client(hub_env, key_prefix):
     finally:
         server.delete(f"{key_prefix}:limits:client:broken", f"{key_prefix}:limits:client:healthy")
         cache.close()
+
+
+def mcp_bearer(app, client_id: str) -> dict[str, str]:
+    """A token for the MCP endpoint (its audience), as the MCP endpoint accepts."""
+    token, _ = issue_token(client_id, ["device:read"], app.config["SETTINGS"].jwt_secret, 3600,
+                           audience="http://localhost/api/v1/mcp")
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
+def test_mcp_probes_and_notifications_are_not_charged(make_app):
+    """Clients probe the MCP endpoint with GET/DELETE (405) and send notifications (202) around every call;
+    neither spends the budget. Requests, refusals and unauthenticated notifications do."""
+    app = make_app()
+    client = app.test_client()
+    headers = mcp_bearer(app, "agent-" + uuid.uuid4().hex[:6])
+    notification = b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
+    for _ in range(BURST * 3):
+        assert client.get("/api/v1/mcp", headers=headers).status_code == 405
+        assert client.delete("/api/v1/mcp").status_code == 405
+        r = client.post("/api/v1/mcp", data=notification, headers=headers)
+        assert r.status_code == 202 and "X-RateLimit-Remaining" not in r.headers
+    ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    answers = [client.post("/api/v1/mcp", data=ping, headers=headers) for _ in range(BURST + 1)]
+    assert [r.status_code for r in answers] == [200] * BURST + [429]
+    assert answers[0].headers["X-RateLimit-Remaining"] == str(BURST - 1)
+
+
+@pytest.mark.parametrize("body, audience", [
+    (b'{"jsonrpc":"2.0","method":"notifications/initialized"}', None),  # a REST token: 401, charged
+    (b'{"jsonrpc":"2.0","method":"tools/list"}', "mcp"),  # a request without id: 400, charged
+    (b'{"jsonrpc":"2.0","id":1,"method":"ping"}', "mcp"),
+    (b'[{"jsonrpc":"2.0","method":"notifications/initialized"}]', "mcp"),  # a batch: 400, charged
+    (b"{not json", "mcp"),
+])
+def test_everything_else_on_the_mcp_endpoint_is_charged(make_app, body, audience):
+    app = make_app()
+    client = app.test_client()
+    client_id = "agent-" + uuid.uuid4().hex[:6]
+    headers = mcp_bearer(app, client_id) if audience else {**bearer(app, client_id), "Content-Type": "application/json"}
+    answers = [client.post("/api/v1/mcp", data=body, headers=headers).status_code for _ in range(BURST + 1)]
+    assert answers[-1] == 429 and 429 not in answers[:-1], answers

@@ -1,5 +1,6 @@
 """Thing Descriptions through the API: valid W3C TD 1.1 documents whose forms work when followed."""
 
+import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -8,7 +9,8 @@ import pytest
 from app import create_app
 from tests.conftest import basic, unique_id
 from tests.integration.test_device_types import THERMOSTAT
-from tests.support.things import td_errors
+from tests.integration.test_typed_commands import stored_commands
+from tests.support.things import expand, td_errors
 
 TYPES = "/api/v1/device-types"
 
@@ -29,10 +31,11 @@ def td_of(client, auth, device_id):
     return document
 
 
-def path_of(href):
-    parts = urlsplit(href)
+def path_of(href, **uri_variables):
+    """The local part (path and query) of a form's href with its URI variables filled."""
+    parts = urlsplit(expand(href, **uri_variables))
     assert parts.scheme in ("http", "https") and parts.netloc, href
-    return parts.path
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def test_typed_device_td_validates_and_its_forms_work(client, auth, thermostat):
@@ -52,11 +55,46 @@ def test_typed_device_td_validates_and_its_forms_work(client, auth, thermostat):
     seen = client.get(path_of(td["properties"]["last_seen"]["forms"][0]["href"]), headers=auth).get_json()
     assert isinstance(seen, str) and seen.endswith("Z")
 
-    action = td["actions"]["set_temperature"]["forms"][0]
+    action, query = td["actions"]["set_temperature"]["forms"]
     assert action["op"] == "invokeaction" and action["contentType"] == "application/json"
-    assert client.post(path_of(action["href"]), json={"value": 22}, headers=auth).status_code == 202
+    accepted = client.post(path_of(action["href"]), json={"value": 22}, headers=auth)
+    assert accepted.status_code == 202
     refused = client.post(path_of(action["href"]), json={"value": 99}, headers=auth)
     assert refused.status_code == 422 and refused.json["details"]["errors"][0]["pointer"] == "/value"
+    # The queryaction form follows an accepted invocation.
+    assert query["op"] == "queryaction" and query["htv:methodName"] == "GET"
+    followed = client.get(path_of(query["href"], message_id=accepted.json["message_id"]), headers=auth)
+    assert followed.status_code == 200 and followed.json["params"] == {"value": 22}
+    assert followed.json["message_id"] == accepted.json["message_id"]
+
+
+def test_the_wait_uri_variable_of_an_action_form_waits(client, auth, thermostat):
+    """`{?wait}` expands to the route's `wait` query parameter: an answer after the wait, still 202 while the
+    device has not answered."""
+    td = td_of(client, auth, thermostat["device_id"])
+    href = td["actions"]["set_temperature"]["forms"][0]["href"]
+    assert path_of(href, wait=1).endswith("/commands/set_temperature?wait=1")
+    started = time.monotonic()
+    r = client.post(path_of(href, wait=1), json={"value": 21}, headers=auth)
+    assert r.status_code == 202 and time.monotonic() - started >= 0.9
+
+
+@pytest.mark.parametrize("headers, body, status", [
+    ({}, b'{"value": 23}', 202),  # node-wot sends the form's JSON without a Content-Type
+    ({"Content-Type": "application/json"}, b'{"value": 23}', 202),
+    ({"Content-Type": "text/plain"}, b'{"value": 23}', 415),
+    ({}, b"{not json", 400),
+    ({}, b"[1]", 400),
+])
+def test_an_action_body_without_content_type_is_json(client, auth, thermostat, db, headers, body, status):
+    device_id = thermostat["device_id"]
+    before = stored_commands(db, device_id)
+    r = client.post(f"/api/v1/devices/{device_id}/commands/set_temperature", data=body,
+                    headers={**auth, **headers})
+    assert r.status_code == status, r.json
+    assert stored_commands(db, device_id) == before + (1 if status == 202 else 0)
+    if status == 202:
+        assert r.json["status"] in ("queued", "sent")
 
 
 def test_undeclared_type_gets_a_td_without_actions(client, auth, make_device):
@@ -71,7 +109,7 @@ def test_hrefs_use_the_public_url_when_configured(hub_env, auth, thermostat):
     assert td["securityDefinitions"]["oauth2_sc"]["token"] == "https://hub.example.com:8443/api/v1/auth/token"
     forms = [form for group in ("properties", "actions") for affordance in td[group].values()
              for form in affordance["forms"]]
-    assert forms and all(form["href"].startswith("https://hub.example.com:8443/api/v1/devices/") for form in forms)
+    assert forms and all(form["href"].startswith("https://hub.example.com:8443/api/v1/") for form in forms)
 
 
 def test_errors_and_scopes(client, auth, token_for, thermostat):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from jsonschema import Draft7Validator
 
@@ -15,3 +17,16 @@ def td_errors(document: dict) -> list[str]:
     """Every way `document` breaks the W3C schema, as readable lines (empty: it validates)."""
     return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
             for error in TD_VALIDATOR.iter_errors(document)]
+
+
+def expand(href: str, **values) -> str:
+    """A form's href with its URI template variables filled (RFC 6570 `{name}` and `{?a,b}`, the forms a Thing
+    Description of the hub uses); a variable given no value is left out."""
+    def fill(match: re.Match) -> str:
+        operator, names = match.group(1), match.group(2).split(",")
+        if operator == "?":
+            given = {name: values[name] for name in names if values.get(name) is not None}
+            return "?" + urlencode(given) if given else ""
+        return quote(str(values[names[0]]), safe="")
+
+    return re.sub(r"\{(\??)([^}]+)\}", fill, href)

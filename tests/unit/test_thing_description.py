@@ -87,17 +87,24 @@ def test_the_td_of_a_typed_device_validates_and_describes_its_commands():
     assert td["version"] == {"instance": "3"}
     assert td["securityDefinitions"]["oauth2_sc"] == {
         "scheme": "oauth2", "flow": "client", "token": f"{BASE}/api/v1/auth/token",
-        "scopes": ["device:read", "device:command"]}
+        "scopes": ["device:read", "device:command", "message:read"]}
     assert td["security"] == ["oauth2_sc"]
     assert set(td["properties"]) == {"status", "last_seen"}
     action = td["actions"]["set_temperature"]
     assert action["synchronous"] is False and action["safe"] is False and action["idempotent"] is True
     assert action["input"]["properties"]["value"] == {"type": "number", "minimum": 5, "maximum": 35}
     assert action["output"] == {"type": "object", "properties": {"target": {"type": "number"}}}
-    assert action["forms"][0]["href"] == f"{BASE}/api/v1/devices/thermo.1/commands/set_temperature"
-    assert action["forms"][0]["op"] == "invokeaction" and action["forms"][0]["scopes"] == ["device:command"]
+    invoke, query = action["forms"]
+    # URI templates (RFC 6570): `wait` fills a query parameter, `message_id` the queried message's path.
+    assert invoke["href"] == f"{BASE}/api/v1/devices/thermo.1/commands/set_temperature{{?wait}}"
+    assert invoke["op"] == "invokeaction" and invoke["scopes"] == ["device:command"]
+    assert query == {"href": f"{BASE}/api/v1/messages/{{message_id}}", "op": "queryaction",
+                     "contentType": "application/json", "scopes": ["message:read"], "htv:methodName": "GET"}
+    assert action["uriVariables"]["wait"] == {
+        "type": "integer", "minimum": 0, "maximum": 30, "description": action["uriVariables"]["wait"]["description"]}
+    assert action["uriVariables"]["message_id"]["type"] == "string"
     assert "output" not in td["actions"]["tricky"]
-    assert td["actions"]["odd/name"]["forms"][0]["href"].endswith("/commands/odd%2Fname")
+    assert td["actions"]["odd/name"]["forms"][0]["href"].endswith("/commands/odd%2Fname{?wait}")
     for href in hrefs(td):
         parts = urlsplit(href)
         assert parts.scheme == "https" and parts.netloc == "hub.example.com", href
