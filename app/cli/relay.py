@@ -38,7 +38,8 @@ from app.core.json_input import InvalidJSON, decode_json
 from app.infra.db import Database, DatabaseUnavailable
 from app.infra.messaging import Messaging, ack_subject, device_id_from_subject, relay_subscriptions
 from app.services import event_log, registry
-from app.services.commands import acks, messages, sweeps
+from app.services.commands import acks as ack_service
+from app.services.commands import messages, sweeps
 from app.services.events import publish_device_event
 from app.telemetry import metrics, tracing
 from app.web.parsing import validation_details
@@ -166,7 +167,7 @@ class Relay:
     # -- acks and heartbeats --------------------------------------------------------------------------
 
     def _handle(self, batch: list[tuple[str, bytes]]) -> None:
-        acks: list[acks.Ack] = []
+        acks: list[ack_service.Ack] = []
         ack_headers: list[dict | None] = []
         heartbeats: dict[str, str] = {}
         for subject, data, headers in batch:
@@ -192,14 +193,14 @@ class Relay:
         if heartbeats:
             self._apply_heartbeats(heartbeats)
 
-    def _apply_acks(self, acks: list[acks.Ack]) -> None:
-        outcomes = self._db("apply acks", lambda: acks.apply_acks(self.db, acks, source="relay"))
+    def _apply_acks(self, acks: list[ack_service.Ack]) -> None:
+        outcomes = self._db("apply acks", lambda: ack_service.apply_acks(self.db, acks, source="relay"))
         if outcomes is None and len(acks) > 1 and not self.stopping.is_set():
             # Not an outage (that is retried above): apply one by one so one bad ack cannot sink the batch.
             outcomes = [o for ack in acks for o in (self._db(
-                "apply ack", lambda a=ack: acks.apply_acks(self.db, [a], source="relay")) or [])]
+                "apply ack", lambda a=ack: ack_service.apply_acks(self.db, [a], source="relay")) or [])]
         # Waiting clients first, then the log lines.
-        acks.notify_final(self.messaging, [o.message for o in outcomes or [] if o.final])
+        ack_service.notify_final(self.messaging, [o.message for o in outcomes or [] if o.final])
         for outcome in outcomes or []:
             ack = outcome.ack
             extra = {"request_id": outcome.request_id, "message_id": ack.message_id, "device_id": ack.device_id,
@@ -210,7 +211,7 @@ class Relay:
                 log.warning("ack refused: %s", outcome.code,
                             extra={**extra, "current_status": (outcome.message or {}).get("status")})
 
-    def _trace_carriers(self, acks: list[acks.Ack], headers: list[dict | None]) -> list[dict | None]:
+    def _trace_carriers(self, acks: list[ack_service.Ack], headers: list[dict | None]) -> list[dict | None]:
         """The trace context each ack continues: the `traceparent` in its NATS headers, else the one stored with
         its command (one read, only for acks that carry none). Nothing when tracing is off."""
         if not tracing.active:
@@ -218,7 +219,7 @@ class Relay:
         carriers = [h if h and h.get(tracing.TRACEPARENT) else None for h in headers]
         missing = [ack.message_id for ack, carrier in zip(acks, carriers, strict=True) if carrier is None]
         if missing:
-            stored = self._db("read trace contexts", lambda: acks.stored_traceparents(self.db, missing)) or {}
+            stored = self._db("read trace contexts", lambda: ack_service.stored_traceparents(self.db, missing)) or {}
             for index, ack in enumerate(acks):
                 parsed = messages.parse_message_id(ack.message_id)
                 if carriers[index] is None and parsed is not None and str(parsed) in stored:
@@ -247,7 +248,7 @@ class Relay:
         for expired in self._db("expire commands", lambda: sweeps.expire_due(self.db)) or []:
             log.info("command expired", extra={"request_id": expired["request_id"], "message_id": expired["message_id"],
                                                "device_id": expired["device_id"]})
-            acks.notify_final(self.messaging, [expired])
+            ack_service.notify_final(self.messaging, [expired])
         stale = self._db("mark devices offline", lambda: registry.mark_stale_devices_offline(
             self.db, self.settings.heartbeat_timeout_seconds)) or []
         for device in stale:
@@ -315,7 +316,7 @@ def run_relay(db: Database, messaging: Messaging, settings: Settings) -> int:
         tracing.shutdown()  # export the spans still queued (bounded: an unreachable collector cannot hold the exit)
 
 
-def ack_from_nats(device_id: str, data: bytes) -> acks.Ack:
+def ack_from_nats(device_id: str, data: bytes) -> ack_service.Ack:
     """An ack published on `uaip.devices.{id}.acks`, decoded and validated like the REST body (unknown fields
     ignored). Raises InvalidJSON saying what is wrong, so the relay can drop this one message and log why."""
     raw = decode_json(data)
@@ -326,4 +327,4 @@ def ack_from_nats(device_id: str, data: bytes) -> acks.Ack:
     except pydantic.ValidationError as exc:
         problems = "; ".join(f"{field}: {text}" for field, text in validation_details(exc).items())
         raise InvalidJSON(f"The ack is invalid ({problems}).") from None
-    return acks.Ack(device_id, raw["message_id"], body.status, body.result, body.error)
+    return ack_service.Ack(device_id, raw["message_id"], body.status, body.result, body.error)
