@@ -43,15 +43,18 @@ KEEPALIVE_FRAME = ": keep-alive\n\n"
 
 def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, retention_hours: float,
            max_seconds: float, stopping: Callable[[], bool], token_valid: Callable[[], bool],
-           release: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic) -> Iterator[str]:
+           token_expires_at: float = float("inf"), release: Callable[[], None] = lambda: None,
+           clock: Callable[[], float] = time.monotonic) -> Iterator[str]:
     """The frames of one stream, starting with the page the view already read (so a bad cursor was a 400, not a
-    broken stream). `token_valid` is called every TOKEN_CHECK_SECONDS; `release` gives the stream slot back
+    broken stream). The stream ends when its token expires (`token_expires_at`, unix time) and when
+    `token_valid` (called every TOKEN_CHECK_SECONDS) says it was revoked; `release` gives the stream slot back
     however the stream ends (age, shutdown, token, or the client going away)."""
     subscription = feed.subscribe()
     try:
         yield ": connected\n\n"  # the headers go out now, not with the first event
         started = clock()
         end = started + max_seconds
+        token_end = started + max(0.0, token_expires_at - time.time())
         next_keepalive = started + KEEPALIVE_SECONDS
         next_token_check = started + TOKEN_CHECK_SECONDS
         last_read = started
@@ -67,7 +70,7 @@ def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, rete
             more = len(page.events) >= STREAM_BATCH
             while not more:
                 now = clock()
-                if stopping():
+                if stopping() or now >= token_end:
                     return
                 if now >= end:
                     yield f"retry: {RETRY_MS}\n\n"
@@ -79,7 +82,8 @@ def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, rete
                 if now >= next_keepalive:
                     yield KEEPALIVE_FRAME
                     next_keepalive = now + KEEPALIVE_SECONDS
-                timeout = min(STOP_CHECK_SECONDS, end - now, next_keepalive - now, next_token_check - now)
+                timeout = min(STOP_CHECK_SECONDS, end - now, next_keepalive - now, next_token_check - now,
+                              token_end - now)
                 if subscription.wait(timeout):
                     break
                 if not subscription.live and clock() - last_read >= FALLBACK_POLL_SECONDS:

@@ -9,7 +9,6 @@ slot, with the checks a long-lived stream repeats (the worker stopping, the toke
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import jwt
@@ -102,12 +101,13 @@ def token_expiry(token: str | None) -> float:
     return float(jwt.decode(token, options={"verify_signature": False})["exp"])
 
 
-def token_check(principal: Principal, expires_at: float) -> Callable[[], bool]:
-    """The one place a long-lived stream re-checks the token it was opened with (every TOKEN_CHECK_SECONDS):
-    False once the token expired. Revoked tokens end here too: the revocation check belongs in `still_valid`."""
+def token_check(principal: Principal, token: str | None) -> Callable[[], bool]:
+    """The one place a long-lived stream re-checks the token it was opened with, every TOKEN_CHECK_SECONDS
+    (app/services/event_stream.py; its expiry ends the stream on time by itself). False ends the stream: the
+    check for a revoked token (app/auth) belongs in `still_valid`."""
 
     def still_valid() -> bool:
-        return time.time() < expires_at
+        return True
 
     return still_valid
 
@@ -130,7 +130,7 @@ def open_stream(principal: Principal, token: str | None, after: event_log.Cursor
         frames = event_stream.stream(
             db, feed(), first, filters, retention_hours=settings.event_retention_hours,
             max_seconds=settings.stream_max_seconds, stopping=worker_hooks.shutting_down,
-            token_valid=token_check(principal, token_expiry(token)), release=release,
+            token_valid=token_check(principal, token), token_expires_at=token_expiry(token), release=release,
         )
     except BaseException:
         release()
