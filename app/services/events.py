@@ -19,6 +19,7 @@ from typing import Any
 
 from psycopg2.extras import Json
 
+from app.core.statuses import EVENT_TYPES
 from app.core.timestamps import timestamp
 from app.infra.db import execute_prepared
 from app.infra.messaging import DEVICE_EVENTS_SUBJECT, Messaging, MessagingUnavailable
@@ -33,8 +34,8 @@ DEVICE_OFFLINE = "device.offline"
 STATE_REPORTED = "state.reported"
 STATE_DESIRED = "state.desired"
 COMMAND_STATUS = "command.status"
-EVENT_TYPES = (DEVICE_REGISTERED, DEVICE_UPDATED, DEVICE_DELETED, DEVICE_ONLINE, DEVICE_OFFLINE, STATE_REPORTED,
-               STATE_DESIRED, COMMAND_STATUS)
+assert set(EVENT_TYPES) == {DEVICE_REGISTERED, DEVICE_UPDATED, DEVICE_DELETED, DEVICE_ONLINE, DEVICE_OFFLINE,
+                            STATE_REPORTED, STATE_DESIRED, COMMAND_STATUS}
 # Only tokens with this scope ever receive these (they carry command results).
 MESSAGE_READ_TYPES = frozenset({COMMAND_STATUS})
 
