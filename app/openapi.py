@@ -33,7 +33,16 @@ from app.auth.tokens import SCOPES
 from app.core.json_input import IDENTIFIER_PATTERN
 from app.core.statuses import DEVICE_STATUSES
 from app.core.statuses import STATUSES as MESSAGE_STATUSES
-from app.schemas.resources import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, MESSAGE_SCHEMA, OBJECT, TIMESTAMP, object_schema
+from app.schemas.resources import (
+    DEVICE_SCHEMA,
+    DEVICE_TYPE_SCHEMA,
+    EVENT_PAGE_SCHEMA,
+    EVENT_SCHEMA,
+    MESSAGE_SCHEMA,
+    OBJECT,
+    TIMESTAMP,
+    object_schema,
+)
 from app.schemas.thing_description import MEDIA_TYPE as TD_MEDIA_TYPE
 from app.web.urls import API_PREFIX
 
@@ -221,6 +230,9 @@ def _typed_schemas() -> dict[str, Any]:
             description="W3C WoT Thing Description 1.1 (validates against the W3C TD 1.1 JSON Schema).",
         ),
         "ActionParams": {**OBJECT, "description": "The command's params (validated against its declared schema)."},
+        "Event": EVENT_SCHEMA,
+        "EventPage": {**EVENT_PAGE_SCHEMA, "properties": {**EVENT_PAGE_SCHEMA["properties"], "events": {
+            "type": "array", "items": _ref("Event")}}},
     }
 
 
@@ -392,6 +404,32 @@ def _paths() -> dict[str, Any]:
         LIMIT,
         OFFSET,
     ]
+    event_query = [
+        _param("types", "query", {"type": "string"}, "Comma-separated event types; `command.status` needs "
+               "`message:read`."),
+        _param("device_type", "query", {"type": "string"}, "Comma-separated device types (the type when the "
+               "event happened)."),
+        _param("after", "query", {"type": "string"}, "Resume after this event id (or `next`); without it, from now."),
+        _param("last_event_id", "query", {"type": "string"}, "Same as `after`."),
+        _param("Last-Event-ID", "header", {"type": "string"}, "SSE: resume after this id (wins over the query)."),
+        _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": 30, "default": 0},
+               "Long poll: wait up to N seconds for an event (in the `?wait` waiter slots)."),
+        _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+               "Long poll: at most this many events."),
+    ]
+    event_responses = {
+        "200": {
+            "description": "`Accept: text/event-stream`: a stream of `id:`/`event:`/`data:` frames, `: keep-alive` "
+                           "every 15 s, ending with `retry:` after UAIP_STREAM_MAX_SECONDS. Otherwise a JSON page.",
+            "headers": _COMMON_HEADERS,
+            "content": {"application/json": {"schema": _ref("EventPage")},
+                        "text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **_errors("400", *AUTHED),
+    }
+    event_op = dict(tag="events", security=BEARER, scope="device:read",
+                    description="400 `INVALID_CURSOR` for an id this hub did not issue; 503 `STREAMS_FULL` (with "
+                                "`Retry-After`) when every stream slot of the worker is taken.")
     update = dict(
         parameters=[_param("If-Match", "header", {"type": "string"}, "Only if the ETag still matches (`*`: any).")],
         scope="device:write",
@@ -501,6 +539,16 @@ def _paths() -> dict[str, Any]:
                 parameters=[_param("status", "query", {"type": "string", "enum": list(MESSAGE_STATUSES)}, "Status."),
                             LIMIT, OFFSET],
             ),
+        },
+        f"{p}/events": {"get": _op("Follow events (SSE stream or JSON long poll)", event_responses,
+                                   operationId="followEvents",
+                                   parameters=[*event_query, _param("device_id", "query", {"type": "string"},
+                                                                    "Comma-separated device ids (at most 100).")],
+                                   **event_op)},
+        f"{p}/devices/{{device_id}}/events": {
+            "parameters": [DEVICE_ID],
+            "get": _op("Follow one device's events (SSE stream or JSON long poll)", event_responses,
+                       operationId="followDeviceEvents", parameters=event_query, **event_op),
         },
         f"{p}/messages": {
             "post": _op(
@@ -726,7 +774,7 @@ def build_document(version: str) -> dict[str, Any]:
             "carries `X-Request-ID`; rate-limited responses carry `X-RateLimit-*` (docs/rate-limits.md).",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": name} for name in ("auth", "devices", "device-types", "commands", "things", "mcp",
+        "tags": [{"name": name} for name in ("auth", "devices", "device-types", "commands", "events", "things", "mcp",
                                              "discovery", "system")],
         "paths": {**_paths(), **_typed_paths()},
         "components": {

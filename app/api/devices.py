@@ -104,7 +104,7 @@ def update_device(device_id: str):
 @blueprint.delete("/devices/<device_id>")
 @require_scope("device:write")
 def delete_device(device_id: str):
-    cancelled = sweeps.delete_device(get_db(), checked_device_id(device_id))
+    cancelled = sweeps.delete_device(get_db(), checked_device_id(device_id), _timeout())
     publish_device_event(get_messaging(), "deleted", device_id, cancelled_commands=len(cancelled))
     acks.notify_final(get_messaging(), cancelled)
     return "", 204

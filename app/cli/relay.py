@@ -3,7 +3,8 @@
 It consumes device acks and heartbeats in a NATS queue group (several relays share the stream; one subscription
 per possible token count of a device id, app.infra.messaging.relay_subscriptions), applies them
 in batches (one transaction per batch), and every UAIP_RELAY_SWEEP_SECONDS it expires commands past their TTL,
-marks silent devices offline (publishing `offline` once per transition), and publishes commands that are due:
+marks silent devices offline (publishing `offline` once per transition), deletes events older than
+EVENT_RETENTION_HOURS (a batched delete by time), and publishes commands that are due:
 never sent (NATS was down at submit time), or unfinished (`sent`, or `acknowledged` with its outcome not yet
 reported; qos ≥ 1) after their back-off. On start
 and on every NATS (re)connect it re-sends all open commands, since acks published while no relay listened were
@@ -42,7 +43,7 @@ from app.core.config import Settings
 from app.infra.db import Database, DatabaseUnavailable
 from app.infra.messaging import Messaging, ack_subject, device_id_from_subject, relay_subscriptions
 from app.infra.nats_callout import CALLOUT_SUBJECT, CalloutError
-from app.services import registry
+from app.services import event_log, registry
 from app.services.commands import acks as ack_service
 from app.services.commands import messages, sweeps
 from app.services.events import publish_device_event
@@ -342,6 +343,7 @@ class Relay:
         self._db("redeliver commands", lambda: sweeps.redeliver_due(
             self.db, self.messaging, self.settings.command_retry_seconds))
         self._db("purge idempotency keys", lambda: sweeps.purge_idempotency_keys(self.db))
+        self._db("purge old events", lambda: event_log.purge_expired(self.db, self.settings.event_retention_hours))
         # The relay's heartbeat for alerting: it stops moving when the loop hangs or PostgreSQL is out of reach,
         # while the metrics thread would still answer.
         metrics.relay_last_sweep_timestamp_seconds.labels(queue_group=self.settings.relay_queue_group).set_to_current_time()

@@ -225,6 +225,12 @@ def default_max_waiters_per_client(max_waiters: int) -> int:
     return (max_waiters + 1) // 2
 
 
+def default_max_streams(threads: int) -> int:
+    """Event streams one worker serves at once: half its threads (at least one), so probes and ordinary requests
+    always find a thread while every stream slot is taken."""
+    return max(1, threads // 2)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Typed, validated configuration. `repr` hides secrets so a logged Settings leaks nothing."""
@@ -269,6 +275,12 @@ class Settings:
     nats_callout_issuer_seed: str | None = dataclasses.field(default=None, repr=False)
     nats_callout_account: str = "UAIP"
     nats_callout_xkey_seed: str | None = dataclasses.field(default=None, repr=False)
+    # Event streams (docs/events.md): how long events are kept for resuming, how long one stream lasts, and the
+    # stream slots per worker process (each open stream holds a gthread thread).
+    event_retention_hours: float = 24.0
+    stream_max_seconds: float = 300.0
+    max_streams: int = 2
+    max_streams_per_client: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -320,6 +332,10 @@ class Settings:
             nats_callout_issuer_seed=issuer_seed,
             nats_callout_account=_raw(env, "NATS_CALLOUT_ACCOUNT") or "UAIP",
             nats_callout_xkey_seed=_nkey_seed(env, "NATS_CALLOUT_XKEY_SEED", "X", "a curve (xkey) seed"),
+            event_retention_hours=_float(env, "EVENT_RETENTION_HOURS", 24.0, 0.0001, 24 * 366),
+            stream_max_seconds=_float(env, "UAIP_STREAM_MAX_SECONDS", 300.0, 1.0, 86_400),
+            max_streams=_int(env, "UAIP_MAX_STREAMS", default_max_streams(threads), 1, max(1, threads - 1)),
+            max_streams_per_client=_int(env, "UAIP_MAX_STREAMS_PER_CLIENT", 4, 1, 10_000),
         )
 
 

@@ -13,3 +13,7 @@ UNFINISHED_STATUSES = ("queued", "sent", "acknowledged")  # may still expire or 
 FINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
 ACK_STATUSES = ("acknowledged", "completed", "failed")
 RANK = {"queued": 0, "sent": 1, "acknowledged": 2, "completed": 3, "failed": 3, "expired": 3, "cancelled": 3}
+
+# The kinds of event in the event log (docs/events.md): every change the hub commits is one of these.
+EVENT_TYPES = ("device.registered", "device.updated", "device.deleted", "device.online", "device.offline",
+               "state.reported", "state.desired", "command.status")

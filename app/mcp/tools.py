@@ -1,5 +1,5 @@
-"""The hub's MCP tools: a small fixed set (list_devices, get_device, send_command, get_command), each a thin adapter
-over the same services the REST blueprints call.
+"""The hub's MCP tools: a small fixed set (list_devices, get_device, send_command, get_command, wait_for_events),
+each a thin adapter over the same services the REST blueprints call.
 
 Each tool declares the scope it needs, a pydantic model for its arguments (the model is the `inputSchema`, so the
 schema cannot drift from validation), an `outputSchema` its `structuredContent` always matches, and annotations
@@ -34,18 +34,20 @@ from app.api.models import (
 from app.auth.tokens import Principal
 from app.core.errors import APIError
 from app.core.json_input import StrictModel
-from app.core.statuses import DEVICE_STATUSES
+from app.core.statuses import DEVICE_STATUSES, EVENT_TYPES
 from app.core.text import scrub
 from app.infra.db import DatabaseUnavailable, get_db
-from app.schemas.resources import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, MESSAGE_SCHEMA
-from app.services import device_types, registry
+from app.schemas.resources import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, EVENT_PAGE_SCHEMA, MESSAGE_SCHEMA
+from app.services import device_types, event_log, registry
 from app.services.commands import messages, submit
+from app.web import event_follow
 from app.web.delivery import deliver
 from app.web.parsing import refuse_colliding_keys
 
 log = logging.getLogger(__name__)
 
 MAX_LIST_LIMIT = 50
+MAX_EVENTS_LIMIT = 100
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,26 @@ class SendCommandArguments(StrictModel):
 class CommandArguments(StrictModel):
     message_id: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=128)] = pydantic.Field(
         description="The message_id send_command returned."
+    )
+
+
+DeviceIds = Annotated[list[DeviceId], pydantic.Field(min_length=1, max_length=event_follow.MAX_DEVICE_IDS)]
+
+
+class WaitForEventsArguments(StrictModel):
+    after: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64)] | None = pydantic.Field(
+        None, description="The `next` of the previous call (or an event's id): continue after it. Leave it out to "
+        "start from now (the answer is then empty, with the `next` to use)."
+    )
+    types: Annotated[list[Literal[EVENT_TYPES]], pydantic.Field(min_length=1)] | None = pydantic.Field(
+        None, description="Only these event types (command.status needs the message:read scope)."
+    )
+    device_ids: DeviceIds | None = pydantic.Field(None, description="Only events of these devices (at most 100).")
+    wait_seconds: Annotated[int, pydantic.Field(ge=0, le=MAX_WAIT_SECONDS)] = pydantic.Field(
+        0, description="When nothing is there yet, wait up to this many seconds (0-30) for an event."
+    )
+    limit: Annotated[int, pydantic.Field(ge=1, le=MAX_EVENTS_LIMIT)] = pydantic.Field(
+        100, description="At most this many events per call (1-100)."
     )
 
 
@@ -165,6 +187,15 @@ def as_stored(spec: submit.CommandSpec, submitted: submit.Submitted, request_id:
 
 def get_command(arguments: CommandArguments, _caller: Caller) -> dict[str, Any]:
     return messages.get_message(get_db(), arguments.message_id)
+
+
+def wait_for_events(arguments: WaitForEventsArguments, caller: Caller) -> dict[str, Any]:
+    """The REST long poll (GET /events with `after`, `wait`, `limit`), for a stateless agent that follows devices
+    by passing back each answer's `next`."""
+    filters = event_follow.filters_for(caller.principal, arguments.types, arguments.device_ids, None)
+    page = event_follow.long_poll(caller.principal, event_log.parse_cursor(arguments.after), filters,
+                                  limit=arguments.limit, wait=arguments.wait_seconds)
+    return page.body()
 
 
 # --- declarations --------------------------------------------------------------------------------------
@@ -263,6 +294,16 @@ TOOLS = {
             "Read a command sent earlier, by the message_id send_command returned: its status, the device's result "
             "or error, and when it was created, sent, acknowledged and completed.",
             "message:read", CommandArguments, MESSAGE_SCHEMA, READ_ONLY, get_command,
+        ),
+        Tool(
+            "wait_for_events", "Wait for device events",
+            "Follow what happens to devices: registrations, changes, deletions, devices going online or offline, "
+            "state reports and desired state, and command status changes (the latter with the message:read scope). "
+            "Call it first without `after`: it answers at once with no events and a `next`. Then call it again with "
+            "`after` set to the last answer's `next`: you get every event since, exactly once, or with "
+            "wait_seconds it waits for the next one. `reset: true` means `after` was too old (events are kept for "
+            "a limited time): continue from the new `next`. Filter with types and device_ids.",
+            "device:read", WaitForEventsArguments, EVENT_PAGE_SCHEMA, READ_ONLY, wait_for_events,
         ),
     )
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.core.json_input import IDENTIFIER_PATTERN
-from app.core.statuses import DEVICE_STATUSES
+from app.core.statuses import DEVICE_STATUSES, EVENT_TYPES
 from app.core.statuses import STATUSES as MESSAGE_STATUSES
 
 TYPE_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
@@ -92,4 +92,28 @@ DEVICE_TYPE_SCHEMA = object_schema(
         "created_at": TIMESTAMP,
         "updated_at": TIMESTAMP,
     }
+)
+
+
+# An event of the event log (docs/events.md) and a page of them (long poll and the MCP tool wait_for_events).
+EVENT_SCHEMA = object_schema(
+    {
+        "id": {"type": "string", "description": "Opaque cursor: resume after this event with it."},
+        "type": {"type": "string", "enum": list(EVENT_TYPES)},
+        "device_id": {"type": "string"},
+        "at": TIMESTAMP,
+        "data": {**OBJECT, "description": "`device.*`: the device after the change (no secret); `command.status`: "
+                 "`{message_id, command, status, result, error}`; `state.*`: `{version, changed}`."},
+    }
+)
+
+
+EVENT_PAGE_SCHEMA = object_schema(
+    {
+        "events": {"type": "array", "items": EVENT_SCHEMA},
+        "next": {"type": "string", "description": "Cursor to resume from (also after an empty page)."},
+        "reset": {"type": "boolean", "const": True,
+                  "description": "Present when `after` had expired: the page starts at the current end."},
+    },
+    required=["events", "next"],
 )

@@ -23,6 +23,7 @@ from app.core.errors import APIError
 from app.core.statuses import DEVICE_STATUSES
 from app.core.timestamps import timestamp
 from app.infra.db import Database
+from app.services import events
 
 MUTABLE_FIELDS = ("name", "device_type", "capabilities", "location", "metadata")
 
@@ -98,7 +99,10 @@ def register_device(db: Database, fields: dict[str, Any], timeout: int) -> tuple
                 "timeout": timeout,
             },
         )
-        return cur.fetchone()
+        row = cur.fetchone()
+        if row is not None:
+            events.record_event(cur, events.DEVICE_REGISTERED, device_id, device_view(row), row["device_type"])
+        return row
 
     row = db.transaction(insert)
     if row is None:
@@ -193,6 +197,7 @@ def update_device(
             cur.execute("SELECT version FROM devices WHERE device_id = %(id)s", params)
             current = cur.fetchone()
             return None, (current["version"] if current else None)
+        events.record_event(cur, events.DEVICE_UPDATED, device_id, device_view(row), row["device_type"])
         return row, row["version"]
 
     row, current_version = db.transaction(update)
@@ -203,11 +208,37 @@ def update_device(
     return device_view(row)
 
 
-def delete_device_in(cur, device_id: str) -> bool:
-    """Inside a transaction: remove the device row; False for an unknown device. The caller
-    (`commands.delete_device`) cancels the device's unfinished commands in the same transaction."""
-    cur.execute("DELETE FROM devices WHERE device_id = %s RETURNING device_id", (device_id,))
-    return cur.fetchone() is not None
+def delete_device_in(cur, device_id: str, timeout: int) -> dict[str, Any] | None:
+    """Inside a transaction: remove the device row; its last state (the `device.deleted` event's data), or None
+    for an unknown device. The caller (`commands.delete_device`) cancels the device's unfinished commands in the
+    same transaction, then records the event (`record_deleted`), so it comes after the cancellations."""
+    cur.execute(f"DELETE FROM devices WHERE device_id = %(id)s RETURNING {DEVICE_COLUMNS}",
+                {"id": device_id, "timeout": timeout})
+    row = cur.fetchone()
+    return device_view(row) if row is not None else None
+
+
+def record_deleted(cur, device: dict[str, Any]) -> None:
+    events.record_event(cur, events.DEVICE_DELETED, device["device_id"], device, device["device_type"])
+
+
+def presence_events(row: dict[str, Any]) -> list[tuple[str, str, dict, str | None]]:
+    """The events of a heartbeat that changed something: `device.online` when the device was offline or pending
+    (preceded by `device.offline` when it read as offline only because the relay's sweeper had not marked it
+    yet, so a follower sees every presence change); `device.updated` when it moved between online and error.
+    A heartbeat that only moves last_seen is no event."""
+    previous, status = row["previous_status"], row["status"]
+    device = device_view(row)
+    found = []
+    if previous == "offline" and row["stored_status"] in ("online", "error"):
+        found.append((events.DEVICE_OFFLINE, device["device_id"], {**device, "status": "offline",
+                                                                     "last_seen": timestamp(row["previous_seen"])},
+                      device["device_type"]))
+    if previous in ("offline", "pending"):
+        found.append((events.DEVICE_ONLINE, device["device_id"], device, device["device_type"]))
+    elif previous != status:
+        found.append((events.DEVICE_UPDATED, device["device_id"], device, device["device_type"]))
+    return found
 
 
 def heartbeat_in(cur, device_id: str, status: str, timeout: int) -> dict[str, Any] | None:
@@ -216,13 +247,16 @@ def heartbeat_in(cur, device_id: str, status: str, timeout: int) -> dict[str, An
     one of them sees a device come online."""
     # The UPDATE joins the locked row: a sub-select in RETURNING would not see a row this statement updated.
     cur.execute(
-        f"WITH before AS (SELECT device_id AS locked_id, {EFFECTIVE_STATUS} AS previous_status FROM devices "
-        f"WHERE device_id = %(id)s FOR UPDATE) "
+        f"WITH before AS (SELECT device_id AS locked_id, {EFFECTIVE_STATUS} AS previous_status, "
+        f"status AS stored_status, last_seen AS previous_seen FROM devices WHERE device_id = %(id)s FOR UPDATE) "
         f"UPDATE devices SET status = %(status)s, last_seen = now() FROM before WHERE device_id = before.locked_id "
-        f"RETURNING {DEVICE_COLUMNS}, before.previous_status",
+        f"RETURNING {DEVICE_COLUMNS}, before.previous_status, before.stored_status, before.previous_seen",
         {"id": device_id, "status": status, "timeout": timeout},
     )
-    return cur.fetchone()
+    row = cur.fetchone()
+    if row is not None:
+        events.record_events(cur, presence_events(row))
+    return row
 
 
 def apply_heartbeats(db: Database, heartbeats: dict[str, str], timeout: int, lock_timeout_ms: int = 200,
@@ -294,10 +328,13 @@ def mark_stale_devices_offline(db: Database, timeout: int) -> list[dict[str, Any
         cur.execute(
             "UPDATE devices SET status = 'offline' WHERE device_id IN ("
             f"  SELECT device_id FROM devices WHERE {STALE} LIMIT 1000 FOR UPDATE SKIP LOCKED) "
-            f"AND {STALE} RETURNING device_id, last_seen",
+            f"AND {STALE} RETURNING {DEVICE_COLUMNS}",
             {"timeout": timeout},
         )
-        return [{"device_id": row["device_id"], "last_seen": timestamp(row["last_seen"])} for row in cur.fetchall()]
+        devices = sorted((device_view(row) for row in cur.fetchall()), key=lambda device: device["device_id"])
+        events.record_events(cur, [(events.DEVICE_OFFLINE, device["device_id"], device, device["device_type"])
+                                   for device in devices])
+        return [{"device_id": device["device_id"], "last_seen": device["last_seen"]} for device in devices]
 
     return db.transaction(update)
 

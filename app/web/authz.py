@@ -154,3 +154,8 @@ def require_device_self(device_id: str) -> None:
     principal: Principal = g.principal
     if principal.kind == "device" and principal.subject != device_id:
         raise APIError(403, "FORBIDDEN", "A device may only act on itself.")
+
+
+def bearer_token() -> str | None:
+    """The raw bearer token of this request (event streams read its expiry to end on time)."""
+    return _bearer_token()

@@ -100,12 +100,13 @@ def test_a_tool_outside_the_scopes_is_403_with_the_scope_challenge(client, mcp_a
 
 
 @pytest.mark.parametrize("scopes, tools", [
-    ("device:read", ["list_devices", "get_device"]),
+    ("device:read", ["list_devices", "get_device", "wait_for_events"]),
     ("message:read", ["get_command"]),
     ("device:command", ["send_command"]),
     ("device:write", []),
-    ("device:read device:command message:read", ["list_devices", "get_device", "send_command", "get_command"]),
-    ("admin", ["list_devices", "get_device", "send_command", "get_command"]),
+    ("device:read device:command message:read",
+     ["list_devices", "get_device", "send_command", "get_command", "wait_for_events"]),
+    ("admin", ["list_devices", "get_device", "send_command", "get_command", "wait_for_events"]),
 ])
 def test_tools_list_shows_what_the_scopes_allow(client, mcp_auth, scopes, tools):
     r = post(client, request("tools/list"), mcp_auth(scopes))

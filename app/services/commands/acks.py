@@ -18,6 +18,7 @@ from app.core.statuses import ACK_STATUSES, FINAL_STATUSES, RANK, UNFINISHED_STA
 from app.infra import messaging as subjects
 from app.infra.db import Database
 from app.infra.messaging import Messaging, MessagingUnavailable
+from app.services import events
 from app.services.commands.messages import MESSAGE_COLUMNS, count, message_view, parse_message_id
 from app.telemetry import metrics
 
@@ -137,7 +138,22 @@ def _apply_ack_batch(cur, acks: list[Ack], durable: bool = True) -> list[AckOutc
             + ("" if durable else "; SET LOCAL synchronous_commit = off"),
             [list(column) for column in columns],
         )
+        events.record_events(cur, status_events(outcomes))
     return outcomes
+
+
+def status_events(outcomes: list[AckOutcome]) -> list[tuple[str, str, dict, None]]:
+    """A `command.status` event for every status the acks made a command reach, in arrival order, implied steps
+    included (an ack that skips `sent` or `acknowledged` reaches them too)."""
+    found = []
+    for outcome in outcomes:
+        if not outcome.changed:
+            continue
+        message = outcome.message
+        for status in statuses_reached(outcome.previous_status, message["status"]):
+            found.append((events.COMMAND_STATUS, message["device_id"], events.command_status_data(message, status),
+                          None))
+    return found
 
 
 def apply_acks(db: Database, acks: list[Ack], source: str = "rest") -> list[AckOutcome]:

@@ -23,6 +23,7 @@ from app.infra.db import Database, execute_prepared
 from app.infra.messaging import Messaging, MessagingUnavailable
 from app.services import device_types
 from app.services.commands.messages import MESSAGE_COLUMNS, accepted_view, count, envelope, log
+from app.services.events import command_status_insert
 from app.services.registry import EFFECTIVE_STATUS, device_not_found
 from app.telemetry import tracing
 
@@ -123,21 +124,23 @@ def submit_command(
             )
         # The device row lock above serialises submits per device, so the count of its open commands cannot be
         # raced past the cap; counting and inserting in one statement saves a round trip (it starts after the
-        # lock was granted, so its snapshot sees every command committed by the lock's previous holders).
+        # lock was granted, so its snapshot sees every command committed by the lock's previous holders). The
+        # `queued` event is written by the same statement.
         execute_prepared(
             cur,
-            "INSERT INTO commands (message_id, device_id, command, params, qos, priority, request_id, client_id, "
-            "source, traceparent, device_type, type_version, expires_at, next_attempt_at) SELECT %(id)s::uuid, "
-            "%(device)s::text, %(command)s::text, %(params)s::jsonb, %(qos)s::smallint, %(priority)s::smallint, "
-            "%(request_id)s::text, %(client)s::text, %(source)s::text, %(traceparent)s::text, %(type)s::text, "
-            "%(type_version)s::integer, "
+            "WITH c AS (INSERT INTO commands (message_id, device_id, command, params, qos, priority, request_id, "
+            "client_id, source, traceparent, device_type, type_version, expires_at, next_attempt_at) SELECT "
+            "%(id)s::uuid, %(device)s::text, %(command)s::text, %(params)s::jsonb, %(qos)s::smallint, "
+            "%(priority)s::smallint, %(request_id)s::text, %(client)s::text, %(source)s::text, "
+            "%(traceparent)s::text, %(type)s::text, %(type_version)s::integer, "
             "now() + make_interval(secs => %(ttl)s::float8), "
             # The relay leaves a fresh command to this request (it publishes next); if this process dies before
             # publishing, the relay picks the command up once the retry delay has passed.
             "now() + make_interval(secs => %(retry)s::float8) "
             "WHERE (SELECT count(*) FROM commands WHERE device_id = %(device)s::text AND status IN ('queued', 'sent') "
             "AND expires_at > now()) < %(max_pending)s::bigint "
-            f"RETURNING {MESSAGE_COLUMNS}, traceparent",
+            f"RETURNING {MESSAGE_COLUMNS}, traceparent), "
+            f"e AS ({command_status_insert('c')}) SELECT * FROM c",
             {
                 "id": str(message_id), "device": spec.device_id, "command": spec.command, "params": Json(spec.params),
                 "qos": spec.qos, "priority": spec.priority, "request_id": request_id, "client": client_id,
@@ -212,7 +215,9 @@ def publish_and_mark_sent(
         "no_flush AS (SELECT set_config('synchronous_commit', 'off', true))",
         "sent AS (UPDATE commands SET status = 'sent', sent_at = COALESCE(sent_at, now()), attempts = attempts + 1, "
         "updated_at = now(), next_attempt_at = now() + make_interval(secs => %(retry)s) "
-        "WHERE message_id = ANY(%(published)s::uuid[]) AND status = 'queued' RETURNING 1)",
+        "WHERE message_id = ANY(%(published)s::uuid[]) AND status = 'queued' "
+        "RETURNING message_id, device_id, command, status, result, error)",
+        f"sent_events AS ({command_status_insert('sent')})",
     ]
     if failed:
         updates.append("due AS (UPDATE commands SET next_attempt_at = now() "

@@ -6,12 +6,13 @@ from typing import Any
 
 from app.infra.db import Database
 from app.infra.messaging import Messaging
+from app.services import events
 from app.services.commands.acks import notify_final
 from app.services.commands.messages import MESSAGE_COLUMNS, count
 from app.services.commands.retype import recheck_rows
 from app.services.commands.submit import IDEMPOTENCY_WINDOW, _publish
 from app.services.events import publish_device_event
-from app.services.registry import delete_device_in, device_not_found
+from app.services.registry import delete_device_in, device_not_found, record_deleted
 from app.telemetry import metrics
 
 MAX_RETRY_SECONDS = 300.0
@@ -25,8 +26,9 @@ def retry_delay(attempts: int, base: float) -> float:
     return min(base * 2 ** min(max(attempts - 1, 0), 16), max(base, MAX_RETRY_SECONDS))
 
 
-def cancel_device_commands(cur, device_id: str) -> list[dict[str, Any]]:
-    """Inside the device-delete transaction: every unfinished command of the device becomes `cancelled`.
+def cancel_device_commands(cur, device_id: str, device_type: str | None = None) -> list[dict[str, Any]]:
+    """Inside the device-delete transaction: every unfinished command of the device becomes `cancelled`, each
+    with its `command.status` event (`device_type`: the deleted device's, which the row no longer tells).
 
     The rows are locked first, in message-id order, like the relay's ack batches (`_apply_ack_batch`): two
     transactions that take row locks in one order cannot deadlock. A bare UPDATE would lock them in scan order."""
@@ -41,21 +43,28 @@ def cancel_device_commands(cur, device_id: str) -> list[dict[str, Any]]:
     cur.execute(
         "UPDATE commands SET status = 'cancelled', updated_at = now() "
         "WHERE message_id = ANY(%s::uuid[]) AND status IN ('queued', 'sent', 'acknowledged') "
-        "RETURNING message_id, status",
+        "RETURNING message_id, command, status, result, error",
         (locked,),
     )
-    return [{"message_id": str(row["message_id"]), "status": row["status"]} for row in cur.fetchall()]
+    rows = sorted(cur.fetchall(), key=lambda row: str(row["message_id"]))
+    events.record_events(cur, [(events.COMMAND_STATUS, device_id, events.command_status_data(row), device_type)
+                               for row in rows])
+    return [{"message_id": str(row["message_id"]), "status": row["status"]} for row in rows]
 
 
-def delete_device(db: Database, device_id: str) -> list[dict[str, Any]]:
+def delete_device(db: Database, device_id: str, timeout: int) -> list[dict[str, Any]]:
     """Delete the device and, in the same transaction, cancel its unfinished commands (their history stays).
     Returns the cancelled messages (`message_id`, `status`). It lives with the commands because cancelling them
-    is the part with rules; the registry only removes the row."""
+    is the part with rules; the registry only removes the row. Events: the cancellations, then `device.deleted`
+    with the device's last state (`timeout`: HEARTBEAT_TIMEOUT_SECONDS, for the status it read as)."""
 
     def delete(cur):
-        if not delete_device_in(cur, device_id):
+        device = delete_device_in(cur, device_id, timeout)
+        if device is None:
             return None
-        return cancel_device_commands(cur, device_id)
+        cancelled = cancel_device_commands(cur, device_id, device["device_type"])
+        record_deleted(cur, device)
+        return cancelled
 
     cancelled = db.transaction(delete)
     if cancelled is None:
@@ -92,6 +101,8 @@ def _redeliver(db: Database, messaging: Messaging, where: str, params: dict[str,
                 "updated_at = now(), next_attempt_at = now() + make_interval(secs => %s) WHERE message_id = %s",
                 (retry_delay(row["attempts"] + 1, retry_seconds), str(row["message_id"])),
             )
+        events.record_events(cur, [(events.COMMAND_STATUS, row["device_id"], events.command_status_data(row, "sent"),
+                                    None) for row in published if row["status"] == "queued"])
         return sum(1 for row in published if row["status"] == "queued"), len(published), cancelled
 
     if not messaging.is_connected():
@@ -151,9 +162,13 @@ def expire_due(db: Database) -> list[dict[str, Any]]:
             "  SELECT message_id FROM commands "
             "WHERE status IN ('queued', 'sent', 'acknowledged') AND expires_at <= now()"
             f"  ORDER BY expires_at LIMIT {SWEEP_BATCH} FOR UPDATE SKIP LOCKED) "
-            "RETURNING message_id, device_id, status, request_id",
+            "RETURNING message_id, device_id, command, status, result, error, request_id",
         )
-        return [{**row, "message_id": str(row["message_id"])} for row in cur.fetchall()]
+        rows = sorted(cur.fetchall(), key=lambda row: str(row["message_id"]))
+        events.record_events(cur, [(events.COMMAND_STATUS, row["device_id"], events.command_status_data(row), None)
+                                   for row in rows])
+        return [{"message_id": str(row["message_id"]), "device_id": row["device_id"], "status": row["status"],
+                 "request_id": row["request_id"]} for row in rows]
 
     expired = db.transaction(work)
     count("expired", len(expired))

@@ -1,0 +1,199 @@
+"""One LISTEN connection per worker process, waking the streams and long polls of that process.
+
+A writer's commit sends `NOTIFY uaip_events` (a trigger on the outbox); PostgreSQL delivers it to every listening
+connection, in every worker of every pod, and whatever process wrote the event (API, relay). The listener
+thread then numbers the new events (`event_log.sequence`) and wakes every subscriber: each holds a wake-up flag,
+a queue bounded at one entry, so a slow stream never makes the listener wait or queue up work; a woken stream
+reads the events itself, from PostgreSQL, with its own filters and cursor.
+
+When notifications are lost or the connection drops, the listener still sequences and wakes on its poll period
+(1 s), and reconnects with back-off; subscribers also wake on that period while the listener is down, so
+events keep flowing, just later. The connection and thread are created lazily in the process that subscribes:
+never in a gunicorn master, never inherited across fork.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+import time
+
+import psycopg2
+import psycopg2.extensions
+
+from app.infra.db import Database
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "uaip_events"
+POLL_SECONDS = 1.0
+
+
+class Subscription:
+    """One subscriber's wake-up flag. `wait` returns True when woken (new events may exist), False on timeout."""
+
+    def __init__(self, feed: EventFeed) -> None:
+        self._feed = feed
+        self._flag = threading.Event()
+
+    def wake(self) -> None:
+        self._flag.set()
+
+    def wait(self, timeout: float) -> bool:
+        woken = self._flag.wait(max(0.0, timeout))
+        self._flag.clear()
+        return woken
+
+    @property
+    def live(self) -> bool:
+        """Whether the listener is connected; when it is not, the subscriber polls on its own."""
+        return self._feed.connected
+
+    def close(self) -> None:
+        self._feed._unsubscribe(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class EventFeed:
+    """The per-process listener. `subscribe()` starts it on first use."""
+
+    def __init__(self, db: Database, poll_seconds: float = POLL_SECONDS) -> None:
+        self.db = db
+        self.poll_seconds = poll_seconds
+        self.connected = False
+        self._subscribers: set[Subscription] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._stop = threading.Event()
+        self._conn = None
+
+    def subscribe(self) -> Subscription:
+        subscription = Subscription(self)
+        with self._lock:
+            self._subscribers.add(subscription)
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._stop.clear()
+                self._pid = os.getpid()
+                self.connected = False
+                self._thread = threading.Thread(target=self._run, name="uaip-event-listener", daemon=True)
+                self._thread.start()
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            self._subscribers.discard(subscription)
+
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def wake_all(self) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscription in subscribers:
+            subscription.wake()
+
+    def _connect(self):
+        conn = psycopg2.connect(self.db.url, connect_timeout=3, application_name=f"{self.db.application_name}-events",
+                                keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"LISTEN {CHANNEL}")
+        return conn
+
+    def _sequence(self, conn) -> int:
+        with conn.cursor() as cur:
+            cur.execute("SELECT event_outbox_sequence()")
+            return cur.fetchone()[0]
+
+    def _run(self) -> None:
+        backoff = 0.1
+        head = None
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = self._conn = self._connect()
+                self.connected = True
+                backoff = 0.1
+                while not self._stop.is_set():
+                    new_head = self._sequence(conn)
+                    if new_head != head:
+                        head = new_head
+                        self.wake_all()
+                    readable, _, _ = select.select([conn], [], [], self.poll_seconds)
+                    if readable:
+                        conn.poll()
+                        conn.notifies.clear()
+            except (psycopg2.Error, OSError, ValueError) as exc:
+                if self._stop.is_set():
+                    break
+                if self.connected:
+                    log.warning("event listener connection lost; polling until it is back",
+                                extra={"error": str(exc).strip() or exc.__class__.__name__})
+                self.connected = False
+                self.wake_all()  # subscribers poll on their own meanwhile
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.poll_seconds)
+            finally:
+                self.connected = False
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                self._conn = None
+
+    def close(self) -> None:
+        """Stop the listener (worker exit); subscribers are woken so they notice the process is stopping."""
+        self._stop.set()
+        self.wake_all()
+        thread = self._thread
+        if thread is not None and self._pid == os.getpid() and thread is not threading.current_thread():
+            thread.join(timeout=2)
+        self._thread = None
+
+
+class StreamsFull(Exception):
+    """No stream slot is free for this client in this process."""
+
+
+class StreamSlots:
+    """Open streams per process (`UAIP_MAX_STREAMS`) and per client within it (`UAIP_MAX_STREAMS_PER_CLIENT`):
+    each stream holds a gthread thread for minutes, so the bound keeps threads free for probes and requests."""
+
+    def __init__(self, max_streams: int, max_per_client: int) -> None:
+        self.max_streams = max_streams
+        self.max_per_client = max_per_client
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def open(self) -> int:
+        with self._lock:
+            return sum(self._open.values())
+
+    def acquire(self, client_id: str) -> None:
+        """Take a slot or raise StreamsFull; give it back with `release`."""
+        with self._lock:
+            mine = self._open.get(client_id, 0)
+            if sum(self._open.values()) >= self.max_streams or mine >= self.max_per_client:
+                raise StreamsFull(client_id)
+            self._open[client_id] = mine + 1
+
+    def release(self, client_id: str) -> None:
+        with self._lock:
+            left = self._open.get(client_id, 0) - 1
+            if left > 0:
+                self._open[client_id] = left
+            else:
+                self._open.pop(client_id, None)
+
+
+def wait_time(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())

@@ -1,0 +1,123 @@
+"""Following the event log: a Server-Sent Events stream, and the long poll (REST and the MCP tool).
+
+Both read PostgreSQL themselves with their own cursor and filters, and sleep on a subscription to the process's
+event feed (app/services/event_feed.py) in between. A stream holds its gthread thread: it ends after
+UAIP_STREAM_MAX_SECONDS with a `retry:` line (the client reconnects with Last-Event-ID and resumes), within half
+a second of the worker being told to stop, and when the token behind it expires or is revoked; in between it
+sends a `: keep-alive` comment every 15 s of silence, which is also when the token is checked again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from app.infra.db import Database
+from app.services.event_feed import EventFeed
+from app.services.event_log import Cursor, Filters, Page, read_page
+
+KEEPALIVE_SECONDS = 15.0
+# How often a stream re-checks its token (expiry and revocation): ends within this many seconds of either.
+TOKEN_CHECK_SECONDS = 10.0
+# A stream notices a stopping worker within this many seconds.
+STOP_CHECK_SECONDS = 0.5
+# Without a connected listener, a reader polls PostgreSQL this often.
+FALLBACK_POLL_SECONDS = 1.0
+# The reconnection delay a stream that ends by age asks for (milliseconds).
+RETRY_MS = 1000
+STREAM_BATCH = 100
+
+
+def sse_event(event: dict[str, Any]) -> str:
+    """One event as an SSE frame; the JSON `id` is also the frame's `id:` (the client's Last-Event-ID)."""
+    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n"
+
+
+RESET_FRAME = 'event: reset\ndata: {"reason":"expired"}\n\n'
+KEEPALIVE_FRAME = ": keep-alive\n\n"
+
+
+def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, retention_hours: float,
+           max_seconds: float, stopping: Callable[[], bool], token_valid: Callable[[], bool],
+           token_expires_at: float = float("inf"), release: Callable[[], None] = lambda: None,
+           clock: Callable[[], float] = time.monotonic) -> Iterator[str]:
+    """The frames of one stream, starting with the page the view already read (so a bad cursor was a 400, not a
+    broken stream). The stream ends when its token expires (`token_expires_at`, unix time) and when
+    `token_valid` (called every TOKEN_CHECK_SECONDS) says it was revoked; `release` gives the stream slot back
+    however the stream ends (age, shutdown, token, or the client going away)."""
+    subscription = feed.subscribe()
+    try:
+        yield ": connected\n\n"  # the headers go out now, not with the first event
+        started = clock()
+        end = started + max_seconds
+        token_end = started + max(0.0, token_expires_at - time.time())
+        next_keepalive = started + KEEPALIVE_SECONDS
+        next_token_check = started + TOKEN_CHECK_SECONDS
+        last_read = started
+        page = first
+        while True:
+            if page.reset:
+                yield RESET_FRAME
+            for event in page.events:
+                yield sse_event(event)
+            if page.events:
+                next_keepalive = clock() + KEEPALIVE_SECONDS
+            cursor: Cursor = page.next
+            more = len(page.events) >= STREAM_BATCH
+            while not more:
+                now = clock()
+                if stopping() or now >= token_end:
+                    return
+                if now >= end:
+                    yield f"retry: {RETRY_MS}\n\n"
+                    return
+                if now >= next_token_check:
+                    if not token_valid():
+                        return
+                    next_token_check = now + TOKEN_CHECK_SECONDS
+                if now >= next_keepalive:
+                    yield KEEPALIVE_FRAME
+                    next_keepalive = now + KEEPALIVE_SECONDS
+                timeout = min(STOP_CHECK_SECONDS, end - now, next_keepalive - now, next_token_check - now,
+                              token_end - now)
+                if subscription.wait(timeout):
+                    break
+                if not subscription.live and clock() - last_read >= FALLBACK_POLL_SECONDS:
+                    break
+            last_read = clock()
+            page = read_page(db, cursor, filters, STREAM_BATCH, retention_hours, fresh=not subscription.live)
+    finally:
+        subscription.close()
+        release()
+
+
+def long_poll(db: Database, feed: EventFeed, after: Cursor | None, filters: Filters, *, limit: int, wait: float,
+              retention_hours: float, waiter_slot: Callable[[], contextlib.AbstractContextManager[bool]],
+              stopping: Callable[[], bool], clock: Callable[[], float] = time.monotonic) -> Page:
+    """The events after `after`, at once when there are some (or the cursor expired, or there is no `after`: the
+    page is then empty and `next` is the current end), else as soon as some arrive within `wait` seconds; an
+    empty page at the end. Waiting takes one of the `?wait` waiter slots; without a free one the answer is
+    immediate."""
+    if after is None or wait <= 0:
+        return read_page(db, after, filters, limit, retention_hours)
+    with feed.subscribe() as subscription:  # before the first read: a commit in between still wakes us
+        page = read_page(db, after, filters, limit, retention_hours)
+        if page.events or page.reset:
+            return page
+        with waiter_slot() as admitted:
+            if not admitted:
+                return page
+            deadline = clock() + wait
+            while True:
+                remaining = deadline - clock()
+                if remaining <= 0 or stopping():
+                    return page
+                woken = subscription.wait(min(remaining, STOP_CHECK_SECONDS))
+                if woken or not subscription.live:
+                    page = read_page(db, page.next, filters, limit, retention_hours, fresh=not subscription.live)
+                    if page.events or page.reset:
+                        return page

@@ -1,0 +1,206 @@
+"""Event streams on real gunicorn (docs/events.md): a real SSE client, resume with Last-Event-ID, stream slots
+that leave threads for probes, the end of a stream by age, by SIGTERM and by token expiry, and events that cross
+from one server to another through PostgreSQL."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+import requests
+from httpx_sse import connect_sse
+
+from app.auth.tokens import issue_token
+from tests.support.processes import HubServer
+
+pytestmark = pytest.mark.process
+
+ALL_SCOPES = "device:read device:write device:command message:read"
+
+
+def bearer(hub: HubServer, client_id: str, secret: str) -> dict[str, str]:
+    r = requests.post(f"{hub.url}/api/v1/auth/token", timeout=10,
+                      data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def register(hub: HubServer, auth: dict[str, str], device_id: str | None = None) -> str:
+    device_id = device_id or f"evt-{uuid.uuid4().hex[:10]}"
+    r = requests.post(f"{hub.url}/api/v1/devices", headers=auth, timeout=10,
+                      json={"device_id": device_id, "name": "streams", "device_type": "sensor"})
+    assert r.status_code == 201, r.text
+    return device_id
+
+
+def rename(hub: HubServer, auth: dict[str, str], device_id: str, name: str) -> None:
+    r = requests.patch(f"{hub.url}/api/v1/devices/{device_id}", json={"name": name}, headers=auth, timeout=10)
+    assert r.status_code == 200, r.text
+
+
+class Listener:
+    """An SSE client in a thread: every event (httpx-sse's ServerSentEvent) goes to `events`; `ended` is set,
+    with the time, when the server closes the stream."""
+
+    def __init__(self, url: str, headers: dict[str, str], params: dict | None = None) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self.connected = threading.Event()
+        self.ended = threading.Event()
+        self.ended_at: float | None = None
+        self.response_headers: httpx.Headers | None = None
+        self.status: int | None = None
+        self.error: BaseException | None = None
+        self._args = (url, headers, params or {})
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self.connected.wait(15), "stream did not connect"
+
+    def _run(self) -> None:
+        url, headers, params = self._args
+        try:
+            with httpx.Client(timeout=httpx.Timeout(10, read=60)) as client, \
+                    connect_sse(client, "GET", url, headers=headers, params=params) as source:
+                self.status = source.response.status_code
+                self.response_headers = source.response.headers
+                self.connected.set()
+                for event in source.iter_sse():
+                    self.events.put(event)
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            self.error = exc
+        finally:
+            self.ended_at = time.monotonic()
+            self.connected.set()
+            self.ended.set()
+
+    def take(self, n: int, timeout: float = 10) -> list:
+        deadline = time.monotonic() + timeout
+        taken = []
+        while len(taken) < n:
+            taken.append(self.events.get(timeout=max(0.01, deadline - time.monotonic())))
+        return taken
+
+
+@pytest.fixture()
+def client_auth(api_client_factory):
+    def make(hub: HubServer, scopes: str = ALL_SCOPES) -> dict[str, str]:
+        return bearer(hub, *api_client_factory(scopes))
+
+    return make
+
+
+def test_sse_client_receives_events_and_resumes_with_last_event_id(hub_env, client_auth):
+    with HubServer(hub_env, workers=1, threads=4) as hub:
+        auth = client_auth(hub)
+        device_id = register(hub, auth)
+        url = f"{hub.url}/api/v1/devices/{device_id}/events"
+        listener = Listener(url, {**auth, "Accept": "text/event-stream"})
+        assert listener.status == 200
+        assert listener.response_headers["content-type"].startswith("text/event-stream")
+        assert listener.response_headers["cache-control"] == "no-cache"
+        assert listener.response_headers["x-accel-buffering"] == "no"
+        began = time.monotonic()
+        rename(hub, auth, device_id, "one")
+        rename(hub, auth, device_id, "two")
+        first, second = listener.take(2)
+        assert time.monotonic() - began < 5
+        for sse in (first, second):
+            body = sse.json()
+            assert sse.event == body["type"] == "device.updated" and sse.id == body["id"]
+        assert [first.json()["data"]["name"], second.json()["data"]["name"]] == ["one", "two"]
+
+        # A new connection with Last-Event-ID gets exactly what came after it.
+        rename(hub, auth, device_id, "three")
+        resumed = Listener(url, {**auth, "Accept": "text/event-stream", "Last-Event-ID": first.id})
+        names = [sse.json()["data"]["name"] for sse in resumed.take(2)]
+        assert names == ["two", "three"]
+        assert resumed.events.empty()
+
+
+def test_stream_ends_at_its_maximum_age_with_a_retry_line(hub_env, client_auth):
+    with HubServer({**hub_env, "UAIP_STREAM_MAX_SECONDS": "2"}, workers=1, threads=4) as hub:
+        auth = client_auth(hub)
+        began = time.monotonic()
+        with requests.get(f"{hub.url}/api/v1/events", headers={**auth, "Accept": "text/event-stream"}, stream=True,
+                          timeout=20) as response:
+            assert response.status_code == 200
+            text = response.raw.read().decode()  # returns when the server ends the stream
+        took = time.monotonic() - began
+        assert 1.5 < took < 8, took
+        lines = [line for line in text.splitlines() if line and not line.startswith(":")]
+        assert lines and lines[-1].startswith("retry: ") and int(lines[-1].split(": ")[1]) > 0
+
+
+def test_stream_slots_are_bounded_and_probes_stay_fast(hub_env, client_auth):
+    env = {**hub_env, "UAIP_MAX_STREAMS": "2", "UAIP_MAX_STREAMS_PER_CLIENT": "1", "UAIP_HEALTH_CACHE_SECONDS": "0"}
+    with HubServer(env, workers=1, threads=4) as hub:
+        a, b, c = client_auth(hub), client_auth(hub), client_auth(hub)
+        stream_headers = {"Accept": "text/event-stream"}
+        url = f"{hub.url}/api/v1/events"
+        first = Listener(url, {**a, **stream_headers})
+        assert first.status == 200
+        again = requests.get(url, headers={**a, **stream_headers}, timeout=5)
+        assert again.status_code == 503 and again.json()["code"] == "STREAMS_FULL"  # per client
+        assert int(again.headers["Retry-After"]) >= 1
+        second = Listener(url, {**b, **stream_headers})
+        assert second.status == 200
+        full = requests.get(url, headers={**c, **stream_headers}, timeout=5)
+        assert full.status_code == 503 and full.json()["code"] == "STREAMS_FULL"  # per process
+        assert int(full.headers["Retry-After"]) >= 1
+
+        for _ in range(5):  # every slot taken: probes and ordinary requests still answer at once
+            began = time.monotonic()
+            assert requests.get(f"{hub.url}/api/v1/system/health/liveness", timeout=2).status_code == 200
+            assert requests.get(f"{hub.url}/api/v1/devices", headers=c, timeout=2).status_code == 200
+            assert time.monotonic() - began < 1.0
+        # A long poll does not need a stream slot.
+        poll = requests.get(url, headers={**c, "Accept": "application/json"}, timeout=5)
+        assert poll.status_code == 200 and poll.json()["events"] == []
+        assert not first.ended.is_set() and not second.ended.is_set()
+
+
+def test_sigterm_closes_every_stream_within_two_seconds(hub_env, client_auth):
+    hub = HubServer({**hub_env, "GRACEFUL_TIMEOUT_SECONDS": "20"}, workers=2, threads=4).start()
+    try:
+        auth_a, auth_b = client_auth(hub), client_auth(hub)
+        listeners = [Listener(f"{hub.url}/api/v1/events", {**auth, "Accept": "text/event-stream"})
+                     for auth in (auth_a, auth_a, auth_b)]
+        assert all(listener.status == 200 for listener in listeners)
+        signalled = time.monotonic()
+        hub.signal(signal.SIGTERM)
+        for listener in listeners:
+            assert listener.ended.wait(5), "stream still open 5 s after SIGTERM"
+            assert listener.ended_at - signalled < 2.0
+        assert hub.wait(timeout=20) == 0  # and the server stops well within its graceful timeout
+        assert time.monotonic() - signalled < 10
+    finally:
+        hub.stop()
+
+
+def test_an_event_committed_through_one_server_reaches_a_stream_on_another(hub_env, client_auth):
+    with HubServer(hub_env, workers=1, threads=4) as writer, HubServer(hub_env, workers=1, threads=4) as reader:
+        auth = client_auth(writer)
+        device_id = register(writer, auth)
+        listener = Listener(f"{reader.url}/api/v1/events", {**auth, "Accept": "text/event-stream"},
+                            {"device_id": device_id})
+        began = time.monotonic()
+        rename(writer, auth, device_id, "elsewhere")
+        (event,) = listener.take(1)
+        assert event.json()["data"]["name"] == "elsewhere"
+        assert time.monotonic() - began < 2.0
+
+
+def test_stream_ends_when_its_token_expires(hub_env, api_client_factory):
+    with HubServer(hub_env, workers=1, threads=4) as hub:
+        client_id, _ = api_client_factory("device:read")
+        token, _ = issue_token(client_id, ["device:read"], hub_env["JWT_SECRET"], expiry_seconds=3)
+        listener = Listener(f"{hub.url}/api/v1/events", {"Authorization": f"Bearer {token}",
+                                                          "Accept": "text/event-stream"})
+        assert listener.status == 200
+        opened = time.monotonic()
+        assert listener.ended.wait(20), "stream outlived its token"
+        assert listener.ended_at - opened < 3 + 15
