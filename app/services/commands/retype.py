@@ -19,7 +19,7 @@ from typing import Any
 
 from app.infra.db import Database
 from app.infra.messaging import Messaging
-from app.services import device_types
+from app.services import device_types, events
 from app.services.commands.acks import notify_final
 from app.services.commands.messages import MESSAGE_COLUMNS, count
 
@@ -72,10 +72,13 @@ def recheck_rows(cur, scope: str, rows: list[dict[str, Any]]) -> tuple[list[dict
         cur.execute(
             "UPDATE commands SET status = 'cancelled', error = %s, updated_at = now() "
             "WHERE message_id = ANY(%s::uuid[]) AND status IN ('queued', 'sent') "
-            "RETURNING message_id, device_id, status, error, request_id",
+            "RETURNING message_id, device_id, command, status, error, request_id",
             (TYPE_CHANGED, [str(row["message_id"]) for row in cancelled]),
         )
         done = [{**row, "message_id": str(row["message_id"])} for row in cur.fetchall()]
+        # Every status a command reaches is an event, in the transaction that reached it.
+        events.record_events(cur, [(events.COMMAND_STATUS, row["device_id"], events.command_status_data(row), None)
+                                   for row in done])
     return kept, done
 
 
