@@ -201,6 +201,11 @@ class Settings:
     # gthread thread.
     max_waiters: int = 2
     max_waiters_per_client: int = 1
+    # Device state (docs/state.md): the largest side, how long reported history is kept, how long a property
+    # observer waits for a change.
+    max_state_bytes: int = 32_768
+    state_history_hours: int = 168
+    observe_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -244,6 +249,9 @@ class Settings:
             max_waiters=max_waiters,
             max_waiters_per_client=_int(env, "UAIP_MAX_WAITERS_PER_CLIENT", default_max_waiters_per_client(max_waiters),
                                         0, max_waiters),
+            max_state_bytes=_int(env, "MAX_STATE_BYTES", 32_768, 256, 1024 * 1024),
+            state_history_hours=_int(env, "STATE_HISTORY_HOURS", 168, 1, 24 * 3660),
+            observe_seconds=_int(env, "UAIP_OBSERVE_SECONDS", 30, 1, 300),
         )
 
 

@@ -70,6 +70,31 @@ MAX_DEVICE_ID_TOKENS = 64
 MESSAGE_FINAL_SUBJECT = "uaip.internal.messages.final"
 
 
+def state_desired_subject(device_id: str) -> str:
+    return f"uaip.devices.{device_id}.state.desired"
+
+
+def state_reported_subject(device_id: str) -> str:
+    return f"uaip.devices.{device_id}.state.reported"
+
+
+def state_get_subject(device_id: str) -> str:
+    return f"uaip.devices.{device_id}.state.get"
+
+
+# Internal, hub to hub: a device's reported state changed (wakes property observers in every API worker).
+STATE_CHANGED_SUBJECT = "uaip.internal.state.changed"
+
+
+def device_id_for(subject: str, suffix: str) -> str | None:
+    """`uaip.devices.{id}.{suffix}` → id, for a suffix of any number of tokens (`state.reported`); None when the
+    subject is not of that shape."""
+    prefix, end = "uaip.devices.", "." + suffix
+    if not (subject.startswith(prefix) and subject.endswith(end)):
+        return None
+    return subject[len(prefix):-len(end)] or None
+
+
 def device_subject_patterns(suffix: str) -> list[str]:
     """`uaip.devices.*.{suffix}`, `uaip.devices.*.*.{suffix}`, … one pattern per possible token count of a device
     id. NATS `*` matches exactly one token, so one pattern would miss dotted ids such as `sensor.1`; each subject
@@ -118,8 +143,10 @@ Handler = Callable[..., None]
 
 
 class _Subscription:
-    def __init__(self, subject: str, queue: str, handler: Handler, with_headers: bool = False) -> None:
+    def __init__(self, subject: str, queue: str, handler: Handler, with_headers: bool = False,
+                 with_reply: bool = False) -> None:
         self.subject, self.queue, self.handler, self.with_headers = subject, queue, handler, with_headers
+        self.with_reply = with_reply
         self.active: Any = None  # the nats-py Subscription once made
         self.pending = False
 
@@ -280,9 +307,12 @@ class Messaging:
                 continue
             entry.pending = True
 
-            async def deliver(msg, handler=entry.handler, with_headers=entry.with_headers) -> None:
+            async def deliver(msg, handler=entry.handler, with_headers=entry.with_headers,
+                              with_reply=entry.with_reply) -> None:
                 try:
-                    if with_headers:
+                    if with_reply:
+                        handler(msg.subject, msg.data, msg.reply or None)
+                    elif with_headers:
                         handler(msg.subject, msg.data, msg.headers)
                     else:
                         handler(msg.subject, msg.data)
@@ -296,12 +326,14 @@ class Messaging:
             finally:
                 entry.pending = False
 
-    def subscribe(self, subject: str, handler: Handler, queue: str = "", with_headers: bool = False) -> None:
+    def subscribe(self, subject: str, handler: Handler, queue: str = "", with_headers: bool = False,
+                  with_reply: bool = False) -> None:
         """Subscribe `handler(subject, data)` to `subject` (optionally in a queue group), now if connected, else
         as soon as the connection is made; the subscription survives reconnects. The handler runs on the NATS
         loop thread: it must not block, nor call this object's sync methods (hand the work to another thread).
-        `with_headers`: the handler is called as `handler(subject, data, headers)` (a dict, or None)."""
-        entry = _Subscription(subject, queue, handler, with_headers)
+        `with_headers`: the handler is called as `handler(subject, data, headers)` (a dict, or None);
+        `with_reply`: as `handler(subject, data, reply)` (the request's reply subject, or None)."""
+        entry = _Subscription(subject, queue, handler, with_headers, with_reply)
 
         async def add() -> None:
             self._subscriptions.append(entry)

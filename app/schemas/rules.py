@@ -217,16 +217,19 @@ def _check_meta(schema: Any, at: str = "") -> None:
                             at + _location(error.absolute_path))
 
 
-def check_schema(schema: Any) -> None:
-    """Raise SchemaProblem unless `schema` is acceptable as a command's params or result schema."""
+def check_schema(schema: Any, *, object_root: bool = True) -> None:
+    """Raise SchemaProblem unless `schema` is acceptable as a command's params or result schema, or (with
+    `object_root=False`) as a state property's value schema, whose root may be of any type."""
     size = len(json.dumps(schema, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     if size > MAX_SCHEMA_BYTES:
         raise SchemaProblem(f"the schema is {size} bytes of JSON; at most {MAX_SCHEMA_BYTES} are allowed.")
     if _json_depth(schema) > 2 * MAX_SCHEMA_DEPTH + 1:
         raise SchemaProblem(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels.")
     _check_meta(schema)
-    if not isinstance(schema, dict) or schema.get("type") != "object":
+    if object_root and (not isinstance(schema, dict) or schema.get("type") != "object"):
         raise SchemaProblem('the root of the schema must be {"type": "object", ...}.')
+    if not isinstance(schema, dict):
+        return  # `true` or `false`
     walker = _Walker(schema)
     walker.check_keywords(schema, ())
     walker.expand(schema, "")

@@ -29,3 +29,8 @@ def publish_device_event(messaging: Messaging, event: str, device_id: str, **ext
     except MessagingUnavailable:
         log.debug("device event dropped: NATS unavailable", extra={"event": event, "device_id": device_id})
         return False
+
+
+def record_event(cur, event_type: str, device_id: str, data: dict, device_type: str | None = None) -> None:
+    """Record a device event inside the caller's transaction (the event outbox). A stub until the outbox
+    exists: state changes already call it in the transaction that makes them."""
