@@ -68,8 +68,9 @@ class Waiters:
             return sum(self._waiting.values())
 
     @contextlib.contextmanager
-    def _slot(self, client_id: str) -> Iterator[bool]:
-        """Take a waiter slot for `client_id` if both bounds allow; yields whether one was taken."""
+    def slot(self, client_id: str) -> Iterator[bool]:
+        """Take a waiter slot for `client_id` if both bounds allow; yields whether one was taken. Other long polls
+        of the API (property observers, docs/state.md) wait within the same bounds."""
         with self._lock:
             mine = self._waiting.get(client_id, 0)
             admitted = sum(self._waiting.values()) < self.max_waiters and mine < self.max_per_client
@@ -90,7 +91,7 @@ class Waiters:
              max_poll: float = 1.0) -> dict[str, Any] | None:
         """The message once final; None when `seconds` pass first, at once when the waiter bounds are full, or
         when reading the message fails."""
-        with self._slot(client_id) as admitted:
+        with self.slot(client_id) as admitted:
             if not admitted:
                 log.debug("waiter bound reached; answering without waiting",
                           extra={"message_id": message_id, "client_id": client_id})
