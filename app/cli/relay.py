@@ -32,11 +32,12 @@ from typing import TypeVar
 import pydantic
 
 from app.api.models import AckBody
+from app.cli import relay_state
 from app.core.config import Settings
 from app.core.json_input import InvalidJSON, decode_json
 from app.infra.db import Database, DatabaseUnavailable
 from app.infra.messaging import Messaging, ack_subject, device_id_from_subject, relay_subscriptions
-from app.services import registry
+from app.services import registry, state, state_history
 from app.services.commands import acks, messages, sweeps
 from app.services.events import publish_device_event
 from app.telemetry import metrics, tracing
@@ -51,6 +52,7 @@ DRAIN_SECONDS = 10.0
 DB_RETRY_MAX_SECONDS = 5.0
 # A batch whose acks are all `acknowledged` waits this long for an outcome ack (see Relay._take).
 OUTCOME_LINGER_SECONDS = 0.002
+PARTITION_CHECK_SECONDS = 600.0
 
 
 class Relay:
@@ -63,6 +65,12 @@ class Relay:
         self.stop_deadline = float("inf")
         self.resend_all = threading.Event()
         self.dropped = 0
+        limits = state.Limits(settings.max_state_bytes, settings.heartbeat_timeout_seconds,
+                              settings.state_history_hours)
+        self.state_reports = relay_state.StateReports(db, messaging, limits, settings.database_url,
+                                                      settings.max_message_size_bytes, settings.command_retry_seconds)
+        self.state_requests = relay_state.StateRequests(db, messaging, settings.relay_queue_group)
+        self.next_partition_check = 0.0
 
     # -- NATS thread ----------------------------------------------------------------------------------
 
@@ -91,6 +99,9 @@ class Relay:
         self.messaging.start()
         for subject in relay_subscriptions():  # one per token count: device ids may contain dots
             self.messaging.subscribe(subject, self._receive, queue=group, with_headers=subject.endswith(".acks"))
+        for subject in relay_state.report_subscriptions():
+            self.messaging.subscribe(subject, self._receive, queue=group)
+        self.state_requests.start()
         log.info("relay started", extra={"queue_group": group, "sweep_seconds": self.settings.relay_sweep_seconds})
         next_sweep = 0.0
         while not self.stopping.is_set():
@@ -108,6 +119,7 @@ class Relay:
                 next_sweep = time.monotonic() + self.settings.relay_sweep_seconds
         # Graceful stop: no new messages, then everything already received is applied.
         self.messaging.drain_subscriptions()
+        self.state_requests.stop()
         while not self.inbox.empty() and time.monotonic() < self.stop_deadline:
             self._handle(self._take(0))
         left = self.inbox.qsize()
@@ -168,6 +180,10 @@ class Relay:
         acks: list[acks.Ack] = []
         ack_headers: list[dict | None] = []
         heartbeats: dict[str, str] = {}
+        reports = [(subject, data) for subject, data, _ in batch if relay_state.is_report(subject)]
+        if reports:
+            self._apply_state_reports(reports)
+            batch = [message for message in batch if not relay_state.is_report(message[0])]
         for subject, data, headers in batch:
             device_id = device_id_from_subject(subject)
             if device_id is None:
@@ -242,7 +258,21 @@ class Relay:
 
     # -- periodic sweep -------------------------------------------------------------------------------
 
+    def _apply_state_reports(self, messages: list[tuple[str, bytes]]) -> None:
+        reports = self.state_reports.parse(messages)
+        if reports:
+            self._db("apply state reports", lambda: self.state_reports.apply(reports))
+
+    def _maintain_state_history(self) -> None:
+        """Every PARTITION_CHECK_SECONDS: the next days' history partitions, and retention (docs/state.md)."""
+        if time.monotonic() < self.next_partition_check:
+            return
+        self.next_partition_check = time.monotonic() + PARTITION_CHECK_SECONDS
+        self._db("maintain state history partitions", lambda: state_history.maintain_partitions(
+            self.db, self.settings.state_history_hours))
+
     def _sweep(self) -> None:
+        self._maintain_state_history()
         for expired in self._db("expire commands", lambda: sweeps.expire_due(self.db)) or []:
             log.info("command expired", extra={"request_id": expired["request_id"], "message_id": expired["message_id"],
                                                "device_id": expired["device_id"]})
