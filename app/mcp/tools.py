@@ -1,4 +1,5 @@
-"""The hub's MCP tools: a small fixed set (list_devices, get_device, send_command, get_command), each a thin adapter
+"""The hub's MCP tools: a small fixed set (list_devices, get_device, send_command, get_command, and for device
+state get_state, set_desired, get_state_history), each a thin adapter
 over the same services the REST blueprints call.
 
 Each tool declares the scope it needs, a pydantic model for its arguments (the model is the `inputSchema`, so the
@@ -37,9 +38,17 @@ from app.core.json_input import StrictModel
 from app.core.statuses import DEVICE_STATUSES
 from app.core.text import scrub
 from app.infra.db import DatabaseUnavailable, get_db
-from app.schemas.resources import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, MESSAGE_SCHEMA
-from app.services import device_types, registry
+from app.schemas.resources import (
+    DEVICE_SCHEMA,
+    DEVICE_TYPE_SCHEMA,
+    MESSAGE_SCHEMA,
+    STATE_HISTORY_SCHEMA,
+    STATE_SCHEMA,
+)
+from app.services import device_types, registry, state, state_history
 from app.services.commands import messages, submit
+from app.services.state_model import parse_timestamp
+from app.web import device_state
 from app.web.delivery import deliver
 
 log = logging.getLogger(__name__)
@@ -95,6 +104,34 @@ class CommandArguments(StrictModel):
     message_id: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=128)] = pydantic.Field(
         description="The message_id send_command returned."
     )
+
+
+class GetStateArguments(StrictModel):
+    device_id: DeviceId = pydantic.Field(description="The device's id.")
+
+
+class SetDesiredArguments(StrictModel):
+    device_id: DeviceId = pydantic.Field(description="The device whose desired state to change.")
+    desired: dict[str, Any] = pydantic.Field(description="A JSON merge patch of the desired state: members to set "
+                                             "(objects merge into objects), null to remove a member.")
+    if_version: Annotated[int, pydantic.Field(ge=0)] | None = pydantic.Field(
+        None, description="Only if the state is still at this version (from get_state); else nothing changes.")
+
+
+class GetStateHistoryArguments(StrictModel):
+    device_id: DeviceId = pydantic.Field(description="The device's id.")
+    property: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=256)] = pydantic.Field(
+        description="The reported property whose history to read.")
+    from_: str | None = pydantic.Field(None, alias="from", description="RFC 3339 start (inclusive).")
+    to: str | None = pydantic.Field(None, description="RFC 3339 end (exclusive).")
+    limit: Annotated[int, pydantic.Field(ge=1, le=1000)] = pydantic.Field(100, description="Points (or buckets) "
+                                                                          "per page.")
+    cursor: Annotated[str, pydantic.StringConstraints(max_length=64)] | None = pydantic.Field(
+        None, description="next_cursor of the previous page.")
+    bucket: Annotated[int, pydantic.Field(ge=1, le=366 * 24 * 3600)] | None = pydantic.Field(
+        None, description="Bucket size in seconds (aligned to the Unix epoch): one point per non-empty bucket.")
+    agg: Literal["avg", "min", "max", "last"] | None = pydantic.Field(
+        None, description="Aggregate per bucket (default last); avg, min and max need numeric values.")
 
 
 # --- what the tools do ---------------------------------------------------------------------------------
@@ -163,6 +200,40 @@ def as_stored(spec: submit.CommandSpec, submitted: submit.Submitted, request_id:
 
 def get_command(arguments: CommandArguments, _caller: Caller) -> dict[str, Any]:
     return messages.get_message(get_db(), arguments.message_id)
+
+
+def get_state(arguments: GetStateArguments, _caller: Caller) -> dict[str, Any]:
+    return state.get_state(get_db(), arguments.device_id)
+
+
+def set_desired(arguments: SetDesiredArguments, caller: Caller) -> dict[str, Any]:
+    """Like PATCH /devices/{id}/state/desired with If-Match; pointers of value errors start at /desired."""
+    expected = None if arguments.if_version is None else frozenset({arguments.if_version})
+    return device_state.set_desired(arguments.device_id, arguments.desired, expected=expected,
+                                    client_id=caller.principal.subject, prefix="/desired")
+
+
+def _time_argument(name: str, value: str | None):
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        raise APIError(400, "VALIDATION_ERROR", f"Argument '{name}' is invalid.",
+                       {name: "must be an RFC 3339 date-time with an offset"}) from None
+
+
+def get_state_history(arguments: GetStateHistoryArguments, _caller: Caller) -> dict[str, Any]:
+    query = state_history.Query(
+        device_id=arguments.device_id, property=arguments.property, start=_time_argument("from", arguments.from_),
+        end=_time_argument("to", arguments.to), limit=arguments.limit, cursor=arguments.cursor,
+        bucket=arguments.bucket, agg=arguments.agg,
+    )
+    if query.agg is not None and query.bucket is None:
+        raise APIError(400, "VALIDATION_ERROR", "Argument 'agg' needs 'bucket'.",
+                       {"bucket": "required with agg: the bucket size in seconds"})
+    state.get_state(get_db(), query.device_id)  # DEVICE_NOT_FOUND first
+    return state_history.read_history(get_db(), query, _settings().state_history_hours)
 
 
 # --- declarations --------------------------------------------------------------------------------------
@@ -261,6 +332,33 @@ TOOLS = {
             "Read a command sent earlier, by the message_id send_command returned: its status, the device's result "
             "or error, and when it was created, sent, acknowledged and completed.",
             "message:read", CommandArguments, MESSAGE_SCHEMA, READ_ONLY, get_command,
+        ),
+        Tool(
+            "get_state", "Get a device's state",
+            "Read a device's state: reported (what the device says, e.g. readings and settings in force), desired "
+            "(what agents asked for), delta (desired values the device has not reported yet), when each member "
+            "was set, and the state's version. get_device's device_type lists the declared properties and which "
+            "are writable.",
+            "device:read", GetStateArguments, STATE_SCHEMA, READ_ONLY, get_state,
+        ),
+        Tool(
+            "set_desired", "Set a device's desired state",
+            "Change what a device should be: desired is a JSON merge patch (members to set, null to remove one). "
+            "The device is told and reports back when it has applied it (watch delta with get_state). For a "
+            "declared device type only writable properties with valid values are accepted; errors name each bad "
+            "member. With if_version the change applies only if the state is still at that version. Returns the "
+            "new state.",
+            "device:command", SetDesiredArguments, STATE_SCHEMA,
+            # Setting the same values again changes nothing, but the device acts on what it is told.
+            {"readOnlyHint": False, "destructiveHint": True, "idempotentHint": True, "openWorldHint": True},
+            set_desired,
+        ),
+        Tool(
+            "get_state_history", "Get a property's history",
+            "Read the history of one reported property, oldest first: every change with its timestamp, or one "
+            "point per time bucket (bucket in seconds, agg avg/min/max for numbers or last). Filter with from and "
+            "to (RFC 3339), page with limit and next_cursor.",
+            "device:read", GetStateHistoryArguments, STATE_HISTORY_SCHEMA, READ_ONLY, get_state_history,
         ),
     )
 }
