@@ -8,6 +8,8 @@ import threading
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import basic, unique_id
 
@@ -461,3 +463,58 @@ def test_partitions_are_created_ahead_moved_from_default_and_dropped(db, make_de
     cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=168)).strftime("device_state_history_%Y%m%d")
     assert [name for name in cleaned["dropped"] if name >= cutoff] == []
     assert not cleaned["created"]  # the migration made today's and the next days' partitions
+
+
+# --- the delta, property-based, through the API ---------------------------------------------------------
+
+_SCALAR = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from([1.0, 2.5]) | st.sampled_from(["x", "y"])
+_VALUE = st.recursive(_SCALAR, lambda inner: st.lists(inner, max_size=2) | st.dictionaries(
+    st.sampled_from(["p", "q"]), inner, max_size=2), max_leaves=5)
+_PATCH = st.dictionaries(st.sampled_from(["a", "b", "c"]), _VALUE, min_size=1, max_size=3)
+_STEPS = st.lists(st.tuples(st.sampled_from(["desired", "reported"]), _PATCH), min_size=1, max_size=4)
+
+
+def _merge(target, patch):
+    """RFC 7396, written again here as the reference the hub is compared with."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
+
+
+def _same(a, b) -> bool:
+    """JSON equality: numbers by value (1 == 1.0), booleans apart from numbers, key order ignored."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=_STEPS)
+def test_delta_is_always_desired_minus_matching_reported(client, auth, make_device, steps):
+    device = make_device()
+    desired: dict = {}
+    reported: dict = {}
+    for side, patch in steps:
+        if side == "desired":
+            response = client.patch(state_url(device["device_id"], "/desired"), json=patch, headers=auth)
+            desired = _merge(desired, patch)
+        else:
+            response = report(client, device, patch)
+            reported = _merge(reported, patch)
+        assert response.status_code == 200, response.json
+    state = client.get(state_url(device["device_id"]), headers=auth).json
+    assert _same(state["desired"], desired) and _same(state["reported"], reported)
+    expected = {k: v for k, v in desired.items() if k not in reported or not _same(reported[k], v)}
+    assert _same(state["delta"], expected)
