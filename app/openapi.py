@@ -28,7 +28,6 @@ from app.api.models import (
     Heartbeat,
     MessageCreate,
 )
-from app.api.things import PROPERTIES
 from app.auth.tokens import SCOPES
 from app.core.json_input import IDENTIFIER_PATTERN
 from app.core.statuses import DEVICE_STATUSES
@@ -40,6 +39,8 @@ from app.schemas.resources import (
     EVENT_SCHEMA,
     MESSAGE_SCHEMA,
     OBJECT,
+    STATE_HISTORY_SCHEMA,
+    STATE_SCHEMA,
     TIMESTAMP,
     object_schema,
 )
@@ -233,6 +234,16 @@ def _typed_schemas() -> dict[str, Any]:
         "Event": EVENT_SCHEMA,
         "EventPage": {**EVENT_PAGE_SCHEMA, "properties": {**EVENT_PAGE_SCHEMA["properties"], "events": {
             "type": "array", "items": _ref("Event")}}},
+        "State": STATE_SCHEMA,
+        "StateHistory": STATE_HISTORY_SCHEMA,
+        "DesiredPatch": {**OBJECT, "description": "A JSON merge patch (RFC 7396) of the desired state: members to "
+                         "set (objects merge), `null` to remove one."},
+        "StateReport": object_schema(
+            {"reported": {**OBJECT, "description": "Members to merge into the reported state (`null` removes)."},
+             "timestamp": {**TIMESTAMP, "description": "When the device measured (default: when the hub receives "
+                           "it; more than 5 s ahead counts as now)."}},
+            required=["reported"], additionalProperties=False,
+        ),
     }
 
 
@@ -673,6 +684,8 @@ def _typed_paths() -> dict[str, Any]:
     type_name = _param("device_type", "path", {"type": "string", "pattern": TYPE_NAME_PATTERN}, "Device type name.")
     if_match = _param("If-Match", "header", {"type": "string"},
                       "Only if the type exists with this ETag (`*`: exists at all); else 412.")
+    property_name = _param("name", "path", {"type": "string", "minLength": 1, "maxLength": 128},
+                           "Property: status, last_seen, or a state property.")
     command_in_path = _param("command", "path", {"type": "string", "minLength": 1, "maxLength": MAX_COMMAND_NAME},
                              "Command name (a declared one for a typed device).")
     return {
@@ -728,13 +741,34 @@ def _typed_paths() -> dict[str, Any]:
             ),
         },
         f"{p}/devices/{{device_id}}/properties/{{name}}": {
-            "parameters": [DEVICE_ID,
-                           _param("name", "path", {"type": "string", "enum": list(PROPERTIES)}, "Property.")],
+            "parameters": [DEVICE_ID, property_name],
             "get": _op(
                 "Read one Thing Description property: the bare JSON value",
-                {"200": _json({"type": ["string", "null"]}, "`status` (a string) or `last_seen` (RFC 3339 or null)."),
-                 **_errors(*AUTHED)},
+                {"200": _json({}, "`status` (a string), `last_seen` (RFC 3339 or null), or the reported value of a "
+                              "state property."), **_errors(*AUTHED)},
                 tag="things", security=BEARER, scope="device:read", operationId="readProperty",
+                description="404 `PROPERTY_NOT_FOUND` for a name the device's type does not declare, "
+                "`PROPERTY_NO_VALUE` before the device first reports it.",
+            ),
+            "put": _op(
+                "Write a state property (sets its desired value): the body is the bare value",
+                {"204": {"description": "Desired set (and published to the device).", "headers": _COMMON_HEADERS},
+                 **_errors(*WITH_BODY, *AUTHED, "422")},
+                tag="things", security=BEARER, scope="device:command", operationId="writeProperty",
+                requestBody={"required": True, "content": {"application/json": {"schema": {}}}},
+                description="Checks as PATCH /state/desired; 422 `PROPERTY_NOT_WRITABLE` for a read-only one. A "
+                "missing Content-Type is read as JSON.",
+            ),
+        },
+        f"{p}/devices/{{device_id}}/properties/{{name}}/observe": {
+            "parameters": [DEVICE_ID, property_name],
+            "get": _op(
+                "Observe a state property (long poll): the next changed reported value",
+                {"200": _json({}, "The new value, or the current one when UAIP_OBSERVE_SECONDS passed first."),
+                 **_errors(*AUTHED)},
+                tag="things", security=BEARER, scope="device:read", operationId="observeProperty",
+                description="Waits within the same per-process bounds as `?wait`; with every slot taken it answers "
+                "the current value at once. 404 `PROPERTY_NO_VALUE` when there is none.",
             ),
         },
         f"{p}/devices/{{device_id}}/commands/{{command}}": {
@@ -764,6 +798,74 @@ def _typed_paths() -> dict[str, Any]:
     }
 
 
+def _state_paths() -> dict[str, Any]:
+    """Device state (docs/state.md)."""
+    p = API_PREFIX
+    state_etag = {"ETag": {"description": "Quoted state version, for If-Match.", "schema": {"type": "string"}}}
+    write_errors = _errors(*WITH_BODY, *AUTHED, "422")
+    write_errors["413"] = _error("Body larger than MAX_MESSAGE_SIZE_BYTES (`PAYLOAD_TOO_LARGE`), or a side of the "
+                                 "state beyond MAX_STATE_BYTES or 16 levels (`STATE_TOO_LARGE`).")
+    write_errors["422"] = _error("`UNKNOWN_PROPERTY` (`details.properties` lists the declared names), "
+                                 "`PROPERTY_NOT_WRITABLE`, or `INVALID_VALUE` (`details.errors`: `[{pointer, message, "
+                                 "keyword}]`). Nothing changed.")
+    merge_patch = {"required": True, "content": {
+        "application/merge-patch+json": {"schema": _ref("DesiredPatch")},
+        "application/json": {"schema": _ref("DesiredPatch")},
+    }}
+    return {
+        f"{p}/devices/{{device_id}}/state": {
+            "parameters": [DEVICE_ID],
+            "get": _op(
+                "Get the device's state: reported, desired, delta, metadata, version",
+                {"200": _json(_ref("State"), "The state.", state_etag), **_errors(*AUTHED)},
+                tag="devices", security=DEVICE_OR_BEARER, scope="device:read", operationId="getState",
+            ),
+        },
+        f"{p}/devices/{{device_id}}/state/desired": {
+            "parameters": [DEVICE_ID],
+            "patch": _op(
+                "Merge-patch the desired state (published to the device on `.state.desired`)",
+                {"200": _json(_ref("State"), "The new state.", state_etag), **write_errors, **_errors("412")},
+                tag="devices", security=BEARER, scope="device:command", operationId="patchDesiredState",
+                requestBody=merge_patch,
+                parameters=[_param("If-Match", "header", {"type": "string"}, "Only if the state has this ETag.")],
+                description="Checks in order: body 400, device 404, If-Match 412, size 413, then 422.",
+            ),
+        },
+        f"{p}/devices/{{device_id}}/state/reported": {
+            "parameters": [DEVICE_ID],
+            "patch": _op(
+                "Report state (the device, or a client with device:write); counts as a heartbeat",
+                {"200": _json(_ref("State"), "The new state.", state_etag), **write_errors},
+                tag="devices", security=DEVICE_OR_BEARER, scope="device:write", operationId="reportState",
+                requestBody=_body("StateReport"),
+                description="Per property, a report older than the stored timestamp is ignored; an equal one "
+                "applies; a repeated value refreshes only its timestamp.",
+            ),
+        },
+        f"{p}/devices/{{device_id}}/state/history": {
+            "parameters": [DEVICE_ID],
+            "get": _op(
+                "History of one reported property (oldest first), raw or in buckets",
+                {"200": _json(_ref("StateHistory"), "A page of points."), **_errors("400", *AUTHED)},
+                tag="devices", security=BEARER, scope="device:read", operationId="getStateHistory",
+                parameters=[
+                    _param("property", "query", {"type": "string", "minLength": 1, "maxLength": 256},
+                           "The reported member.", required=True),
+                    _param("from", "query", {"type": "string", "format": "date-time"}, "Inclusive (RFC 3339)."),
+                    _param("to", "query", {"type": "string", "format": "date-time"}, "Exclusive (RFC 3339)."),
+                    LIMIT,
+                    _param("cursor", "query", {"type": "string", "maxLength": 64}, "next_cursor of the last page."),
+                    _param("bucket", "query", {"type": "integer", "minimum": 1}, "Bucket size in seconds "
+                           "(aligned to the Unix epoch; empty buckets are left out)."),
+                    _param("agg", "query", {"type": "string", "enum": ["avg", "min", "max", "last"]},
+                           "Aggregate per bucket (default last; avg/min/max need numbers)."),
+                ],
+            ),
+        },
+    }
+
+
 def build_document(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -776,7 +878,7 @@ def build_document(version: str) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "tags": [{"name": name} for name in ("auth", "devices", "device-types", "commands", "events", "things", "mcp",
                                              "discovery", "system")],
-        "paths": {**_paths(), **_typed_paths()},
+        "paths": {**_paths(), **_typed_paths(), **_state_paths()},
         "components": {
             "schemas": _schemas(),
             "securitySchemes": _security_schemes(),

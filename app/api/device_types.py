@@ -8,12 +8,20 @@ exist — even for `*`), `If-None-Match: *` on PUT (create only), `If-None-Match
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pydantic
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from app.api.models import TYPE_NAME, DeviceTypeBody
+from app.api.models import (
+    MAX_PROPERTIES,
+    PROPERTY_NAME_PATTERN,
+    RESERVED_PROPERTIES,
+    TYPE_NAME,
+    DeviceTypeBody,
+    PropertyDeclaration,
+)
 from app.core.errors import APIError
 from app.infra.db import get_db
 from app.infra.messaging import get_messaging
@@ -25,6 +33,7 @@ from app.web.authz import require_scope
 from app.web.parsing import if_none_match_hits, parse_body, query_int
 
 blueprint = Blueprint("device_types", __name__)
+PROPERTY_NAME = re.compile(PROPERTY_NAME_PATTERN)
 
 
 def _is_type_name(name: str) -> bool:
@@ -63,6 +72,41 @@ def _declared_commands(body: DeviceTypeBody) -> dict[str, Any]:
     return declared
 
 
+def _refused_property(name: str, problem: str, pointer: str = "") -> APIError:
+    return APIError(400, "INVALID_SCHEMA", f"Property '{name[:64]}' is refused: {problem}",
+                    {"property": name[:64], "pointer": pointer, "problem": problem})
+
+
+def _declared_properties(body: DeviceTypeBody) -> dict[str, Any]:
+    """The state properties as stored (defaults filled in); 400 INVALID_SCHEMA naming the first bad one."""
+    if len(body.properties) > MAX_PROPERTIES:
+        raise APIError(400, "INVALID_SCHEMA", f"A device type declares at most {MAX_PROPERTIES} properties; this one "
+                       f"declares {len(body.properties)}.", {"properties": len(body.properties),
+                                                            "max_properties": MAX_PROPERTIES})
+    declared = {}
+    for name, raw in body.properties.items():
+        if not PROPERTY_NAME.fullmatch(name):
+            raise _refused_property(name, f"a property name must match {PROPERTY_NAME_PATTERN}.")
+        if name in RESERVED_PROPERTIES:
+            raise _refused_property(name, f"'{name}' is reserved: every device's Thing Description has it.")
+        try:
+            declaration = PropertyDeclaration.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+            where = ".".join(str(part) for part in error["loc"]) or "declaration"
+            raise _refused_property(name, f"{where}: {error['msg']}") from None
+        try:
+            check_schema(declaration.schema_, object_root=False)
+        except SchemaProblem as problem:
+            raise _refused_property(name, f"the schema is refused: {problem.problem}", problem.at) from None
+        stored = {"description": declaration.description, "schema": declaration.schema_,
+                  "writable": declaration.writable, "observable": declaration.observable}
+        if declaration.unit is not None:
+            stored["unit"] = declaration.unit
+        declared[name] = stored
+    return declared
+
+
 def _type_response(device_type: dict[str, Any], status: int = 200):
     response = jsonify(device_type)
     response.status_code = status
@@ -84,8 +128,9 @@ def put_device_type(device_type: str):
                        {"device_type": "must be 1-64 characters of A-Z a-z 0-9 . _ : -"})
     body = parse_body(DeviceTypeBody)
     commands = _declared_commands(body)
+    properties = _declared_properties(body)
     stored, created = retype.put_device_type(get_db(), get_messaging(), name, body.description, commands,
-                                             _preconditions())
+                                             _preconditions(), properties)
     response = _type_response(stored, 201 if created else 200)
     if created:
         response.headers["Location"] = url_for("device_types.get_device_type", device_type=name)

@@ -14,7 +14,7 @@ import pydantic
 
 from app.core.json_input import IDENTIFIER_PATTERN, StrictModel
 from app.core.text import has_invisible
-from app.schemas.resources import COMMAND_NAME_PATTERN, TYPE_NAME_PATTERN
+from app.schemas.resources import COMMAND_NAME_PATTERN, PROPERTY_NAME_PATTERN, TYPE_NAME_PATTERN
 from app.schemas.rules import MAX_SCHEMA_BYTES
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -150,11 +150,47 @@ class CommandDeclaration(StrictModel):
     idempotent: bool = False
 
 
+MAX_PROPERTIES = 128
+RESERVED_PROPERTIES = ("status", "last_seen")  # the Thing Description's own properties of every device
+MAX_UNIT = 64
+
+
+class PropertyDeclaration(StrictModel):
+    """One state property of a type (docs/state.md). Checked by the view, so a bad one is INVALID_SCHEMA naming
+    the property; without `schema` any JSON value is allowed."""
+
+    description: Description = ""
+    schema_: Schema = pydantic.Field({}, alias="schema")
+    writable: bool = False
+    observable: bool = True
+    unit: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=MAX_UNIT, pattern=TEXT)] | None = None
+
+
+PropertiesSchema = Annotated[dict[str, Any], pydantic.WithJsonSchema({
+    "type": "object",
+    "description": f"State properties by name (at most {MAX_PROPERTIES}; names {PROPERTY_NAME_PATTERN}, not "
+                   "status or last_seen), each {description, schema, writable, observable, unit} "
+                   "(docs/state.md).",
+    "additionalProperties": {
+        "type": "object",
+        "properties": {
+            "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
+            "schema": {"description": "A JSON Schema (draft 2020-12) of the value, of any type."},
+            "writable": {"type": "boolean", "default": False},
+            "observable": {"type": "boolean", "default": True},
+            "unit": {"type": "string", "maxLength": MAX_UNIT},
+        },
+        "additionalProperties": False,
+    },
+})]
+
+
 class DeviceTypeBody(StrictModel):
     """Body of PUT /device-types/{device_type}: the whole declaration (it replaces the previous one)."""
 
     description: Description = ""
     commands: Annotated[dict[DeclaredCommandName, CommandDeclaration], pydantic.Field(max_length=MAX_COMMANDS)]
+    properties: PropertiesSchema = {}
 
 
 MAX_WAIT_SECONDS = 30

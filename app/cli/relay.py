@@ -37,13 +37,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import app.cli.relay_input as relay_input
+from app.cli import relay_state
 from app.cli.relay_callout import CalloutResponder
 from app.cli.relay_inbox import FairInbox
 from app.core.config import Settings
 from app.infra.db import Database, DatabaseUnavailable
 from app.infra.messaging import Messaging, ack_subject, device_id_from_subject, relay_subscriptions
 from app.infra.nats_callout import CALLOUT_SUBJECT, CalloutError
-from app.services import event_log, registry
+from app.services import event_log, registry, state, state_history
 from app.services.commands import acks as ack_service
 from app.services.commands import messages, sweeps
 from app.services.events import publish_device_event
@@ -68,6 +69,7 @@ LOG_DROPS_BURST = 20
 HEARTBEAT_LOCK_TIMEOUT_MS = 200
 CALLOUT_WORKERS = 2  # scrypt checks of device secrets run here, off the NATS thread
 CALLOUT_WAITING_MAX = 64
+PARTITION_CHECK_SECONDS = 600.0  # how often the relay looks after the state history's partitions
 
 
 _MALFORMED = frozenset({relay_input.TOO_LARGE, relay_input.TOO_DEEP, relay_input.INVALID_JSON, relay_input.INVALID})
@@ -112,6 +114,12 @@ class Relay:
         self.stop_deadline = float("inf")
         self.resend_all = threading.Event()
         self.log_budget = _LogBudget(LOG_DROPS_PER_SECOND, LOG_DROPS_BURST)
+        limits = state.Limits(settings.max_state_bytes, settings.heartbeat_timeout_seconds,
+                              settings.state_history_hours)
+        self.state_reports = relay_state.StateReports(db, messaging, limits, settings.database_url,
+                                                      settings.max_message_size_bytes, settings.command_retry_seconds)
+        self.state_requests = relay_state.StateRequests(db, messaging, settings.relay_queue_group)
+        self.next_partition_check = 0.0
 
     # -- NATS thread ----------------------------------------------------------------------------------
 
@@ -163,6 +171,9 @@ class Relay:
         self.messaging.start()
         for subject in relay_subscriptions():  # one per token count: device ids may contain dots
             self.messaging.subscribe(subject, self._receive, queue=group, with_headers=subject.endswith(".acks"))
+        for subject in relay_state.report_subscriptions():
+            self.messaging.subscribe(subject, self._receive, queue=group)
+        self.state_requests.start()
         if self.callout is not None:
             self.messaging.serve(CALLOUT_SUBJECT, self.callout.answer, queue=group, workers=CALLOUT_WORKERS,
                                  max_waiting=CALLOUT_WAITING_MAX, on_busy=self.callout.busy)
@@ -177,6 +188,7 @@ class Relay:
                 self.stopping.wait(0.1)
         # Graceful stop: no new messages, then everything already received is applied.
         self.messaging.drain_subscriptions()
+        self.state_requests.stop()
         while not self.inbox.empty() and time.monotonic() < self.stop_deadline:
             try:
                 self._handle(self._take(0))
@@ -251,6 +263,10 @@ class Relay:
         ack_headers: list[dict | None] = []
         heartbeats: dict[str, str] = {}
         max_bytes = self.settings.max_message_size_bytes
+        reports = [(subject, data) for subject, data, _ in batch if relay_state.is_report(subject)]
+        if reports:
+            self._apply_state_reports(reports)
+            batch = [message for message in batch if not relay_state.is_report(message[0])]
         for subject, data, headers in batch:
             kind, device_id = subject_kind(subject), device_id_from_subject(subject)
             try:
@@ -331,7 +347,21 @@ class Relay:
 
     # -- periodic sweep -------------------------------------------------------------------------------
 
+    def _apply_state_reports(self, messages: list[tuple[str, bytes]]) -> None:
+        reports = self.state_reports.parse(messages)
+        if reports:
+            self._db("apply state reports", lambda: self.state_reports.apply(reports))
+
+    def _maintain_state_history(self) -> None:
+        """Every PARTITION_CHECK_SECONDS: the next days' history partitions, and retention (docs/state.md)."""
+        if time.monotonic() < self.next_partition_check:
+            return
+        self.next_partition_check = time.monotonic() + PARTITION_CHECK_SECONDS
+        self._db("maintain state history partitions", lambda: state_history.maintain_partitions(
+            self.db, self.settings.state_history_hours))
+
     def _sweep(self) -> None:
+        self._maintain_state_history()
         for expired in self._db("expire commands", lambda: sweeps.expire_due(self.db)) or []:
             log.info("command expired", extra={"request_id": expired["request_id"], "message_id": expired["message_id"],
                                                "device_id": expired["device_id"]})

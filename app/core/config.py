@@ -281,6 +281,11 @@ class Settings:
     stream_max_seconds: float = 300.0
     max_streams: int = 2
     max_streams_per_client: int = 4
+    # Device state (docs/state.md): the largest side, how long reported history is kept, how long a property
+    # observer waits for a change.
+    max_state_bytes: int = 32_768
+    state_history_hours: int = 168
+    observe_seconds: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -336,6 +341,9 @@ class Settings:
             stream_max_seconds=_float(env, "UAIP_STREAM_MAX_SECONDS", 300.0, 1.0, 86_400),
             max_streams=_int(env, "UAIP_MAX_STREAMS", default_max_streams(threads), 1, max(1, threads - 1)),
             max_streams_per_client=_int(env, "UAIP_MAX_STREAMS_PER_CLIENT", 4, 1, 10_000),
+            max_state_bytes=_int(env, "MAX_STATE_BYTES", 32_768, 256, 1024 * 1024),
+            state_history_hours=_int(env, "STATE_HISTORY_HOURS", 168, 1, 24 * 3660),
+            observe_seconds=_int(env, "UAIP_OBSERVE_SECONDS", 30, 1, 300),
         )
 
 

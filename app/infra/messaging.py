@@ -71,6 +71,31 @@ MAX_DEVICE_ID_TOKENS = 64
 MESSAGE_FINAL_SUBJECT = "uaip.internal.messages.final"
 
 
+def state_desired_subject(device_id: str) -> str:
+    return f"uaip.devices.{device_id}.state.desired"
+
+
+def state_reported_subject(device_id: str) -> str:
+    return f"uaip.devices.{device_id}.state.reported"
+
+
+def state_get_subject(device_id: str) -> str:
+    return f"uaip.devices.{device_id}.state.get"
+
+
+# Internal, hub to hub: a device's reported state changed (wakes property observers in every API worker).
+STATE_CHANGED_SUBJECT = "uaip.internal.state.changed"
+
+
+def device_id_for(subject: str, suffix: str) -> str | None:
+    """`uaip.devices.{id}.{suffix}` → id, for a suffix of any number of tokens (`state.reported`); None when the
+    subject is not of that shape."""
+    prefix, end = "uaip.devices.", "." + suffix
+    if not (subject.startswith(prefix) and subject.endswith(end)):
+        return None
+    return subject[len(prefix):-len(end)] or None
+
+
 def device_subject_patterns(suffix: str) -> list[str]:
     """`uaip.devices.*.{suffix}`, `uaip.devices.*.*.{suffix}`, … one pattern per possible token count of a device
     id. NATS `*` matches exactly one token, so one pattern would miss dotted ids such as `sensor.1`; each subject
@@ -84,12 +109,18 @@ def relay_subscriptions() -> list[str]:
     return device_subject_patterns("acks") + device_subject_patterns("heartbeat")
 
 
+STATE_SUFFIXES = (".state.reported", ".state.desired", ".state.get")
+
+
 def device_id_from_subject(subject: str) -> str | None:
     """`uaip.devices.{id}.acks` → id. Device ids may contain dots, so strip the fixed prefix and suffix."""
     prefix = "uaip.devices."
     if not subject.startswith(prefix):
         return None
     rest = subject[len(prefix):]
+    for suffix in STATE_SUFFIXES:  # the state subjects end in two tokens
+        if rest.endswith(suffix):
+            return rest[: -len(suffix)] or None
     head, dot, _suffix = rest.rpartition(".")
     return head if dot and head else None
 

@@ -1,5 +1,6 @@
-"""The hub's MCP tools: a small fixed set (list_devices, get_device, send_command, get_command, wait_for_events),
-each a thin adapter over the same services the REST blueprints call.
+"""The hub's MCP tools: a small fixed set (list_devices, get_device, send_command, get_command,
+wait_for_events, and for device state get_state, set_desired, get_state_history), each a thin adapter
+over the same services the REST blueprints call.
 
 Each tool declares the scope it needs, a pydantic model for its arguments (the model is the `inputSchema`, so the
 schema cannot drift from validation), an `outputSchema` its `structuredContent` always matches, and annotations
@@ -37,10 +38,18 @@ from app.core.json_input import StrictModel
 from app.core.statuses import DEVICE_STATUSES, EVENT_TYPES
 from app.core.text import scrub
 from app.infra.db import DatabaseUnavailable, get_db
-from app.schemas.resources import DEVICE_SCHEMA, DEVICE_TYPE_SCHEMA, EVENT_PAGE_SCHEMA, MESSAGE_SCHEMA
-from app.services import device_types, event_log, registry
+from app.schemas.resources import (
+    DEVICE_SCHEMA,
+    DEVICE_TYPE_SCHEMA,
+    EVENT_PAGE_SCHEMA,
+    MESSAGE_SCHEMA,
+    STATE_HISTORY_SCHEMA,
+    STATE_SCHEMA,
+)
+from app.services import device_types, event_log, registry, state, state_history
 from app.services.commands import messages, submit
-from app.web import event_follow
+from app.services.state_model import parse_timestamp
+from app.web import device_state, event_follow
 from app.web.delivery import deliver
 from app.web.parsing import refuse_colliding_keys
 
@@ -120,6 +129,34 @@ class WaitForEventsArguments(StrictModel):
     )
 
 
+class GetStateArguments(StrictModel):
+    device_id: DeviceId = pydantic.Field(description="The device's id.")
+
+
+class SetDesiredArguments(StrictModel):
+    device_id: DeviceId = pydantic.Field(description="The device whose desired state to change.")
+    desired: dict[str, Any] = pydantic.Field(description="A JSON merge patch of the desired state: members to set "
+                                             "(objects merge into objects), null to remove a member.")
+    if_version: Annotated[int, pydantic.Field(ge=0)] | None = pydantic.Field(
+        None, description="Only if the state is still at this version (from get_state); else nothing changes.")
+
+
+class GetStateHistoryArguments(StrictModel):
+    device_id: DeviceId = pydantic.Field(description="The device's id.")
+    property: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=256)] = pydantic.Field(
+        description="The reported property whose history to read.")
+    from_: str | None = pydantic.Field(None, alias="from", description="RFC 3339 start (inclusive).")
+    to: str | None = pydantic.Field(None, description="RFC 3339 end (exclusive).")
+    limit: Annotated[int, pydantic.Field(ge=1, le=1000)] = pydantic.Field(100, description="Points (or buckets) "
+                                                                          "per page.")
+    cursor: Annotated[str, pydantic.StringConstraints(max_length=64)] | None = pydantic.Field(
+        None, description="next_cursor of the previous page.")
+    bucket: Annotated[int, pydantic.Field(ge=1, le=366 * 24 * 3600)] | None = pydantic.Field(
+        None, description="Bucket size in seconds (aligned to the Unix epoch): one point per non-empty bucket.")
+    agg: Literal["avg", "min", "max", "last"] | None = pydantic.Field(
+        None, description="Aggregate per bucket (default last); avg, min and max need numeric values.")
+
+
 # --- what the tools do ---------------------------------------------------------------------------------
 
 
@@ -196,6 +233,40 @@ def wait_for_events(arguments: WaitForEventsArguments, caller: Caller) -> dict[s
     page = event_follow.long_poll(caller.principal, event_log.parse_cursor(arguments.after), filters,
                                   limit=arguments.limit, wait=arguments.wait_seconds)
     return page.body()
+
+
+def get_state(arguments: GetStateArguments, _caller: Caller) -> dict[str, Any]:
+    return state.get_state(get_db(), arguments.device_id)
+
+
+def set_desired(arguments: SetDesiredArguments, caller: Caller) -> dict[str, Any]:
+    """Like PATCH /devices/{id}/state/desired with If-Match; pointers of value errors start at /desired."""
+    expected = None if arguments.if_version is None else frozenset({arguments.if_version})
+    return device_state.set_desired(arguments.device_id, arguments.desired, expected=expected,
+                                    client_id=caller.principal.subject, prefix="/desired")
+
+
+def _time_argument(name: str, value: str | None):
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        raise APIError(400, "VALIDATION_ERROR", f"Argument '{name}' is invalid.",
+                       {name: "must be an RFC 3339 date-time with an offset"}) from None
+
+
+def get_state_history(arguments: GetStateHistoryArguments, _caller: Caller) -> dict[str, Any]:
+    query = state_history.Query(
+        device_id=arguments.device_id, property=arguments.property, start=_time_argument("from", arguments.from_),
+        end=_time_argument("to", arguments.to), limit=arguments.limit, cursor=arguments.cursor,
+        bucket=arguments.bucket, agg=arguments.agg,
+    )
+    if query.agg is not None and query.bucket is None:
+        raise APIError(400, "VALIDATION_ERROR", "Argument 'agg' needs 'bucket'.",
+                       {"bucket": "required with agg: the bucket size in seconds"})
+    state.get_state(get_db(), query.device_id)  # DEVICE_NOT_FOUND first
+    return state_history.read_history(get_db(), query, _settings().state_history_hours)
 
 
 # --- declarations --------------------------------------------------------------------------------------
@@ -304,6 +375,33 @@ TOOLS = {
             "wait_seconds it waits for the next one. `reset: true` means `after` was too old (events are kept for "
             "a limited time): continue from the new `next`. Filter with types and device_ids.",
             "device:read", WaitForEventsArguments, EVENT_PAGE_SCHEMA, READ_ONLY, wait_for_events,
+        ),
+        Tool(
+            "get_state", "Get a device's state",
+            "Read a device's state: reported (what the device says, e.g. readings and settings in force), desired "
+            "(what agents asked for), delta (desired values the device has not reported yet), when each member "
+            "was set, and the state's version. get_device's device_type lists the declared properties and which "
+            "are writable.",
+            "device:read", GetStateArguments, STATE_SCHEMA, READ_ONLY, get_state,
+        ),
+        Tool(
+            "set_desired", "Set a device's desired state",
+            "Change what a device should be: desired is a JSON merge patch (members to set, null to remove one). "
+            "The device is told and reports back when it has applied it (watch delta with get_state). For a "
+            "declared device type only writable properties with valid values are accepted; errors name each bad "
+            "member. With if_version the change applies only if the state is still at that version. Returns the "
+            "new state.",
+            "device:command", SetDesiredArguments, STATE_SCHEMA,
+            # Setting the same values again changes nothing, but the device acts on what it is told.
+            {"readOnlyHint": False, "destructiveHint": True, "idempotentHint": True, "openWorldHint": True},
+            set_desired,
+        ),
+        Tool(
+            "get_state_history", "Get a property's history",
+            "Read the history of one reported property, oldest first: every change with its timestamp, or one "
+            "point per time bucket (bucket in seconds, agg avg/min/max for numbers or last). Filter with from and "
+            "to (RFC 3339), page with limit and next_cursor.",
+            "device:read", GetStateHistoryArguments, STATE_HISTORY_SCHEMA, READ_ONLY, get_state_history,
         ),
     )
 }

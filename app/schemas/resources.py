@@ -11,6 +11,7 @@ from app.core.statuses import STATUSES as MESSAGE_STATUSES
 
 TYPE_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 COMMAND_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+PROPERTY_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,63}$"
 
 
 def nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +89,22 @@ DEVICE_TYPE_SCHEMA = object_schema(
                 required=["description", "params", "safe", "idempotent"],
             ),
         },
+        "properties": {
+            "type": "object",
+            "description": "State properties (docs/state.md): what devices of this type report, and which of them "
+                           "agents may set (writable).",
+            "propertyNames": {"pattern": PROPERTY_NAME_PATTERN},
+            "additionalProperties": object_schema(
+                {
+                    "description": {"type": "string"},
+                    "schema": {"description": "JSON Schema (2020-12) of the value, of any type."},
+                    "writable": {"type": "boolean"},
+                    "observable": {"type": "boolean"},
+                    "unit": {"type": "string"},
+                },
+                required=["description", "schema", "writable", "observable"],
+            ),
+        },
         "version": {"type": "integer", "minimum": 1},
         "created_at": TIMESTAMP,
         "updated_at": TIMESTAMP,
@@ -116,4 +133,32 @@ EVENT_PAGE_SCHEMA = object_schema(
                   "description": "Present when `after` had expired: the page starts at the current end."},
     },
     required=["events", "next"],
+)
+
+
+# A device's state (docs/state.md), shared by GET /devices/{id}/state and the MCP tools get_state / set_desired.
+STATE_SCHEMA = object_schema(
+    {
+        "device_id": {"type": "string"},
+        "reported": {**OBJECT, "description": "What the device last reported, by property."},
+        "desired": {**OBJECT, "description": "What agents want the device's properties to be."},
+        "delta": {**OBJECT, "description": "The desired members whose value differs from the reported one."},
+        "metadata": object_schema({
+            "reported": {"type": "object", "additionalProperties": object_schema({"timestamp": TIMESTAMP})},
+            "desired": {"type": "object", "additionalProperties": object_schema(
+                {"timestamp": TIMESTAMP, "client_id": {"type": ["string", "null"]}})},
+        }),
+        "version": {"type": "integer", "minimum": 0},
+        "updated_at": nullable(TIMESTAMP),
+    }
+)
+
+STATE_HISTORY_SCHEMA = object_schema(
+    {
+        "device_id": {"type": "string"},
+        "property": {"type": "string"},
+        "points": {"type": "array", "items": object_schema(
+            {"timestamp": TIMESTAMP, "value": {"description": "The reported value (or the bucket's aggregate)."}})},
+        "next_cursor": {"type": ["string", "null"]},
+    }
 )

@@ -247,8 +247,9 @@ def _check_meta(schema: Any, checked: set[int], at: str = "") -> None:
         raise SchemaProblem(problem, at + where)
 
 
-def check_schema(schema: Any) -> None:
-    """Raise SchemaProblem unless `schema` is acceptable as a command's params or result schema."""
+def check_schema(schema: Any, *, object_root: bool = True) -> None:
+    """Raise SchemaProblem unless `schema` is acceptable as a command's params or result schema, or (with
+    `object_root=False`) as a state property's value schema, whose root may be of any type."""
     size = len(json.dumps(schema, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     if size > MAX_SCHEMA_BYTES:
         raise SchemaProblem(f"the schema is {size} bytes of JSON; at most {MAX_SCHEMA_BYTES} are allowed.")
@@ -256,8 +257,10 @@ def check_schema(schema: Any) -> None:
         raise SchemaProblem(f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels.")
     meta_checked: set[int] = set()
     _check_meta(schema, meta_checked)
-    if not isinstance(schema, dict) or schema.get("type") != "object":
+    if object_root and (not isinstance(schema, dict) or schema.get("type") != "object"):
         raise SchemaProblem('the root of the schema must be {"type": "object", ...}.')
+    if not isinstance(schema, dict):
+        return  # `true` or `false`
     walker = _Walker(schema, meta_checked)
     walker.check_keywords(schema, ())
     walker.expand(schema, "")

@@ -1,6 +1,8 @@
 """W3C Web of Things Thing Descriptions (TD 1.1) of devices, built from the device and its declared type.
 
-Properties `status` and `last_seen` are read through `GET /api/v1/devices/{id}/properties/{name}`; each declared
+Properties `status` and `last_seen` are read through `GET /api/v1/devices/{id}/properties/{name}`; so is each
+state property the type declares (docs/state.md), which a writable one is also written through (PUT, the desired
+value) and an observable one observed through (`.../observe`, long poll); each declared
 command is an action (`synchronous: false`: the invocation answers when the command is stored and queued, the
 outcome is the message at the answer's `Location`) invoked through `POST /api/v1/devices/{id}/commands/{command}{?wait}`
 (a URI template: a consumer fills `wait` to get the outcome in the answer) and followed through its `queryaction`
@@ -125,6 +127,31 @@ def _properties(device_url: str) -> dict[str, Any]:
     }
 
 
+def _state_property(device_url: str, name: str, declared: dict[str, Any]) -> dict[str, Any]:
+    """A declared state property: its value schema as a TD data schema, `readOnly` unless writable, and the forms
+    to read it, write it (writable only) and observe it by long poll (observable only)."""
+    href = f"{device_url}/properties/{quote(name, safe='')}"
+    writable, observable = declared.get("writable", False), declared.get("observable", True)
+    prop: dict[str, Any] = {"title": name}
+    schema = declared.get("schema", {})
+    prop.update({key: value for key, value in (data_schema(schema) if isinstance(schema, dict) else {}).items()
+                 if key not in ("readOnly", "writeOnly")})
+    if declared.get("description"):
+        prop["description"] = without_controls(declared["description"])
+    if declared.get("unit"):
+        prop["unit"] = without_controls(declared["unit"])
+    prop.update(readOnly=not writable, writeOnly=False, observable=observable)
+    forms = [_form(href, "readproperty", "device:read")]
+    if writable:
+        forms.append(_form(href, "writeproperty", "device:command"))
+    if observable:
+        observe = _form(f"{href}/observe", "observeproperty", "device:read")
+        observe["subprotocol"] = "longpoll"
+        forms.append(observe)
+    prop["forms"] = forms
+    return prop
+
+
 # The action forms' URI variables (TD 1.1 §5.3.1.4: an href may be a URI template, RFC 6570): `wait` is the
 # invocation's long poll (seconds the answer waits for the device's outcome), `message_id` the id of an invocation
 # the answer gave, for the `queryaction` form that follows it.
@@ -183,6 +210,9 @@ def thing_description(device: dict[str, Any], device_type: dict[str, Any] | None
         "security": [SECURITY_NAME],
         "properties": _properties(device_url),
     }
+    if device_type is not None:
+        for name, declared in (device_type.get("properties") or {}).items():
+            td["properties"][name] = _state_property(device_url, name, declared)
     if device_type is not None:
         td["version"] = {"instance": str(device_type["version"])}
         td["actions"] = {name: _action(base_url, device_url, name, command)

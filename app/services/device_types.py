@@ -1,8 +1,10 @@
 """Device types: every SQL statement about them, and the typed check every command entry point goes through.
 
-A type is `{"device_type", "description", "commands", "version", "created_at", "updated_at"}`; `commands` maps a
-command name to `{"description", "params", "result"?, "safe", "idempotent"}`, schemas already accepted by
-app/schemas/rules.py. `version` counts changes (a PUT that changes nothing keeps it), and the ETag is `"<version>"`.
+A type is `{"device_type", "description", "commands", "properties", "version", "created_at", "updated_at"}`;
+`commands` maps a command name to `{"description", "params", "result"?, "safe", "idempotent"}` and `properties`
+(state properties, docs/state.md) a name to `{"description", "schema", "writable", "observable", "unit"?}`,
+schemas already accepted by app/schemas/rules.py. `version` counts changes (a PUT that changes nothing keeps it),
+and the ETag is `"<version>"`.
 
 Typed commands are validated *before* the submit transaction takes the device's row lock (`precheck_command`),
 so a costly check never holds a lock another request needs (the relay's heartbeat batch updates that row). The
@@ -35,7 +37,7 @@ from app.infra.db import Database
 from app.schemas.validation import MAX_COLLECTED_ERRORS, compile_schema, params_errors
 from app.services.registry import DEVICE_COLUMNS, device_not_found, device_view, etag_for
 
-TYPE_COLUMNS = "name, description, commands, version, created_at, updated_at"
+TYPE_COLUMNS = "name, description, commands, properties, version, created_at, updated_at"
 CACHED_TYPES = 256
 CACHED_DEVICES = 16_384
 
@@ -45,6 +47,7 @@ def type_view(row: dict[str, Any]) -> dict[str, Any]:
         "device_type": row["name"],
         "description": row["description"],
         "commands": row["commands"],
+        "properties": row["properties"],
         "version": row["version"],
         "created_at": timestamp(row["created_at"]),
         "updated_at": timestamp(row["updated_at"]),
@@ -161,9 +164,11 @@ def list_device_types(db: Database, *, limit: int, offset: int) -> tuple[list[di
 
 def put_device_type(
     db: Database, name: str, description: str, commands: dict[str, Any], preconditions: Preconditions,
+    properties: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Create or replace the type; returns (type, created). The version only moves when something changed."""
-    values = {"name": name, "description": description, "commands": Json(commands)}
+    values = {"name": name, "description": description, "commands": Json(commands),
+              "properties": Json(properties or {})}
 
     def work(cur):
         cur.execute("SELECT version FROM device_types WHERE name = %(name)s FOR UPDATE", values)
@@ -171,8 +176,9 @@ def put_device_type(
         if current is None:
             preconditions.check(name, None)
             cur.execute(
-                "INSERT INTO device_types (name, description, commands) VALUES (%(name)s, %(description)s, "
-                f"%(commands)s) ON CONFLICT (name) DO NOTHING RETURNING {TYPE_COLUMNS}",
+                "INSERT INTO device_types (name, description, commands, properties) VALUES (%(name)s, "
+                "%(description)s, %(commands)s, %(properties)s) ON CONFLICT (name) DO NOTHING "
+                f"RETURNING {TYPE_COLUMNS}",
                 values,
             )
             created = cur.fetchone()
@@ -183,9 +189,10 @@ def put_device_type(
             current = cur.fetchone()
         preconditions.check(name, current["version"])
         cur.execute(
-            "UPDATE device_types SET description = %(description)s, commands = %(commands)s, version = version + 1, "
-            "updated_at = now() WHERE name = %(name)s AND (description, commands::jsonb) IS DISTINCT FROM "
-            f"(%(description)s, %(commands)s::jsonb) RETURNING {TYPE_COLUMNS}",
+            "UPDATE device_types SET description = %(description)s, commands = %(commands)s, "
+            "properties = %(properties)s, version = version + 1, updated_at = now() WHERE name = %(name)s "
+            "AND (description, commands::jsonb, properties::jsonb) IS DISTINCT FROM "
+            f"(%(description)s, %(commands)s::jsonb, %(properties)s::jsonb) RETURNING {TYPE_COLUMNS}",
             values,
         )
         replaced = cur.fetchone()

@@ -121,6 +121,17 @@ relay_last_sweep_timestamp_seconds = Gauge(
 )
 
 
+STATE_REPORT_OUTCOMES = ("applied", "ignored", "rejected")
+
+state_reports_total = Counter(
+    "uaip_state_reports_total",
+    "Device state reports by what became of them: applied (at least one member taken), ignored (every member "
+    "older than the stored one), rejected (dropped whole: too large, malformed, or against the device type). "
+    "HTTP reports count in the API, NATS reports in the relay.",
+    ["outcome"],
+)
+
+
 def ack_outcome(code: str | None, changed: bool) -> str:
     """The `outcome` label of an ack the service decided: None/changed → applied, None/unchanged → duplicate,
     else the lower-cased error code without its MESSAGE_ prefix."""

@@ -97,9 +97,9 @@ def test_connects_and_lists_the_tools_its_scopes_allow(hub, mcp_token, mode):
 
     version, info, tools = run(hub, mcp_token("device:read"), mode, work)
     assert version == NEGOTIATED[mode] and info.name == "uaip-hub"
-    assert tools == ["list_devices", "get_device", "wait_for_events"]
+    assert tools == ["list_devices", "get_device", "wait_for_events", "get_state", "get_state_history"]
     _, _, tools = run(hub, mcp_token("device:command message:read"), mode, work)
-    assert tools == ["send_command", "get_command"]
+    assert tools == ["send_command", "get_command", "set_desired"]
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -100,13 +100,15 @@ def test_a_tool_outside_the_scopes_is_403_with_the_scope_challenge(client, mcp_a
 
 
 @pytest.mark.parametrize("scopes, tools", [
-    ("device:read", ["list_devices", "get_device", "wait_for_events"]),
+    ("device:read", ["list_devices", "get_device", "wait_for_events", "get_state", "get_state_history"]),
     ("message:read", ["get_command"]),
-    ("device:command", ["send_command"]),
+    ("device:command", ["send_command", "set_desired"]),
     ("device:write", []),
     ("device:read device:command message:read",
-     ["list_devices", "get_device", "send_command", "get_command", "wait_for_events"]),
-    ("admin", ["list_devices", "get_device", "send_command", "get_command", "wait_for_events"]),
+     ["list_devices", "get_device", "send_command", "get_command", "wait_for_events", "get_state", "set_desired",
+      "get_state_history"]),
+    ("admin", ["list_devices", "get_device", "send_command", "get_command", "wait_for_events", "get_state",
+               "set_desired", "get_state_history"]),
 ])
 def test_tools_list_shows_what_the_scopes_allow(client, mcp_auth, scopes, tools):
     r = post(client, request("tools/list"), mcp_auth(scopes))
@@ -323,7 +325,8 @@ def test_stateless_tools_list_and_call_carry_result_type_and_cache_hints(client,
     body, extra = stateless("tools/list")
     listed = tool_result(post(client, body, headers, extra=extra))
     assert listed["resultType"] == "complete" and listed["cacheScope"] == "private" and listed["ttlMs"] >= 0
-    assert [tool["name"] for tool in listed["tools"]] == ["list_devices", "get_device", "send_command", "get_command"]
+    assert [tool["name"] for tool in listed["tools"]] == ["list_devices", "get_device", "send_command", "get_command",
+                                                          "get_state", "set_desired", "get_state_history"]
     body, extra = stateless("tools/call", {"name": "list_devices", "arguments": {"limit": 1}})
     called = tool_result(post(client, body, headers, extra=extra))
     assert called["resultType"] == "complete" and called["isError"] is False
@@ -487,8 +490,9 @@ def test_every_tool_declares_schemas_and_honest_annotations(client, headers):
     for tool in tools.values():
         assert tool["inputSchema"]["type"] == "object" and tool["outputSchema"]["type"] == "object"
         assert tool["description"] and tool["title"]
-    for name in ("list_devices", "get_device", "get_command"):
+    for name in ("list_devices", "get_device", "get_command", "get_state", "get_state_history"):
         assert tools[name]["annotations"]["readOnlyHint"] is True
+    assert tools["set_desired"]["annotations"]["readOnlyHint"] is False
     send = tools["send_command"]["annotations"]
     assert send["readOnlyHint"] is False and send["destructiveHint"] is True and send["idempotentHint"] is False
 

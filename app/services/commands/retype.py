@@ -110,10 +110,11 @@ def recheck_type(db: Database, messaging: Messaging, scope: str, name: str) -> l
 
 
 def put_device_type(db: Database, messaging: Messaging, name: str, description: str, commands: dict[str, Any],
-                    preconditions: device_types.Preconditions) -> tuple[dict[str, Any], bool]:
+                    preconditions: device_types.Preconditions,
+                    properties: dict[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
     """Create or replace the type (app/services/device_types.py), then check its open commands against the version
     now current. Returns (type, created)."""
-    stored, created = device_types.put_device_type(db, name, description, commands, preconditions)
+    stored, created = device_types.put_device_type(db, name, description, commands, preconditions, properties)
     if not created:
         recheck_type(db, messaging, db.url, name)
     return stored, created

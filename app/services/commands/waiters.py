@@ -69,8 +69,9 @@ class Waiters:
 
     @contextlib.contextmanager
     def slot(self, client_id: str) -> Iterator[bool]:
-        """Take a waiter slot for `client_id` if both bounds allow; yields whether one was taken. Event long polls
-        (app/services/event_stream.py) wait in these slots too."""
+        """Take a waiter slot for `client_id` if both bounds allow; yields whether one was taken. Every long poll of
+        the API waits in these slots: event long polls (app/services/event_stream.py) and property observers
+        (docs/state.md)."""
         with self._lock:
             mine = self._waiting.get(client_id, 0)
             admitted = sum(self._waiting.values()) < self.max_waiters and mine < self.max_per_client

@@ -1,0 +1,377 @@
+"""Device state (docs/state.md): every SQL statement about a device's reported and desired state.
+
+A write runs in one transaction: the device row is read with KEY SHARE (it cannot be deleted meanwhile) joined to
+its type's identity, the state row is locked FOR UPDATE (made on the first write), the document is merged in
+Python (app/services/state_model.py), checked — If-Match (412), size (413), then the type's property
+declarations (422) — and written back with `version` + 1 when a value changed. Events, audit and history rows
+are written in the same transaction; the NATS publish of a new desired state happens after commit.
+
+The checks on a typed device use the type's property declarations compiled once per (type, version) and
+process, in the same LRU as typed commands (app/services/device_types.py): a replaced type takes effect with
+the next write on every worker, since its version is read with the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from typing import Any
+
+from psycopg2.extras import Json
+
+from app.core.errors import APIError
+from app.core.timestamps import timestamp
+from app.infra import messaging as subjects
+from app.infra.db import Database
+from app.infra.messaging import Messaging, MessagingUnavailable
+from app.schemas.validation import MAX_COLLECTED_ERRORS, compile_schema, params_errors
+from app.services import state_history
+from app.services.audit import record_audit
+from app.services.device_types import compiled_types
+from app.services.events import record_event
+from app.services.registry import device_not_found, heartbeat_in
+from app.services.state_model import (
+    Outcome,
+    Side,
+    apply_desired,
+    apply_report,
+    delta,
+    effective_time,
+    size_problem,
+)
+
+log = logging.getLogger(__name__)
+
+STATE_COLUMNS = "reported, desired, reported_meta, desired_meta, version, updated_at"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What a write is checked against: MAX_STATE_BYTES, and (for reports) the heartbeat timeout that decides
+    whether the report brought the device back online, and STATE_HISTORY_HOURS (older points are not kept)."""
+
+    max_state_bytes: int
+    heartbeat_timeout: int = 90
+    history_hours: int = 168
+
+
+# --- views ---------------------------------------------------------------------------------------------
+
+
+def empty_row() -> dict[str, Any]:
+    return {"reported": {}, "desired": {}, "reported_meta": {}, "desired_meta": {}, "version": 0, "updated_at": None}
+
+
+def state_view(device_id: str, row: dict[str, Any] | None) -> dict[str, Any]:
+    """The state object as GET /devices/{id}/state answers it."""
+    row = row if row is not None and row.get("version") is not None else empty_row()
+    return {
+        "device_id": device_id,
+        "reported": row["reported"],
+        "desired": row["desired"],
+        "delta": delta(row["desired"], row["reported"]),
+        "metadata": {"reported": row["reported_meta"], "desired": row["desired_meta"]},
+        "version": row["version"],
+        "updated_at": timestamp(row["updated_at"]),
+    }
+
+
+def desired_message(state: dict[str, Any]) -> dict[str, Any]:
+    """What a device gets on `.state.desired` and as the `.state.get` reply."""
+    return {"version": state["version"], "desired": state["desired"], "delta": state["delta"]}
+
+
+def etag_for(version: int) -> str:
+    return f'"{version}"'
+
+
+# --- If-Match -----------------------------------------------------------------------------------------
+
+
+def parse_if_match(header: str | None) -> str | frozenset[int] | None:
+    """None = no header, "*" = any, else the versions listed (a tag this hub never issued matches nothing)."""
+    if header is None:
+        return None
+    if header.strip() == "*":
+        return "*"
+    versions = set()
+    for tag in header.split(","):
+        tag = tag.strip().removeprefix("W/").strip('"')
+        if tag.isdigit() and len(tag) < 19:
+            versions.add(int(tag))
+    return frozenset(versions)
+
+
+def _check_if_match(expected: str | frozenset[int] | None, version: int) -> None:
+    if expected is None or expected == "*" or version in expected:
+        return
+    raise APIError(412, "PRECONDITION_FAILED", "The state has changed since you read it (If-Match does not match).",
+                   {"current_etag": etag_for(version), "version": version})
+
+
+# --- reading -------------------------------------------------------------------------------------------
+
+
+def read_state_in(cur, device_id: str) -> dict[str, Any] | None:
+    """The state of `device_id` read in an open transaction, or None when there is no such device."""
+    cur.execute(
+        f"SELECT d.device_id, {', '.join('s.' + c for c in STATE_COLUMNS.split(', '))} "
+        "FROM devices d LEFT JOIN device_states s ON s.device_id = d.device_id WHERE d.device_id = %s",
+        (device_id,),
+    )
+    row = cur.fetchone()
+    return None if row is None else state_view(device_id, row)
+
+
+def get_state(db: Database, device_id: str) -> dict[str, Any]:
+    found = db.read(lambda cur: read_state_in(cur, device_id))
+    if found is None:
+        raise device_not_found(device_id)
+    return found
+
+
+def property_context(db: Database, device_id: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the declared properties of the device's type — None when its type is undeclared —, its state), read in
+    one transaction; 404 for no device. What the property routes of a Thing Description need."""
+
+    def query(cur):
+        cur.execute("SELECT t.properties FROM devices d LEFT JOIN device_types t ON t.name = d.device_type "
+                    "WHERE d.device_id = %s", (device_id,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        return row["properties"], read_state_in(cur, device_id)
+
+    found = db.read(query)
+    if found is None:
+        raise device_not_found(device_id)
+    return found
+
+
+# --- the type's property declarations -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """A type's properties as the write checks need them."""
+
+    name: str
+    version: int
+    writable: frozenset[str]
+    validators: dict[str, Any]  # property name → compiled value validator
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.validators)
+
+
+def _declared(cur, scope: str, device: dict[str, Any]) -> Declared | None:
+    """The property declarations of the device's type; None for an undeclared type (free-form state)."""
+    if device["type_version"] is None:
+        return None
+    key = ("properties", scope, device["device_type"], device["type_version"], device["type_created_at"])
+    found = compiled_types.get(key)
+    if found is not None:
+        return found
+    cur.execute("SELECT name, version, created_at, properties FROM device_types WHERE name = %s",
+                (device["device_type"],))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    properties = row["properties"] or {}
+    compiled = Declared(
+        row["name"], row["version"],
+        frozenset(name for name, p in properties.items() if p.get("writable", False)),
+        {name: compile_schema(p.get("schema", True)) for name, p in properties.items()},
+    )
+    compiled_types.put(("properties", scope, row["name"], row["version"], row["created_at"]), compiled)
+    return compiled
+
+
+def _check_declared(declared: Declared | None, patch: dict[str, Any], values: dict[str, Any], prefix: str,
+                    *, desired: bool, bare: bool = False) -> None:
+    """422 UNKNOWN_PROPERTY, PROPERTY_NOT_WRITABLE (desired only) or INVALID_VALUE, in that order. `values` are
+    the members after the merge (what is validated); pointers are `prefix` + `/<name>/...`, or `prefix` + `/...`
+    with `bare` (a property PUT, whose body is the value itself)."""
+    if declared is None:
+        return
+    about = {"device_type": declared.name, "type_version": declared.version, "properties": declared.names}
+    unknown = sorted(name for name in patch if name not in declared.validators)
+    if unknown:
+        raise APIError(422, "UNKNOWN_PROPERTY",
+                       f"Device type '{declared.name}' declares no property {', '.join(repr(n) for n in unknown[:5])}.",
+                       {**about, "unknown": unknown[:50]})
+    if desired:
+        fixed = sorted(name for name in patch if name not in declared.writable)
+        if fixed:
+            raise APIError(422, "PROPERTY_NOT_WRITABLE",
+                           f"Property {', '.join(repr(n) for n in fixed[:5])} of device type '{declared.name}' is "
+                           "not writable: only the device reports it.", {**about, "not_writable": fixed[:50]})
+    errors: list[dict[str, str]] = []
+    found = 0
+    for name in sorted(patch):
+        if patch[name] is None or name not in values:
+            continue
+        where = prefix if bare else f"{prefix}/{_escape(name)}"
+        more, count = params_errors(declared.validators[name], values[name], where)
+        errors.extend(more)
+        found += count
+        if found >= MAX_COLLECTED_ERRORS:
+            break
+    if errors:
+        errors.sort(key=lambda e: (e["pointer"], e["keyword"], e["message"]))
+        raise APIError(422, "INVALID_VALUE",
+                       f"{found} value error(s) against device type '{declared.name}' (version "
+                       f"{declared.version}), listed in details.errors.", {**about, "errors": errors[:50]})
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+# --- writing --------------------------------------------------------------------------------------------
+
+
+DEVICE_READ = (
+    "SELECT d.device_id, d.device_type, t.version AS type_version, t.created_at AS type_created_at "
+    "FROM devices d LEFT JOIN device_types t ON t.name = d.device_type WHERE d.device_id = %s FOR KEY SHARE OF d"
+)
+
+
+def _locked_state(cur, device_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(device, state row) with the device held and the state row locked; 404 for no device."""
+    cur.execute(DEVICE_READ, (device_id,))
+    device = cur.fetchone()
+    if device is None:
+        raise device_not_found(device_id)
+    select = f"SELECT {STATE_COLUMNS} FROM device_states WHERE device_id = %s FOR UPDATE"
+    cur.execute(select, (device_id,))
+    row = cur.fetchone()
+    if row is None:
+        cur.execute("INSERT INTO device_states (device_id) VALUES (%s) ON CONFLICT DO NOTHING", (device_id,))
+        cur.execute(select, (device_id,))
+        row = cur.fetchone()
+    return device, row
+
+
+def _check_size(side: str, values: dict[str, Any], max_bytes: int) -> None:
+    problem = size_problem(side, values, max_bytes)
+    if problem is not None:
+        what = (f"nests deeper than {problem['max_depth']} levels" if "max_depth" in problem
+                else f"would be {problem['bytes']} bytes of JSON; at most {problem['max_bytes']} are allowed")
+        raise APIError(413, "STATE_TOO_LARGE", f"The {side} state {what}.", problem)
+
+
+def _save(cur, device_id: str, row: dict[str, Any], column: str, outcome: Outcome) -> dict[str, Any]:
+    """Write one side back; `version` + 1 and `updated_at` = now when a value changed, else only metadata."""
+    bump = bool(outcome.changed)
+    cur.execute(
+        f"UPDATE device_states SET {column} = %(values)s, {column}_meta = %(meta)s, "
+        "version = version + %(bump)s, updated_at = CASE WHEN %(bumped)s THEN now() ELSE updated_at END "
+        f"WHERE device_id = %(id)s RETURNING {STATE_COLUMNS}",
+        {"values": Json(outcome.side.values), "meta": Json(outcome.side.metadata), "bump": int(bump),
+         "bumped": bump, "id": device_id},
+    )
+    return cur.fetchone()
+
+
+@dataclasses.dataclass
+class Written:
+    """A write's result: the new state and what changed (removed members as None); for reports also the outcome
+    for uaip_state_reports_total (`ignored`: every member was older than what is stored) and the device's status
+    before and after the report's heartbeat."""
+
+    state: dict[str, Any]
+    changed: dict[str, Any]
+    outcome: str = "applied"
+    previous_status: str | None = None
+    status: str | None = None
+
+
+def desired_in(cur, scope: str, device_id: str, patch: dict[str, Any], *, expected: str | frozenset[int] | None,
+               client_id: str | None, limits: Limits, prefix: str = "", bare: bool = False) -> Written:
+    """A merge patch of `desired` inside an open transaction (see the module docstring for the checks)."""
+    device, row = _locked_state(cur, device_id)
+    _check_if_match(expected, row["version"])
+    now = dt.datetime.now(dt.UTC)
+    outcome = apply_desired(Side(row["desired"], row["desired_meta"]), patch, timestamp(now), client_id)
+    _check_size("desired", outcome.side.values, limits.max_state_bytes)
+    _check_declared(_declared(cur, scope, device), patch, outcome.side.values, prefix, desired=True, bare=bare)
+    saved = _save(cur, device_id, row, "desired", outcome)
+    state = state_view(device_id, saved)
+    if outcome.changed:
+        record_event(cur, "state.desired", device_id, {"version": state["version"], "changed": outcome.changed},
+                     device["device_type"])
+        record_audit(cur, "state.desired", f"device:{device_id}",
+                     {"version": state["version"], "changed": outcome.changed})
+    return Written(state, outcome.changed)
+
+
+def report_in(cur, scope: str, device_id: str, patch: dict[str, Any], sent_at: dt.datetime | None,
+              received_at: dt.datetime, *, limits: Limits, prefix: str = "/reported") -> Written:
+    """A device's report merged into `reported` inside an open transaction; it also counts as a heartbeat.
+
+    The heartbeat comes first: it locks the device row FOR UPDATE, so reports of one device serialise there,
+    before the state row (a KEY SHARE held while waiting for the state row would deadlock two reports upgrading
+    it). Desired writes take KEY SHARE on the device first too, so every writer locks device, then state."""
+    beat = heartbeat_in(cur, device_id, "online", limits.heartbeat_timeout)
+    if beat is None:
+        raise device_not_found(device_id)
+    device, row = _locked_state(cur, device_id)
+    at = _milliseconds(effective_time(sent_at, received_at))
+    outcome = apply_report(Side(row["reported"], row["reported_meta"]), patch, at, timestamp(at))
+    _check_size("reported", outcome.side.values, limits.max_state_bytes)
+    _check_declared(_declared(cur, scope, device), patch, outcome.side.values, prefix, desired=False)
+    saved = _save(cur, device_id, row, "reported", outcome) if (outcome.changed or outcome.refreshed) else row
+    state = state_view(device_id, saved)
+    if outcome.changed:
+        state_history.record_points(cur, device_id, at, outcome.changed, limits.history_hours)
+        record_event(cur, "state.reported", device_id, {"version": state["version"], "changed": outcome.changed},
+                     device["device_type"])
+    ignored = bool(patch) and len(outcome.ignored) == len(patch)
+    return Written(state, outcome.changed, "ignored" if ignored else "applied",
+                   beat["previous_status"], beat["status"])
+
+
+def _milliseconds(value: dt.datetime) -> dt.datetime:
+    """Timestamps are kept (and compared) at the precision the API shows them."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def set_desired(db: Database, messaging: Messaging | None, scope: str, device_id: str, patch: dict[str, Any], *,
+                expected: str | frozenset[int] | None, client_id: str | None, limits: Limits,
+                prefix: str = "", bare: bool = False) -> dict[str, Any]:
+    """Change desired (REST PATCH, property PUT, MCP) and, after commit, publish it to the device."""
+    written = db.transaction(lambda cur: desired_in(
+        cur, scope, device_id, patch, expected=expected, client_id=client_id, limits=limits, prefix=prefix,
+        bare=bare))
+    if written.changed and messaging is not None:
+        publish_desired(messaging, device_id, written.state)
+    return written.state
+
+
+def publish_desired(messaging: Messaging, device_id: str, state: dict[str, Any]) -> bool:
+    """Best effort: a device that missed it asks with `.state.get` (e.g. after a reconnect)."""
+    try:
+        messaging.publish(subjects.state_desired_subject(device_id), desired_message(state), wait=False)
+        return True
+    except MessagingUnavailable:
+        log.info("desired state not published: NATS unavailable", extra={"device_id": device_id})
+        return False
+
+
+def notify_reported(messaging: Messaging, device_ids: list[str]) -> None:
+    """Wake property observers in every API worker (best effort: they also poll)."""
+    for device_id in device_ids:
+        try:
+            messaging.publish(subjects.STATE_CHANGED_SUBJECT, {"device_id": device_id}, wait=False)
+        except MessagingUnavailable:
+            return
+
+
+def report(db: Database, scope: str, device_id: str, patch: dict[str, Any], sent_at: dt.datetime | None, *,
+           limits: Limits, prefix: str = "/reported") -> Written:
+    received = dt.datetime.now(dt.UTC)
+    return db.transaction(lambda cur: report_in(cur, scope, device_id, patch, sent_at, received, limits=limits,
+                                                prefix=prefix))

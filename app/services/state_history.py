@@ -1,0 +1,228 @@
+"""The history of reported values (docs/state.md, "History"): points, buckets, and the daily partitions.
+
+Every accepted change of a reported value is a row of `device_state_history` (device, property, the report's
+timestamp, value), partitioned by UTC day on that timestamp. Retention (STATE_HISTORY_HOURS) drops whole
+partitions once they lie entirely before the cut-off, and reads never show a point older than it, so the
+answer is exact although a partition holds up to a day more. `maintain_partitions` (run by the relay's sweep)
+creates the partitions of the next days and drops the expired ones; a point written while its day's partition
+is missing lands in the default partition and is moved when that day's partition is created.
+
+Paging: points are ordered by (timestamp, seq) — seq breaks ties between points of one timestamp — and a
+cursor is the last one's position; buckets (aligned to the Unix epoch, empty ones left out) are paged by start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import logging
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extras import Json
+
+from app.core.errors import APIError
+from app.core.timestamps import timestamp
+from app.infra.db import Database
+
+log = logging.getLogger(__name__)
+
+TABLE = "device_state_history"
+DEFAULT_PARTITION = "device_state_history_default"
+DAYS_AHEAD = 3
+AGGREGATES = ("avg", "min", "max", "last")
+NUMERIC_AGGREGATES = ("avg", "min", "max")
+
+
+def record_points(cur, device_id: str, at: dt.datetime, changed: dict[str, Any], history_hours: int) -> None:
+    """One point per changed member (removals are not points); a report older than the retention window makes
+    no point, since it would be deleted at once."""
+    values = [(device_id, name, at, Json(value)) for name, value in sorted(changed.items()) if value is not None]
+    if not values or at < dt.datetime.now(dt.UTC) - dt.timedelta(hours=history_hours):
+        return
+    cur.executemany(f"INSERT INTO {TABLE} (device_id, property, at, value) VALUES (%s, %s, %s, %s)", values)
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    device_id: str
+    property: str
+    start: dt.datetime | None
+    end: dt.datetime | None
+    limit: int
+    cursor: str | None
+    bucket: int | None
+    agg: str | None
+
+
+def _bad_cursor() -> APIError:
+    return APIError(400, "VALIDATION_ERROR", "Query parameter 'cursor' is invalid.",
+                    {"cursor": "must be a next_cursor this endpoint returned for the same query"})
+
+
+def _point_cursor(at: dt.datetime, seq: int) -> str:
+    micros = int((at - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
+    return f"p{micros}.{seq}"
+
+
+def _parse_point_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    if not cursor.startswith("p"):
+        raise _bad_cursor()
+    micros, _, seq = cursor[1:].partition(".")
+    try:
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(micros)), int(seq)
+    except (ValueError, OverflowError):
+        raise _bad_cursor() from None
+
+
+def _parse_bucket_cursor(cursor: str) -> int:
+    if not cursor.startswith("b"):
+        raise _bad_cursor()
+    try:
+        return int(cursor[1:])
+    except ValueError:
+        raise _bad_cursor() from None
+
+
+def _number(value: decimal.Decimal | float | int) -> int | float:
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() and abs(value) < 2**53 else float(value)
+    return value
+
+
+def _window(query: Query, history_hours: int) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause shared by every read: the device's property within [from, to) and the retention."""
+    where = ("device_id = %(device_id)s AND property = %(property)s "
+             "AND at >= now() - make_interval(hours => %(hours)s)")
+    params: dict[str, Any] = {"device_id": query.device_id, "property": query.property, "hours": history_hours}
+    if query.start is not None:
+        where += " AND at >= %(start)s"
+        params["start"] = query.start
+    if query.end is not None:
+        where += " AND at < %(end)s"
+        params["end"] = query.end
+    return where, params
+
+
+def read_history(db: Database, query: Query, history_hours: int) -> dict[str, Any]:
+    """`{"device_id", "property", "points", "next_cursor"}` (the caller has checked that the device exists)."""
+    where, params = _window(query, history_hours)
+    params["limit"] = query.limit + 1
+    if query.bucket is None:
+        if query.cursor is not None:
+            params["after_at"], params["after_seq"] = _parse_point_cursor(query.cursor)
+            where += " AND (at, seq) > (%(after_at)s, %(after_seq)s)"
+
+        def points(cur):
+            cur.execute(f"SELECT at, seq, value FROM {TABLE} WHERE {where} ORDER BY at, seq LIMIT %(limit)s", params)
+            return cur.fetchall()
+
+        rows = db.read(points)
+        more = len(rows) > query.limit
+        rows = rows[:query.limit]
+        return {"device_id": query.device_id, "property": query.property,
+                "points": [{"timestamp": timestamp(r["at"]), "value": r["value"]} for r in rows],
+                "next_cursor": _point_cursor(rows[-1]["at"], rows[-1]["seq"]) if more else None}
+
+    agg = query.agg or "last"
+    params["bucket"] = query.bucket
+    start = "(floor(extract(epoch FROM at) / %(bucket)s) * %(bucket)s)::bigint"
+    having = ""
+    if query.cursor is not None:
+        params["after"] = _parse_bucket_cursor(query.cursor)
+        having = f" HAVING {start} > %(after)s"
+    number = "(value #>> '{}')::numeric"
+    column = {"avg": f"avg({number})", "min": f"min({number})", "max": f"max({number})",
+              "last": "(array_agg(value ORDER BY at DESC, seq DESC))[1]"}[agg]
+
+    def buckets(cur):
+        if agg in NUMERIC_AGGREGATES:
+            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE {where} AND jsonb_typeof(value) <> 'number') "
+                        "AS mixed", params)
+            if cur.fetchone()["mixed"]:
+                return None
+        cur.execute(f"SELECT {start} AS start, {column} AS value FROM {TABLE} WHERE {where} GROUP BY 1{having} "
+                    "ORDER BY 1 LIMIT %(limit)s", params)
+        return cur.fetchall()
+
+    rows = db.read(buckets)
+    if rows is None:
+        raise APIError(400, "VALIDATION_ERROR", f"agg={agg} needs numbers, and property '{query.property}' has "
+                       "values that are not numbers in this range; use agg=last.",
+                       {"agg": f"{agg} works on numbers only"})
+    more = len(rows) > query.limit
+    rows = rows[:query.limit]
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    points = [{"timestamp": timestamp(epoch + dt.timedelta(seconds=r["start"])),
+               "value": r["value"] if agg == "last" else _number(r["value"])} for r in rows]
+    return {"device_id": query.device_id, "property": query.property, "points": points,
+            "next_cursor": f"b{rows[-1]['start']}" if more else None}
+
+
+# --- partitions ---------------------------------------------------------------------------------------
+
+
+def _partition_name(day: dt.date) -> str:
+    return f"{TABLE}_{day:%Y%m%d}"
+
+
+def _day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def maintain_partitions(db: Database, history_hours: int, now: dt.datetime | None = None) -> dict[str, list[str]]:
+    """Create the partitions from the retention cut-off's day to DAYS_AHEAD days ahead, drop those wholly before
+    the cut-off, and purge default-partition rows older than it. Safe to run from several relays at once (one
+    advisory lock per run). Returns what it created and dropped."""
+    now = now or dt.datetime.now(dt.UTC)
+    cutoff = now - dt.timedelta(hours=history_hours)
+
+    def work(cur):
+        cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s)) AS locked", (TABLE,))
+        if not cur.fetchone()["locked"]:
+            return {"created": [], "dropped": []}
+        cur.execute(
+            "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s", (TABLE,))
+        existing = {row["name"] for row in cur.fetchall()}
+        created, dropped = [], []
+        day = cutoff.date()
+        while day <= now.date() + dt.timedelta(days=DAYS_AHEAD):
+            name = _partition_name(day)
+            if name not in existing:
+                _create_partition(cur, name, _day_start(day), _day_start(day + dt.timedelta(days=1)))
+                created.append(name)
+            day += dt.timedelta(days=1)
+        for name in sorted(existing):
+            suffix = name.removeprefix(TABLE + "_")
+            if not (len(suffix) == 8 and suffix.isdigit()):
+                continue
+            day = dt.datetime.strptime(suffix, "%Y%m%d").date()
+            if _day_start(day + dt.timedelta(days=1)) <= cutoff:
+                cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                dropped.append(name)
+        cur.execute(f"DELETE FROM {DEFAULT_PARTITION} WHERE at < %s", (cutoff,))
+        return {"created": created, "dropped": dropped}
+
+    done = db.transaction(work)
+    if done["created"] or done["dropped"]:
+        log.info("state history partitions maintained",
+                 extra={"partitions_created": done["created"], "partitions_dropped": done["dropped"]})
+    return done
+
+
+def _create_partition(cur, name: str, start: dt.datetime, end: dt.datetime) -> None:
+    """A new day's partition, with the rows the default partition holds for that day moved into it first (a
+    partition cannot be attached while the default one holds rows of its range)."""
+    table = sql.Identifier(name)
+    cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+        table, sql.Identifier(TABLE)))
+    cur.execute(sql.SQL("WITH moved AS (DELETE FROM {} WHERE at >= %s AND at < %s RETURNING *) "
+                        "INSERT INTO {} SELECT * FROM moved").format(sql.Identifier(DEFAULT_PARTITION), table),
+                (start, end))
+    cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM (%s) TO (%s)").format(
+        sql.Identifier(TABLE), table), (start, end))
