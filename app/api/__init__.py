@@ -7,8 +7,8 @@ from app.web.urls import API_PREFIX
 
 
 def init_app(app: Flask) -> None:
-    from app.api import auth, device_types, devices, discovery, messages, system, things
+    from app.api import audit, auth, clients, device_types, devices, discovery, messages, system, things, token_admin
 
-    for module in (auth, devices, device_types, messages, things, system):
+    for module in (auth, token_admin, clients, audit, devices, device_types, messages, things, system):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
     app.register_blueprint(discovery.blueprint)

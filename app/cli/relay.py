@@ -36,7 +36,7 @@ from app.core.config import Settings
 from app.core.json_input import InvalidJSON, decode_json
 from app.infra.db import Database, DatabaseUnavailable
 from app.infra.messaging import Messaging, ack_subject, device_id_from_subject, relay_subscriptions
-from app.services import registry
+from app.services import audit, clients, registry
 from app.services.commands import acks, messages, sweeps
 from app.services.events import publish_device_event
 from app.telemetry import metrics, tracing
@@ -51,6 +51,8 @@ DRAIN_SECONDS = 10.0
 DB_RETRY_MAX_SECONDS = 5.0
 # A batch whose acks are all `acknowledged` waits this long for an outcome ack (see Relay._take).
 OUTCOME_LINGER_SECONDS = 0.002
+# Retention (audit entries older than AUDIT_RETENTION_DAYS, revoked-token rows of expired tokens) runs this often.
+RETENTION_SWEEP_SECONDS = 60.0
 
 
 class Relay:
@@ -63,6 +65,7 @@ class Relay:
         self.stop_deadline = float("inf")
         self.resend_all = threading.Event()
         self.dropped = 0
+        self.next_retention = 0.0
 
     # -- NATS thread ----------------------------------------------------------------------------------
 
@@ -254,6 +257,10 @@ class Relay:
         self._db("redeliver commands", lambda: sweeps.redeliver_due(
             self.db, self.messaging, self.settings.command_retry_seconds))
         self._db("purge idempotency keys", lambda: sweeps.purge_idempotency_keys(self.db))
+        if time.monotonic() >= self.next_retention:
+            self.next_retention = time.monotonic() + RETENTION_SWEEP_SECONDS
+            self._db("purge the audit log", lambda: audit.purge_audit(self.db, self.settings.audit_retention_days))
+            self._db("purge revoked tokens", lambda: clients.purge_expired_revocations(self.db))
         # The relay's heartbeat for alerting: it stops moving when the loop hangs or PostgreSQL is out of reach,
         # while the metrics thread would still answer.
         metrics.relay_last_sweep_timestamp_seconds.labels(queue_group=self.settings.relay_queue_group).set_to_current_time()

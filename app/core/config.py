@@ -142,6 +142,15 @@ def _jwt_secret(env: Mapping[str, str], environment: str) -> str:
     return secret
 
 
+def _previous_secrets(env: Mapping[str, str], environment: str) -> tuple[str, ...]:
+    """Older signing secrets that still verify tokens (key rotation); in production each obeys the JWT_SECRET rule."""
+    secrets = _list(env, "JWT_PREVIOUS_SECRETS")
+    if environment != "development":
+        for secret in secrets:
+            _check_strength("JWT_PREVIOUS_SECRETS (each entry)", secret)
+    return secrets
+
+
 def _bootstrap_secret(env: Mapping[str, str], environment: str) -> str | None:
     """The bootstrap client is an admin credential: in production its secret obeys the JWT_SECRET rule."""
     secret = _raw(env, "UAIP_BOOTSTRAP_CLIENT_SECRET")
@@ -169,6 +178,7 @@ class Settings:
     database_url: str = dataclasses.field(repr=False)
     nats_url: str
     jwt_secret: str = dataclasses.field(repr=False)
+    jwt_previous_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     redis_url: str | None = dataclasses.field(default=None, repr=False)
     redis_key_prefix: str = "uaip"
     environment: str = "production"
@@ -201,6 +211,7 @@ class Settings:
     # gthread thread.
     max_waiters: int = 2
     max_waiters_per_client: int = 1
+    audit_retention_days: int = 90
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -215,6 +226,7 @@ class Settings:
             redis_key_prefix=_raw(env, "UAIP_REDIS_KEY_PREFIX") or "uaip",
             nats_url=_url(env, "NATS_URL", ("nats", "tls", "ws", "wss"), required=True),
             jwt_secret=_jwt_secret(env, environment),
+            jwt_previous_secrets=_previous_secrets(env, environment),
             environment=environment,
             jwt_expiry_seconds=_int(env, "JWT_EXPIRY_SECONDS", 3600, 60, 86_400 * 7),
             server_host=_raw(env, "SERVER_HOST") or "0.0.0.0",
@@ -244,6 +256,7 @@ class Settings:
             max_waiters=max_waiters,
             max_waiters_per_client=_int(env, "UAIP_MAX_WAITERS_PER_CLIENT", default_max_waiters_per_client(max_waiters),
                                         0, max_waiters),
+            audit_retention_days=_int(env, "AUDIT_RETENTION_DAYS", 90, 1, 36_500),
         )
 
 

@@ -27,6 +27,7 @@ from psycopg2.extras import Json
 from app.core.errors import APIError
 from app.core.timestamps import timestamp
 from app.infra.db import Database
+from app.services.audit import record_audit
 from app.schemas.validation import MAX_COLLECTED_ERRORS, compile_schema, params_errors
 from app.services.registry import DEVICE_COLUMNS, device_not_found, device_view, etag_for
 
@@ -160,6 +161,12 @@ def put_device_type(
     values = {"name": name, "description": description, "commands": Json(commands)}
 
     def work(cur):
+        row, created = put(cur)
+        record_audit(cur, "device_type.put", f"device_type:{name}", {"version": row["version"], "created": created,
+                                                                      "commands": sorted(commands)})
+        return row, created
+
+    def put(cur):
         cur.execute("SELECT version FROM device_types WHERE name = %(name)s FOR UPDATE", values)
         current = cur.fetchone()
         if current is None:
@@ -211,6 +218,7 @@ def delete_device_type(db: Database, name: str, preconditions: Preconditions) ->
                 {"device_type": name, "devices": in_use},
             )
         cur.execute("DELETE FROM device_types WHERE name = %s", (name,))
+        record_audit(cur, "device_type.delete", f"device_type:{name}", {"version": current["version"]})
 
     db.transaction(work)
 

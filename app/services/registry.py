@@ -22,6 +22,7 @@ from app.core.errors import APIError
 from app.core.statuses import DEVICE_STATUSES
 from app.core.timestamps import timestamp
 from app.infra.db import Database
+from app.services.audit import record_audit
 
 MUTABLE_FIELDS = ("name", "device_type", "capabilities", "location", "metadata")
 
@@ -97,7 +98,11 @@ def register_device(db: Database, fields: dict[str, Any], timeout: int) -> tuple
                 "timeout": timeout,
             },
         )
-        return cur.fetchone()
+        row = cur.fetchone()
+        if row is not None:
+            record_audit(cur, "device.register", f"device:{device_id}",
+                         {"name": fields["name"], "device_type": fields["device_type"]})
+        return row
 
     row = db.transaction(insert)
     if row is None:
@@ -192,6 +197,8 @@ def update_device(
             cur.execute("SELECT version FROM devices WHERE device_id = %(id)s", params)
             current = cur.fetchone()
             return None, (current["version"] if current else None)
+        record_audit(cur, "device.update", f"device:{device_id}",
+                     {"fields": sorted(field for field in MUTABLE_FIELDS if field in changes), "version": row["version"]})
         return row, row["version"]
 
     row, current_version = db.transaction(update)
@@ -206,7 +213,10 @@ def delete_device_in(cur, device_id: str) -> bool:
     """Inside a transaction: remove the device row; False for an unknown device. The caller
     (`commands.delete_device`) cancels the device's unfinished commands in the same transaction."""
     cur.execute("DELETE FROM devices WHERE device_id = %s RETURNING device_id", (device_id,))
-    return cur.fetchone() is not None
+    if cur.fetchone() is None:
+        return False
+    record_audit(cur, "device.delete", f"device:{device_id}")
+    return True
 
 
 def heartbeat_in(cur, device_id: str, status: str, timeout: int) -> dict[str, Any] | None:
