@@ -26,7 +26,8 @@ def _query_time(name: str) -> dt.datetime | None:
         value = dt.datetime.fromisoformat(raw.replace("z", "Z"))
         if "T" not in raw.upper() or value.tzinfo is None:
             raise ValueError
-    except ValueError:
+        value = value.astimezone(dt.timezone.utc)  # PostgreSQL takes offsets up to 15:59 only
+    except (ValueError, OverflowError):
         raise APIError(400, "VALIDATION_ERROR", f"Query parameter '{name}' is invalid.",
                        {name: "must be an RFC 3339 date-time with an offset, e.g. 2026-01-31T12:00:00Z"}) from None
     return value
