@@ -21,6 +21,9 @@ blueprint = Blueprint("discovery", __name__)
 
 AUTHORIZATION_SERVER = "/.well-known/oauth-authorization-server"
 TOKEN_PATH = f"{API_PREFIX}/auth/token"
+REVOCATION_PATH = f"{API_PREFIX}/auth/revoke"
+INTROSPECTION_PATH = f"{API_PREFIX}/auth/introspect"
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
 
@@ -49,7 +52,11 @@ def authorization_server_metadata():
         "issuer": public_base_url(),
         "token_endpoint": absolute(TOKEN_PATH),
         "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "response_types_supported": [],
         "scopes_supported": list(SCOPES),
+        "revocation_endpoint": absolute(REVOCATION_PATH),
+        "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "introspection_endpoint": absolute(INTROSPECTION_PATH),
+        "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
     })

@@ -46,12 +46,14 @@ def test_json_body_and_login_alias(client, credentials):
     assert client.post("/api/v1/auth/login", json=body).status_code == 200
 
 
-def test_narrower_scope_is_granted_and_wider_refused(client, credentials):
+def test_narrower_scope_is_granted_and_scopes_not_held_are_dropped(client, credentials):
     client_id, secret = credentials
     base = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
     r = client.post(TOKEN, data={**base, "scope": "device:read"})
     assert r.status_code == 200 and r.json["scope"] == "device:read"
     r = client.post(TOKEN, data={**base, "scope": "device:read admin"})
+    assert r.status_code == 200 and r.json["scope"] == "device:read"  # RFC 6749 §3.3: the held subset
+    r = client.post(TOKEN, data={**base, "scope": "admin unknown:scope"})
     assert r.status_code == 400 and r.json["error"] == "invalid_scope"
 
 

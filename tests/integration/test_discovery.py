@@ -32,6 +32,10 @@ def test_authorization_server_metadata(client):
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "response_types_supported": [],
         "scopes_supported": SCOPES,
+        "revocation_endpoint": "http://localhost/api/v1/auth/revoke",
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint": "http://localhost/api/v1/auth/introspect",
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
     }
 
 
