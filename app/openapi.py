@@ -99,7 +99,8 @@ def _schemas() -> dict[str, Any]:
         "OAuthError": object_schema(
             {
                 "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type",
-                                                     "invalid_scope", "invalid_target", "unsupported_response_type"]},
+                                                     "invalid_scope", "invalid_target", "unsupported_response_type",
+                                                     "unauthorized_client"]},
                 "error_description": {"type": "string"},
             },
             description="RFC 6749 §5.2 error body of the token endpoint (§4.1.2.1 for the authorization endpoint).",
@@ -203,6 +204,8 @@ def _schemas() -> dict[str, Any]:
                 "response_types_supported": {"type": "array", "items": {"type": "string"}},
                 "code_challenge_methods_supported": {"type": "array", "items": {"type": "string"}},
                 "scopes_supported": {"type": "array", "items": {"type": "string", "enum": list(SCOPES)}},
+                "revocation_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
+                "introspection_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
             },
             description="RFC 8414 authorization server metadata.",
         ),
@@ -866,6 +869,148 @@ def _state_paths() -> dict[str, Any]:
     }
 
 
+def _client_schemas() -> dict[str, Any]:
+    """Client management, token revocation and introspection, the audit log (docs/clients.md)."""
+    from app.api.clients import ClientCreate, ClientUpdate, SecretRotation
+
+    secret = object_schema({
+        "secret_id": {"type": "string"},
+        "created_at": TIMESTAMP,
+        "expires_at": {**TIMESTAMP, "type": ["string", "null"], "description": "null: no expiry."},
+        "last_used_at": {**TIMESTAMP, "type": ["string", "null"],
+                         "description": "Last token request with it (to the minute); null: never."},
+    })
+    client = object_schema({
+        "client_id": {"type": "string"},
+        "name": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string", "enum": list(SCOPES)}},
+        "disabled": {"type": "boolean"},
+        "created_at": TIMESTAMP,
+        "secrets": {"type": "array", "items": secret, "maxItems": 2, "description": "Live secrets, oldest first."},
+    })
+    token_form = object_schema(
+        {"token": {"type": "string", "description": "An access token (or a refresh token) of this hub."},
+         "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token"]},
+         "client_id": {"type": "string"}, "client_secret": {"type": "string"}},
+        required=["token"],
+        description="Client credentials in HTTP Basic (client_secret_basic) or in the body (client_secret_post).",
+    )
+    return {
+        "Client": client,
+        "ClientWithSecret": {"allOf": [client, object_schema({"client_secret": {
+            "type": "string", "description": "Shown once."}})]},
+        "ClientList": _page("clients", "Client"),
+        "NewSecret": object_schema({"secret_id": {"type": "string"},
+                                    "client_secret": {"type": "string", "description": "Shown once."}}),
+        **_model_schemas(ClientCreate, ClientUpdate, SecretRotation),
+        "TokenForm": token_form,
+        "Introspection": object_schema(
+            {"active": {"type": "boolean"}, "scope": {"type": "string"}, "client_id": {"type": "string"},
+             "sub": {"type": "string"}, "aud": {"type": "string", "description": "Only when the token has one."},
+             "exp": {"type": "integer"}, "iat": {"type": "integer"}, "jti": {"type": "string"},
+             "token_type": {"type": "string", "enum": ["Bearer"]}},
+            required=["active"],
+            description="RFC 7662: only `active: false` for a token that is not valid now (or another client's).",
+        ),
+        "AuditEntry": object_schema({
+            "id": {"type": "integer"},
+            "at": TIMESTAMP,
+            "actor": {"type": "string", "description": "`client:<client_id>`, `operator:<email>` or `cli`."},
+            "action": {"type": "string", "description": "`<kind>.<verb>`, e.g. `client.create`, `command.submit`."},
+            "target": {"type": "string", "description": "`<kind>:<id>`."},
+            "request_id": {"type": ["string", "null"]},
+            "details": OBJECT,
+        }),
+        "AuditPage": object_schema({
+            "entries": {"type": "array", "items": _ref("AuditEntry")},
+            "next_cursor": {"type": ["string", "null"], "description": "Pass as `cursor` for the next (older) page."},
+        }),
+    }
+
+
+def _client_paths() -> dict[str, Any]:
+    p = API_PREFIX
+    client_id = _param("client_id", "path", {"type": "string", "maxLength": 128}, "Client id.")
+    admin = dict(tag="clients", security=BEARER, scope="admin")
+    no_store = {"Cache-Control": {"description": "no-store", "schema": {"type": "string"}}}
+    token_form = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": _ref("TokenForm")},
+                                                "application/json": {"schema": _ref("TokenForm")}}}
+    client_auth = [{}, {"clientBasic": []}]
+    oauth_errors = {
+        "400": _json(_ref("OAuthError"), "invalid_request (no `token`), or unauthorized_client (another "
+                     "client's token, without admin)."),
+        "401": _json(_ref("OAuthError"), "invalid_client; `WWW-Authenticate` is set."),
+        **_errors("405", "413", "429", "500", "503"),
+    }
+    query = [_param(name, "query", {"type": "string"}, text) for name, text in (
+        ("actor", "Exactly this actor."), ("action", "Exactly this action."), ("target", "Exactly this target."))]
+    query += [
+        _param("from", "query", {"type": "string", "format": "date-time"}, "Entries at or after (RFC 3339)."),
+        _param("to", "query", {"type": "string", "format": "date-time"}, "Entries before (RFC 3339)."),
+        LIMIT,
+        _param("cursor", "query", {"type": "string"}, "`next_cursor` of the previous page."),
+    ]
+    return {
+        f"{p}/clients": {
+            "get": _op("List clients (never a secret)", {"200": _json(_ref("ClientList"), "A page of clients."),
+                                                          **_errors("400", *AUTHED)},
+                       parameters=[LIMIT, OFFSET], operationId="listClients", **admin),
+            "post": _op("Create a client", {
+                "201": _json(_ref("ClientWithSecret"), "Created; `client_secret` is shown only here.",
+                             {**LOCATION, **no_store}),
+                **_errors(*WITH_BODY, *AUTHED)}, requestBody=_body("ClientCreate"), operationId="createClient",
+                **admin),
+        },
+        f"{p}/clients/{{client_id}}": {
+            "parameters": [client_id],
+            "get": _op("Get a client", {"200": _json(_ref("Client"), "The client."), **_errors(*AUTHED)},
+                       operationId="getClient", **admin),
+            "patch": _op("Change name, scopes or disabled", {
+                "200": _json(_ref("Client"), "The client after the change."), **_errors(*WITH_BODY, *AUTHED)},
+                description="Removing a scope or disabling revokes every token the client holds; renaming or adding "
+                            "scopes revokes nothing.",
+                requestBody=_body("ClientUpdate"), operationId="updateClient", **admin),
+            "delete": _op("Delete a client (its tokens are revoked)",
+                          {"204": {"description": "Deleted.", "headers": _COMMON_HEADERS}, **_errors(*AUTHED)},
+                          operationId="deleteClient", **admin),
+        },
+        f"{p}/clients/{{client_id}}/secrets": {
+            "parameters": [client_id],
+            "post": _op("Rotate the client's secret", {
+                "201": _json(_ref("NewSecret"), "The new secret, shown only here.", no_store),
+                **_errors(*WITH_BODY, *AUTHED)},
+                description="The previous secret works for `previous_secret_expires_in` seconds more; at most two "
+                            "secrets are live (an older one ends at once).",
+                requestBody=_body("SecretRotation", required=False), operationId="rotateClientSecret", **admin),
+        },
+        f"{p}/clients/{{client_id}}/revoke-tokens": {
+            "parameters": [client_id],
+            "post": _op("Revoke every token issued to the client so far",
+                        {"204": {"description": "Revoked.", "headers": _COMMON_HEADERS}, **_errors(*AUTHED)},
+                        description="Tokens issued before the call returned are refused (on every hub within 1 s); "
+                                    "tokens issued 1 s or more after it work.",
+                        operationId="revokeClientTokens", **admin),
+        },
+        f"{p}/auth/revoke": {
+            "post": _op("Revoke a token (RFC 7009)", {
+                "200": {"description": "Revoked, or nothing to revoke (unknown or expired token).",
+                        "headers": {**_COMMON_HEADERS, **no_store}},
+                **oauth_errors}, tag="auth", security=client_auth, requestBody=token_form, operationId="revokeToken"),
+        },
+        f"{p}/auth/introspect": {
+            "post": _op("Introspect a token (RFC 7662)", {
+                "200": _json(_ref("Introspection"), "The token's state.", no_store), **oauth_errors},
+                tag="auth", security=client_auth, requestBody=token_form, operationId="introspectToken"),
+        },
+        f"{p}/audit": {
+            "get": _op("Read the audit log, newest first", {"200": _json(_ref("AuditPage"), "A page of entries."),
+                                                            **_errors("400", *AUTHED)},
+                       tag="audit", security=BEARER, scope="admin", parameters=query, operationId="listAudit",
+                       description="Append-only: no method changes it (405)."),
+        },
+    }
+
+
 def build_document(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -876,11 +1021,11 @@ def build_document(version: str) -> dict[str, Any]:
             "carries `X-Request-ID`; rate-limited responses carry `X-RateLimit-*` (docs/rate-limits.md).",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": name} for name in ("auth", "devices", "device-types", "commands", "events", "things", "mcp",
-                                             "discovery", "system")],
-        "paths": {**_paths(), **_typed_paths(), **_state_paths()},
+        "tags": [{"name": name} for name in ("auth", "clients", "audit", "devices", "device-types", "commands",
+                                             "events", "things", "mcp", "discovery", "system")],
+        "paths": {**_paths(), **_typed_paths(), **_state_paths(), **_client_paths()},
         "components": {
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **_client_schemas()},
             "securitySchemes": _security_schemes(),
         },
     }

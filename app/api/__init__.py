@@ -7,8 +7,23 @@ from app.web.urls import API_PREFIX
 
 
 def init_app(app: Flask) -> None:
-    from app.api import auth, authorize, device_types, devices, discovery, events, messages, state, system, things
+    from app.api import (
+        audit,
+        auth,
+        authorize,
+        clients,
+        device_types,
+        devices,
+        discovery,
+        events,
+        messages,
+        state,
+        system,
+        things,
+        token_admin,
+    )
 
-    for module in (auth, authorize, devices, device_types, messages, events, state, things, system):
+    for module in (auth, token_admin, authorize, clients, audit, devices, device_types, messages, events, state,
+                   things, system):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
     app.register_blueprint(discovery.blueprint)

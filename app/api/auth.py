@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from app.auth.tokens import granted_scopes, issue_token
 from app.core.json_input import InvalidJSON, decode_json, storable_text
 from app.infra.db import get_db
-from app.services.clients import authenticate_client
-from app.web.authz import basic_credentials
+from app.services.clients import Client, authenticate_client
+from app.web.authz import basic_credentials, signing_keys
 from app.web.urls import canonical_resource, resources
 
 blueprint = Blueprint("auth", __name__)
@@ -44,7 +44,7 @@ def _is_utf8_form(raw: bytes) -> bool:
     return True
 
 
-def _token_request_fields() -> tuple[dict[str, str] | None, list, str]:
+def token_request_fields() -> tuple[dict[str, str] | None, list, str]:
     """(form or JSON fields as strings, every `resource` value given, "") or (None, [], why the request is
     malformed). RFC 8707 allows `resource` more than once: repeated form fields, or a JSON array.
 
@@ -92,10 +92,29 @@ def _audience(requested: list) -> str | None:
     return canonical
 
 
+def authenticated_client(fields: dict[str, str]) -> tuple[Client | None, Response | None]:
+    """(the enabled client whose credentials this request carries, None) or (None, the OAuth error to answer).
+    HTTP Basic (client_secret_basic) or `client_id` + `client_secret` fields (client_secret_post), not both. Used
+    by the token, revocation and introspection endpoints alike."""
+    basic = basic_credentials()
+    body_id, body_secret = fields.get("client_id"), fields.get("client_secret")
+    if basic is not None and body_secret is not None:
+        return None, oauth_error(400, "invalid_request", "Use one client authentication method, not both.")
+    client_id, client_secret = basic if basic is not None else (body_id, body_secret)
+    if not client_id or not client_secret:
+        return None, oauth_error(401, "invalid_client", "Client authentication failed.")
+    if len(client_id) > MAX_CREDENTIAL_LENGTH or len(client_secret) > MAX_CREDENTIAL_LENGTH:
+        return None, oauth_error(401, "invalid_client", "Client authentication failed.")
+    client = authenticate_client(get_db(), client_id, client_secret)
+    if client is None:  # unknown, wrong or expired secret, disabled or deleted
+        return None, oauth_error(401, "invalid_client", "Client authentication failed.")
+    return client, None
+
+
 @blueprint.post("/auth/token")
 @blueprint.post("/auth/login")
 def token():
-    fields, requested_resources, problem = _token_request_fields()
+    fields, requested_resources, problem = token_request_fields()
     if fields is None:
         return oauth_error(400, "invalid_request", problem)
     grant_type = fields.get("grant_type")
@@ -104,19 +123,9 @@ def token():
     if grant_type != "client_credentials":
         return oauth_error(400, "unsupported_grant_type", "Only the client_credentials grant is supported.")
 
-    basic = basic_credentials()
-    body_id, body_secret = fields.get("client_id"), fields.get("client_secret")
-    if basic is not None and body_secret is not None:
-        return oauth_error(400, "invalid_request", "Use one client authentication method, not both.")
-    client_id, client_secret = basic if basic is not None else (body_id, body_secret)
-    if not client_id or not client_secret:
-        return oauth_error(401, "invalid_client", "Client authentication failed.")
-    if len(client_id) > MAX_CREDENTIAL_LENGTH or len(client_secret) > MAX_CREDENTIAL_LENGTH:
-        return oauth_error(401, "invalid_client", "Client authentication failed.")
-
-    client = authenticate_client(get_db(), client_id, client_secret)
-    if client is None:
-        return oauth_error(401, "invalid_client", "Client authentication failed.")
+    client, failure = authenticated_client(fields)
+    if failure is not None:
+        return failure
 
     scopes = granted_scopes(fields.get("scope"), client.scopes)
     if not scopes:
@@ -129,7 +138,7 @@ def token():
 
     settings = current_app.config["SETTINGS"]
     access_token, expires_in = issue_token(
-        client.client_id, scopes, settings.jwt_secret, settings.jwt_expiry_seconds, audience=audience
+        client.client_id, scopes, signing_keys(), settings.jwt_expiry_seconds, audience=audience
     )
     response = jsonify(
         {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in, "scope": " ".join(scopes)}

@@ -20,6 +20,9 @@ from app.web.urls import API_PREFIX, PROTECTED_RESOURCE, absolute, public_base_u
 blueprint = Blueprint("discovery", __name__)
 
 AUTHORIZATION_SERVER = "/.well-known/oauth-authorization-server"
+# How clients authenticate at the revocation and introspection endpoints (as at the token endpoint, RFC 7009/7662).
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
 # The OAuth endpoints under <base>/api/v1/auth (RFC 8414 §2 names them).
 OAUTH_ENDPOINTS = {
     "token_endpoint": "token",
@@ -47,4 +50,6 @@ def authorization_server_metadata():
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": list(SCOPES),
+        "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
     })

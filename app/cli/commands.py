@@ -1,4 +1,4 @@
-"""The app's own commands, registered on `app.cli` by create_app: migrate, create-client and relay.
+"""The app's own commands, registered on `app.cli` by create_app: migrate, create-client, clients and relay.
 
 Being the app's, they work through `flask --app wsgi ...` as well as through `uaip-hub ...` (app/cli/__init__.py adds
 the
@@ -16,8 +16,10 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from app.cli.clients import clients_group
 from app.cli.relay import run_relay
 from app.core import envfile
+from app.core.audit_context import CLI_ACTOR, acting_as
 from app.infra.db import get_db
 from app.infra.messaging import get_messaging
 from app.infra.migrate import migrate as apply_migrations
@@ -54,7 +56,8 @@ def create_client_command(name: str, scopes: str, as_json: bool) -> None:
     if not name.strip() or len(name) > 256:
         raise click.BadParameter("must be 1-256 characters", param_hint="--name")
     try:
-        client, secret = create_client(get_db(), name.strip(), scopes)
+        with acting_as(CLI_ACTOR):
+            client, secret = create_client(get_db(), name.strip(), scopes)
     except UnknownScope as exc:
         raise click.BadParameter(str(exc), param_hint="--scopes") from None
     if as_json:
@@ -83,7 +86,7 @@ def relay_command() -> None:
     sys.exit(run_relay(get_db(), get_messaging(), settings))
 
 
-APP_COMMANDS = (migrate_command, create_client_command, relay_command)
+APP_COMMANDS = (migrate_command, create_client_command, clients_group, relay_command)
 
 
 def init_app(app: Flask) -> None:

@@ -44,7 +44,7 @@ from app.core.config import Settings
 from app.infra.db import Database, DatabaseUnavailable
 from app.infra.messaging import Messaging, ack_subject, device_id_from_subject, relay_subscriptions
 from app.infra.nats_callout import CALLOUT_SUBJECT, CalloutError
-from app.services import event_log, registry, state, state_history
+from app.services import audit, clients, event_log, registry, state, state_history
 from app.services.commands import acks as ack_service
 from app.services.commands import messages, sweeps
 from app.services.events import publish_device_event
@@ -70,6 +70,8 @@ HEARTBEAT_LOCK_TIMEOUT_MS = 200
 CALLOUT_WORKERS = 2  # scrypt checks of device secrets run here, off the NATS thread
 CALLOUT_WAITING_MAX = 64
 PARTITION_CHECK_SECONDS = 600.0  # how often the relay looks after the state history's partitions
+# Retention (audit entries older than AUDIT_RETENTION_DAYS, revoked-token rows of expired tokens) runs this often.
+RETENTION_SWEEP_SECONDS = 60.0
 
 
 _MALFORMED = frozenset({relay_input.TOO_LARGE, relay_input.TOO_DEEP, relay_input.INVALID_JSON, relay_input.INVALID})
@@ -120,6 +122,7 @@ class Relay:
                                                       settings.max_message_size_bytes, settings.command_retry_seconds)
         self.state_requests = relay_state.StateRequests(db, messaging, settings.relay_queue_group)
         self.next_partition_check = 0.0
+        self.next_retention = 0.0
 
     # -- NATS thread ----------------------------------------------------------------------------------
 
@@ -374,6 +377,10 @@ class Relay:
             self.db, self.messaging, self.settings.command_retry_seconds))
         self._db("purge idempotency keys", lambda: sweeps.purge_idempotency_keys(self.db))
         self._db("purge old events", lambda: event_log.purge_expired(self.db, self.settings.event_retention_hours))
+        if time.monotonic() >= self.next_retention:
+            self.next_retention = time.monotonic() + RETENTION_SWEEP_SECONDS
+            self._db("purge the audit log", lambda: audit.purge_audit(self.db, self.settings.audit_retention_days))
+            self._db("purge revoked tokens", lambda: clients.purge_expired_revocations(self.db))
         # The relay's heartbeat for alerting: it stops moving when the loop hangs or PostgreSQL is out of reach,
         # while the metrics thread would still answer.
         metrics.relay_last_sweep_timestamp_seconds.labels(queue_group=self.settings.relay_queue_group).set_to_current_time()

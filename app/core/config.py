@@ -205,6 +205,15 @@ def _jwt_secret(env: Mapping[str, str], environment: str) -> str:
     return secret
 
 
+def _previous_secrets(env: Mapping[str, str], environment: str) -> tuple[str, ...]:
+    """Older signing secrets that still verify tokens (key rotation); in production each obeys the JWT_SECRET rule."""
+    secrets = _list(env, "JWT_PREVIOUS_SECRETS")
+    if environment != "development":
+        for secret in secrets:
+            _check_strength("JWT_PREVIOUS_SECRETS (each entry)", secret)
+    return secrets
+
+
 def _bootstrap_secret(env: Mapping[str, str], environment: str) -> str | None:
     """The bootstrap client is an admin credential: in production its secret obeys the JWT_SECRET rule."""
     secret = _raw(env, "UAIP_BOOTSTRAP_CLIENT_SECRET")
@@ -238,6 +247,7 @@ class Settings:
     database_url: str = dataclasses.field(repr=False)
     nats_url: str = dataclasses.field(repr=False)  # may carry the hub's NATS user and password
     jwt_secret: str = dataclasses.field(repr=False)
+    jwt_previous_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     redis_url: str | None = dataclasses.field(default=None, repr=False)
     redis_key_prefix: str = "uaip"
     environment: str = "production"
@@ -286,6 +296,7 @@ class Settings:
     max_state_bytes: int = 32_768
     state_history_hours: int = 168
     observe_seconds: int = 30
+    audit_retention_days: int = 90
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -304,6 +315,7 @@ class Settings:
             redis_key_prefix=_raw(env, "UAIP_REDIS_KEY_PREFIX") or "uaip",
             nats_url=_url(env, "NATS_URL", ("nats", "tls", "ws", "wss"), required=True),
             jwt_secret=_jwt_secret(env, environment),
+            jwt_previous_secrets=_previous_secrets(env, environment),
             environment=environment,
             jwt_expiry_seconds=_int(env, "JWT_EXPIRY_SECONDS", 3600, 60, 86_400 * 7),
             server_host=_raw(env, "SERVER_HOST") or "0.0.0.0",
@@ -344,6 +356,7 @@ class Settings:
             max_state_bytes=_int(env, "MAX_STATE_BYTES", 32_768, 256, 1024 * 1024),
             state_history_hours=_int(env, "STATE_HISTORY_HOURS", 168, 1, 24 * 3660),
             observe_seconds=_int(env, "UAIP_OBSERVE_SECONDS", 30, 1, 300),
+            audit_retention_days=_int(env, "AUDIT_RETENTION_DAYS", 90, 1, 36_500),
         )
 
 

@@ -35,6 +35,7 @@ from app.core.errors import APIError
 from app.core.timestamps import timestamp
 from app.infra.db import Database
 from app.schemas.validation import MAX_COLLECTED_ERRORS, compile_schema, params_errors
+from app.services.audit import record_audit
 from app.services.registry import DEVICE_COLUMNS, device_not_found, device_view, etag_for
 
 TYPE_COLUMNS = "name, description, commands, properties, version, created_at, updated_at"
@@ -171,6 +172,12 @@ def put_device_type(
               "properties": Json(properties or {})}
 
     def work(cur):
+        row, created = put(cur)
+        record_audit(cur, "device_type.put", f"device_type:{name}", {"version": row["version"], "created": created,
+                                                                      "commands": sorted(commands)})
+        return row, created
+
+    def put(cur):
         cur.execute("SELECT version FROM device_types WHERE name = %(name)s FOR UPDATE", values)
         current = cur.fetchone()
         if current is None:
@@ -224,6 +231,7 @@ def delete_device_type(db: Database, name: str, preconditions: Preconditions) ->
                 {"device_type": name, "devices": in_use},
             )
         cur.execute("DELETE FROM device_types WHERE name = %s", (name,))
+        record_audit(cur, "device_type.delete", f"device_type:{name}", {"version": current["version"]})
 
     db.transaction(work)
 

@@ -24,6 +24,7 @@ from app.core.statuses import DEVICE_STATUSES
 from app.core.timestamps import timestamp
 from app.infra.db import Database
 from app.services import events
+from app.services.audit import record_audit
 
 MUTABLE_FIELDS = ("name", "device_type", "capabilities", "location", "metadata")
 
@@ -102,6 +103,8 @@ def register_device(db: Database, fields: dict[str, Any], timeout: int) -> tuple
         row = cur.fetchone()
         if row is not None:
             events.record_event(cur, events.DEVICE_REGISTERED, device_id, device_view(row), row["device_type"])
+            record_audit(cur, "device.register", f"device:{device_id}",
+                         {"name": fields["name"], "device_type": fields["device_type"]})
         return row
 
     row = db.transaction(insert)
@@ -198,6 +201,9 @@ def update_device(
             current = cur.fetchone()
             return None, (current["version"] if current else None)
         events.record_event(cur, events.DEVICE_UPDATED, device_id, device_view(row), row["device_type"])
+        record_audit(cur, "device.update", f"device:{device_id}",
+                     {"fields": sorted(field for field in MUTABLE_FIELDS if field in changes),
+                      "version": row["version"]})
         return row, row["version"]
 
     row, current_version = db.transaction(update)
@@ -215,7 +221,10 @@ def delete_device_in(cur, device_id: str, timeout: int) -> dict[str, Any] | None
     cur.execute(f"DELETE FROM devices WHERE device_id = %(id)s RETURNING {DEVICE_COLUMNS}",
                 {"id": device_id, "timeout": timeout})
     row = cur.fetchone()
-    return device_view(row) if row is not None else None
+    if row is None:
+        return None
+    record_audit(cur, "device.delete", f"device:{device_id}")
+    return device_view(row)
 
 
 def record_deleted(cur, device: dict[str, Any]) -> None:

@@ -336,5 +336,5 @@ def log_access(response, duration_seconds: float, client_id: str | None) -> None
 
 def init_app(app) -> None:
     settings = app.config["SETTINGS"]
-    register_secrets([settings.jwt_secret, settings.bootstrap_client_secret])
+    register_secrets([settings.jwt_secret, *settings.jwt_previous_secrets, settings.bootstrap_client_secret])
     configure_logging(settings.log_level, settings.log_format)

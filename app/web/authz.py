@@ -1,4 +1,9 @@
-"""Who is calling, per request: bearer tokens (the scope decorator) and device HTTP Basic auth."""
+"""Who is calling, per request: bearer tokens (the scope decorator) and device HTTP Basic auth.
+
+A bearer token is accepted when it verifies (signature under a known key, expiry: cached per process by
+VerifiedTokens), names an acceptable audience and is not revoked (app/auth/revocation.py, asked on every request:
+one Redis round trip). The authenticated client becomes the audit actor of the request (app/core/audit_context.py).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,14 @@ from collections.abc import Callable
 
 from flask import current_app, g, request
 
+from app.auth import revocation
 from app.auth.secrets import _recent_device_logins, verify_secret
-from app.auth.tokens import InvalidToken, Principal, VerifiedTokens
+from app.auth.tokens import InvalidToken, Principal, SigningKeys, VerifiedTokens
+from app.core import audit_context
 from app.core.errors import APIError
+from app.infra.db import get_db
+from app.infra.redis_client import get_cache
+from app.services.clients import revocation_state
 from app.web.urls import public_base_url
 
 
@@ -21,12 +31,39 @@ def _bearer_token() -> str | None:
     return value.strip()
 
 
+def signing_keys() -> SigningKeys:
+    """The app's signing keys: JWT_SECRET signs, it and JWT_PREVIOUS_SECRETS verify."""
+    extensions = current_app.extensions
+    keys = extensions.get("uaip.signing_keys")
+    if keys is None:
+        settings = current_app.config["SETTINGS"]
+        keys = extensions.setdefault("uaip.signing_keys",
+                                     SigningKeys(settings.jwt_secret, settings.jwt_previous_secrets))
+    return keys
+
+
 def verified_tokens() -> VerifiedTokens:
     extensions = current_app.extensions
     cache = extensions.get("uaip.verified_tokens")
     if cache is None:
-        cache = extensions.setdefault("uaip.verified_tokens", VerifiedTokens(current_app.config["SETTINGS"].jwt_secret))
+        cache = extensions.setdefault("uaip.verified_tokens", VerifiedTokens(signing_keys()))
     return cache
+
+
+def revocations() -> revocation.Revocations:
+    """The app's revocation store: its Redis client, and PostgreSQL's revocations as the fallback and the truth."""
+    extensions = current_app.extensions
+    store = extensions.get("uaip.revocations")
+    if store is None:
+        db = get_db()
+        store = extensions.setdefault("uaip.revocations",
+                                      revocation.Revocations(get_cache(), lambda: revocation_state(db)))
+    return store
+
+
+# `revocation.is_revoked(principal)` and `revocation.publish(...)` (services, the event streams) find the running
+# app's store through this.
+revocation.set_resolver(revocations)
 
 
 def token_principal() -> Principal | None:
@@ -65,12 +102,27 @@ def authenticate_bearer(audiences: tuple[str | None, ...], challenge: str = REST
             401, "UNAUTHORIZED", "A bearer token is required.", headers={"WWW-Authenticate": f"Bearer {challenge}"}
         )
     principal = token_principal()
-    if principal is None:
+    if principal is None or _revoked(principal):
         raise _invalid_token("The access token is missing, malformed, expired or invalid.", challenge)
     if principal.audience not in audiences:
         raise _invalid_token("The access token was issued for another resource (its aud claim).", challenge)
     g.client_id = principal.subject
+    audit_context.set_actor(actor_of(principal))
     return principal
+
+
+def _revoked(principal: Principal) -> bool:
+    """Revocation, asked once per request (a view authenticating twice costs no second round trip)."""
+    if "token_revoked" not in g:
+        g.token_revoked = revocation.is_revoked(principal)
+    return g.token_revoked
+
+
+def actor_of(principal: Principal) -> str:
+    """The audit actor of a token: its client, or the operator a token issued through sign-in acts for."""
+    if principal.client is not None and principal.client != principal.subject:
+        return audit_context.operator_actor(principal.subject)
+    return audit_context.client_actor(principal.subject)
 
 
 def _invalid_token(message: str, challenge: str) -> APIError:

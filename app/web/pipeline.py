@@ -20,6 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
+from app.core import audit_context
 from app.core.json_input import is_identifier
 from app.telemetry.logs import log_access
 
@@ -79,6 +80,7 @@ def assign_request_id() -> None:
     g.request_started = time.perf_counter()
     supplied = request.headers.get(REQUEST_ID_HEADER, "")
     g.request_id = supplied if is_identifier(supplied) else str(uuid.uuid4())
+    audit_context.begin(g.request_id)  # no actor until authenticated (app/web/authz.py)
 
 
 def add_response_headers(response):

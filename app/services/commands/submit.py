@@ -22,6 +22,7 @@ from app.infra import messaging as subjects
 from app.infra.db import Database, execute_prepared
 from app.infra.messaging import Messaging, MessagingUnavailable
 from app.services import device_types
+from app.services.audit import record_audit
 from app.services.commands.messages import MESSAGE_COLUMNS, accepted_view, count, envelope, log
 from app.services.events import command_status_insert
 from app.services.registry import EFFECTIVE_STATUS, device_not_found
@@ -157,6 +158,8 @@ def submit_command(
                 {"device_id": spec.device_id, "max_pending_commands": max_pending},
                 headers={"Retry-After": "5"},
             )
+        record_audit(cur, "command.submit", f"command:{message_id}",
+                     {"device_id": spec.device_id, "command": spec.command, "source": spec.source})
         if idempotency is not None:
             cur.execute(
                 "UPDATE idempotency_keys SET message_id = %s, response_body = %s WHERE client_id = %s AND key = %s",
