@@ -658,7 +658,7 @@ def test_nats_auth_callout_settings_reach_the_relay_and_the_api(default, renders
     rendered = renders["nats-auth-callout"]
     for name, component in ((RELEASE, "api"), (f"{RELEASE}-relay", "relay")):
         env = container(rendered.get("Deployment", name)["spec"]["template"]["spec"], component)["env"]
-        assert all(item in env for item in expected), env
+        assert all(item in env for item in nonempty(expected)), env
         off = container(default.get("Deployment", name)["spec"]["template"]["spec"], component).get("env", [])
         assert not any(item["name"].startswith("NATS_CALLOUT") or item["name"] == "NATS_AUTH_CALLOUT" for item in off)
     assert not default.has("ConfigMap", f"{RELEASE}-nats-auth-callout")
