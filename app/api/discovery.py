@@ -5,7 +5,8 @@ find out how to get a token for it:
   and the MCP endpoint at `/.well-known/oauth-protected-resource/api/v1/mcp` (the path the MCP endpoint's 401
   challenge names in `resource_metadata`);
 - RFC 8414 authorization-server metadata at `/.well-known/oauth-authorization-server`: the hub is its own
-  authorization server, with the client credentials grant only.
+  authorization server: client credentials for API clients, and authorization code with PKCE for desktop
+  agents that an operator approves (app/console/authorize.py).
 
 Every URL comes from app/web/urls.py, so the documents name the hub as its clients reach it.
 """
@@ -48,8 +49,11 @@ def authorization_server_metadata():
     return jsonify({
         "issuer": public_base_url(),
         "token_endpoint": absolute(TOKEN_PATH),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "response_types_supported": [],
+        "authorization_endpoint": absolute(f"{API_PREFIX}/auth/authorize"),
+        "registration_endpoint": absolute(f"{API_PREFIX}/auth/register"),
+        "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
         "scopes_supported": list(SCOPES),
     })

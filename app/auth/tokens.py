@@ -29,15 +29,22 @@ class Principal:
     subject: str
     scopes: frozenset[str]
     audience: str | None = None  # the token's `aud` (RFC 8707 resource), None when it names none
+    # Tokens an operator's approval issued to a desktop agent (authorization code grant): `subject` is then the
+    # agent's client id (rate limits, command ownership), `operator` the approving operator (the JWT's `sub`)
+    # and `grant_id` the grant whose revocation ends the token.
+    operator: str | None = None
+    grant_id: str | None = None
 
     def has_scope(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
 
 
 def issue_token(
-    client_id: str, scopes: list[str], secret: str, expiry_seconds: int, audience: str | None = None
+    client_id: str, scopes: list[str], secret: str, expiry_seconds: int, audience: str | None = None,
+    extra_claims: dict[str, str] | None = None,
 ) -> tuple[str, int]:
-    """A signed access token; `audience` (the requested RFC 8707 resource) becomes its `aud` claim."""
+    """A signed access token; `audience` (the requested RFC 8707 resource) becomes its `aud` claim.
+    `extra_claims` adds claims (the authorization code grant: `client_id` and `grant_id`, `sub` the operator)."""
     now = int(time.time())
     claims = {
         "iss": TOKEN_ISSUER,
@@ -49,6 +56,7 @@ def issue_token(
     }
     if audience is not None:
         claims["aud"] = audience
+    claims.update(extra_claims or {})
     return jwt.encode(claims, secret, algorithm=TOKEN_ALGORITHM), expiry_seconds
 
 
@@ -76,6 +84,11 @@ def decode_token(token: str, secret: str) -> Principal:
     audience = claims.get("aud")
     if not isinstance(scope, str) or not isinstance(claims["sub"], str) or not isinstance(audience, (str, type(None))):
         raise InvalidToken("malformed claims")
+    client_id, grant_id = claims.get("client_id"), claims.get("grant_id")
+    if client_id is not None or grant_id is not None:
+        if not isinstance(client_id, str) or not isinstance(grant_id, str):
+            raise InvalidToken("malformed claims")
+        return Principal("client", client_id, frozenset(scope.split()), audience, claims["sub"], grant_id)
     return Principal("client", claims["sub"], frozenset(scope.split()), audience)
 
 

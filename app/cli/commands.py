@@ -16,6 +16,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from app.cli.operators import operators_group
 from app.cli.relay import run_relay
 from app.infra.db import get_db
 from app.infra.messaging import get_messaging
@@ -79,7 +80,7 @@ def relay_command() -> None:
     sys.exit(run_relay(get_db(), get_messaging(), settings))
 
 
-APP_COMMANDS = (migrate_command, create_client_command, relay_command)
+APP_COMMANDS = (migrate_command, create_client_command, relay_command, operators_group)
 
 
 def init_app(app: Flask) -> None:

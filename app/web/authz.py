@@ -10,6 +10,8 @@ from flask import current_app, g, request
 from app.auth.secrets import _recent_device_logins, verify_secret
 from app.auth.tokens import InvalidToken, Principal, VerifiedTokens
 from app.core.errors import APIError
+from app.infra.db import DatabaseUnavailable, get_db
+from app.services.oauth import grant_is_live
 from app.web.urls import public_base_url
 
 
@@ -39,8 +41,18 @@ def token_principal() -> Principal | None:
                 principal = verified_tokens().principal(token)
             except InvalidToken:
                 principal = None
+            if principal is not None and principal.grant_id is not None and not _grant_is_live(principal.grant_id):
+                principal = None  # an operator revoked the desktop agent's grant (or it was caught reusing one)
         g.token_principal = principal
     return g.token_principal
+
+
+def _grant_is_live(grant_id: str) -> bool:
+    """False also when the database cannot say (the token is then refused, as an unverifiable one)."""
+    try:
+        return grant_is_live(get_db(), grant_id)
+    except DatabaseUnavailable:
+        return False
 
 
 def recognised_device() -> str | None:
