@@ -69,3 +69,8 @@ CREATE TABLE oauth_refresh_tokens (
     used_at       timestamptz
 );
 CREATE INDEX oauth_refresh_tokens_grant_idx ON oauth_refresh_tokens (grant_id);
+
+-- The console's commands page (all devices, newest first) and its counts and activity of the last hour.
+CREATE INDEX commands_created_idx ON commands (created_at DESC, message_id DESC);
+CREATE INDEX commands_updated_idx ON commands (updated_at DESC);
+CREATE INDEX devices_updated_idx ON devices (updated_at DESC);
