@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, render_template
 
 from app.console.session import ConsoleError, csrf_token, current_operator, write_presession
 from app.core.errors import APIError
+from app.core.json_input import storable_text
 from app.web.urls import API_PREFIX
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -47,17 +48,27 @@ def _api_error(exc: APIError):
     return render_template("console/error.html", status=exc.status, message=exc.message), exc.status
 
 
+def _refuse_unstorable(endpoint, values) -> None:
+    """Ids in the path (device, client, operator, grant) that no row can have (NUL, lone surrogates): 404."""
+    for value in (values or {}).values():
+        if isinstance(value, str) and not storable_text(value):
+            raise ConsoleError(404, "No such page.")
+
+
 def _template_globals() -> dict:
     return {"csrf_token": csrf_token, "operator": current_operator, "navigation": NAVIGATION}
 
 
-def console_blueprint(name: str, **options) -> Blueprint:
-    """A blueprint answering with console pages: headers, HTML error pages, the template helpers."""
+def console_blueprint(name: str, html_api_errors: bool = True, **options) -> Blueprint:
+    """A blueprint answering with console pages: headers, HTML error pages, the template helpers.
+    `html_api_errors=False` leaves the hub's errors (429, 503, ...) to the JSON envelope, as on the API."""
     bp = Blueprint(name, __name__, template_folder="templates", **options)
     bp.after_request(_page_headers)
     bp.register_error_handler(ConsoleError, _console_error)
-    bp.register_error_handler(APIError, _api_error)
+    if html_api_errors:
+        bp.register_error_handler(APIError, _api_error)
     bp.context_processor(_template_globals)
+    bp.url_value_preprocessor(_refuse_unstorable)
     return bp
 
 

@@ -18,12 +18,13 @@ from flask import redirect, render_template, request, url_for
 
 from app.console import console_blueprint
 from app.console.session import ConsoleError, check_csrf, current_operator
+from app.core.json_input import storable_text
 from app.infra.db import get_db
 from app.services import oauth
 from app.services.operators import role_scopes
 from app.web.urls import canonical_resource, public_base_url, resources
 
-blueprint = console_blueprint("authorize")
+blueprint = console_blueprint("authorize", html_api_errors=False)  # at an API path: API errors stay JSON
 
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 PARAMS = ("response_type", "client_id", "redirect_uri", "code_challenge", "code_challenge_method", "scope", "state",
@@ -75,6 +76,8 @@ def _check(params) -> AuthorizationRequest:
     for name in PARAMS:
         if len(params.getlist(name)) > 1:
             raise ConsoleError(400, f"{name} is given more than once.")
+        if not storable_text(params.get(name, "")):
+            raise ConsoleError(400, f"{name} contains characters no request can have.")
     client, redirect_uri = _client_and_redirect(params)
     if params.get("response_type") != "code":
         raise RedirectError("unsupported_response_type", "Only response_type=code is supported.")

@@ -20,6 +20,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.auth.tokens import SCOPES
+from app.core.json_input import storable_text
 from app.core.text import without_controls
 from app.core.timestamps import timestamp
 from app.infra.db import Database
@@ -79,7 +81,7 @@ def _hash(value: str) -> str:
 
 
 def _check_redirect_uri(uri: Any) -> str:
-    if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_LENGTH:
+    if not isinstance(uri, str) or not uri or len(uri) > MAX_URI_LENGTH or not storable_text(uri):
         raise RegistrationError("invalid_redirect_uri", "Each redirect URI is a string of at most 2000 characters.")
     try:
         parts = urlsplit(uri)
@@ -158,9 +160,12 @@ def register_client(db: Database, metadata: Any) -> dict[str, Any]:
     return body
 
 
+CLIENT_ID = re.compile(r"^pub_[0-9a-f]{24}$")
+
+
 def find_client(db: Database, client_id: str) -> PublicClient | None:
     """A registered public client that has not expired unused."""
-    if not client_id or len(client_id) > 64:
+    if not isinstance(client_id, str) or not CLIENT_ID.match(client_id):
         return None
 
     def query(cur):
@@ -386,6 +391,8 @@ def list_grants(db: Database, email: str | None = None, *, limit: int = 200) -> 
 
 def revoke_grant(db: Database, grant_id: str, email: str | None) -> bool:
     """Revoke a grant (of `email`, or anyone's with None). False when there is no such live grant."""
+    if not storable_text(grant_id):
+        return False
 
     def update(cur):
         cur.execute("SELECT grant_id FROM oauth_grants WHERE grant_id = %s AND revoked_at IS NULL "

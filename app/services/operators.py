@@ -18,6 +18,7 @@ from typing import Any
 
 from app.auth.secrets import hash_secret, verify_secret
 from app.auth.tokens import SCOPES
+from app.core.json_input import storable_text
 from app.core.timestamps import timestamp
 from app.infra.db import Database
 from app.services.audit import record_audit
@@ -61,7 +62,7 @@ class Operator:
 
 def normalise_email(email: str) -> str:
     value = (email or "").strip().lower()
-    if not _EMAIL.match(value) or len(value) > 254:
+    if not _EMAIL.match(value) or len(value) > 254 or not storable_text(value):
         raise OperatorError(f"not an email address: {email!r}")
     return value
 
@@ -226,7 +227,8 @@ def sign_in(db: Database, email: str, password: str) -> SignIn:
     try:
         email = normalise_email(email)
     except OperatorError:
-        email = (email or "").strip().lower()[:254]
+        # Counted under what was typed, made storable (an address no operator can have still gets throttled).
+        email = (email or "").strip().lower()[:254].replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     password = password or ""
 
     def attempt(cur):

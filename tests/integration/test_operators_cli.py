@@ -58,7 +58,8 @@ def test_generate_flag_ignores_stdin(hub_env, app):
 
 def test_disable_and_reset_password(hub_env, app):
     address = email()
-    assert operators_cli(["create", "--email", address, "--role", "admin"], hub_env, stdin="first-pass-1\n").returncode == 0
+    created = operators_cli(["create", "--email", address, "--role", "admin"], hub_env, stdin="first-pass-1\n")
+    assert created.returncode == 0, created.stderr
     browser = app.test_client()
     assert sign_in(browser, address, "first-pass-1").status_code == 303
     assert browser.get("/console/").status_code == 200
@@ -84,6 +85,7 @@ def test_bad_input_is_one_clear_error(hub_env):
         assert result.returncode != 0 and expected in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
     address = email()
-    assert operators_cli(["create", "--email", address, "--role", "admin"], hub_env, stdin="long-enough-1\n").returncode == 0
+    first = operators_cli(["create", "--email", address, "--role", "admin"], hub_env, stdin="long-enough-1\n")
+    assert first.returncode == 0, first.stderr
     again = operators_cli(["create", "--email", address, "--role", "admin"], hub_env, stdin="long-enough-1\n")
     assert again.returncode != 0 and "already exists" in again.stderr
