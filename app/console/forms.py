@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+COMBINATORS = {"oneOf", "anyOf", "allOf", "not", "if", "then", "else", "dependentSchemas", "dependentRequired",
+               "patternProperties", "$ref"}
+
+
 class FormValueError(ValueError):
     """A submitted field that is not a value of its kind; the message names the field."""
 
@@ -58,10 +62,10 @@ def field_for(name: str, schema: Any, required: bool = False, unit: str = "") ->
 def fields_for_object(schema: Any) -> list[Field] | None:
     """One field per property of an object schema, or None when the schema is not a plain object of properties
     (the form then takes the params as one JSON text)."""
-    if not isinstance(schema, dict) or schema.get("type") != "object":
+    if not isinstance(schema, dict) or schema.get("type") != "object" or set(schema) & COMBINATORS:
         return None
     properties = schema.get("properties") or {}
-    if not isinstance(properties, dict):
+    if not isinstance(properties, dict) or not properties and schema.get("additionalProperties") is not False:
         return None
     required = set(schema.get("required") or ())
     return [field_for(name, sub, name in required) for name, sub in properties.items()]
