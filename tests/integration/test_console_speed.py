@@ -25,8 +25,8 @@ def crowded_env(hub_env):
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO devices (device_id, name, device_type, status, secret_hash, last_seen) "
-            "SELECT 'speed-' || i, 'Device ' || i, 'sensor', (ARRAY['pending','online','offline','error'])[1 + i %% 4], "
-            "'x', now() - make_interval(secs => i) FROM generate_series(1, %s) AS i",
+            "SELECT 'speed-' || i, 'Device ' || i, 'sensor', "
+            "(ARRAY['pending','online','offline','error'])[1 + i %% 4], 'x', now() - make_interval(secs => i) FROM generate_series(1, %s) AS i",
             (DEVICES,),
         )
         cur.execute(
