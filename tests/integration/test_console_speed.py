@@ -26,7 +26,8 @@ def crowded_env(hub_env):
         cur.execute(
             "INSERT INTO devices (device_id, name, device_type, status, secret_hash, last_seen) "
             "SELECT 'speed-' || i, 'Device ' || i, 'sensor', "
-            "(ARRAY['pending','online','offline','error'])[1 + i %% 4], 'x', now() - make_interval(secs => i) FROM generate_series(1, %s) AS i",
+            "(ARRAY['pending','online','offline','error'])[1 + i %% 4], 'x', now() - make_interval(secs => i) "
+            "FROM generate_series(1, %s) AS i",
             (DEVICES,),
         )
         cur.execute(
