@@ -22,7 +22,7 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     # Imported here rather than at the top: gunicorn.conf.py imports small modules of this package in the master
     # (app.core.envfile, app.core.config, app.web.worker_hooks) before PROMETHEUS_MULTIPROC_DIR is settled, and
     # importing the package must not pull prometheus_client in with them.
-    from app import api, mcp, openapi
+    from app import api, console, mcp, openapi
     from app.cli import commands as cli_commands
     from app.infra import db, messaging, redis_client
     from app.ratelimit import hooks as rate_limits
@@ -49,6 +49,7 @@ def create_app(overrides: Mapping[str, object] | None = None) -> Flask:
     rate_limits.init_app(app)
     api.init_app(app)
     mcp.init_app(app)
+    console.init_app(app)  # the operator console and the OAuth authorization page
     openapi.init_app(app)
     errors.init_app(app)
     cli_commands.init_app(app)  # migrate, create-client, relay: `uaip-hub ...` and `flask --app wsgi ...`

@@ -99,19 +99,27 @@ def _schemas() -> dict[str, Any]:
         "OAuthError": object_schema(
             {
                 "error": {"type": "string", "enum": ["invalid_request", "invalid_client", "unsupported_grant_type",
-                                                     "invalid_scope", "invalid_target", "unsupported_response_type",
+                                                     "invalid_scope", "invalid_target", "invalid_grant",
+                                                     "invalid_redirect_uri", "invalid_client_metadata",
                                                      "unauthorized_client"]},
                 "error_description": {"type": "string"},
             },
-            description="RFC 6749 §5.2 error body of the token endpoint (§4.1.2.1 for the authorization endpoint).",
+            description="RFC 6749 §5.2 error body of the token endpoint (RFC 7591 §3.2.2 for registration).",
         ),
         "TokenRequest": object_schema(
             {
-                "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                "grant_type": {"type": "string",
+                               "enum": ["client_credentials", "authorization_code", "refresh_token"]},
                 "client_id": {"type": "string", "maxLength": 256},
-                "client_secret": {"type": "string", "maxLength": 256},
-                "scope": {"type": "string", "description": "Space-separated scope names (" + " ".join(SCOPES)
-                          + "); the token gets those the client holds. Default: all of them."},
+                "client_secret": {"type": "string", "maxLength": 256,
+                                  "description": "client_credentials only; public clients send none."},
+                "code": {"type": "string", "description": "authorization_code: the one-time code (60 s)."},
+                "redirect_uri": {"type": "string", "description": "authorization_code: as in the authorization."},
+                "code_verifier": {"type": "string", "minLength": 43, "maxLength": 128,
+                                  "description": "authorization_code: the PKCE verifier (RFC 7636, S256)."},
+                "refresh_token": {"type": "string",
+                                  "description": "refresh_token: works once; the answer carries its successor."},
+                "scope": {"type": "string", "description": "Space-separated subset of: " + " ".join(SCOPES)},
                 "resource": {
                     "type": "string", "format": "uri",
                     "description": "RFC 8707: the resource the token is for, and its `aud`: the hub's base URL (REST "
@@ -119,7 +127,9 @@ def _schemas() -> dict[str, Any]:
                 },
             },
             required=["grant_type"],
-            description="Client credentials in the body (client_secret_post) or in HTTP Basic (client_secret_basic).",
+            description="client_credentials: credentials in the body (client_secret_post) or in HTTP Basic "
+            "(client_secret_basic). authorization_code / refresh_token: a public client (docs/console.md), "
+            "`client_id` in the body and no secret.",
         ),
         "TokenResponse": object_schema(
             {
@@ -127,8 +137,11 @@ def _schemas() -> dict[str, Any]:
                 "token_type": {"type": "string", "enum": ["Bearer"]},
                 "expires_in": {"type": "integer"},
                 "scope": {"type": "string"},
-            }
+                "refresh_token": {"type": "string", "description": "authorization_code and refresh_token grants."},
+            },
+            required=["access_token", "token_type", "expires_in", "scope"],
         ),
+        **_authorization_schemas(),
         "Device": DEVICE_SCHEMA,
         "DeviceWithSecret": {
             "allOf": [DEVICE_SCHEMA, object_schema({"device_secret": {"type": "string", "description": "Shown once."}})]
@@ -197,12 +210,10 @@ def _schemas() -> dict[str, Any]:
                 "token_endpoint": {"type": "string", "format": "uri"},
                 "authorization_endpoint": {"type": "string", "format": "uri"},
                 "registration_endpoint": {"type": "string", "format": "uri"},
-                "revocation_endpoint": {"type": "string", "format": "uri"},
-                "introspection_endpoint": {"type": "string", "format": "uri"},
                 "grant_types_supported": {"type": "array", "items": {"type": "string"}},
                 "token_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
-                "response_types_supported": {"type": "array", "items": {"type": "string"}},
-                "code_challenge_methods_supported": {"type": "array", "items": {"type": "string"}},
+                "response_types_supported": {"type": "array", "items": {"type": "string", "enum": ["code"]}},
+                "code_challenge_methods_supported": {"type": "array", "items": {"type": "string", "enum": ["S256"]}},
                 "scopes_supported": {"type": "array", "items": {"type": "string", "enum": list(SCOPES)}},
                 "revocation_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
                 "introspection_endpoint_auth_methods_supported": {"type": "array", "items": {"type": "string"}},
@@ -453,14 +464,6 @@ def _paths() -> dict[str, Any]:
     return {
         f"{p}/auth/token": {"post": {**token, "operationId": "token"}},
         f"{p}/auth/login": {"post": {**token, "operationId": "login", "summary": "Same as /auth/token (old hub name)"}},
-        f"{p}/auth/authorize": {"get": _op(
-            "OAuth 2.0 authorization endpoint (no authorization code flow: always refused)",
-            {"302": {"description": "To a redirect URI registered for the client, with "
-                                    "`error=unsupported_response_type` and the request's `state`."},
-             "400": _json(_ref("OAuthError"), "unsupported_response_type (RFC 6749 §4.1.2.1)."),
-             **_errors("429", "500")},
-            tag="auth", operationId="authorize",
-        )},
         f"{p}/devices": {
             "post": _op(
                 "Register a device", {
@@ -1011,6 +1014,83 @@ def _client_paths() -> dict[str, Any]:
     }
 
 
+def _authorization_schemas() -> dict[str, Any]:
+    client = {
+        "client_name": {"type": "string", "maxLength": 200},
+        "redirect_uris": {"type": "array", "minItems": 1, "maxItems": 10,
+                          "items": {"type": "string", "maxLength": 2000},
+                          "description": "http://127.0.0.1 or http://localhost (any port) or https URIs."},
+        "grant_types": {"type": "array", "items": {"type": "string", "enum": ["authorization_code", "refresh_token"]}},
+        "response_types": {"type": "array", "items": {"type": "string", "enum": ["code"]}},
+        "token_endpoint_auth_method": {"type": "string", "enum": ["none"]},
+        "scope": {"type": "string"},
+    }
+    return {
+        "ClientRegistrationRequest": object_schema(
+            client, required=["redirect_uris"],
+            description="RFC 7591 client metadata; public clients only. Unknown members are ignored.",
+        ),
+        "ClientRegistration": object_schema(
+            {"client_id": {"type": "string"}, "client_id_issued_at": {"type": "integer"}, **client},
+            required=["client_id", "client_id_issued_at", "client_name", "redirect_uris", "grant_types",
+                      "response_types", "token_endpoint_auth_method"],
+        ),
+    }
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "headers": _COMMON_HEADERS,
+            "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _authorization_paths() -> dict[str, Any]:
+    p = API_PREFIX
+    redirect = {"description": "To the console's sign-in (302, then back here) or to the client's redirect URI "
+                "(303) with `code` and `state`, or with `error` (access_denied, invalid_request, invalid_scope, "
+                "invalid_target, unsupported_response_type).", "headers": {"Location": {"schema": {"type": "string"}}}}
+    query = [
+        _param(name, "query", {"type": "string"}, description, required=name in ("client_id", "redirect_uri"))
+        for name, description in (
+            ("response_type", "`code`."), ("client_id", "From registration."),
+            ("redirect_uri", "As registered; loopback URIs with any port (RFC 8252 §7.3)."),
+            ("code_challenge", "PKCE challenge (RFC 7636), 43-128 characters."),
+            ("code_challenge_method", "`S256` (plain is refused)."), ("scope", "Space-separated scope names."),
+            ("state", "Returned unchanged."), ("resource", "RFC 8707: the token's audience."),
+        )
+    ]
+    return {
+        f"{p}/auth/register": {"post": _op(
+            "Register a desktop agent (RFC 7591 dynamic client registration, public clients)",
+            {"201": _json(_ref("ClientRegistration"), "Registered; unused registrations expire after 24 hours."),
+             "400": _json(_ref("OAuthError"), "invalid_redirect_uri / invalid_client_metadata"),
+             **_errors("405", "413", "429", "500", "503")},
+            tag="auth", operationId="registerClient", requestBody=_body("ClientRegistrationRequest"),
+        )},
+        f"{p}/auth/authorize": {
+            "get": _op(
+                "Authorization endpoint (authorization code with PKCE): operator sign-in and consent page",
+                {"200": _html("The consent page: the client's name, the scopes, the resource."),
+                 "302": redirect, "303": redirect,
+                 "400": _html("Unknown client or unregistered redirect URI (never redirected)."),
+                 **_errors("405", "429", "500", "503")},
+                tag="auth", operationId="authorize", parameters=query,
+                description="A browser page, not an API call: docs/console.md.",
+            ),
+            "post": _op(
+                "The consent form's answer (approve or deny)",
+                {"303": redirect,
+                 "400": _html("Unknown client or unregistered redirect URI."),
+                 "403": _html("No operator session, or the form's CSRF token is missing."),
+                 **_errors("405", "413", "429", "500", "503")},
+                tag="auth", operationId="authorizeDecision",
+                requestBody={"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+                    "type": "object", "properties": {"decision": {"type": "string", "enum": ["approve", "deny"]},
+                                                     "csrf_token": {"type": "string"}}}}}},
+            ),
+        },
+    }
+
+
 def build_document(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -1023,9 +1103,9 @@ def build_document(version: str) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "tags": [{"name": name} for name in ("auth", "clients", "audit", "devices", "device-types", "commands",
                                              "events", "things", "mcp", "discovery", "system")],
-        "paths": {**_paths(), **_typed_paths(), **_state_paths(), **_client_paths()},
+        "paths": {**_paths(), **_typed_paths(), **_state_paths(), **_client_paths(), **_authorization_paths()},
         "components": {
-            "schemas": {**_schemas(), **_client_schemas()},
+            "schemas": {**_schemas(), **_client_schemas(), **_authorization_schemas()},
             "securitySchemes": _security_schemes(),
         },
     }

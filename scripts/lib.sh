@@ -176,6 +176,22 @@ deselects_marker() {
 # What the selected tests (scripts/test's pytest arguments) need installed.
 needs_checkov() { selects tests/deploy "$@"; }
 
+# The console's browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+needs_chromium() {
+  deselects_marker process "$@" && return 1
+  selects tests/process/test_console_browser.py "$@"
+}
+
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  if [ "${CI:-}" = true ]; then
+    apt_install chromium || { log "could not install chromium, which the console's browser tests need"; exit 1; }
+    [ -x /usr/bin/chromium ] || { log "chromium installed but /usr/bin/chromium is missing"; exit 1; }
+  else
+    log "the console's browser tests need /usr/bin/chromium: apt-get install -y chromium"
+  fi
+}
+
 needs_promtool() {
   selects tests/deploy/test_alerts.py "$@" && return 0
   deselects_marker process "$@" && return 1

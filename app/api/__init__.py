@@ -10,7 +10,7 @@ def init_app(app: Flask) -> None:
     from app.api import (
         audit,
         auth,
-        authorize,
+        authorization,
         clients,
         device_types,
         devices,
@@ -23,7 +23,7 @@ def init_app(app: Flask) -> None:
         token_admin,
     )
 
-    for module in (auth, token_admin, authorize, clients, audit, devices, device_types, messages, events, state,
+    for module in (auth, token_admin, authorization, clients, audit, devices, device_types, messages, events, state,
                    things, system):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
     app.register_blueprint(discovery.blueprint)

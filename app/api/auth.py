@@ -120,8 +120,15 @@ def token():
     grant_type = fields.get("grant_type")
     if grant_type is None:
         return oauth_error(400, "invalid_request", "grant_type is required.")
+    if grant_type in ("authorization_code", "refresh_token"):
+        from app.api.authorization import operator_grant  # desktop agents acting for an operator
+
+        return operator_grant(grant_type, fields, requested_resources)
     if grant_type != "client_credentials":
-        return oauth_error(400, "unsupported_grant_type", "Only the client_credentials grant is supported.")
+        return oauth_error(
+            400, "unsupported_grant_type",
+            "Supported grant types: client_credentials, authorization_code, refresh_token.",
+        )
 
     client, failure = authenticated_client(fields)
     if failure is not None:

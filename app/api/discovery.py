@@ -4,7 +4,9 @@ how to get a token:
 - RFC 9728 protected-resource metadata of the REST API at `/.well-known/oauth-protected-resource` (the MCP
   endpoint publishes its own, with the scopes its tools use: app/mcp/http.py);
 - RFC 8414 authorization-server metadata at `/.well-known/oauth-authorization-server`: the hub is its own
-  authorization server, at `<base>/api/v1/auth/{token,authorize,register,revoke,introspect}`.
+  authorization server, at `<base>/api/v1/auth/{token,authorize,register,revoke,introspect}`: client
+  credentials for API clients, and authorization code with PKCE for desktop agents that an operator approves
+  (app/console/authorize.py).
 
 Every URL comes from app/web/urls.py, so the documents name the hub as its clients reach it.
 """

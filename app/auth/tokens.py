@@ -54,6 +54,11 @@ class Principal:
     issued_at: int | None = None
     expires_at: int | None = None
     client: str | None = None
+    # Tokens an operator's approval issued to a desktop agent (authorization code grant): `subject` and `client`
+    # are then the agent's client id (rate limits, command ownership, revocation), `operator` the approving
+    # operator (the JWT's `sub`) and `grant_id` the grant whose revocation ends the token.
+    operator: str | None = None
+    grant_id: str | None = None
 
     def has_scope(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
@@ -97,10 +102,12 @@ class SigningKeys:
 
 
 def issue_token(
-    client_id: str, scopes: list[str], secret: SigningKeys | str, expiry_seconds: int, audience: str | None = None
+    client_id: str, scopes: list[str], secret: SigningKeys | str, expiry_seconds: int, audience: str | None = None,
+    extra_claims: dict[str, str] | None = None,
 ) -> tuple[str, int]:
     """A signed access token; `audience` (the requested RFC 8707 resource) becomes its `aud` claim. `secret` is
-    the signing secret or the app's SigningKeys (the current key signs); the header names it in `kid`."""
+    the signing secret or the app's SigningKeys (the current key signs); the header names it in `kid`.
+    `extra_claims` adds claims (the authorization code grant: `client_id` and `grant_id`, `sub` the operator)."""
     keys = SigningKeys.of(secret)
     now = int(time.time())
     claims = {
@@ -113,6 +120,7 @@ def issue_token(
     }
     if audience is not None:
         claims["aud"] = audience
+    claims.update(extra_claims or {})
     token = jwt.encode(claims, keys.current, algorithm=TOKEN_ALGORITHM, headers={"kid": keys.current_kid})
     return token, expiry_seconds
 
@@ -150,12 +158,19 @@ def decode_token(token: str, secret: SigningKeys | str) -> Principal:
 
     The audience is read, not judged: which `aud` is acceptable depends on the resource being called (the REST API
     or the MCP endpoint), so `authenticate_bearer` compares it. A non-string `aud` (this hub issues none) is invalid.
-    Revocation is judged elsewhere (app/auth/revocation.py), on every request.
+    Revocation is judged elsewhere (app/auth/revocation.py), on every request. A token of an authorization code
+    grant names its client in `client_id` and its grant in `grant_id` (both or neither); `sub` is the operator.
     """
     claims = token_claims(token, secret)
-    return Principal("client", claims["sub"], frozenset(claims.get("scope", "").split()), claims.get("aud"),
-                     token_id=claims.get("jti"), issued_at=int(claims["iat"]), expires_at=int(claims["exp"]),
-                     client=claims.get("client_id"))
+    scopes, audience = frozenset(claims.get("scope", "").split()), claims.get("aud")
+    times = {"token_id": claims.get("jti"), "issued_at": int(claims["iat"]), "expires_at": int(claims["exp"])}
+    client_id, grant_id = claims.get("client_id"), claims.get("grant_id")
+    if client_id is not None or grant_id is not None:
+        if not isinstance(client_id, str) or not isinstance(grant_id, str):
+            raise InvalidToken("malformed claims")
+        return Principal("client", client_id, scopes, audience, **times, client=client_id, operator=claims["sub"],
+                         grant_id=grant_id)
+    return Principal("client", claims["sub"], scopes, audience, **times)
 
 
 class VerifiedTokens:

@@ -17,6 +17,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from app.cli.clients import clients_group
+from app.cli.operators import operators_group
 from app.cli.relay import run_relay
 from app.core import envfile
 from app.core.audit_context import CLI_ACTOR, acting_as
@@ -86,7 +87,7 @@ def relay_command() -> None:
     sys.exit(run_relay(get_db(), get_messaging(), settings))
 
 
-APP_COMMANDS = (migrate_command, create_client_command, clients_group, relay_command)
+APP_COMMANDS = (migrate_command, create_client_command, clients_group, relay_command, operators_group)
 
 
 def init_app(app: Flask) -> None:

@@ -17,9 +17,10 @@ from app.auth.secrets import _recent_device_logins, verify_secret
 from app.auth.tokens import InvalidToken, Principal, SigningKeys, VerifiedTokens
 from app.core import audit_context
 from app.core.errors import APIError
-from app.infra.db import get_db
+from app.infra.db import DatabaseUnavailable, get_db
 from app.infra.redis_client import get_cache
 from app.services.clients import revocation_state
+from app.services.oauth import grant_is_live
 from app.web.urls import public_base_url
 
 
@@ -76,8 +77,18 @@ def token_principal() -> Principal | None:
                 principal = verified_tokens().principal(token)
             except InvalidToken:
                 principal = None
+            if principal is not None and principal.grant_id is not None and not _grant_is_live(principal.grant_id):
+                principal = None  # an operator revoked the desktop agent's grant (or it was caught reusing one)
         g.token_principal = principal
     return g.token_principal
+
+
+def _grant_is_live(grant_id: str) -> bool:
+    """False also when the database cannot say (the token is then refused, as an unverifiable one)."""
+    try:
+        return grant_is_live(get_db(), grant_id)
+    except DatabaseUnavailable:
+        return False
 
 
 def recognised_device() -> str | None:
@@ -120,8 +131,8 @@ def _revoked(principal: Principal) -> bool:
 
 def actor_of(principal: Principal) -> str:
     """The audit actor of a token: its client, or the operator a token issued through sign-in acts for."""
-    if principal.client is not None and principal.client != principal.subject:
-        return audit_context.operator_actor(principal.subject)
+    if principal.operator is not None:
+        return audit_context.operator_actor(principal.operator)
     return audit_context.client_actor(principal.subject)
 
 

@@ -1,7 +1,6 @@
 """OAuth discovery: RFC 9728 protected-resource metadata for the REST API and the MCP endpoint, RFC 8414
 authorization-server metadata; no auth, the hub's public base URL in every URL."""
 
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -70,31 +69,3 @@ def test_documents_follow_trusted_proxies_only(hub_env):
 def test_documents_are_read_only(client, path):
     r = client.post(path, json={})
     assert r.status_code == 405 and r.json["code"] == "METHOD_NOT_ALLOWED"
-
-
-@pytest.mark.parametrize("query", [
-    {},
-    {"response_type": "code", "client_id": "someone", "redirect_uri": "https://evil.example/cb", "state": "s1"},
-    {"response_type": "token", "client_id": "someone", "redirect_uri": "http://127.0.0.1:9999/cb"},
-])
-def test_authorize_refuses_without_redirecting_to_an_unknown_uri(client, query):
-    """RFC 6749 §4.1.2.1: no redirect to a URI the hub does not know for the client (an open redirector)."""
-    r = client.get("/api/v1/auth/authorize", query_string=query)
-    assert r.status_code == 400 and "Location" not in r.headers
-    assert r.json["error"] == "unsupported_response_type" and r.json["error_description"]
-    assert r.headers["Cache-Control"] == "no-store"
-
-
-def test_authorize_redirects_the_error_to_a_known_redirect_uri(client, monkeypatch):
-    from app.api import authorize
-
-    monkeypatch.setattr(authorize, "registered_redirect_uri",
-                        lambda client_id, uri: (client_id, uri) == ("desktop", "http://127.0.0.1:8765/cb?x=1"))
-    r = client.get("/api/v1/auth/authorize", query_string={
-        "response_type": "code", "client_id": "desktop", "redirect_uri": "http://127.0.0.1:8765/cb?x=1",
-        "state": "a b&c"})
-    assert r.status_code == 302
-    target = urlsplit(r.headers["Location"])
-    assert target._replace(query="").geturl() == "http://127.0.0.1:8765/cb"
-    query = parse_qs(target.query)
-    assert query["x"] == ["1"] and query["error"] == ["unsupported_response_type"] and query["state"] == ["a b&c"]
