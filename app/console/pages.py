@@ -21,7 +21,8 @@ from app.core.json_input import is_identifier
 from app.core.statuses import DEVICE_STATUSES, STATUSES
 from app.infra.db import get_db
 from app.schemas.thing_description import thing_description
-from app.services import audit, client_admin, oauth, operators, registry
+from app.services import audit, oauth, operators, registry
+from app.services import clients as client_service
 from app.services import console as console_queries
 from app.services.clients import UnknownScope, create_client
 from app.services.commands.messages import list_device_commands
@@ -223,8 +224,10 @@ def commands():
 @signed_in
 def clients():
     page = _page()
-    rows, total = client_admin.list_clients(get_db(), limit=PAGE, offset=page * PAGE)
-    return render_template("console/clients.html", page="Clients", clients=rows, total=total, page_no=page,
+    found = client_service.list_clients(get_db(), limit=PAGE, offset=page * PAGE)
+    total = found["total"]
+    return render_template("console/clients.html", page="Clients", clients=found["clients"], total=total,
+                           page_no=page,
                            has_next=(page + 1) * PAGE < total, scopes=operators.ROLE_SCOPES["admin"],
                            notices=_notices(), shown_secret=None)
 
@@ -251,11 +254,12 @@ def create_client_submit():
 @signed_in
 @admin_only
 def rotate_secret(client_id: str):
-    secret = client_admin.rotate_secret(get_db(), client_id)
-    if secret is None:
-        raise ConsoleError(404, "No such client.")
-    return render_template("console/secret.html", page="Clients", client_id=client_id, name=None, secret=secret,
-                           action="rotated")
+    try:
+        rotated = client_service.rotate_secret(get_db(), client_id)
+    except APIError as exc:
+        raise ConsoleError(exc.status, exc.message) from None
+    return render_template("console/secret.html", page="Clients", client_id=client_id, name=None,
+                           secret=rotated["client_secret"], action="rotated")
 
 
 @blueprint.post("/clients/<client_id>/disable")
@@ -263,8 +267,10 @@ def rotate_secret(client_id: str):
 @admin_only
 def disable_client(client_id: str):
     disabled = request.form.get("disabled", "true") != "false"
-    if not client_admin.set_disabled(get_db(), client_id, disabled):
-        raise ConsoleError(404, "No such client.")
+    try:
+        client_service.update_client(get_db(), client_id, disabled=disabled)  # disabling revokes its tokens
+    except APIError as exc:
+        raise ConsoleError(exc.status, exc.message) from None
     return redirect(url_for("console.clients", notice="client-disabled" if disabled else "client-enabled"),
                     code=303)
 
@@ -273,11 +279,10 @@ def disable_client(client_id: str):
 @signed_in
 @admin_only
 def revoke_client_tokens(client_id: str):
-    revoke = getattr(client_admin, "revoke_tokens", None)
-    if revoke is None:
-        raise ConsoleError(501, "Token revocation is not available in this build; disable the client instead.")
-    if not revoke(get_db(), client_id):
-        raise ConsoleError(404, "No such client.")
+    try:
+        client_service.revoke_client_tokens(get_db(), client_id)
+    except APIError as exc:
+        raise ConsoleError(exc.status, exc.message) from None
     return redirect(url_for("console.clients", notice="tokens-revoked"), code=303)
 
 
