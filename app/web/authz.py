@@ -77,16 +77,17 @@ def token_principal() -> Principal | None:
                 principal = verified_tokens().principal(token)
             except InvalidToken:
                 principal = None
-            if principal is not None and principal.grant_id is not None and not _grant_is_live(principal.grant_id):
+            if principal is not None and principal.grant_id is not None and not grant_still_live(principal.grant_id):
                 principal = None  # an operator revoked the desktop agent's grant (or it was caught reusing one)
         g.token_principal = principal
     return g.token_principal
 
 
-def _grant_is_live(grant_id: str) -> bool:
-    """False also when the database cannot say (the token is then refused, as an unverifiable one)."""
+def grant_still_live(grant_id: str, db=None) -> bool:
+    """False also when the database cannot say (the token is then refused, as an unverifiable one). `db` for
+    callers outside a request (an open event stream)."""
     try:
-        return grant_is_live(get_db(), grant_id)
+        return grant_is_live(db or get_db(), grant_id)
     except DatabaseUnavailable:
         return False
 

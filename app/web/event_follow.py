@@ -21,7 +21,7 @@ from app.services import event_log, event_stream
 from app.services.event_feed import EventFeed, StreamsFull, StreamSlots
 from app.services.events import EVENT_TYPES, MESSAGE_READ_TYPES
 from app.web import worker_hooks
-from app.web.authz import insufficient_scope
+from app.web.authz import grant_still_live, insufficient_scope, revocations
 from app.web.delivery import waiters
 
 MAX_DEVICE_IDS = 100
@@ -104,10 +104,17 @@ def token_expiry(token: str | None) -> float:
 def token_check(principal: Principal, token: str | None) -> Callable[[], bool]:
     """The one place a long-lived stream re-checks the token it was opened with, every TOKEN_CHECK_SECONDS
     (app/services/event_stream.py; its expiry ends the stream on time by itself). False ends the stream: the
-    check for a revoked token (app/auth) belongs in `still_valid`."""
+    token was revoked (or its client disabled or deleted), or the grant it came from was. What the check needs is
+    bound here, while the request's context exists; the stream's frames are produced after the view returned."""
+    if token is None:  # a console session: its stream is bound to the session, not to a token
+        return lambda: True
+    store, db = revocations(), get_db()
 
     def still_valid() -> bool:
-        return True
+        if principal.issued_at is not None and store.is_revoked(principal.client_id, principal.token_id,
+                                                               principal.issued_at):
+            return False
+        return principal.grant_id is None or grant_still_live(principal.grant_id, db)
 
     return still_valid
 
