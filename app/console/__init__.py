@@ -76,7 +76,7 @@ blueprint = console_blueprint("console", static_folder="static", static_url_path
 
 
 def init_app(app: Flask) -> None:
-    from app.console import authorize, pages, signin  # noqa: F401 - their routes register on the blueprints
+    from app.console import authorize, live, pages, signin  # noqa: F401 - their routes register on the blueprints
 
     app.register_blueprint(blueprint, url_prefix="/console")
     app.register_blueprint(authorize.blueprint, url_prefix=API_PREFIX)

@@ -150,7 +150,7 @@ def device(device_id: str):
     td = json.dumps(thing_description(device, device_type, public_base_url()), indent=2, ensure_ascii=False)
     return render_template(
         "console/device.html", page="Devices", device=device, device_type=device_type, state=state,
-        state_available=state_view.available(), numeric=numeric, chosen=chosen, chart=chart,
+        numeric=numeric, chosen=chosen, chart=chart,
         command_forms=command_forms, desired_fields=desired_fields, td=td, notices=_notices(),
         **_device_commands(device_id),
     )
@@ -198,9 +198,7 @@ def set_desired(device_id: str):
         raise ConsoleError(400, str(exc)) from None
     if not patch:
         raise ConsoleError(400, "Nothing to set: fill in at least one value.")
-    result = state_view.set_desired(device_id, patch, f"operator:{current_operator().email}")
-    if result is None:
-        raise ConsoleError(501, "Device state is not available in this build.")
+    state_view.set_desired(device_id, patch, f"operator:{current_operator().email}")  # 422s: the error page
     return redirect(url_for("console.device", device_id=device_id, notice="desired-set"), code=303)
 
 
@@ -361,7 +359,7 @@ def revoke_grant(grant_id: str):
     return redirect(url_for("console.grants", notice="grant-revoked"), code=303)
 
 
-# --- live parts (refreshed by static/console.js) -------------------------------------------------------------------
+# --- live parts (refreshed by static/console.js when the event stream says something changed) -----------------
 
 LIVE = {
     "overview": ("console/_overview_live.html", _overview_live),
@@ -372,6 +370,13 @@ LIVE = {
 @blueprint.get("/live/<name>")
 @signed_in
 def live(name: str):
+    if name == "device-state":
+        device_id = _identifier("device_id")
+        if device_id is None:
+            raise ConsoleError(400, "device_id is required.")
+        device, device_type = get_device_with_type(get_db(), device_id, _settings().heartbeat_timeout_seconds)
+        return render_template("console/_device_state.html", device=device, device_type=device_type,
+                               state=state_view.load_state(device_id))
     if name == "device-commands":
         device_id = _identifier("device_id")
         if device_id is None:

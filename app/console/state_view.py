@@ -1,46 +1,35 @@
-"""The device state (reported, desired, delta, history) as the device page shows and changes it.
-
-Goes through the state service when this build has one (app/services/state.py); without it the page says the
-state is not available, and the rest of the page works.
-"""
+"""The device state (reported, desired, delta, history) as the device page shows and changes it, through the same
+services as the API (app/services/state.py, app/services/state_history.py, app/web/device_state.py)."""
 
 from __future__ import annotations
 
-import importlib
+import datetime as dt
 from typing import Any
 
+from flask import current_app
+
 from app.infra.db import get_db
+from app.services import state, state_history
+from app.web import device_state
+
+CHART_HOURS = 6  # the device page's chart: the last hours of a numeric property, one point per minute
+CHART_BUCKET_SECONDS = 60
 
 
-def _service():
-    try:
-        return importlib.import_module("app.services.state")
-    except ImportError:
-        return None
+def load_state(device_id: str) -> dict[str, Any]:
+    return state.get_state(get_db(), device_id)
 
 
-def available() -> bool:
-    service = _service()
-    return service is not None and hasattr(service, "get_state")
+def load_history(device_id: str, prop: str) -> list[dict[str, Any]]:
+    """The property's last CHART_HOURS, the last value of each minute, oldest first."""
+    query = state_history.Query(
+        device_id=device_id, property=prop, start=dt.datetime.now(dt.UTC) - dt.timedelta(hours=CHART_HOURS),
+        end=None, limit=CHART_HOURS * 3600 // CHART_BUCKET_SECONDS, cursor=None, bucket=CHART_BUCKET_SECONDS,
+        agg="last")
+    settings = current_app.config["SETTINGS"]
+    return state_history.read_history(get_db(), query, settings.state_history_hours)["points"]
 
 
-def load_state(device_id: str) -> dict[str, Any] | None:
-    service = _service()
-    if service is None or not hasattr(service, "get_state"):
-        return None
-    return service.get_state(get_db(), device_id)
-
-
-def load_history(device_id: str, prop: str, limit: int = 200) -> list[dict[str, Any]] | None:
-    service = _service()
-    if service is None or not hasattr(service, "get_history"):
-        return None
-    page = service.get_history(get_db(), device_id, prop, limit=limit)
-    return page.get("points", []) if isinstance(page, dict) else list(page)
-
-
-def set_desired(device_id: str, patch: dict[str, Any], client_id: str) -> dict[str, Any] | None:
-    service = _service()
-    if service is None or not hasattr(service, "patch_desired"):
-        return None
-    return service.patch_desired(get_db(), device_id, patch, client_id=client_id)
+def set_desired(device_id: str, patch: dict[str, Any], client_id: str) -> dict[str, Any]:
+    """As PATCH /devices/{id}/state/desired without If-Match: the checks, the audit entry, the NATS push."""
+    return device_state.set_desired(device_id, patch, expected=None, client_id=client_id)

@@ -47,17 +47,24 @@ def list_commands(db: Database, *, status: str | None, device_id: str | None, li
     return [{**message_view(row), "client_id": row["client_id"]} for row in rows[:limit]], len(rows) > limit
 
 
+def _summary(event_type: str, data: dict[str, Any]) -> str:
+    """A short line for the activity tail (text the operator reads; values stay in the device page)."""
+    if event_type == "command.status":
+        return f"{data.get('command') or ''} {data.get('status') or ''}".strip()
+    if event_type.startswith("state."):
+        changed = sorted((data.get("changed") or {}))
+        return ", ".join(changed[:5]) + (" …" if len(changed) > 5 else "")
+    return str(data.get("status") or "")
+
+
 def recent_activity(db: Database, *, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest command status changes and device sightings, newest first: the overview's activity tail."""
+    """The latest events (docs/events.md), newest first: the overview's activity tail. The same events the
+    console's live stream then adds to it."""
 
     def query(cur):
-        cur.execute(
-            "(SELECT updated_at AS at, 'command.status' AS type, device_id, command || ' ' || status AS summary "
-            " FROM commands ORDER BY updated_at DESC LIMIT %(limit)s) "
-            "UNION ALL (SELECT updated_at AS at, 'device.updated' AS type, device_id, status AS summary "
-            " FROM devices ORDER BY updated_at DESC LIMIT %(limit)s) ORDER BY at DESC LIMIT %(limit)s",
-            {"limit": limit},
-        )
+        cur.execute("SELECT at, type, device_id, data FROM event_outbox WHERE pos IS NOT NULL "
+                    "ORDER BY pos DESC LIMIT %(limit)s", {"limit": limit})
         return cur.fetchall()
 
-    return [{**row, "at": timestamp(row["at"])} for row in db.read(query)]
+    return [{"at": timestamp(row["at"]), "type": row["type"], "device_id": row["device_id"],
+             "summary": _summary(row["type"], row["data"])} for row in db.read(query)]
