@@ -205,3 +205,26 @@ def test_stream_ends_when_its_token_expires(hub_env, api_client_factory):
         opened = time.monotonic()
         assert listener.ended.wait(20), "stream outlived its token"
         assert listener.ended_at - opened < 3 + 15
+
+
+def test_stream_ends_when_its_token_is_revoked(hub_env, api_client_factory):
+    """Revoking every token of the client (the admin API) ends its open stream within 15 s; another client's
+    stream stays open."""
+    with HubServer(hub_env, workers=1, threads=4) as hub:
+        admin = bearer(hub, *api_client_factory("admin"))
+        revoked_id, revoked_secret = api_client_factory("device:read")
+        revoked = Listener(f"{hub.url}/api/v1/events", {**bearer(hub, revoked_id, revoked_secret),
+                                                         "Accept": "text/event-stream"})
+        other = Listener(f"{hub.url}/api/v1/events", {**client_auth_headers(hub, api_client_factory),
+                                                       "Accept": "text/event-stream"})
+        assert revoked.status == 200 and other.status == 200
+        r = requests.post(f"{hub.url}/api/v1/clients/{revoked_id}/revoke-tokens", headers=admin, timeout=10)
+        assert r.status_code == 204, r.text
+        revoked_at = time.monotonic()
+        assert revoked.ended.wait(20), "the revoked token's stream stayed open"
+        assert revoked.ended_at - revoked_at < 15
+        assert not other.ended.is_set(), "another client's stream ended too"
+
+
+def client_auth_headers(hub: HubServer, api_client_factory) -> dict[str, str]:
+    return bearer(hub, *api_client_factory("device:read"))
