@@ -49,7 +49,6 @@ __all__ = [
 MAX_REPORTED_ERRORS = 50
 MAX_COLLECTED_ERRORS = 1_000  # found before sorting: bounds the work a hostile instance can cause
 MAX_MESSAGE_CHARS = 300
-BUDGET_KEYWORD = STEPS_KEYWORD
 
 FALSE_SCHEMA = "uaip:false"  # the keyword a compiled `false` subschema carries
 STEP = "uaip:step"  # the keyword every compiled subschema carries: entering it costs one step of the budget

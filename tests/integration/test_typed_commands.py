@@ -221,7 +221,7 @@ def test_a_new_type_version_applies_to_the_next_command(hub_env, client, admin_a
 
 
 def test_types_replaced_while_commands_flow_validate_each_command_against_one_version(app, admin_auth, auth,
-                                                                                       typed_device):
+                                                                                       typed_device, db):
     """Writers alternate the type between a version requiring `a` (odd versions) and one requiring `b` (even),
     while submitters send either. Every answer is 202 or 422 (never 500), and every 422 names a version whose
     schema really refuses those params."""
@@ -266,6 +266,21 @@ def test_types_replaced_while_commands_flow_validate_each_command_against_one_ve
             assert key != refusing_key, (key, version, body)
             problems = [(e["pointer"], e["keyword"]) for e in body["details"]["errors"]]
             assert ("/params/" + refusing_key, "required") in problems
+    # An accepted command is stored with the version it was checked against: one that requires the key it sent
+    # (or, when a later PUT moved it on, a version that still accepts it; the PUT cancels it otherwise).
+    def stored(cur):
+        cur.execute("SELECT message_id, type_version, status, error FROM commands WHERE device_id = %s",
+                    (device_id,))
+        return {str(row["message_id"]): row for row in cur.fetchall()}
+
+    rows = db.transaction(stored)
+    for key, status, body in answers:
+        if status == 202:
+            row = rows[body["message_id"]]
+            if row["status"] == "cancelled":
+                assert row["error"] == "type_changed", row
+            else:
+                assert ("b" if row["type_version"] % 2 == 1 else "a") == key, (key, row)
 
 
 def test_a_costly_schema_and_params_combination_is_refused_not_stalled(client, admin_auth, auth, make_device, db):

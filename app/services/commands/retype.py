@@ -15,6 +15,7 @@ command is past the point where the device accepted it, so it is not checked aga
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from app.infra.db import Database
@@ -27,6 +28,7 @@ TYPE_CHANGED = "type_changed"
 OPEN_STATUSES = ("queued", "sent")
 BATCH = 500
 MAX_BATCHES_PER_CHANGE = 4  # beyond this many commands, the relay finishes the job before each delivery
+MAX_SECONDS_PER_CHANGE = 2.0  # nor does the PUT's request spend longer than this on them
 
 
 def _needs_check(row: dict[str, Any], current: dict[str, Any]) -> bool:
@@ -36,10 +38,12 @@ def _needs_check(row: dict[str, Any], current: dict[str, Any]) -> bool:
     return declared is not None and declared["version"] != row["type_version"]
 
 
-def recheck_rows(cur, scope: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def recheck_rows(cur, scope: str, rows: list[dict[str, Any]], deadline: float | None = None,
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """For command rows the caller has locked: (the rows still deliverable, their `type_version` brought up to
     date where it moved; the rows just cancelled with error `type_changed`). `scope` tells databases apart in the
-    per-process cache of compiled types (the database URL)."""
+    per-process cache of compiled types (the database URL). Past `deadline` (time.monotonic()) the remaining rows
+    are left as they are, unchecked: only for callers that do not deliver them."""
     names = sorted({row["device_type"] for row in rows if row["type_version"] is not None})
     if not names:
         return rows, []
@@ -47,7 +51,7 @@ def recheck_rows(cur, scope: str, rows: list[dict[str, Any]]) -> tuple[list[dict
     current = {declared["name"]: declared for declared in cur.fetchall()}
     kept, cancelled, moved = [], [], {}
     for row in rows:
-        if not _needs_check(row, current):
+        if not _needs_check(row, current) or (deadline is not None and time.monotonic() > deadline):
             kept.append(row)
             continue
         declared = current[row["device_type"]]
@@ -84,8 +88,9 @@ def recheck_rows(cur, scope: str, rows: list[dict[str, Any]]) -> tuple[list[dict
 
 def recheck_type(db: Database, messaging: Messaging, scope: str, name: str) -> list[dict[str, Any]]:
     """After a PUT of type `name`: check its open commands made against an older version (at most
-    MAX_BATCHES_PER_CHANGE × BATCH now; the relay checks any others before delivering them). Returns the
-    cancelled ones (`message_id`, `device_id`, `status`, `error`, `request_id`)."""
+    MAX_BATCHES_PER_CHANGE × BATCH, for at most MAX_SECONDS_PER_CHANGE; the relay checks any others before
+    delivering them). Returns the cancelled ones (`message_id`, `device_id`, `status`, `error`, `request_id`)."""
+    deadline = time.monotonic() + MAX_SECONDS_PER_CHANGE
 
     def batch(cur):
         cur.execute(
@@ -96,13 +101,13 @@ def recheck_type(db: Database, messaging: Messaging, scope: str, name: str) -> l
             {"name": name},
         )
         rows = cur.fetchall()
-        return len(rows), recheck_rows(cur, scope, rows)[1]
+        return len(rows), recheck_rows(cur, scope, rows, deadline)[1]
 
     cancelled: list[dict[str, Any]] = []
     for _ in range(MAX_BATCHES_PER_CHANGE):
         seen, done = db.transaction(batch)
         cancelled.extend(done)
-        if seen < BATCH:
+        if seen < BATCH or time.monotonic() > deadline:
             break
     count("cancelled", len(cancelled))
     notify_final(messaging, cancelled)
