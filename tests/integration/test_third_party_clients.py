@@ -28,11 +28,17 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from werkzeug.serving import make_server
 
+from app.mcp.tools import SCOPES_USED, TOOLS
 from tests.conftest import unique_id
 from tests.support import third_party
 from tests.support.mcp import MCP, token_request
 
 TOOL_SCOPES = "device:read device:command message:read"
+
+
+def tools_for(scopes: str) -> list[str]:
+    """The tools `tools/list` shows a token with `scopes`, in the hub's order."""
+    return [tool.name for tool in TOOLS.values() if tool.scope in scopes.split()]
 
 
 @pytest.fixture()
@@ -108,11 +114,14 @@ def test_the_sdk_client_credentials_provider_connects_through_discovery(hub, api
                 return session, provider.context.current_tokens
 
     session, tokens = asyncio.run(main())
-    assert session["tools"] == ["list_devices", "get_device", "get_command"]
+    assert session["tools"] == tools_for("device:read message:read")
+    assert "list_devices" in session["tools"] and "send_command" not in session["tools"]
     assert session["read"].is_error is False
     assert session["read"].structured_content["device"]["device_id"] == device["device_id"]
     assert [d["device_id"] for d in session["listed"].structured_content["devices"]] == [device["device_id"]]
-    assert tokens.scope == "device:read message:read"  # the held subset of what it asked for
+    # It asked for every scope the endpoint lists and got the ones its client holds.
+    assert set(SCOPES_USED) > {"device:read", "message:read"}
+    assert tokens.scope == " ".join(scope for scope in SCOPES_USED if scope in ("device:read", "message:read"))
     assert "GET /.well-known/oauth-protected-resource/api/v1/mcp" in seen
     assert "GET /.well-known/oauth-authorization-server" in seen
     assert seen.count("POST /api/v1/auth/token") == 1
@@ -145,7 +154,8 @@ def test_mcp_remote_bridges_stdio_to_the_hub(hub, api_client_factory, tmp_path, 
 
     session = asyncio.run(asyncio.wait_for(main(), timeout=90))
     log = (tmp_path / "mcp-remote.log").read_text()
-    assert session["tools"] == ["list_devices", "get_device", "send_command", "get_command"], log
+    assert session["tools"] == tools_for(TOOL_SCOPES), log
+    assert {"list_devices", "send_command", "get_command"} <= set(session["tools"])
     assert session["version"] == {"legacy": "2025-11-25", "auto": "2026-07-28"}[mode]
     assert [d["device_id"] for d in session["listed"].structured_content["devices"]] == [device["device_id"]]
     sent = session["sent"]
