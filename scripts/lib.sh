@@ -173,6 +173,39 @@ deselects_marker() {
   return 1
 }
 
+# Third-party clients the interoperability tests drive (tests/support/third_party.py), each kept out of the project's
+# virtualenv: mcp-remote and node-wot from npm, installed exactly as tests/support/node/package-lock.json says into an
+# ignored cache in the checkout; openapi-python-client from PyPI in a virtualenv of its own (it pins httpx < 0.29,
+# older than what the test dependencies bring). Each is installed once and again only when its inputs change. A
+# failed install is logged and the run goes on: the tests that need the client then fail under CI and skip elsewhere.
+CLIENTS_CACHE=${UAIP_CLIENTS_CACHE:-$ROOT/.cache}
+OPENAPI_CLIENT_REQUIREMENTS=("openapi-python-client>=0.29,<0.30" "python-dateutil>=2.8,<5")
+
+ensure_node_clients() {
+  local spec="$ROOT/tests/support/node" dir="$CLIENTS_CACHE/npm" inputs
+  command -v npm >/dev/null || apt_install nodejs npm || { log "no npm: the node client tests cannot run"; return 0; }
+  inputs=$(cat "$spec/package.json" "$spec/package-lock.json" | sha256sum | cut -c1-16)
+  if [ "$(cat "$dir/.uaip-installed" 2>/dev/null)" != "$inputs" ]; then
+    mkdir -p "$dir"
+    cp "$spec/package.json" "$spec/package-lock.json" "$dir/"
+    run_logged "installing mcp-remote and node-wot into $dir" "$dir/npm-install.log" \
+      npm ci --prefix "$dir" --no-audit --no-fund || return 0
+    echo "$inputs" > "$dir/.uaip-installed"
+  fi
+  export UAIP_NODE_MODULES="$dir/node_modules"
+}
+
+ensure_openapi_client() {
+  local venv="$CLIENTS_CACHE/openapi-python-client" inputs="${OPENAPI_CLIENT_REQUIREMENTS[*]}"
+  if [ "$(cat "$venv/.uaip-installed" 2>/dev/null)" != "$inputs" ]; then
+    "$PYTHON" -m venv "$venv"
+    run_logged "installing openapi-python-client into $venv" "$venv/pip-install.log" \
+      "$venv/bin/pip" install --progress-bar off "${OPENAPI_CLIENT_REQUIREMENTS[@]}" || return 0
+    echo "$inputs" > "$venv/.uaip-installed"
+  fi
+  export UAIP_OPENAPI_CLIENT_VENV="$venv"
+}
+
 # What the selected tests (scripts/test's pytest arguments) need installed.
 needs_checkov() { selects tests/deploy "$@"; }
 
@@ -190,6 +223,12 @@ ensure_chromium() {
   else
     log "the console's browser tests need /usr/bin/chromium: apt-get install -y chromium"
   fi
+}
+
+needs_third_party_clients() {
+  selects tests/integration/test_third_party_clients.py "$@" && return 0
+  deselects_marker process "$@" && return 1
+  selects tests/process/test_third_party_gunicorn.py "$@"
 }
 
 needs_promtool() {

@@ -5,6 +5,7 @@ schemathesis and hypothesis parse a lot of Python while the fuzz test runs, whic
 beside another thread's parse: see tests/support/ast_guard.py and tests/unit/test_suite_setup.py.
 """
 
+import json
 import re
 
 import hypothesis
@@ -158,3 +159,30 @@ def test_mcp_endpoint_conforms_with_a_token_for_it(fuzz_app, fuzz_schema, admin_
     assert len(operations) == 1
     failures = _fuzz(operations, {"Authorization": f"Bearer {token}"}, mode, max_examples=4 * MAX_EXAMPLES)
     assert not failures, "\n\n".join(failures)
+
+
+def test_security_is_oauth2_client_credentials_with_each_routes_scope(client):
+    """What a client generator needs to fetch tokens by itself: where (the token endpoint), how (client
+    credentials) and which scope each route needs."""
+    document = client.get("/api/v1/openapi.json").json
+    scheme = document["components"]["securitySchemes"]["oauth2"]
+    flow = scheme["flows"]["clientCredentials"]
+    assert scheme["type"] == "oauth2" and flow["tokenUrl"] == "/api/v1/auth/token"
+    assert set(flow["scopes"]) == {"device:read", "device:write", "device:command", "message:read", "admin"}
+    paths = document["paths"]
+    assert paths["/api/v1/devices"]["get"]["security"] == [{"oauth2": ["device:read"]}]
+    assert paths["/api/v1/devices"]["post"]["security"] == [{"oauth2": ["device:write"]}]
+    assert paths["/api/v1/devices/{device_id}/commands"]["get"]["security"] == [
+        {"deviceBasic": []}, {"oauth2": ["device:read"]}]
+    assert paths["/api/v1/device-types/{device_type}"]["put"]["security"] == [{"oauth2": ["admin"]}]
+    referenced = {scope for item in paths.values() for operation in item.values() if isinstance(operation, dict)
+                  for requirement in operation.get("security", []) for scope in requirement.get("oauth2", [])}
+    assert referenced <= set(flow["scopes"])
+    assert "bearerAuth" not in json.dumps(document)
+
+
+def test_the_token_request_is_described_as_a_form_only(client):
+    """A body under two media types makes openapi-python-client generate a module that does not import; the
+    endpoint still reads JSON (tests/integration/test_auth.py)."""
+    token = client.get("/api/v1/openapi.json").json["paths"]["/api/v1/auth/token"]["post"]
+    assert list(token["requestBody"]["content"]) == ["application/x-www-form-urlencoded"]

@@ -92,11 +92,14 @@ class _Process:
 
 
 class HubServer(_Process):
-    """`gunicorn -c gunicorn.conf.py wsgi:app` on a free port with the given environment."""
+    """`gunicorn -c gunicorn.conf.py wsgi:app` on a free port with the given environment; over HTTPS with
+    `tls` = (certificate, key) PEM files (gunicorn's --certfile/--keyfile; clients verify against `self.verify`)."""
 
     def __init__(self, env: dict[str, str | None], workers: int = 2, threads: int = 4, cwd: Path = ROOT,
-                 **extra: str) -> None:
+                 tls: tuple[Path, Path] | None = None, **extra: str) -> None:
         self.port = free_port()
+        self.scheme = "https" if tls else "http"
+        self.verify: str | bool = str(tls[0]) if tls else True
         full_env = {
             **env, "SERVER_HOST": "127.0.0.1", "SERVER_PORT": str(self.port),
             "SERVER_WORKERS": str(workers), "SERVER_THREADS": str(threads),
@@ -104,12 +107,13 @@ class HubServer(_Process):
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="uaip-metrics-"), **extra,
         }
         self.metrics_dir = Path(full_env["PROMETHEUS_MULTIPROC_DIR"])
-        super().__init__([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"], full_env,
-                         "gunicorn", cwd)
+        certificate = ["--certfile", str(tls[0]), "--keyfile", str(tls[1])] if tls else []
+        super().__init__([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), *certificate, "wsgi:app"],
+                         full_env, "gunicorn", cwd)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def worker_pids(self) -> set[int]:
         """The master's live child processes (its workers), from /proc (Linux)."""
@@ -132,7 +136,7 @@ class HubServer(_Process):
         if not self.running():
             raise AssertionError(f"gunicorn exited early:\n{self.output()[-3000:]}")
         try:
-            requests.get(f"{self.url}/api/v1/system/health/liveness", timeout=1)
+            requests.get(f"{self.url}/api/v1/system/health/liveness", timeout=1, verify=self.verify)
             return True
         except requests.ConnectionError:
             return False

@@ -50,6 +50,21 @@ def test_promtool_is_installed_only_for_the_tests_that_use_it(args, needs_promto
     assert lib_says("needs_promtool", *args) is needs_promtool
 
 
+@pytest.mark.parametrize("args, needs_clients", [
+    ((), True),
+    (("-q", "-m", "not process and not image"), True),  # still the integration tests' clients
+    (("tests/integration",), True),
+    (("tests/integration/test_third_party_clients.py::test_mcp_remote_bridges_stdio_to_the_hub",), True),
+    (("tests/process",), True),
+    (("tests/process/test_third_party_gunicorn.py", "-m", "not process"), False),
+    (("tests/unit",), False),
+    (("tests/integration/test_auth.py",), False),
+    (("tests/process/test_faults.py",), False),
+])
+def test_third_party_clients_are_installed_only_for_the_tests_that_drive_them(args, needs_clients):
+    assert lib_says("needs_third_party_clients", *args) is needs_clients
+
+
 def test_bench_names_the_valid_scenarios_for_a_mistyped_one():
     result = subprocess.run([sys.executable, "-m", "bench.run", "--only", "pipeline", "pipline"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
