@@ -24,6 +24,10 @@ blueprint = Blueprint("auth", __name__)
 
 MAX_CREDENTIAL_LENGTH = 256
 
+# Grant types served by other modules: grant_type -> view(grant_type, fields, requested resources). Registered by
+# app/api/authorization.py (authorization_code, refresh_token), which imports this module, not the other way round.
+OTHER_GRANTS: dict = {}
+
 
 def oauth_error(status: int, error: str, description: str):
     response = jsonify({"error": error, "error_description": description})
@@ -120,10 +124,8 @@ def token():
     grant_type = fields.get("grant_type")
     if grant_type is None:
         return oauth_error(400, "invalid_request", "grant_type is required.")
-    if grant_type in ("authorization_code", "refresh_token"):
-        from app.api.authorization import operator_grant  # desktop agents acting for an operator
-
-        return operator_grant(grant_type, fields, requested_resources)
+    if grant_type in OTHER_GRANTS:  # desktop agents acting for an operator (app/api/authorization.py)
+        return OTHER_GRANTS[grant_type](grant_type, fields, requested_resources)
     if grant_type != "client_credentials":
         return oauth_error(
             400, "unsupported_grant_type",

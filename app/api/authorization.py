@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from app.api.auth import InvalidTarget, _audience, oauth_error
+from app.api.auth import OTHER_GRANTS, InvalidTarget, _audience, oauth_error
 from app.auth.tokens import issue_token
 from app.core.json_input import InvalidJSON, decode_json
 from app.infra.db import get_db
@@ -80,3 +80,6 @@ def operator_grant(grant_type: str, fields: dict[str, str], requested_resources:
     if requested is not None and requested != grant.resource:
         return oauth_error(400, "invalid_target", "The resource differs from the one the operator approved.")
     return _token_response(grant)
+
+
+OTHER_GRANTS.update(authorization_code=operator_grant, refresh_token=operator_grant)

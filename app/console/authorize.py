@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from flask import redirect, render_template, request, url_for
 
-from app.console import console_blueprint
+from app.console.base import console_blueprint
 from app.console.session import ConsoleError, check_csrf, current_operator
 from app.core.json_input import storable_text
 from app.infra.db import get_db

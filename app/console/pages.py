@@ -12,7 +12,8 @@ from typing import Any
 
 from flask import current_app, redirect, render_template, request, url_for
 
-from app.console import blueprint, state_view
+from app.console import state_view
+from app.console.base import blueprint
 from app.console.chart import line_chart
 from app.console.forms import FormValueError, fields_for_object, parse_fields, parse_json_object
 from app.console.session import ConsoleError, admin_only, current_operator, signed_in
