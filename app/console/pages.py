@@ -85,7 +85,7 @@ def _overview_live() -> dict[str, Any]:
     }
 
 
-@blueprint.get("/")
+@blueprint.get("/", strict_slashes=False)
 @signed_in
 def overview():
     return render_template("console/overview.html", page="Overview", **_overview_live())

@@ -30,8 +30,9 @@ def cookie_header(response, name: str) -> str:
 
 
 def test_pages_need_a_session(client):
-    r = client.get("/console/devices")
-    assert r.status_code == 302 and "/console/signin" in r.headers["Location"]
+    for path in ("/console", "/console/", "/console/devices"):
+        r = client.get(path)
+        assert r.status_code == 302 and "/console/signin" in r.headers["Location"], path
     assert client.post("/console/clients", data={"name": "x"}).status_code == 403
 
 
