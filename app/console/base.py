@@ -7,7 +7,6 @@ from flask import Blueprint, render_template
 from app.console.session import ConsoleError, csrf_token, current_operator, write_presession
 from app.core.errors import APIError
 from app.core.json_input import storable_text
-from app.services import audit
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
@@ -30,7 +29,6 @@ def _page_headers(response):
     response.headers["Referrer-Policy"] = "same-origin"
     if "Cache-Control" not in response.headers or response.mimetype == "text/html":
         response.headers["Cache-Control"] = "no-store"
-    audit.set_actor(None)  # the request thread serves other clients next
     return write_presession(response)
 
 
