@@ -164,3 +164,13 @@ def test_admin_manages_operators(client, admin, db):
     assert r.status_code == 303
     assert [o.disabled for o in list_operators(db) if o.email == email] == [True]
     assert sign_in(client.application.test_client(), email, password).status_code == 401
+
+
+def test_failures_older_than_the_window_no_longer_count(app, db):
+    email, password = new_operator(db, "viewer")
+    client = app.test_client()
+    for _ in range(5):
+        assert sign_in(client, email, "wrong-password").status_code == 401
+    db.transaction(lambda cur: cur.execute(
+        "UPDATE operator_signin_failures SET at = now() - interval '16 minutes' WHERE email = %s", (email,)))
+    assert sign_in(client, email, password).status_code == 303
