@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
+from app.api.auth import OTHER_GRANTS, InvalidTarget, _audience, oauth_error
 from app.auth.tokens import issue_token
 from app.core.json_input import InvalidJSON, decode_json
 from app.infra.db import get_db
 from app.services import oauth
 from app.web.authz import basic_credentials
-from app.web.oauth_requests import InvalidTarget, oauth_error, requested_audience
 
 blueprint = Blueprint("authorization", __name__)
 
@@ -62,7 +62,7 @@ def operator_grant(grant_type: str, fields: dict[str, str], requested_resources:
     if not client_id or oauth.find_client(get_db(), client_id) is None:
         return oauth_error(401, "invalid_client", "Unknown client_id.")
     try:
-        requested = requested_audience(requested_resources)
+        requested = _audience(requested_resources)
     except InvalidTarget as exc:
         return oauth_error(400, "invalid_target", str(exc))
     try:
@@ -80,3 +80,6 @@ def operator_grant(grant_type: str, fields: dict[str, str], requested_resources:
     if requested is not None and requested != grant.resource:
         return oauth_error(400, "invalid_target", "The resource differs from the one the operator approved.")
     return _token_response(grant)
+
+
+OTHER_GRANTS.update(authorization_code=operator_grant, refresh_token=operator_grant)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from app.api.auth import authenticated_client, oauth_error, token_request_fields
 from app.auth import revocation
 from app.auth.tokens import InvalidToken, token_claims
 from app.infra.db import get_db
 from app.services.clients import revoke_token_ids
 from app.web.authz import signing_keys
-from app.web.oauth_requests import authenticated_client, oauth_error, token_request_fields
 
 blueprint = Blueprint("token_admin", __name__)
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from flask import Flask
 
+from app.web.urls import API_PREFIX
+
 
 def init_app(app: Flask) -> None:
     from app.console import authorize, live, pages, signin  # noqa: F401 - their routes register on the blueprints
-    from app.console.blueprints import blueprint
-    from app.web.urls import API_PREFIX
+    from app.console.base import blueprint
 
     app.register_blueprint(blueprint, url_prefix="/console")
     app.register_blueprint(authorize.blueprint, url_prefix=API_PREFIX)

@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from flask import redirect, render_template, request, url_for
 
-from app.console.blueprints import console_blueprint
+from app.console.base import console_blueprint
 from app.console.session import ConsoleError, check_csrf, current_operator
 from app.core.json_input import storable_text
 from app.infra.db import get_db
@@ -27,6 +27,13 @@ from app.web.urls import canonical_resource, public_base_url, resources
 blueprint = console_blueprint("authorize", html_api_errors=False)  # at an API path: API errors stay JSON
 
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+SCOPE_DESCRIPTIONS = {
+    "device:read": "see devices, their state, types and events",
+    "device:write": "register, change and delete devices",
+    "device:command": "send commands to devices and set their desired state",
+    "message:read": "read commands and their results",
+    "admin": "everything, including API clients and device types",
+}
 PARAMS = ("response_type", "client_id", "redirect_uri", "code_challenge", "code_challenge_method", "scope", "state",
           "resource")
 
@@ -115,6 +122,7 @@ def authorize():
     return render_template(
         "console/consent.html", page=None, auth=auth, scopes=scopes, narrowed=narrowed,
         resource=auth.resource or public_base_url(), role_scopes=role_scopes(operator.role),
+        scope_descriptions=SCOPE_DESCRIPTIONS,
     )
 
 

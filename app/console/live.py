@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Response, request
 
 from app.auth.tokens import Principal
-from app.console.blueprints import blueprint
+from app.console.base import blueprint
 from app.console.session import SESSION_COOKIE, current_operator, signed_in
 from app.core.json_input import is_identifier
 from app.infra.db import get_db

@@ -13,7 +13,7 @@ from typing import Any
 from flask import current_app, redirect, render_template, request, url_for
 
 from app.console import state_view
-from app.console.blueprints import blueprint
+from app.console.base import blueprint
 from app.console.chart import line_chart
 from app.console.forms import FormValueError, fields_for_object, parse_fields, parse_json_object
 from app.console.session import ConsoleError, admin_only, current_operator, signed_in
@@ -85,7 +85,7 @@ def _overview_live() -> dict[str, Any]:
     }
 
 
-@blueprint.get("/")
+@blueprint.get("/", strict_slashes=False)
 @signed_in
 def overview():
     return render_template("console/overview.html", page="Overview", **_overview_live())

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from flask import g, redirect, render_template, request, url_for
 
-from app.console.blueprints import blueprint
+from app.console.base import blueprint
 from app.console.session import (
     SESSION_COOKIE,
     check_csrf,

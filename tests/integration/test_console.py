@@ -30,8 +30,9 @@ def cookie_header(response, name: str) -> str:
 
 
 def test_pages_need_a_session(client):
-    r = client.get("/console/devices")
-    assert r.status_code == 302 and "/console/signin" in r.headers["Location"]
+    for path in ("/console", "/console/", "/console/devices"):
+        r = client.get(path)
+        assert r.status_code == 302 and "/console/signin" in r.headers["Location"], path
     assert client.post("/console/clients", data={"name": "x"}).status_code == 403
 
 
@@ -163,3 +164,13 @@ def test_admin_manages_operators(client, admin, db):
     assert r.status_code == 303
     assert [o.disabled for o in list_operators(db) if o.email == email] == [True]
     assert sign_in(client.application.test_client(), email, password).status_code == 401
+
+
+def test_failures_older_than_the_window_no_longer_count(app, db):
+    email, password = new_operator(db, "viewer")
+    client = app.test_client()
+    for _ in range(5):
+        assert sign_in(client, email, "wrong-password").status_code == 401
+    db.transaction(lambda cur: cur.execute(
+        "UPDATE operator_signin_failures SET at = now() - interval '16 minutes' WHERE email = %s", (email,)))
+    assert sign_in(client, email, password).status_code == 303

@@ -230,3 +230,29 @@ def test_grant_revoked_in_the_console_ends_its_tokens(operator_client, app, make
     action = re.search(r'action="(/console/grants/[^"]+/revoke)"', page).group(1)
     assert browser.post(action, data={"csrf_token": csrf_from(page)}).status_code == 303
     assert agent.get(f"/api/v1/devices/{device['device_id']}", headers=headers).status_code == 401
+
+
+def test_unused_registrations_expire_after_a_day_used_ones_stay(operator_client, app, db):
+    browser, _ = operator_client("admin")
+    agent = app.test_client()
+    unused, used = register(agent)["client_id"], register(agent)["client_id"]
+    verifier, challenge = pkce()
+    redirect_params(consent(browser, authorize_query(used, challenge))[0])
+    db.transaction(lambda cur: cur.execute(
+        "UPDATE oauth_public_clients SET created_at = now() - interval '25 hours' WHERE client_id IN (%s, %s)",
+        (unused, used)))
+    assert browser.get(f"/api/v1/auth/authorize?{authorize_query(unused, challenge)}").status_code == 400
+    assert browser.get(f"/api/v1/auth/authorize?{authorize_query(used, challenge)}").status_code == 200
+
+
+def test_a_code_older_than_60_seconds_is_invalid_grant(operator_client, app, db):
+    browser, _ = operator_client("admin")
+    agent = app.test_client()
+    client_id = register(agent)["client_id"]
+    verifier, challenge = pkce()
+    params = redirect_params(consent(browser, authorize_query(client_id, challenge, resource=None))[0])
+    db.transaction(lambda cur: cur.execute(
+        "UPDATE oauth_codes SET expires_at = now() - interval '1 second' WHERE grant_id IN "
+        "(SELECT grant_id FROM oauth_grants WHERE client_id = %s)", (client_id,)))
+    r = exchange(agent, client_id, params["code"], verifier)
+    assert r.status_code == 400 and r.json["error"] == "invalid_grant"

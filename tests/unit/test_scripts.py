@@ -65,6 +65,19 @@ def test_third_party_clients_are_installed_only_for_the_tests_that_drive_them(ar
     assert lib_says("needs_third_party_clients", *args) is needs_clients
 
 
+@pytest.mark.parametrize("args, needs_chromium", [
+    ((), True),
+    (("tests/process",), True),
+    (("tests/process/test_console_browser.py",), True),
+    (("tests/process/test_console_browser.py::test_sign_in_and_sign_out",), True),
+    (("tests/process/test_faults.py",), False),
+    (("tests/integration", "tests/unit"), False),
+    (("-m", "not process and not image"), False),
+])
+def test_chromium_is_installed_only_for_the_console_browser_tests(args, needs_chromium):
+    assert lib_says("needs_chromium", *args) is needs_chromium
+
+
 def test_bench_names_the_valid_scenarios_for_a_mistyped_one():
     result = subprocess.run([sys.executable, "-m", "bench.run", "--only", "pipeline", "pipline"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)

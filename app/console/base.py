@@ -1,6 +1,4 @@
-"""The console's blueprints: every console answer gets its headers (a Content-Security-Policy without inline
-scripts, X-Frame-Options, no-store), HTML error pages and the template helpers (CSRF token, the operator, the
-navigation)."""
+"""What every console blueprint shares: security headers, HTML error pages, the template helpers, navigation."""
 
 from __future__ import annotations
 
@@ -12,7 +10,6 @@ from app.core.json_input import storable_text
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-
 
 NAVIGATION = (
     ("Overview", "console.overview", False),
