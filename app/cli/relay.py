@@ -84,7 +84,7 @@ def subject_kind(subject: str) -> str:
 
 class _LogBudget:
     """A token bucket for log lines about bad device messages (any thread): `allow()` says whether this one may be
-    written; `suppressed()` how many were not since the last line written."""
+    written and, when it may, how many were not written since the last one."""
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, burst
@@ -430,6 +430,9 @@ def run_relay(db: Database, messaging: Messaging, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     serve_metrics(settings.relay_metrics_port)
+    if callout is not None:
+        for outcome in ("allowed", "refused", "invalid", "busy"):
+            metrics.nats_auth_callouts_total.labels(outcome=outcome)
     tracing.start(tracing.RELAY_SERVICE)
     relay = Relay(db, messaging, settings, callout)
     signal.signal(signal.SIGTERM, relay.request_stop)

@@ -50,9 +50,9 @@ def server_request(server: ServerKey, user: str, password: str, **claims) -> byt
                       server).encode()
 
 
-def payload(token: str) -> dict:
-    part = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+def corrupt(seed: str) -> str:
+    """One character changed mid-key (the last character also holds two padding bits, so changing it may not)."""
+    return seed[:20] + ("B" if seed[20] != "B" else "C") + seed[21:]
 
 
 def test_a_request_is_read_and_the_answer_names_the_connection_and_the_server():
@@ -114,8 +114,20 @@ def test_an_encrypted_exchange_round_trips_and_a_plain_request_is_refused_when_a
 def test_seeds_of_the_wrong_kind_or_with_a_bad_checksum_are_refused():
     account, curve = AccountKey.generate(), CurveKey.generate()
     assert account.startswith("SA") and curve.startswith("SX") and len(account) == len(curve) == 58
-    for bad in (curve, account[:-1] + ("A" if account[-1] != "A" else "B"), "SA" + "A" * 56, ""):
+    for bad in (curve, corrupt(account), "SA" + "A" * 56, ""):
         with pytest.raises(CalloutError):
             AccountKey(bad)
     with pytest.raises(CalloutError):
         CurveKey(account)
+
+
+def test_the_relay_refuses_to_start_with_a_seed_whose_checksum_is_wrong(capsys):
+    from app.cli.relay import run_relay
+    from app.core.config import load_settings
+
+    seed = AccountKey.generate()
+    broken = corrupt(seed)
+    settings = load_settings({"DATABASE_URL": "postgresql://x/y", "NATS_URL": "nats://x", "UAIP_ENV": "development",
+                              "NATS_AUTH_CALLOUT": "true", "NATS_CALLOUT_ISSUER_SEED": broken})
+    assert run_relay(None, None, settings) == 1
+    assert "NATS_CALLOUT_ISSUER_SEED is not a valid account seed" in capsys.readouterr().err
