@@ -59,6 +59,7 @@ BATCH_MAX_BYTES = 1024 * 1024  # with bodies up to MAX_MESSAGE_SIZE_BYTES, a bat
 INBOX_MAX = 100_000
 DEVICE_INBOX_MAX = 2_000  # queued messages of one device (a device acks a full queue of 100 commands twice)
 PER_TURN = 16  # messages of one device per turn when the batch is filled round-robin
+DEVICE_RATE = 500  # messages a second one device may queue on average (bursts of DEVICE_INBOX_MAX)
 DRAIN_SECONDS = 10.0
 DB_RETRY_MAX_SECONDS = 5.0
 # A batch whose acks are all `acknowledged` waits this long for an outcome ack (see Relay._take).
@@ -111,7 +112,7 @@ class Relay:
         self.messaging = messaging
         self.settings = settings
         self.callout = callout
-        self.inbox: FairInbox[Message] = FairInbox(INBOX_MAX, DEVICE_INBOX_MAX, PER_TURN)
+        self.inbox: FairInbox[Message] = FairInbox(INBOX_MAX, DEVICE_INBOX_MAX, PER_TURN, DEVICE_RATE)
         self.stopping = threading.Event()
         self.stop_deadline = float("inf")
         self.resend_all = threading.Event()
@@ -123,6 +124,7 @@ class Relay:
         self.state_requests = relay_state.StateRequests(db, messaging, settings.relay_queue_group)
         self.next_partition_check = 0.0
         self.next_retention = 0.0
+        self._drop_counters: dict[tuple[str, str], object] = {}
 
     # -- NATS thread ----------------------------------------------------------------------------------
 
@@ -147,7 +149,11 @@ class Relay:
 
     def drop(self, kind: str, reason: str, device_id: str | None, detail: str) -> None:
         """Count a device message that is not applied, and log it within the log budget (any thread)."""
-        metrics.nats_messages_dropped_total.labels(subject_kind=kind, reason=reason).inc()
+        counter = self._drop_counters.get((kind, reason))
+        if counter is None:  # labels() takes a lock and builds a key: done once per pair, not per dropped message
+            counter = self._drop_counters[(kind, reason)] = metrics.nats_messages_dropped_total.labels(
+                subject_kind=kind, reason=reason)
+        counter.inc()
         if kind == "acks" and reason in _MALFORMED:
             metrics.acks_total.labels(source="relay", outcome="malformed").inc()
         elif kind == "acks" and reason == relay_input.UNKNOWN_MESSAGE:

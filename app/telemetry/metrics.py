@@ -85,13 +85,14 @@ command_redeliveries_total = Counter(
 
 NATS_SUBJECT_KINDS = ("acks", "heartbeat")
 NATS_DROP_REASONS = ("too_large", "too_deep", "invalid_json", "invalid", "unknown_message", "device_backlog",
-                     "inbox_full", "locked", "error")
+                     "device_rate", "inbox_full", "locked", "error")
 
 nats_messages_dropped_total = Counter(
     "uaip_nats_messages_dropped_total",
     "Device messages on NATS the relay did not apply, by subject kind (acks, heartbeat) and reason: too_large, "
     "too_deep, invalid_json, invalid (not the body the subject carries), unknown_message (an ack whose message_id "
-    "is no message id), device_backlog / inbox_full (queued messages over the per-device / overall bound), locked "
+    "is no message id), device_backlog / device_rate / inbox_full (over the per-device queue, the per-device rate, "
+    "the overall queue bound), locked "
     "(a heartbeat whose device row stayed locked), error (a failure handling it, logged).",
     ["subject_kind", "reason"],
 )

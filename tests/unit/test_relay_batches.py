@@ -7,7 +7,7 @@ import json
 from prometheus_client import REGISTRY
 
 from app.cli.relay import DEVICE_INBOX_MAX, OUTCOME_LINGER_SECONDS, PER_TURN, Relay
-from app.cli.relay_inbox import DEVICE_BACKLOG, FULL, FairInbox
+from app.cli.relay_inbox import DEVICE_BACKLOG, DEVICE_RATE, FULL, FairInbox
 from app.core.config import load_settings
 from app.infra.messaging import device_id_from_subject
 
@@ -130,3 +130,13 @@ def test_the_relay_bounds_one_device_and_counts_what_it_refuses():
     relay._receive("uaip.devices.calm.heartbeat", b"x" * (relay.settings.max_message_size_bytes + 1))
     assert relay.inbox.qsize() == DEVICE_INBOX_MAX + 1
     assert dropped("acks", "device_backlog") == backlog + 5 and dropped("heartbeat", "too_large") == too_large + 1
+
+
+def test_a_device_over_its_rate_is_refused_until_its_budget_refills(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("app.cli.relay_inbox.time.monotonic", lambda: clock[0])
+    inbox = FairInbox(total=10_000, per_device=10_000, per_turn=16, rate=100, burst=50)
+    assert [inbox.put("a", n) for n in range(51)] == [None] * 50 + [DEVICE_RATE]
+    assert inbox.put("b", 0) is None  # another device has its own budget
+    clock[0] += 0.1  # 10 more tokens
+    assert [inbox.put("a", n) for n in range(11)] == [None] * 10 + [DEVICE_RATE]
