@@ -274,7 +274,10 @@ class Relay:
         max_bytes = self.settings.max_message_size_bytes
         reports = [(subject, data) for subject, data, _ in batch if relay_state.is_report(subject)]
         if reports:
-            self._apply_state_reports(reports)
+            try:
+                self._apply_state_reports(reports)
+            except Exception:  # noqa: BLE001 - the batch's acks and heartbeats still apply
+                log.exception("state reports could not be handled", extra={"count": len(reports)})
             batch = [message for message in batch if not relay_state.is_report(message[0])]
         for subject, data, headers in batch:
             kind, device_id = subject_kind(subject), device_id_from_subject(subject)
