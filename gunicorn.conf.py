@@ -49,6 +49,12 @@ errorlog = "-"
 loglevel = _settings.log_level
 logconfig_dict = gunicorn_logconfig(_settings.log_level, _settings.log_format)  # gunicorn's own lines: same format
 proc_name = "uaip-hub"
+# Gunicorn itself trusts X-Forwarded-Proto (and its kin) from loopback by default and rewrites the request's
+# scheme. The hub's rule is that forwarded headers count only with TRUSTED_PROXY_HOPS > 0 (then ProxyFix reads
+# them, app/web/pipeline.py): with 0, gunicorn trusts nobody, so a client on the same host cannot turn the
+# discovery documents' URLs into https://… by sending the header.
+if _settings.trusted_proxy_hops == 0:
+    forwarded_allow_ips = ""
 
 
 # --- hooks: metrics files (app/telemetry/metrics.py) and worker lifecycle (app/web/worker_hooks.py) ---------
