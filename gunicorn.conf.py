@@ -6,15 +6,15 @@ master, so a bad variable stops start-up with one line instead of every worker f
 
 import os
 
-from app.core.config import env_or_exit
+from app.core.config import default_metrics_dir, env_or_exit
 from app.core.envfile import load_env_file
 
 # ./.env first (variables already in the environment win), so it can set anything below; re-read on SIGHUP.
 env_or_exit(load_env_file)
 
 # Before anything imports prometheus_client: workers write their metrics to per-process files here
-# (docs/decisions.md, "Metrics").
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/tmp/uaip-metrics")
+# (docs/decisions.md, "Metrics"). Default: /tmp/uaip-metrics-<UAIP_INSTANCE or SERVER_PORT>, one per hub on a host.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", env_or_exit(lambda: default_metrics_dir(os.environ)))
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)  # also for --check-config, which loads the app
 
 from app.core import envfile  # noqa: E402
@@ -49,14 +49,21 @@ errorlog = "-"
 loglevel = _settings.log_level
 logconfig_dict = gunicorn_logconfig(_settings.log_level, _settings.log_format)  # gunicorn's own lines: same format
 proc_name = "uaip-hub"
+# Gunicorn itself trusts X-Forwarded-Proto (and its kin) from loopback by default and rewrites the request's
+# scheme. The hub's rule is that forwarded headers count only with TRUSTED_PROXY_HOPS > 0 (then ProxyFix reads
+# them, app/web/pipeline.py): with 0, gunicorn trusts nobody, so a client on the same host cannot turn the
+# discovery documents' URLs into https://… by sending the header.
+if _settings.trusted_proxy_hops == 0:
+    forwarded_allow_ips = ""
 
 
 # --- hooks: metrics files (app/telemetry/metrics.py) and worker lifecycle (app/web/worker_hooks.py) ---------
 
 
 def on_starting(server):
-    from app.telemetry.metrics import reset_multiprocess_dir
+    from app.telemetry.metrics import claim_multiprocess_dir, reset_multiprocess_dir
 
+    claim_multiprocess_dir()  # another running hub's directory: one line and exit, before wiping anything
     reset_multiprocess_dir()
     worker_hooks.log_start_notes(server.log, envfile.startup_notes(), _settings, _made_development_secret)
 

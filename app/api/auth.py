@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from app.auth.secrets import remember_client_login
 from app.auth.tokens import granted_scopes, issue_token
 from app.core.json_input import InvalidJSON, decode_json, storable_text
 from app.infra.db import get_db
@@ -112,6 +113,7 @@ def authenticated_client(fields: dict[str, str]) -> tuple[Client | None, Respons
     client = authenticate_client(get_db(), client_id, client_secret)
     if client is None:  # unknown, wrong or expired secret, disabled or deleted
         return None, oauth_error(401, "invalid_client", "Client authentication failed.")
+    remember_client_login(client_id, client_secret)  # its next requests here get its own rate-limit bucket
     return client, None
 
 

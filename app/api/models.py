@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from app.core.json_input import IDENTIFIER_PATTERN, StrictModel
-from app.core.text import has_invisible
+from app.core.text import scrub, without_controls
 from app.schemas.resources import COMMAND_NAME_PATTERN, PROPERTY_NAME_PATTERN, TYPE_NAME_PATTERN
 from app.schemas.rules import MAX_SCHEMA_BYTES
 
@@ -43,32 +43,21 @@ NewDeviceId = Annotated[
 ]
 
 
-INVISIBLE_REFUSED = ("must not contain invisible or control characters (zero-width, bidirectional, tag, private-use "
-                     "characters, line or paragraph separators, variation selectors)")
-
-
 def _visible(value: str) -> str:
-    """Names, types, capabilities and locations are shown to people and AI agents: text that reads differently from
-    what it holds is refused here, at input, rather than changed silently (app/core/text.py)."""
-    if has_invisible(value):
-        raise ValueError(INVISIBLE_REFUSED)
-    return value
+    """Names, types, capabilities and locations are shown to people and AI agents: characters that do not show (or
+    change how the text around them reads) are removed at input, the rule the MCP tools apply to everything they
+    return (app/core/text.py), so what is stored is what everyone sees. Control characters (C0, DEL) are refused
+    before this, by the PRINTABLE pattern; a value left empty is refused."""
+    clean = without_controls(value)
+    if value and not clean:
+        raise ValueError("must contain visible characters")
+    return clean
 
 
 def _visible_location(value: dict[str, Any]) -> dict[str, Any]:
-    """A location object: every key and string inside it obeys the rule of a location string."""
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if any(isinstance(key, str) and has_invisible(key) for key in item):
-                raise ValueError(INVISIBLE_REFUSED)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            _visible(item)
-    return value
+    """A location object: every key and string inside it, as a location string (keys that would then collide are
+    refused earlier, for the whole body: app/web/parsing.py)."""
+    return scrub(value)
 
 
 Visible = pydantic.AfterValidator(_visible)

@@ -21,7 +21,7 @@ from app.schemas.thing_description import MEDIA_TYPE, thing_description
 from app.services import device_types, registry, state
 from app.web import device_state
 from app.web.authz import require_scope
-from app.web.urls import public_base_url
+from app.web.urls import published_base_url
 
 blueprint = Blueprint("things", __name__)
 
@@ -36,7 +36,7 @@ def _timeout() -> int:
 @require_scope("device:read")
 def get_thing_description(device_id: str):
     device, device_type = device_types.get_device_with_type(get_db(), checked_device_id(device_id), _timeout())
-    document = thing_description(device, device_type, public_base_url())
+    document = thing_description(device, device_type, published_base_url())
     return current_app.response_class(json.dumps(document, ensure_ascii=False), mimetype=MEDIA_TYPE)
 
 

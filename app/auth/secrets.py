@@ -82,6 +82,17 @@ _verified = _VerifiedSecrets()
 # (device_id, secret) pairs this process recently accepted: lets the rate limiter key a device by its id
 # without a database round trip or a scrypt check before the view runs.
 _recent_device_logins = _VerifiedSecrets()
+# (client_id, secret) pairs the token endpoint of this process recently accepted: the same for API clients asking
+# for a token, so anonymous traffic from their address cannot make them wait.
+_recent_client_logins = _VerifiedSecrets()
+
+
+def remember_client_login(client_id: str, secret: str) -> None:
+    _recent_client_logins.remember(client_id, secret)
+
+
+def client_login_seen(client_id: str, secret: str) -> bool:
+    return _recent_client_logins.seen(client_id, secret)
 
 
 def verify_secret(stored_hash: str | None, secret: str) -> bool:

@@ -24,7 +24,7 @@ from app import create_app
 from app.cli.commands import APP_COMMANDS, stdout_logging
 from app.cli.examples import EXAMPLES
 from app.core.config import ConfigError
-from app.core.envfile import load_env_file, undo_other_loaders
+from app.core.envfile import load_env_file, startup_notes, undo_other_loaders
 from app.telemetry import tracing
 
 
@@ -58,6 +58,9 @@ def cli() -> None:
         click.echo(f"uaip-hub: {name} from --env-file is ignored: it is taken from the real environment only",
                    err=True)
     load_env_file()
+    for level, message in startup_notes():
+        if level == "warning":  # the relay logs the full notes; every command says what the file could not do
+            click.echo(f"uaip-hub: {message}", err=True)
 
 
 for _command in APP_COMMANDS:

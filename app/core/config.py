@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import TypeVar
@@ -222,6 +223,35 @@ def _bootstrap_secret(env: Mapping[str, str], environment: str) -> str | None:
     return secret
 
 
+INSTANCE_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
+DEFAULT_RELAY_QUEUE_GROUP = "uaip-relay"
+METRICS_DIR_PREFIX = "/tmp/uaip-metrics-"
+
+
+def instance_name(env: Mapping[str, str]) -> str:
+    """What tells this hub apart from others on the same host: UAIP_INSTANCE, else its SERVER_PORT (two API
+    servers on one host cannot share a port). Names the per-instance defaults (metrics directory, drain file)."""
+    name = _raw(env, "UAIP_INSTANCE")
+    if name is None:
+        return str(_int(env, "SERVER_PORT", 8443, 1, 65_535))
+    if not INSTANCE_PATTERN.fullmatch(name):
+        raise ConfigError(f"UAIP_INSTANCE must be 1-64 of A-Z a-z 0-9 . _ - (not starting with '.'), got {name!r}")
+    return name
+
+
+def default_metrics_dir(env: Mapping[str, str]) -> str:
+    """PROMETHEUS_MULTIPROC_DIR when unset: one directory per instance, so starting one hub never wipes the
+    metric files of another on the same host."""
+    return METRICS_DIR_PREFIX + instance_name(env)
+
+
+def _default_queue_group(env: Mapping[str, str]) -> str:
+    """uaip-relay, or uaip-relay-<UAIP_INSTANCE>: relays of different hubs sharing one NATS must not split each
+    other's acks between them (a queue group hands each message to one member)."""
+    name = _raw(env, "UAIP_INSTANCE")
+    return DEFAULT_RELAY_QUEUE_GROUP if name is None else f"{DEFAULT_RELAY_QUEUE_GROUP}-{instance_name(env)}"
+
+
 def default_max_waiters(threads: int) -> int:
     """`?wait=N` requests one worker lets wait at once: half its threads (rounded down), so at least as many
     threads stay free for probes and every other request. With one thread nobody waits (the answer is 202)."""
@@ -274,7 +304,8 @@ class Settings:
     relay_sweep_seconds: float = 2.0
     health_cache_seconds: float = 2.0
     command_retry_seconds: float = 10.0
-    relay_queue_group: str = "uaip-relay"
+    relay_queue_group: str = DEFAULT_RELAY_QUEUE_GROUP
+    instance: str = "8443"
     relay_metrics_port: int = 9464
     # `?wait=N` bounds, per worker process (docs/api.md, "Commands and messages"): a waiting request holds a
     # gthread thread.
@@ -340,7 +371,8 @@ class Settings:
             # Each worker probes each dependency at most once per period; longer would make health answers stale.
             health_cache_seconds=_float(env, "UAIP_HEALTH_CACHE_SECONDS", 2.0, 0.0, 2.0),
             command_retry_seconds=_float(env, "UAIP_COMMAND_RETRY_SECONDS", 10.0, 0.1, 3600),
-            relay_queue_group=_raw(env, "UAIP_RELAY_QUEUE_GROUP") or "uaip-relay",
+            relay_queue_group=_raw(env, "UAIP_RELAY_QUEUE_GROUP") or _default_queue_group(env),
+            instance=instance_name(env),
             relay_metrics_port=_int(env, "UAIP_RELAY_METRICS_PORT", 9464, 0, 65_535),
             max_waiters=max_waiters,
             max_waiters_per_client=_int(env, "UAIP_MAX_WAITERS_PER_CLIENT", default_max_waiters_per_client(max_waiters),

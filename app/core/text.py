@@ -8,9 +8,10 @@ the text around them reads, so a name can carry instructions a person reviewing 
 breaks become one space first, so words they separated stay apart.
 
 Where the rule applies (docs/mcp.md, "Text written by devices and clients"): everything the MCP tools return and
-every Thing Description is scrubbed on the way out; REST input of names, capabilities and locations is refused (400
-VALIDATION_ERROR) when it holds such a character, and so are objects (metadata, command params, results) with two
-keys that would read the same once scrubbed. Output keys that still collide (data that reached the hub another
+every Thing Description is scrubbed on the way out; REST input of names, device types, capabilities and locations
+is scrubbed on the way in (app/api/models.py), so what is stored is what everyone sees; bodies with two keys of one
+object that would read the same once scrubbed (metadata, command params, results) are refused (400
+VALIDATION_ERROR), at REST and in send_command. Output keys that still collide (data that reached the hub another
 way, e.g. a NATS ack) are kept distinct, never merged (`scrub`).
 """
 
@@ -60,7 +61,7 @@ def without_controls(text: str) -> str:
 
 
 def has_invisible(text: str) -> bool:
-    """Whether `text` holds a character `without_controls` would change (REST input refuses such names)."""
+    """Whether `text` holds a character `without_controls` would remove."""
     return INVISIBLE.search(text) is not None
 
 

@@ -6,8 +6,15 @@ before the view with one Redis round trip (app/ratelimit/storage.py), shared by 
 down or REDIS_URL unset: the same rule in this process's memory.
 
 The bucket is `client:<client_id>` for a valid bearer token, `client:device:<device_id>` for device credentials
-this process has already accepted, else `ip:<peer address>` (ProxyFix decides the address, see app/web/pipeline.py),
-so a client can only spend a budget it holds credentials for.
+this process has already accepted, `client:<client_id>` at the token endpoint for client credentials this
+process's token endpoint has already accepted (app/web/authz.py: one HMAC, no database), else `ip:<peer address>`
+(ProxyFix decides the address, see app/web/pipeline.py), so a client can only spend a budget it holds credentials
+for. Anonymous traffic therefore never blocks a device or client whose credentials were verified recently.
+
+Credentials not verified yet (a new device, another worker's cache) are charged to the address's bucket first;
+once anonymous traffic has emptied that, they get a second one of the same size, `ip-credentials:<address>`, so
+their first request still reaches the view (which checks them, and remembers them when right). Requests that
+present no credentials never touch it; wrong credentials can empty it, and then only it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from app.infra.redis_client import Cache
 from app.ratelimit.rule import Decision, Rules, decide
 from app.ratelimit.storage import FallbackLimitStore, LimitStore, MemoryLimitStore, RedisLimitStore
 from app.telemetry import metrics
-from app.web.authz import recognised_device, token_principal
+from app.web.authz import presents_credentials, recognised_client, recognised_device, token_principal
 from app.web.errors import HTTP_CODES, error_response
 
 log = logging.getLogger(__name__)
@@ -30,6 +37,8 @@ log = logging.getLogger(__name__)
 STRATEGY = "burst-bucket"
 # Never limited: probes, scrapes, the API description and discovery documents (paths, and everything below them).
 EXEMPT_PATHS = ("/api/v1/system/health", "/metrics", "/api/v1/openapi.json", "/.well-known")
+
+IP_PREFIX = "ip:"
 
 LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER = "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"
 
@@ -42,7 +51,17 @@ def limit_key() -> str:
     device_id = recognised_device()
     if device_id is not None:
         return f"client:device:{device_id}"
-    return f"ip:{request.remote_addr or 'unknown'}"
+    client_id = recognised_client()
+    if client_id is not None:
+        return f"client:{client_id}"
+    return f"{IP_PREFIX}{request.remote_addr or 'unknown'}"
+
+
+def second_chance_key(key: str) -> str | None:
+    """The bucket that may still admit a request its address's bucket refused: only for unverified credentials."""
+    if key.startswith(IP_PREFIX) and presents_credentials():
+        return "ip-credentials:" + key.removeprefix(IP_PREFIX)
+    return None
 
 
 def is_exempt() -> bool:
@@ -81,7 +100,11 @@ class RateLimiter:
         if is_exempt() or self._free():
             return None
         try:
-            admitted, state = self.store.hit(limit_key())
+            key = limit_key()
+            admitted, state = self.store.hit(key)
+            second = None if admitted else second_chance_key(key)
+            if second is not None:
+                admitted, state = self.store.hit(second)
         except Exception:  # noqa: BLE001 - a limiter fault must never turn a request into a 500
             log.exception("rate limit check failed; request let through")
             return None

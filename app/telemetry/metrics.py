@@ -13,6 +13,7 @@ files in it the moment the first metric below is made and would otherwise stop t
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import os
 import time
@@ -223,6 +224,38 @@ def init_app(app: Flask, before_scrape: Callable[[], None] | None = None) -> Non
 
 
 # --- gunicorn master hooks (called from gunicorn.conf.py) -------------------------------------------------
+
+
+LOCK_FILE = "uaip-master.lock"
+_held_lock: dict[str, int] = {}  # path -> descriptor of the lock this master holds (kept across SIGHUP)
+
+
+def claim_multiprocess_dir() -> None:
+    """on_starting: take PROMETHEUS_MULTIPROC_DIR for this master, or stop start-up with one line when another
+    running hub holds it: the start would wipe that hub's metric files, and both would sum each other's workers.
+
+    An exclusive flock on a file in the directory, held until this process ends (the kernel drops it even after a
+    SIGKILL, so a crash never leaves a stale lock). A USR2 re-exec (GUNICORN_PID is its parent, the old master,
+    which still holds the lock) shares the directory with its parent by design and skips the claim."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if not path or path in _held_lock:
+        return
+    if os.environ.get("GUNICORN_PID") == str(os.getppid()):
+        return
+    os.makedirs(path, exist_ok=True)
+    descriptor = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 32).decode("ascii", "replace").strip() or "unknown"
+        os.close(descriptor)
+        raise SystemExit(
+            f"uaip-hub: configuration error: {MULTIPROC_ENV} {path} is in use by another running hub (pid "
+            f"{holder}); give each hub on a host its own (unset it for the per-instance default, or set "
+            "UAIP_INSTANCE)") from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, str(os.getpid()).encode("ascii"))
+    _held_lock[path] = descriptor
 
 
 def reset_multiprocess_dir() -> None:

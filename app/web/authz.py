@@ -13,15 +13,20 @@ from collections.abc import Callable
 from flask import current_app, g, request
 
 from app.auth import revocation
-from app.auth.secrets import _recent_device_logins, verify_secret
+from app.auth.secrets import _recent_device_logins, client_login_seen, verify_secret
 from app.auth.tokens import InvalidToken, Principal, SigningKeys, VerifiedTokens
 from app.core import audit_context
 from app.core.errors import APIError
+from app.core.json_input import InvalidJSON, decode_json
 from app.infra.db import DatabaseUnavailable, get_db
 from app.infra.redis_client import get_cache
 from app.services.clients import revocation_state
 from app.services.oauth import grant_is_live
-from app.web.urls import public_base_url
+from app.web.urls import API_PREFIX, public_base_url
+
+# Endpoints where an API client authenticates with its id and secret (HTTP Basic or the body): the token
+# endpoint (and its old name), revocation and introspection.
+TOKEN_PATHS = tuple(f"{API_PREFIX}/auth/{name}" for name in ("token", "login", "revoke", "introspect"))
 
 
 def _bearer_token() -> str | None:
@@ -100,6 +105,47 @@ def recognised_device() -> str | None:
         return None
     device_id, secret = credentials
     return device_id if _recent_device_logins.seen(device_id, secret) else None
+
+
+def token_request_credentials() -> tuple[str, str] | None:
+    """The (client_id, client_secret) a token request presents (HTTP Basic, or the form or JSON body), else None.
+    Only for POSTs to TOKEN_PATHS; reads the body the way the views do (cached), never checks anything."""
+    if request.method != "POST" or request.path not in TOKEN_PATHS:
+        return None
+    basic = basic_credentials()
+    if basic is not None:
+        return basic
+    raw = request.get_data(cache=True)  # first, so the view (and request.form below) still see the body
+    fields: object = None
+    if request.is_json:
+        try:
+            fields = decode_json(raw)
+        except InvalidJSON:
+            return None
+    elif request.mimetype in ("application/x-www-form-urlencoded", ""):
+        fields = request.form
+    if not hasattr(fields, "get"):
+        return None
+    client_id, secret = fields.get("client_id"), fields.get("client_secret")
+    if isinstance(client_id, str) and isinstance(secret, str) and client_id and secret:
+        return client_id, secret
+    return None
+
+
+def recognised_client() -> str | None:
+    """The client id of a token request whose credentials this process's token endpoint accepted recently, else
+    None (one HMAC; no database, no scrypt). What the rate limiter keys the token endpoint by."""
+    credentials = token_request_credentials()
+    if credentials is None:
+        return None
+    client_id, secret = credentials
+    return client_id if client_login_seen(client_id, secret) else None
+
+
+def presents_credentials() -> bool:
+    """Whether the request carries device or client credentials (unchecked): HTTP Basic, or client credentials in
+    a token request's body."""
+    return basic_credentials() is not None or token_request_credentials() is not None
 
 
 REST_CHALLENGE = 'realm="uaip-hub"'

@@ -15,9 +15,9 @@ Status: PostgreSQL down → "unhealthy" (503; readiness "not_ready"); Redis or N
 the API keeps serving (rate limits fall back to memory, commands stay queued in PostgreSQL). Redis not
 configured is not a fault.
 
-Draining: readiness answers 503 "draining" when the drain file exists (UAIP_DRAIN_FILE, default
-/tmp/uaip-draining; a Kubernetes preStop hook creates it, and every worker sees it) or when this worker was
-told to stop (`app.web.worker_hooks.shutting_down`).
+Draining: readiness answers 503 "draining" when a drain file exists (UAIP_DRAIN_FILE; unset: /tmp/uaip-draining,
+which a Kubernetes preStop hook creates, or this hub's own /tmp/uaip-draining-<instance>; every worker sees them)
+or when this worker was told to stop (`app.web.worker_hooks.shutting_down`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 
 from app.telemetry import metrics
 from app.web import worker_hooks as lifecycle
@@ -73,13 +73,22 @@ def package_version() -> str:
         return "unknown"
 
 
-def drain_file() -> str:
-    return os.environ.get(DRAIN_FILE_ENV, "").strip() or DEFAULT_DRAIN_FILE
+def drain_files() -> tuple[str, ...]:
+    """The files whose existence means "drain": UAIP_DRAIN_FILE alone when it is set; else the host-wide
+    /tmp/uaip-draining (what the chart's preStop hook touches; in a pod it concerns this hub only) and this hub's
+    own /tmp/uaip-draining-<instance> (UAIP_INSTANCE, else SERVER_PORT), which drains one of several hubs on a
+    host without touching the others."""
+    configured = os.environ.get(DRAIN_FILE_ENV, "").strip()
+    if configured:
+        return (configured,)
+    if not has_app_context():
+        return (DEFAULT_DRAIN_FILE,)
+    return DEFAULT_DRAIN_FILE, f"{DEFAULT_DRAIN_FILE}-{current_app.config['SETTINGS'].instance}"
 
 
 def draining() -> bool:
-    """Shutdown began: this worker was told to stop, or the pod is being drained (the drain file exists)."""
-    return lifecycle.shutting_down() or os.path.exists(drain_file())
+    """Shutdown began: this worker was told to stop, or the pod is being drained (a drain file exists)."""
+    return lifecycle.shutting_down() or any(os.path.exists(path) for path in drain_files())
 
 
 def _timed(name: str, probe: Callable[[], float | None], ok_message: str) -> Dependency:

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import IO
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 from flask import Request as FlaskRequest
 from flask_cors import CORS
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -90,6 +90,24 @@ def add_response_headers(response):
     return response
 
 
+def mark_request_urls(response):
+    """With UAIP_PUBLIC_URL unset the hub names itself after the request's Host (and, behind trusted proxies, the
+    forwarded scheme and host): an answer carrying such a URL must not be stored by a shared cache, or one
+    client's Host header would be served to the next. Marked: discovery documents, Thing Descriptions (and
+    anything else built with `published_base_url`), every challenge (`WWW-Authenticate`) and every `Location`."""
+    settings = current_app.config["SETTINGS"]
+    if settings.public_url:
+        return response
+    derived = (g.get("urls_from_request") or "WWW-Authenticate" in response.headers or "Location" in response.headers
+               or request.path == "/.well-known" or request.path.startswith("/.well-known/"))
+    if derived:
+        response.headers["Cache-Control"] = "no-store"
+        response.vary.add("Host")
+        if settings.trusted_proxy_hops > 0:
+            response.vary.update(("X-Forwarded-Host", "X-Forwarded-Proto"))
+    return response
+
+
 def client_id() -> str | None:
     """Who called, for the access log: set by the auth decorators, else the token the limiter already decoded."""
     if g.get("client_id"):
@@ -116,6 +134,7 @@ def init_app(app: Flask) -> None:
     # after_request hooks run in reverse order of registration: the access line is written last.
     app.after_request(write_access_log)
     app.after_request(add_response_headers)
+    app.after_request(mark_request_urls)
     if settings.cors_origins:
         CORS(
             app,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import current_app, request
+from flask import current_app, g, request
 
 API_PREFIX = "/api/v1"  # every route of the API lives below it (app/api registers its blueprints there)
 
@@ -32,9 +32,18 @@ def public_base_url() -> str:
     return normalise_base(f"{request.scheme}://{request.host}")
 
 
+def published_base_url() -> str:
+    """`public_base_url()` for a URL the answer will carry: when it came from the request, the answer is marked so
+    that it is never cached (app/web/pipeline.py, `mark_request_urls`), or a cache could serve one client's Host
+    header to everyone."""
+    if not current_app.config["SETTINGS"].public_url:
+        g.urls_from_request = True
+    return public_base_url()
+
+
 def absolute(path: str) -> str:
     """An absolute URL for a path on this hub (`/api/v1/...`)."""
-    return public_base_url() + path
+    return published_base_url() + path
 
 
 MCP_PATH = f"{API_PREFIX}/mcp"

@@ -250,7 +250,7 @@ def test_read_only_root_and_writable_tmp(server):
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
     podman("exec", server["name"], "touch", "/tmp/probe")
     # The Prometheus multiprocess directory lives on /tmp and metrics work.
-    podman("exec", server["name"], "test", "-d", "/tmp/uaip-metrics")
+    podman("exec", server["name"], "test", "-d", "/tmp/uaip-metrics-8443")  # per instance: SERVER_PORT
     status, body = http_get(server["base"] + "/metrics")
     assert status == 200 and "uaip_http_requests_total" in body
 

@@ -10,7 +10,7 @@ from tests.conftest import basic, unique_id
 DEVICES = "/api/v1/devices"
 SQL_META = ["' OR '1'='1", "'; DROP TABLE devices; --", "\" OR \"\"=\"", "%' --", "\\'; SELECT pg_sleep(5); --", "$1",
             "?"]
-UNICODE_OK = ["温度計", "🌡️ sensor", "Ünïcödé", "שלום", "a\u200bb"]
+UNICODE_OK = ["温度計", "🌡 sensor", "Ünïcödé", "שלום"]  # invisible characters: test_invisible_text.py
 
 
 def device_count(db) -> int:

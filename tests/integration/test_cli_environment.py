@@ -81,3 +81,18 @@ def test_env_file_option_wins_over_dotenv(tmp_path, hub_env):
     (tmp_path / "hub.env").write_text(f"NATS_URL={hub_env['NATS_URL']}\nJWT_SECRET={hub_env['JWT_SECRET']}\n")
     result = uaip_hub(["--env-file", "hub.env", "migrate"], {"DATABASE_URL": hub_env["DATABASE_URL"]}, tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("how", ["dotenv", "--env-file"])
+def test_a_file_cannot_switch_a_command_to_development(tmp_path, hub_env, how):
+    """UAIP_ENV comes from the real environment only: without JWT_SECRET, a file's UAIP_ENV=development leaves
+    the command in production, which refuses to run and says why."""
+    settings = f"NATS_URL={hub_env['NATS_URL']}\nUAIP_ENV=development\n"
+    (tmp_path / (".env" if how == "dotenv" else "hub.env")).write_text(settings)
+    args = ["migrate"] if how == "dotenv" else ["--env-file", "hub.env", "migrate"]
+    result = uaip_hub(args, {"DATABASE_URL": hub_env["DATABASE_URL"]}, tmp_path)
+    assert result.returncode != 0, result.stdout
+    assert "UAIP_ENV" in result.stderr and "is ignored" in result.stderr, result.stderr
+    assert "configuration error: JWT_SECRET is required in production" in result.stderr, result.stderr
+    relaxed = uaip_hub(args, {"DATABASE_URL": hub_env["DATABASE_URL"], "UAIP_ENV": "development"}, tmp_path)
+    assert relaxed.returncode == 0, relaxed.stderr  # from the real environment it still counts

@@ -152,6 +152,72 @@ def test_device_credentials_get_their_own_bucket(make_app, key_prefix, api_clien
     assert client.post(f"/api/v1/devices/{device['device_id']}/heartbeat", headers=wrong).status_code == 401
 
 
+def flood_until_limited(client) -> int:
+    """Anonymous requests from 127.0.0.1 (the test client's address) until one gets 429; returns how many."""
+    for sent in range(1, 100):
+        if client.get("/api/v1/nothing-here").status_code == 429:
+            return sent
+    raise AssertionError("anonymous requests were never limited")
+
+
+def register_device(app, client) -> dict:
+    token, _ = issue_token("rate-admin", ["device:write"], app.config["SETTINGS"].jwt_secret, 3600)
+    r = client.post("/api/v1/devices", json={"name": "d", "device_type": "t"},
+                    headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 201, r.json
+    return r.json
+
+
+def token_request(client, client_id, secret, how="form"):
+    form = {"grant_type": "client_credentials"}
+    if how == "basic":
+        return client.post("/api/v1/auth/token", data=form, headers=basic(client_id, secret))
+    return client.post("/api/v1/auth/token", data={**form, "client_id": client_id, "client_secret": secret})
+
+
+def test_anonymous_traffic_never_blocks_verified_devices_and_clients_from_its_address(make_app, api_client_factory):
+    app = make_app()
+    client = app.test_client()
+    device = register_device(app, client)
+    creds = basic(device["device_id"], device["device_secret"])
+    heartbeat = f"/api/v1/devices/{device['device_id']}/heartbeat"
+    client_id, secret = api_client_factory("device:read")
+    assert client.post(heartbeat, headers=creds).status_code == 200  # verified once: remembered by this process
+    assert token_request(client, client_id, secret).status_code == 200
+
+    flood_until_limited(client)
+    assert client.get("/api/v1/nothing-here").status_code == 429  # the address stays limited ...
+    for _ in range(BURST - 1):  # ... while the device and the client spend their own budgets
+        assert client.post(heartbeat, headers=creds).status_code == 200
+        assert token_request(client, client_id, secret).status_code == 200
+    assert token_request(client, client_id, secret, how="basic").status_code == 200  # same client, same bucket
+    assert token_request(client, client_id, secret, how="basic").status_code == 429  # which is limited too
+
+
+def test_credentials_not_yet_verified_still_get_through_an_anonymous_flood(make_app, api_client_factory):
+    """A device or client this process has not seen yet (new, or verified by another worker) has no bucket of its
+    own before its first success: it gets a second budget of its address's size that anonymous requests never
+    touch, so its first request reaches the check, and from then on its own bucket."""
+    app = make_app()
+    client = app.test_client()
+    device = register_device(app, client)
+    client_id, secret = api_client_factory("device:read")
+    assert flood_until_limited(client) == BURST + 1
+
+    heartbeat = f"/api/v1/devices/{device['device_id']}/heartbeat"
+    assert client.post(heartbeat, headers=basic(device["device_id"], device["device_secret"])).status_code == 200
+    r = token_request(client, client_id, secret)
+    assert r.status_code == 200, r.json
+    for _ in range(BURST - 1):  # from now on in its own bucket (one burst left for the end of this test)
+        assert client.post(heartbeat, headers=basic(device["device_id"], device["device_secret"])).status_code == 200
+
+    # Wrong credentials spend only that second budget, and are refused once it is empty.
+    wrong = basic(device["device_id"], "wrong-secret")
+    results = [client.post(heartbeat, headers=wrong).status_code for _ in range(BURST)]
+    assert results == [401] * (BURST - 2) + [429] * 2  # two of the second budget went to the device and client
+    assert client.post(heartbeat, headers=basic(device["device_id"], device["device_secret"])).status_code == 200
+
+
 def test_limits_work_without_redis_url(make_app):
     app = make_app(REDIS_URL="")
     assert statuses(app.test_client(), BURST + 1)[-1] == 429

@@ -106,7 +106,9 @@ class HubServer(_Process):
             # A private metrics directory: gunicorn.conf.py wipes it on start, and servers must not share one.
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="uaip-metrics-"), **extra,
         }
-        self.metrics_dir = Path(full_env["PROMETHEUS_MULTIPROC_DIR"])
+        # None: gunicorn.conf.py's per-instance default (tests of that default pass it).
+        self.metrics_dir = Path(full_env["PROMETHEUS_MULTIPROC_DIR"]
+                                or f"/tmp/uaip-metrics-{full_env.get('UAIP_INSTANCE') or self.port}")
         certificate = ["--certfile", str(tls[0]), "--keyfile", str(tls[1])] if tls else []
         super().__init__([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), *certificate, "wsgi:app"],
                          full_env, "gunicorn", cwd)

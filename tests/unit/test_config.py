@@ -191,3 +191,22 @@ def test_production_ignores_a_generated_development_secret(monkeypatch):
     env = {k: v for k, v in BASE.items() if k != "JWT_SECRET"}
     with pytest.raises(ConfigError, match="JWT_SECRET is required"):
         Settings.from_env({**env, config.GENERATED_SECRET_ENV: "x" * 43})
+
+
+def test_per_instance_defaults_follow_uaip_instance_or_the_port():
+    from app.core.config import default_metrics_dir
+
+    assert parse().instance == "8443" and parse(SERVER_PORT="9000").instance == "9000"
+    assert default_metrics_dir({"SERVER_PORT": "9000"}) == "/tmp/uaip-metrics-9000"
+    assert default_metrics_dir({}) == "/tmp/uaip-metrics-8443"
+    assert default_metrics_dir({"UAIP_INSTANCE": "eu1", "SERVER_PORT": "9000"}) == "/tmp/uaip-metrics-eu1"
+    assert parse().relay_queue_group == "uaip-relay"
+    s = parse(UAIP_INSTANCE="eu1")
+    assert s.instance == "eu1" and s.relay_queue_group == "uaip-relay-eu1"
+    assert parse(UAIP_INSTANCE="eu1", UAIP_RELAY_QUEUE_GROUP="mine").relay_queue_group == "mine"
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", ".hidden", "x" * 65, "two words"])
+def test_uaip_instance_must_be_a_safe_file_name_part(name):
+    with pytest.raises(ConfigError, match="UAIP_INSTANCE must be"):
+        parse(UAIP_INSTANCE=name)
