@@ -37,6 +37,13 @@ COPIED_TERMS = ("const", "default", "readOnly", "writeOnly", "format", "contentE
                 "pattern", "minItems", "maxItems", "required")
 TEXT_TERMS = ("title", "description")
 
+DEVICE_URN_PREFIX = "urn:uaip:device:"
+
+
+def device_urn(device_id: str) -> str:
+    """A device's URI: its Thing Description's `id`, and the resource an MCP `subscriptions/listen` names."""
+    return DEVICE_URN_PREFIX + device_id
+
 
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """`extra`'s terms added to `into` where `into` has none; properties merged, `required` united."""
@@ -193,7 +200,7 @@ def thing_description(device: dict[str, Any], device_type: dict[str, Any] | None
                  "command is accepted)")
     td: dict[str, Any] = {
         "@context": TD_CONTEXT,
-        "id": f"urn:uaip:device:{device['device_id']}",
+        "id": device_urn(device["device_id"]),
         "title": without_controls(device["name"]) or device["device_id"],
         "description": about.rstrip(".") + ". Actions take query parameters wait (0-30 s), qos (0-2), "
                        "priority (0-10) and ttl_ms, and an Idempotency-Key header; they answer 202 with the "

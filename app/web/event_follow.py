@@ -120,10 +120,12 @@ def token_check(principal: Principal, token: str | None) -> Callable[[], bool]:
 
 
 def open_stream(principal: Principal, token: str | None, after: event_log.Cursor | None,
-                filters: event_log.Filters, still_valid: Callable[[], bool] | None = None) -> Iterator[str]:
+                filters: event_log.Filters, still_valid: Callable[[], bool] | None = None,
+                framing: event_stream.Framing = event_stream.SSE) -> Iterator[str]:
     """Take a stream slot (else 503 STREAMS_FULL), read the first page (so a bad cursor is a 400 now), and return
-    the stream's frames; the slot is given back when the stream ends, however it ends. `still_valid` replaces the
-    token's check for a stream opened otherwise (the console's, by its operator's session)."""
+    the stream's frames (`framing`: SSE events, or MCP notifications); the slot is given back when the stream
+    ends, however it ends. `still_valid` replaces the token's check for a stream opened otherwise (the console's,
+    by its operator's session)."""
     settings = _settings()
     slots = stream_slots()
     client_id = principal.subject
@@ -139,7 +141,7 @@ def open_stream(principal: Principal, token: str | None, after: event_log.Cursor
             db, feed(), first, filters, retention_hours=settings.event_retention_hours,
             max_seconds=settings.stream_max_seconds, stopping=worker_hooks.shutting_down,
             token_valid=still_valid or token_check(principal, token), token_expires_at=token_expiry(token),
-            release=release,
+            release=release, framing=framing,
         )
     except BaseException:
         release()
