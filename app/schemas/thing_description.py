@@ -136,7 +136,8 @@ def _properties(device_url: str) -> dict[str, Any]:
 
 def _state_property(device_url: str, name: str, declared: dict[str, Any]) -> dict[str, Any]:
     """A declared state property: its value schema as a TD data schema, `readOnly` unless writable, and the forms
-    to read it, write it (writable only) and observe it by long poll (observable only)."""
+    to read it, write it (writable only) and observe it (observable only): by long poll first, the form a WoT
+    consumer picks by default, then as Server-Sent Events on the same href."""
     href = f"{device_url}/properties/{quote(name, safe='')}"
     writable, observable = declared.get("writable", False), declared.get("observable", True)
     prop: dict[str, Any] = {"title": name}
@@ -154,7 +155,9 @@ def _state_property(device_url: str, name: str, declared: dict[str, Any]) -> dic
     if observable:
         observe = _form(f"{href}/observe", "observeproperty", "device:read")
         observe["subprotocol"] = "longpoll"
-        forms.append(observe)
+        stream = _form(f"{href}/observe", "observeproperty", "device:read")
+        stream.update(subprotocol="sse", contentType="text/event-stream")
+        forms += [observe, stream]
     prop["forms"] = forms
     return prop
 

@@ -8,6 +8,8 @@ slot, with the checks a long-lived stream repeats (the worker stopping, the toke
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from collections.abc import Callable, Iterator
 
@@ -117,6 +119,18 @@ def token_check(principal: Principal, token: str | None) -> Callable[[], bool]:
         return principal.grant_id is None or grant_still_live(principal.grant_id, db)
 
     return still_valid
+
+
+def property_framing(name: str) -> event_stream.Framing:
+    """A Thing Description's observeproperty in its SSE form: one frame per `state.reported` event that changed
+    property `name`, whose data is the new value alone (null when it was removed), with the event's id (so
+    Last-Event-ID resumes)."""
+
+    def render(events: list[dict]) -> list[str]:
+        return [f"id: {event['id']}\ndata: {json.dumps(event['data']['changed'][name], ensure_ascii=False)}\n\n"
+                for event in events if name in (event["data"].get("changed") or {})]
+
+    return dataclasses.replace(event_stream.SSE, render=render)
 
 
 def open_stream(principal: Principal, token: str | None, after: event_log.Cursor | None,
