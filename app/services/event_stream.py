@@ -12,13 +12,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from app.infra.db import Database
+import psycopg2
+
+from app.infra.db import Database, DatabaseUnavailable
 from app.services.event_feed import EventFeed
 from app.services.event_log import Cursor, Filters, Page, read_page
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15.0
 # How often a stream re-checks its token (expiry and revocation): ends within this many seconds of either.
@@ -109,7 +114,16 @@ def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, rete
                 if not subscription.live and clock() - last_read >= FALLBACK_POLL_SECONDS:
                     break
             last_read = clock()
-            page = read_page(db, cursor, filters, STREAM_BATCH, retention_hours, fresh=not subscription.live)
+            try:
+                page = read_page(db, cursor, filters, STREAM_BATCH, retention_hours, fresh=not subscription.live)
+            except (DatabaseUnavailable, psycopg2.Error) as exc:
+                # The client resumes from its last id on reconnecting (to this pod or another), so a lost read is
+                # a reason to end the stream, not to fail it.
+                log.warning("reading events failed; ending the stream",
+                            extra={"error": str(exc).strip() or exc.__class__.__name__})
+                if framing.closing:
+                    yield framing.closing
+                return
     finally:
         subscription.close()
         release()
