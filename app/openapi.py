@@ -769,12 +769,17 @@ def _typed_paths() -> dict[str, Any]:
         f"{p}/devices/{{device_id}}/properties/{{name}}/observe": {
             "parameters": [DEVICE_ID, property_name],
             "get": _op(
-                "Observe a state property (long poll): the next changed reported value",
-                {"200": _json({}, "The new value, or the current one when UAIP_OBSERVE_SECONDS passed first."),
+                "Observe a state property (long poll, or SSE): the next changed reported value",
+                {"200": {**_json({}, "The new value, or the current one when UAIP_OBSERVE_SECONDS passed first. "
+                                 "With `Accept: text/event-stream`: a stream, one frame per change, `data:` the "
+                                 "bare new value, `id:` the event id."),
+                         "content": {"application/json": {"schema": {}},
+                                     "text/event-stream": {"schema": {"type": "string"}}}},
                  **_errors(*AUTHED)},
                 tag="things", security=BEARER, scope="device:read", operationId="observeProperty",
                 description="Waits within the same per-process bounds as `?wait`; with every slot taken it answers "
-                "the current value at once. 404 `PROPERTY_NO_VALUE` when there is none.",
+                "the current value at once. 404 `PROPERTY_NO_VALUE` when there is none. The SSE form takes an "
+                "event-stream slot (503 `STREAMS_FULL`) and resumes with `Last-Event-ID` (400 `INVALID_CURSOR`).",
             ),
         },
         f"{p}/devices/{{device_id}}/commands/{{command}}": {

@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from app.api.devices import checked_device_id
 from app.core.errors import APIError
 from app.core.json_input import InvalidJSON, decode_json
 from app.infra.db import get_db
 from app.schemas.thing_description import MEDIA_TYPE, thing_description
-from app.services import device_types, registry, state
-from app.web import device_state
-from app.web.authz import require_scope
+from app.services import device_types, event_log, registry, state
+from app.services.events import STATE_REPORTED
+from app.web import device_state, event_follow
+from app.web.authz import bearer_token, require_scope
 from app.web.urls import published_base_url
 
 blueprint = Blueprint("things", __name__)
@@ -106,6 +107,17 @@ def write_property(device_id: str, name: str):
     return "", 204
 
 
+def _observe_stream(device_id: str, name: str):
+    """The observeproperty form's SSE variant: this property's reported changes as they commit, each frame's data
+    the bare new value, in an event-stream slot (docs/events.md)."""
+    after = event_log.parse_cursor(request.headers.get("Last-Event-ID") or request.args.get("after"))
+    filters = event_log.Filters(types=(STATE_REPORTED,), device_ids=(device_id,))
+    frames = event_follow.open_stream(g.principal, bearer_token(), after, filters,
+                                      framing=event_follow.property_framing(name))
+    return Response(frames, mimetype="text/event-stream", headers={"Cache-Control": "no-cache",
+                                                                    "X-Accel-Buffering": "no"})
+
+
 @blueprint.get("/devices/<device_id>/properties/<name>/observe")
 @require_scope("device:read")
 def observe_property(device_id: str, name: str):
@@ -119,6 +131,8 @@ def observe_property(device_id: str, name: str):
     if declaration is not None and not declaration.get("observable", True):
         raise APIError(404, "PROPERTY_NOT_FOUND", f"Property '{name}' is not observable; read it instead.",
                        {"property": name, "observable": False})
+    if any(mimetype == "text/event-stream" and quality > 0 for mimetype, quality in request.accept_mimetypes):
+        return _observe_stream(device_id, name)
     value = device_state.observe(device_id, name, _client_id())
     if value is device_state.MISSING:
         raise _no_value(name)

@@ -385,6 +385,9 @@ class Relay:
         self._db("redeliver commands", lambda: sweeps.redeliver_due(
             self.db, self.messaging, self.settings.command_retry_seconds))
         self._db("purge idempotency keys", lambda: sweeps.purge_idempotency_keys(self.db))
+        # Numbering events here too keeps the unnumbered backlog small when no API worker follows events (only
+        # numbered events are ever purged).
+        self._db("number events", lambda: event_log.sequence(self.db))
         self._db("purge old events", lambda: event_log.purge_expired(self.db, self.settings.event_retention_hours))
         if time.monotonic() >= self.next_retention:
             self.next_retention = time.monotonic() + RETENTION_SWEEP_SECONDS

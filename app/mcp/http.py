@@ -21,10 +21,12 @@ import functools
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from app.core.errors import APIError
-from app.mcp import jsonrpc, server
+from app.mcp import jsonrpc, listen, server
 from app.mcp.tools import SCOPES_USED, Caller
 from app.ratelimit.hooks import not_charged
-from app.web.authz import authenticate_bearer, insufficient_scope, token_principal
+from app.services import event_log
+from app.web import event_follow
+from app.web.authz import authenticate_bearer, bearer_token, insufficient_scope, token_principal
 from app.web.health import package_version
 from app.web.resource_metadata import protected_resource_document
 from app.web.urls import MCP_PATH, PROTECTED_RESOURCE, mcp_resource, mcp_resource_metadata_url
@@ -93,6 +95,18 @@ def _register_exemption(state) -> None:
     not_charged(state.app, _free_of_charge)
 
 
+def _listen_stream(principal, subscription: listen.Listen) -> Response:
+    """`subscriptions/listen`: a stream of notifications (app/mcp/listen.py) in one of this worker's event-stream
+    slots, ended like a REST event stream (docs/events.md)."""
+    if not any(mimetype == "text/event-stream" and quality > 0 for mimetype, quality in request.accept_mimetypes):
+        raise APIError(406, "NOT_ACCEPTABLE", "subscriptions/listen answers with text/event-stream; accept it.")
+    filters = event_log.Filters(types=listen.DEVICE_EVENT_TYPES, device_ids=subscription.device_ids)
+    frames = event_follow.open_stream(principal, bearer_token(), None, filters,
+                                      framing=listen.framing(subscription, _server_info()))
+    return Response(frames, mimetype="text/event-stream", headers={"Cache-Control": "no-cache",
+                                                                    "X-Accel-Buffering": "no"})
+
+
 @blueprint.post("/mcp")
 def mcp_endpoint():
     _check_origin()
@@ -107,6 +121,8 @@ def mcp_endpoint():
         reply = server.handle(body, request.headers, request.headers.getlist, caller, _server_info())
     except server.ScopeRequired as exc:
         raise insufficient_scope(exc.scope, f", {metadata}") from None
+    if reply.listen is not None:
+        return _listen_stream(principal, reply.listen)
     if reply.body is None:
         accepted = Response(status=reply.status)
         del accepted.headers["Content-Type"]  # no body, so no media type

@@ -37,6 +37,13 @@ COPIED_TERMS = ("const", "default", "readOnly", "writeOnly", "format", "contentE
                 "pattern", "minItems", "maxItems", "required")
 TEXT_TERMS = ("title", "description")
 
+DEVICE_URN_PREFIX = "urn:uaip:device:"
+
+
+def device_urn(device_id: str) -> str:
+    """A device's URI: its Thing Description's `id`, and the resource an MCP `subscriptions/listen` names."""
+    return DEVICE_URN_PREFIX + device_id
+
 
 def _merge(into: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """`extra`'s terms added to `into` where `into` has none; properties merged, `required` united."""
@@ -129,7 +136,8 @@ def _properties(device_url: str) -> dict[str, Any]:
 
 def _state_property(device_url: str, name: str, declared: dict[str, Any]) -> dict[str, Any]:
     """A declared state property: its value schema as a TD data schema, `readOnly` unless writable, and the forms
-    to read it, write it (writable only) and observe it by long poll (observable only)."""
+    to read it, write it (writable only) and observe it (observable only): by long poll first, the form a WoT
+    consumer picks by default, then as Server-Sent Events on the same href."""
     href = f"{device_url}/properties/{quote(name, safe='')}"
     writable, observable = declared.get("writable", False), declared.get("observable", True)
     prop: dict[str, Any] = {"title": name}
@@ -147,7 +155,9 @@ def _state_property(device_url: str, name: str, declared: dict[str, Any]) -> dic
     if observable:
         observe = _form(f"{href}/observe", "observeproperty", "device:read")
         observe["subprotocol"] = "longpoll"
-        forms.append(observe)
+        stream = _form(f"{href}/observe", "observeproperty", "device:read")
+        stream.update(subprotocol="sse", contentType="text/event-stream")
+        forms += [observe, stream]
     prop["forms"] = forms
     return prop
 
@@ -193,7 +203,7 @@ def thing_description(device: dict[str, Any], device_type: dict[str, Any] | None
                  "command is accepted)")
     td: dict[str, Any] = {
         "@context": TD_CONTEXT,
-        "id": f"urn:uaip:device:{device['device_id']}",
+        "id": device_urn(device["device_id"]),
         "title": without_controls(device["name"]) or device["device_id"],
         "description": about.rstrip(".") + ". Actions take query parameters wait (0-30 s), qos (0-2), "
                        "priority (0-10) and ttl_ms, and an Idempotency-Key header; they answer 202 with the "

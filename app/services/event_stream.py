@@ -10,14 +10,20 @@ sends a `: keep-alive` comment every 15 s of silence, which is also when the tok
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from app.infra.db import Database
+import psycopg2
+
+from app.infra.db import Database, DatabaseUnavailable
 from app.services.event_feed import EventFeed
 from app.services.event_log import Cursor, Filters, Page, read_page
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15.0
 # How often a stream re-checks its token (expiry and revocation): ends within this many seconds of either.
@@ -41,17 +47,33 @@ RESET_FRAME = 'event: reset\ndata: {"reason":"expired"}\n\n'
 KEEPALIVE_FRAME = ": keep-alive\n\n"
 
 
+@dataclasses.dataclass(frozen=True)
+class Framing:
+    """What a stream writes around its events: the REST stream's SSE frames, or the MCP `subscriptions/listen`
+    notifications (app/mcp/server.py)."""
+
+    opening: str
+    render: Callable[[list[dict[str, Any]]], list[str]]
+    reset: str
+    ending: str  # the last frame of a stream that ends by age
+    closing: str = ""  # the last frame of a stream that ends otherwise (worker stopping, token expired)
+
+
+SSE = Framing(": connected\n\n", lambda events: [sse_event(event) for event in events], RESET_FRAME,
+              f"retry: {RETRY_MS}\n\n")
+
+
 def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, retention_hours: float,
            max_seconds: float, stopping: Callable[[], bool], token_valid: Callable[[], bool],
            token_expires_at: float = float("inf"), release: Callable[[], None] = lambda: None,
-           clock: Callable[[], float] = time.monotonic) -> Iterator[str]:
+           framing: Framing = SSE, clock: Callable[[], float] = time.monotonic) -> Iterator[str]:
     """The frames of one stream, starting with the page the view already read (so a bad cursor was a 400, not a
     broken stream). The stream ends when its token expires (`token_expires_at`, unix time) and when
     `token_valid` (called every TOKEN_CHECK_SECONDS) says it was revoked; `release` gives the stream slot back
     however the stream ends (age, shutdown, token, or the client going away)."""
     subscription = feed.subscribe()
     try:
-        yield ": connected\n\n"  # the headers go out now, not with the first event
+        yield framing.opening  # the headers go out now, not with the first event
         started = clock()
         end = started + max_seconds
         token_end = started + max(0.0, token_expires_at - time.time())
@@ -60,10 +82,9 @@ def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, rete
         last_read = started
         page = first
         while True:
-            if page.reset:
-                yield RESET_FRAME
-            for event in page.events:
-                yield sse_event(event)
+            if page.reset and framing.reset:
+                yield framing.reset
+            yield from framing.render(page.events)
             if page.events:
                 next_keepalive = clock() + KEEPALIVE_SECONDS
             cursor: Cursor = page.next
@@ -71,12 +92,16 @@ def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, rete
             while not more:
                 now = clock()
                 if stopping() or now >= token_end:
+                    if framing.closing:
+                        yield framing.closing
                     return
                 if now >= end:
-                    yield f"retry: {RETRY_MS}\n\n"
+                    yield framing.ending
                     return
                 if now >= next_token_check:
                     if not token_valid():
+                        if framing.closing:
+                            yield framing.closing
                         return
                     next_token_check = now + TOKEN_CHECK_SECONDS
                 if now >= next_keepalive:
@@ -89,7 +114,16 @@ def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, rete
                 if not subscription.live and clock() - last_read >= FALLBACK_POLL_SECONDS:
                     break
             last_read = clock()
-            page = read_page(db, cursor, filters, STREAM_BATCH, retention_hours, fresh=not subscription.live)
+            try:
+                page = read_page(db, cursor, filters, STREAM_BATCH, retention_hours, fresh=not subscription.live)
+            except (DatabaseUnavailable, psycopg2.Error) as exc:
+                # The client resumes from its last id on reconnecting (to this pod or another), so a lost read is
+                # a reason to end the stream, not to fail it.
+                log.warning("reading events failed; ending the stream",
+                            extra={"error": str(exc).strip() or exc.__class__.__name__})
+                if framing.closing:
+                    yield framing.closing
+                return
     finally:
         subscription.close()
         release()

@@ -8,6 +8,8 @@ slot, with the checks a long-lived stream repeats (the worker stopping, the toke
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from collections.abc import Callable, Iterator
 
@@ -119,11 +121,25 @@ def token_check(principal: Principal, token: str | None) -> Callable[[], bool]:
     return still_valid
 
 
+def property_framing(name: str) -> event_stream.Framing:
+    """A Thing Description's observeproperty in its SSE form: one frame per `state.reported` event that changed
+    property `name`, whose data is the new value alone (null when it was removed), with the event's id (so
+    Last-Event-ID resumes)."""
+
+    def render(events: list[dict]) -> list[str]:
+        return [f"id: {event['id']}\ndata: {json.dumps(event['data']['changed'][name], ensure_ascii=False)}\n\n"
+                for event in events if name in (event["data"].get("changed") or {})]
+
+    return dataclasses.replace(event_stream.SSE, render=render)
+
+
 def open_stream(principal: Principal, token: str | None, after: event_log.Cursor | None,
-                filters: event_log.Filters, still_valid: Callable[[], bool] | None = None) -> Iterator[str]:
+                filters: event_log.Filters, still_valid: Callable[[], bool] | None = None,
+                framing: event_stream.Framing = event_stream.SSE) -> Iterator[str]:
     """Take a stream slot (else 503 STREAMS_FULL), read the first page (so a bad cursor is a 400 now), and return
-    the stream's frames; the slot is given back when the stream ends, however it ends. `still_valid` replaces the
-    token's check for a stream opened otherwise (the console's, by its operator's session)."""
+    the stream's frames (`framing`: SSE events, or MCP notifications); the slot is given back when the stream
+    ends, however it ends. `still_valid` replaces the token's check for a stream opened otherwise (the console's,
+    by its operator's session)."""
     settings = _settings()
     slots = stream_slots()
     client_id = principal.subject
@@ -139,7 +155,7 @@ def open_stream(principal: Principal, token: str | None, after: event_log.Cursor
             db, feed(), first, filters, retention_hours=settings.event_retention_hours,
             max_seconds=settings.stream_max_seconds, stopping=worker_hooks.shutting_down,
             token_valid=still_valid or token_check(principal, token), token_expires_at=token_expiry(token),
-            release=release,
+            release=release, framing=framing,
         )
     except BaseException:
         release()

@@ -187,3 +187,32 @@ def test_expired_cursor_answers_reset_at_the_current_end(hub_env, api_client_fac
     body = poll(client, auth, after=start)
     assert body["events"] == [] and body["reset"] is True
     assert poll(client, auth, after=body["next"])["events"] == []  # the new end resumes normally
+
+
+def test_events_keep_flowing_when_the_listen_connection_is_killed(client, app, auth, make_device, db):
+    device = make_device()
+    start = now_cursor(client, auth)
+    poll(client, auth, after=start, device_id=device["device_id"], wait=1)  # starts this process's listener
+    feed = app.extensions["uaip.events"]
+    assert feed.connected
+
+    def kill_listener(cur):
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = 'uaip-hub-events'")
+        return cur.rowcount
+
+    answers = []
+    waiting = threading.Thread(target=lambda: answers.append(
+        poll(client, auth, after=start, device_id=device["device_id"], wait=15)))
+    waiting.start()
+    time.sleep(0.5)  # the poll is waiting when its process's listen connection goes
+    assert db.transaction(kill_listener) >= 1
+    began = time.monotonic()
+    client.patch(f"{DEVICES}/{device['device_id']}", json={"name": "still seen"}, headers=auth)
+    waiting.join(timeout=20)
+    assert [event["data"]["name"] for event in answers[0]["events"]] == ["still seen"]
+    assert time.monotonic() - began < 3
+    deadline = time.monotonic() + 10
+    while not feed.connected:  # and the listener reconnects by itself
+        assert time.monotonic() < deadline, "the listener did not reconnect"
+        time.sleep(0.05)

@@ -177,3 +177,28 @@ def test_a_rest_token_cannot_connect(hub, api_client_factory):
     with pytest.raises(ExceptionGroup) as raised:
         run(hub, headers["Authorization"].split()[1], "legacy", lambda client: asyncio.sleep(0))
     assert raised.value.subgroup(MCPError) is not None
+
+
+def test_subscriptions_listen_streams_updates_of_the_devices_it_names(hub, mcp_token, api_client_factory):
+    import requests
+    from mcp.shared.subscriptions import ResourceUpdated
+
+    headers = rest_headers(hub, api_client_factory)
+    device, other = register(hub, headers), register(hub, headers)
+    uri = f"urn:uaip:device:{device['device_id']}"
+
+    def rename(device_id, name):
+        r = requests.patch(f"{hub}/api/v1/devices/{device_id}", json={"name": name}, headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+
+    async def work(client):
+        async with client.listen(resource_subscriptions=[uri, "https://example.com/not-a-device"],
+                                 tools_list_changed=True) as subscription:
+            # Honoured: the device; not the foreign URI, and not tool-list changes (the tool list never changes).
+            assert subscription.honored.resource_subscriptions == [uri]
+            assert not subscription.honored.tools_list_changed
+            await asyncio.to_thread(rename, other["device_id"], "not followed")
+            await asyncio.to_thread(rename, device["device_id"], "followed")
+            return await asyncio.wait_for(subscription.__anext__(), timeout=10)
+
+    assert run(hub, mcp_token("device:read"), "auto", work) == ResourceUpdated(uri=uri)

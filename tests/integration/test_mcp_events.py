@@ -11,7 +11,7 @@ import pytest
 from app import create_app
 from tests.conftest import ALL_SCOPES, unique_id
 from tests.integration.test_mcp_http import post, tool_result
-from tests.support.mcp import call, token_request
+from tests.support.mcp import call, stateless, token_request
 
 BASE = "http://localhost"
 
@@ -94,3 +94,60 @@ def test_an_expired_cursor_resets(hub_env, api_client_factory, make_device):
     time.sleep(1.0)  # the cursor ages past the retention (0.72 s)
     page = wait_for_events(client, headers, after=start)
     assert page["events"] == [] and page["reset"] is True and page["next"]
+
+
+# --- subscriptions/listen (2026-07-28); the official SDK's view is in test_mcp_client.py -----------------------
+
+
+def listen_request(client, headers, notifications, accept="application/json, text/event-stream"):
+    body, mirrors = stateless("subscriptions/listen", {"notifications": notifications})
+    return client.post("/api/v1/mcp", data=json.dumps(body), buffered=False,
+                       headers={"Content-Type": "application/json", "Accept": accept, **headers, **mirrors})
+
+
+def sse_messages(response, count: int) -> list[dict]:
+    """The first `count` JSON-RPC messages of an SSE answer."""
+    buffer, messages = "", []
+    chunks = iter(response.response)
+    while len(messages) < count:
+        chunk = next(chunks)
+        buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+        while "\n\n" in buffer:
+            frame, buffer = buffer.split("\n\n", 1)
+            data = [line[6:] for line in frame.split("\n") if line.startswith("data: ")]
+            if data:
+                messages.append(json.loads(data[0]))
+    return messages
+
+
+def test_listen_acknowledges_then_notifies_each_changed_device(client, mcp_auth, make_device, auth):
+    device = make_device()
+    uri = f"urn:uaip:device:{device['device_id']}"
+    response = listen_request(client, mcp_auth("device:read"),
+                              {"resourceSubscriptions": [uri, "urn:other:x"], "promptsListChanged": True})
+    try:
+        assert response.status_code == 200 and response.mimetype == "text/event-stream"
+        (ack,) = sse_messages(response, 1)
+        assert ack["method"] == "notifications/subscriptions/acknowledged"
+        assert ack["params"]["notifications"] == {"resourceSubscriptions": [uri]}
+        request_id = ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"]
+        for name in ("one", "two"):
+            client.patch(f"/api/v1/devices/{device['device_id']}", json={"name": name}, headers=auth)
+        (update,) = sse_messages(response, 1)
+        assert update == {"jsonrpc": "2.0", "method": "notifications/resources/updated",
+                          "params": {"uri": uri, "_meta": {"io.modelcontextprotocol/subscriptionId": request_id}}}
+    finally:
+        response.close()
+
+
+def test_listen_refusals(client, mcp_auth):
+    body_error = listen_request(client, mcp_auth(), {"resourceSubscriptions": "urn:uaip:device:x"})
+    assert body_error.status_code == 400 and body_error.json["error"]["code"] == -32602
+    too_many = listen_request(client, mcp_auth(), {"resourceSubscriptions": [f"urn:uaip:device:d{n}"
+                                                                              for n in range(101)]})
+    assert too_many.status_code == 400 and too_many.json["error"]["code"] == -32602
+    assert listen_request(client, mcp_auth("device:command"), {}).status_code == 403
+    assert listen_request(client, mcp_auth(), {}, accept="application/json").status_code == 406
+    # The handshake revisions have no such method.
+    legacy = post(client, {"jsonrpc": "2.0", "id": 7, "method": "subscriptions/listen", "params": {}}, mcp_auth())
+    assert legacy.json["error"]["code"] == -32601

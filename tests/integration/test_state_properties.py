@@ -37,7 +37,8 @@ def td_of(client, auth, device_id):
 
 
 def forms_by_op(prop):
-    return {form["op"]: form for form in prop["forms"]}
+    """The first form of each operation: the one a WoT consumer uses by default."""
+    return {form["op"]: form for form in reversed(prop["forms"])}
 
 
 def test_declared_properties_are_td_properties_with_forms(client, auth, thermostat):
@@ -154,3 +155,24 @@ def test_a_device_reads_its_state_with_basic_auth_after_a_put(client, auth, ther
     own = client.get(state_url(thermostat["device_id"]),
                      headers=basic(thermostat["device_id"], thermostat["device_secret"]))
     assert own.json["delta"] == {"target_temperature": 22}
+
+
+def test_observe_as_server_sent_events_from_the_tds_second_form(client, auth, thermostat):
+    from tests.integration.test_events_sse import Frames
+
+    device_id = thermostat["device_id"]
+    forms = td_of(client, auth, device_id)["properties"]["temperature"]["forms"]
+    observe = [form for form in forms if form["op"] == "observeproperty"]
+    assert [form["subprotocol"] for form in observe] == ["longpoll", "sse"]  # long poll first: consumers' default
+    assert observe[1]["contentType"] == "text/event-stream" and observe[1]["scopes"] == ["device:read"]
+    frames = Frames(client.get(urlsplit(observe[1]["href"]).path, headers={**auth, "Accept": "text/event-stream"},
+                               buffered=False))
+    try:
+        report(client, thermostat, {"target_temperature": 20})  # another property: no frame
+        report(client, thermostat, {"temperature": 21.5})
+        report(client, thermostat, {"temperature": None})  # removed: null
+        first, second = frames.next_event(), frames.next_event()
+        assert first["data"] == "21.5" and second["data"] == "null"
+        assert first["id"] and first["id"] != second["id"]
+    finally:
+        frames.close()
