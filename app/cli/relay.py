@@ -19,6 +19,10 @@ retried with back-off (the batch in hand is kept); NATS outages are handled by t
 NATS is away every publish fails at once, so a sweep never stalls on it (its events are dropped, commands wait).
 SIGTERM/SIGINT: stop taking messages (drain the subscriptions), apply what was received, exit 0.
 
+Device state reports (`.state.reported`) arrive through the same inbox and are applied per batch by
+app/cli/relay_state.py, which also answers `.state.get` on a thread of its own; the sweep keeps the state
+history's partitions (docs/state.md).
+
 With tracing on (docs/tracing.md), a batch of acks is applied in the trace of the command(s) it answers: the
 `traceparent` a device put on its ack, else the one stored with the command.
 
