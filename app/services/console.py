@@ -52,7 +52,7 @@ def _summary(event_type: str, data: dict[str, Any]) -> str:
     if event_type == "command.status":
         return f"{data.get('command') or ''} {data.get('status') or ''}".strip()
     if event_type.startswith("state."):
-        changed = sorted((data.get("changed") or {}))
+        changed = sorted(data.get("changed") or {})
         return ", ".join(changed[:5]) + (" …" if len(changed) > 5 else "")
     return str(data.get("status") or "")
 
