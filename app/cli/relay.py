@@ -156,9 +156,11 @@ class Relay:
             metrics.acks_total.labels(source="relay", outcome="malformed").inc()
         elif kind == "acks" and reason == relay_input.UNKNOWN_MESSAGE:
             metrics.acks_total.labels(source="relay", outcome="not_found").inc()
+        elif kind == "reported":  # a state report refused before it reached relay_state (too large, inbox full)
+            metrics.state_reports_total.labels(outcome="rejected").inc()
         allowed, suppressed = self.log_budget.allow()
         if allowed:
-            noun = {"acks": "ack", "heartbeat": "heartbeat"}.get(kind, "NATS message")
+            noun = {"acks": "ack", "heartbeat": "heartbeat", "reported": "state report"}.get(kind, "NATS message")
             extra = {"device_id": device_id, "subject_kind": kind, "reason": reason, "detail": detail}
             if suppressed:
                 extra["not_logged_before"] = suppressed
