@@ -326,7 +326,8 @@ def test_stateless_tools_list_and_call_carry_result_type_and_cache_hints(client,
     listed = tool_result(post(client, body, headers, extra=extra))
     assert listed["resultType"] == "complete" and listed["cacheScope"] == "private" and listed["ttlMs"] >= 0
     assert [tool["name"] for tool in listed["tools"]] == ["list_devices", "get_device", "send_command", "get_command",
-                                                          "get_state", "set_desired", "get_state_history"]
+                                                          "wait_for_events", "get_state", "set_desired",
+                                                          "get_state_history"]
     body, extra = stateless("tools/call", {"name": "list_devices", "arguments": {"limit": 1}})
     called = tool_result(post(client, body, headers, extra=extra))
     assert called["resultType"] == "complete" and called["isError"] is False
