@@ -858,7 +858,7 @@ def _state_paths() -> dict[str, Any]:
             "parameters": [DEVICE_ID],
             "get": _op(
                 "History of one reported property (oldest first), raw or in buckets",
-                {"200": _json(_ref("StateHistory"), "A page of points."), **_errors("400", *AUTHED)},
+                {"200": _json(_ref("StateHistory"), "A page of points.", state_etag), **_errors("400", *AUTHED)},
                 tag="devices", security=BEARER, scope="device:read", operationId="getStateHistory",
                 parameters=[
                     _param("property", "query", {"type": "string", "minLength": 1, "maxLength": 256},

@@ -139,5 +139,7 @@ def get_history(device_id: str):
         device_id=checked_device_id(device_id), property=prop, start=_query_time("from"), end=_query_time("to"),
         limit=query_int("limit", 100, 1, 1000), cursor=query_text("cursor", 64), bucket=bucket, agg=agg,
     )
-    state.get_state(get_db(), query.device_id)  # 404 for an unknown device
-    return jsonify(state_history.read_history(get_db(), query, _settings().state_history_hours))
+    current = state.get_state(get_db(), query.device_id)  # 404 for an unknown device
+    response = jsonify(state_history.read_history(get_db(), query, _settings().state_history_hours))
+    response.headers["ETag"] = state.etag_for(current["version"])  # like every 200 of a state route
+    return response

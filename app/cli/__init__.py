@@ -77,10 +77,13 @@ for _command in APP_COMMANDS:
 @click.option("--token", envvar="UAIP_TOKEN", help="A bearer token with device:write.")
 @click.option("--prefix", help="Device id prefix (ids are PREFIX-1 … PREFIX-N); default sim-<random>.")
 @click.option("--heartbeat-seconds", type=click.FloatRange(0.1, 3600), default=15.0, show_default=True)
+@click.option("--state-seconds", type=click.FloatRange(0.1, 3600), default=5.0, show_default=True,
+              help="How often an example that plays state (thermostat) reports it over NATS.")
 @click.option("--example", type=click.Choice(sorted(EXAMPLES)),
               help="Declare this example device type (needs the admin scope) and play it, e.g. thermostat.")
 def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | None, client_secret: str | None,
-                     token: str | None, prefix: str | None, heartbeat_seconds: float, example: str | None) -> None:
+                     token: str | None, prefix: str | None, heartbeat_seconds: float, state_seconds: float,
+                     example: str | None) -> None:
     """Simulate devices: register them, heartbeat over NATS, execute commands and ack them (until Ctrl-C)."""
     from app.cli.simulate import DeviceSimulator, HubError, fetch_token
 
@@ -93,7 +96,7 @@ def simulate_command(count: int, hub_url: str, nats_url: str, client_id: str | N
             token = fetch_token(hub_url, client_id, client_secret)
         simulator = DeviceSimulator.with_registration(
             hub_url, nats_url, count, token=token, prefix=prefix, heartbeat_seconds=heartbeat_seconds,
-            example=EXAMPLES.get(example))
+            state_seconds=state_seconds, example=EXAMPLES.get(example))
     except (HubError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     stop = threading.Event()

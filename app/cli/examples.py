@@ -2,6 +2,10 @@
 
 An example is a type declaration (the PUT body) and a behaviour: how a simulated device of that type answers
 each command. Results always match the command's declared result schema (tests/integration check it).
+
+An example may also play device state (docs/state.md): `reported(state)` is what the device reports about itself
+(matching the declared properties), `tick(state)` moves it on between reports (the room warms towards the
+set-point), and `apply_desired(state, desired)` honours the desired values an agent set.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ class Example:
     declaration: dict[str, Any]
     behaviour: Behaviour
     initial_state: dict[str, Any]
+    reported: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    tick: Callable[[dict[str, Any]], None] | None = None
+    apply_desired: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
 
 
 def _thermostat(state: dict[str, Any], command: str, params: dict[str, Any]) -> tuple[str, Any, str | None]:
@@ -34,6 +41,22 @@ def _thermostat(state: dict[str, Any], command: str, params: dict[str, Any]) -> 
         heating = state["temperature"] < state["target"]
         return "completed", {"temperature": state["temperature"], "target": state["target"], "heating": heating}, None
     return "failed", None, f"a thermostat does not know the command {command!r}"
+
+
+def _thermostat_reported(state: dict[str, Any]) -> dict[str, Any]:
+    return {"temperature": state["temperature"], "target_temperature": state["target"],
+            "heating": state["temperature"] < state["target"]}
+
+
+def _thermostat_tick(state: dict[str, Any]) -> None:
+    """Between reports the room moves halfway towards the set-point."""
+    state["temperature"] = round((state["temperature"] + state["target"]) / 2, 1)
+
+
+def _thermostat_desired(state: dict[str, Any], desired: dict[str, Any]) -> None:
+    target = desired.get("target_temperature")
+    if isinstance(target, (int, float)) and not isinstance(target, bool) and 5 <= target <= 35:
+        state["target"] = float(target)
 
 
 THERMOSTAT = Example(
@@ -71,9 +94,19 @@ THERMOSTAT = Example(
                 "idempotent": True,
             },
         },
+        "properties": {
+            "temperature": {"description": "The measured room temperature.", "schema": CELSIUS, "unit": "celsius"},
+            "target_temperature": {"description": "The set-point the thermostat heats to.",
+                                   "schema": {**CELSIUS, "minimum": 5, "maximum": 35}, "writable": True,
+                                   "unit": "celsius"},
+            "heating": {"description": "Whether it is heating now.", "schema": {"type": "boolean"}},
+        },
     },
     behaviour=_thermostat,
     initial_state={"temperature": 19.0, "target": 20.0},
+    reported=_thermostat_reported,
+    tick=_thermostat_tick,
+    apply_desired=_thermostat_desired,
 )
 
 EXAMPLES = {example.device_type: example for example in (THERMOSTAT,)}

@@ -19,6 +19,10 @@ retried with back-off (the batch in hand is kept); NATS outages are handled by t
 NATS is away every publish fails at once, so a sweep never stalls on it (its events are dropped, commands wait).
 SIGTERM/SIGINT: stop taking messages (drain the subscriptions), apply what was received, exit 0.
 
+Device state reports (`.state.reported`) arrive through the same inbox and are applied per batch by
+app/cli/relay_state.py, which also answers `.state.get` on a thread of its own; the sweep keeps the state
+history's partitions (docs/state.md).
+
 With tracing on (docs/tracing.md), a batch of acks is applied in the trace of the command(s) it answers: the
 `traceparent` a device put on its ack, else the one stored with the command.
 
@@ -158,9 +162,11 @@ class Relay:
             metrics.acks_total.labels(source="relay", outcome="malformed").inc()
         elif kind == "acks" and reason == relay_input.UNKNOWN_MESSAGE:
             metrics.acks_total.labels(source="relay", outcome="not_found").inc()
+        elif kind == "reported":  # a state report refused before it reached relay_state (too large, inbox full)
+            metrics.state_reports_total.labels(outcome="rejected").inc()
         allowed, suppressed = self.log_budget.allow()
         if allowed:
-            noun = {"acks": "ack", "heartbeat": "heartbeat"}.get(kind, "NATS message")
+            noun = {"acks": "ack", "heartbeat": "heartbeat", "reported": "state report"}.get(kind, "NATS message")
             extra = {"device_id": device_id, "subject_kind": kind, "reason": reason, "detail": detail}
             if suppressed:
                 extra["not_logged_before"] = suppressed

@@ -184,7 +184,7 @@ class StateRequests:
     def stop(self) -> None:
         self.stopping.set()
 
-    def _receive(self, subject: str, _data: bytes, reply: str | None) -> None:
+    def _receive(self, subject: str, _data: bytes, _headers: dict | None, reply: str | None) -> None:
         """On the NATS thread: hand over (the body is ignored)."""
         device_id = device_id_for(subject, GET)
         if not reply or device_id is None:

@@ -9,7 +9,9 @@ carry it on to the relay (what docs/tracing.md asks of real devices).
 
 With an example type (app/cli/examples.py, `--example thermostat`), the simulator first declares the type
 (PUT /device-types/{name}, which needs the admin scope), registers the devices with it, and each device answers
-as that type does, with results that match the declared result schemas.
+as that type does, with results that match the declared result schemas. An example that plays state reports it
+on `uaip.devices.{id}.state.reported` every `state_seconds` (and right after a change), and honours desired
+values: it listens on `.state.desired`, applies them and reports back, so the delta empties (docs/state.md).
 
 Registration goes through the REST API (stdlib HTTP, so the simulator needs nothing the hub does not).
 """
@@ -35,8 +37,11 @@ from app.infra.messaging import (
     MessagingUnavailable,
     ack_subject,
     command_subject,
+    device_id_for,
     device_id_from_subject,
     heartbeat_subject,
+    state_desired_subject,
+    state_reported_subject,
 )
 from app.telemetry import tracing
 
@@ -109,9 +114,12 @@ class DeviceSimulator:
     """Simulated devices on one NATS connection. `start()`/`stop()`, or use it as a context manager."""
 
     def __init__(self, nats_url: str, device_ids: Iterable[str], heartbeat_seconds: float = 15.0,
-                 workers: int = 8, example: Example | None = None) -> None:
+                 workers: int = 8, example: Example | None = None, state_seconds: float = 5.0) -> None:
         self.device_ids = list(device_ids)
         self.example = example
+        self.state_seconds = state_seconds
+        self.plays_state = example is not None and example.reported is not None
+        self.desired_received: list[dict[str, Any]] = []
         self.states = {device_id: dict(example.initial_state) for device_id in self.device_ids} if example else {}
         self.heartbeat_seconds = heartbeat_seconds
         self.messaging = Messaging([url.strip() for url in nats_url.split(",") if url.strip()], name="uaip-simulator")
@@ -122,6 +130,7 @@ class DeviceSimulator:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._heartbeats: threading.Thread | None = None
+        self._reports: threading.Thread | None = None
 
     @classmethod
     def with_registration(cls, hub_url: str, nats_url: str, count: int, *, token: str, prefix: str | None = None,
@@ -142,14 +151,20 @@ class DeviceSimulator:
         self.messaging.wait_connected(connect_timeout)
         for device_id in self.device_ids:
             self.messaging.subscribe(command_subject(device_id), self._on_command, with_headers=True)
+            if self.plays_state:
+                self.messaging.subscribe(state_desired_subject(device_id), self._on_desired)
         self._heartbeats = threading.Thread(target=self._heartbeat_loop, name="sim-heartbeat", daemon=True)
         self._heartbeats.start()
+        if self.plays_state:
+            self._reports = threading.Thread(target=self._report_loop, name="sim-state", daemon=True)
+            self._reports.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._heartbeats is not None:
-            self._heartbeats.join(timeout=5)
+        for thread in (self._heartbeats, self._reports):
+            if thread is not None:
+                thread.join(timeout=5)
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.messaging.close()
 
@@ -176,6 +191,43 @@ class DeviceSimulator:
         while not self._stop.is_set():
             self.heartbeat()
             self._stop.wait(self.heartbeat_seconds)
+
+    # -- device state (examples that play it) --------------------------------------------------------
+
+    def report_state(self, device_id: str) -> bool:
+        """Publish this device's reported state once (False while NATS is away)."""
+        with self._lock:
+            reported = self.example.reported(self.states[device_id])
+        try:
+            self.messaging.publish(state_reported_subject(device_id), {"reported": reported})
+            return True
+        except MessagingUnavailable:
+            return False
+
+    def _report_loop(self) -> None:
+        while not self._stop.is_set():
+            for device_id in self.device_ids:
+                with self._lock:
+                    self.example.tick(self.states[device_id])
+                if not self.report_state(device_id):
+                    break
+            self._stop.wait(self.state_seconds)
+
+    def _on_desired(self, subject: str, data: bytes) -> None:
+        """`{"version", "desired", "delta"}` from the hub: apply the desired values, then report (on a worker
+        thread: this runs on the NATS loop)."""
+        device_id = device_id_for(subject, "state.desired")
+        try:
+            desired = json.loads(data)["desired"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("simulator: malformed desired state ignored")
+            return
+        if device_id not in self.states or not isinstance(desired, dict) or self._stop.is_set():
+            return
+        with self._lock:
+            self.desired_received.append({"device_id": device_id, "desired": desired})
+            self.example.apply_desired(self.states[device_id], desired)
+        self.pool.submit(self.report_state, device_id)
 
     def _on_command(self, subject: str, data: bytes, headers: dict | None = None) -> None:
         if not self._stop.is_set():

@@ -1,10 +1,11 @@
 """Device state (docs/state.md): every SQL statement about a device's reported and desired state.
 
-A write runs in one transaction: the device row is read with KEY SHARE (it cannot be deleted meanwhile) joined to
-its type's identity, the state row is locked FOR UPDATE (made on the first write), the document is merged in
-Python (app/services/state_model.py), checked — If-Match (412), size (413), then the type's property
-declarations (422) — and written back with `version` + 1 when a value changed. Events, audit and history rows
-are written in the same transaction; the NATS publish of a new desired state happens after commit.
+A write runs in one transaction: the device row is read with KEY SHARE (it cannot be deleted meanwhile; a report
+first locks it for its heartbeat) joined to its type's identity, the state row is locked FOR UPDATE (made on the
+first write), the document is merged in Python (app/services/state_model.py), checked — If-Match (412), size
+(413), then the type's property declarations (422) — and written back with `version` + 1 when a value changed.
+Events, audit and history rows are written in the same transaction; the NATS publish of a new desired state
+happens after commit.
 
 The checks on a typed device use the type's property declarations compiled once per (type, version) and
 process, in the same LRU as typed commands (app/services/device_types.py): a replaced type takes effect with
@@ -25,7 +26,7 @@ from app.core.timestamps import timestamp
 from app.infra import messaging as subjects
 from app.infra.db import Database
 from app.infra.messaging import Messaging, MessagingUnavailable
-from app.schemas.validation import MAX_COLLECTED_ERRORS, compile_schema, params_errors
+from app.schemas.validation import MAX_COLLECTED_ERRORS, compile_schema, escape_token, params_errors
 from app.services import state_history
 from app.services.audit import record_audit
 from app.services.device_types import compiled_types
@@ -213,7 +214,7 @@ def _check_declared(declared: Declared | None, patch: dict[str, Any], values: di
     for name in sorted(patch):
         if patch[name] is None or name not in values:
             continue
-        where = prefix if bare else f"{prefix}/{_escape(name)}"
+        where = prefix if bare else f"{prefix}/{escape_token(name)}"
         more, count = params_errors(declared.validators[name], values[name], where)
         errors.extend(more)
         found += count
@@ -224,10 +225,6 @@ def _check_declared(declared: Declared | None, patch: dict[str, Any], values: di
         raise APIError(422, "INVALID_VALUE",
                        f"{found} value error(s) against device type '{declared.name}' (version "
                        f"{declared.version}), listed in details.errors.", {**about, "errors": errors[:50]})
-
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
 
 
 # --- writing --------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 TABLE = "device_state_history"
 DEFAULT_PARTITION = "device_state_history_default"
 DAYS_AHEAD = 3
+BACKFILL_DAYS = 7
 AGGREGATES = ("avg", "min", "max", "last")
 NUMERIC_AGGREGATES = ("avg", "min", "max")
 
@@ -175,9 +176,9 @@ def _day_start(day: dt.date) -> dt.datetime:
 
 
 def maintain_partitions(db: Database, history_hours: int, now: dt.datetime | None = None) -> dict[str, list[str]]:
-    """Create the partitions from the retention cut-off's day to DAYS_AHEAD days ahead, drop those wholly before
-    the cut-off, and purge default-partition rows older than it. Safe to run from several relays at once (one
-    advisory lock per run). Returns what it created and dropped."""
+    """Create the partitions from the retention cut-off's day (at most BACKFILL_DAYS back) to DAYS_AHEAD days
+    ahead, drop those wholly before the cut-off, and purge default-partition rows older than it. Safe to run from
+    several relays at once (one advisory lock per run). Returns what it created and dropped."""
     now = now or dt.datetime.now(dt.UTC)
     cutoff = now - dt.timedelta(hours=history_hours)
 
@@ -190,7 +191,9 @@ def maintain_partitions(db: Database, history_hours: int, now: dt.datetime | Non
             "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s", (TABLE,))
         existing = {row["name"] for row in cur.fetchall()}
         created, dropped = [], []
-        day = cutoff.date()
+        # Back to the cut-off, but at most BACKFILL_DAYS: a point older than that (a device sending old data)
+        # lands in the default partition, so a long retention does not mean thousands of partitions at once.
+        day = max(cutoff.date(), now.date() - dt.timedelta(days=BACKFILL_DAYS))
         while day <= now.date() + dt.timedelta(days=DAYS_AHEAD):
             name = _partition_name(day)
             if name not in existing:

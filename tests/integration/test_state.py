@@ -364,7 +364,7 @@ def test_history_points_oldest_first_with_paging(client, auth, make_device):
         assert report(client, device, {"t": n, "other": n}, _iso(start + dt.timedelta(seconds=n))).status_code == 200
     report(client, device, {"t": 4}, _iso(start + dt.timedelta(seconds=6)))  # a repeat: no point
     first = history(client, auth, device["device_id"], property="t", limit=2)
-    assert first.status_code == 200
+    assert first.status_code == 200 and first.headers["ETag"] == '"5"'  # the repeat added no version
     assert first.json["device_id"] == device["device_id"] and first.json["property"] == "t"
     assert first.json["points"] == [{"timestamp": _iso(start), "value": 0},
                                     {"timestamp": _iso(start + dt.timedelta(seconds=1)), "value": 1}]
@@ -518,3 +518,38 @@ def test_delta_is_always_desired_minus_matching_reported(client, auth, make_devi
     assert _same(state["desired"], desired) and _same(state["reported"], reported)
     expected = {k: v for k, v in desired.items() if k not in reported or not _same(reported[k], v)}
     assert _same(state["delta"], expected)
+
+
+# --- events and audit ------------------------------------------------------------------------------------
+
+
+def test_every_state_change_is_one_event_and_desired_changes_are_audited(client, auth, make_device,
+                                                                         api_client_factory):
+    def poll(**query):
+        response = client.get("/api/v1/events", query_string=query, headers={**auth, "Accept": "application/json"})
+        assert response.status_code == 200, response.json
+        return response.json
+
+    start = poll()["next"]
+    device = make_device()
+    device_id = device["device_id"]
+    desired = state_url(device_id, "/desired")
+    client.patch(desired, json={"a": 1, "b": 2}, headers={**auth, "X-Request-ID": "state-audit-1"})
+    client.patch(desired, json={"a": 1}, headers=auth)  # no change: no event, no audit entry
+    client.patch(desired, json={"b": None}, headers=auth)
+    report(client, device, {"t": 20})
+    report(client, device, {"t": 20})  # a repeated value: no event
+    events = poll(after=start, device_id=device_id, types="state.reported,state.desired", limit=100)["events"]
+    assert [(e["type"], e["data"]) for e in events] == [
+        ("state.desired", {"version": 1, "changed": {"a": 1, "b": 2}}),
+        ("state.desired", {"version": 2, "changed": {"b": None}}),
+        ("state.reported", {"version": 3, "changed": {"t": 20}}),
+    ]
+    admin_id, admin_secret = api_client_factory("admin")
+    token = client.post("/api/v1/auth/token", data={"grant_type": "client_credentials", "client_id": admin_id,
+                                                     "client_secret": admin_secret}).json["access_token"]
+    entries = client.get("/api/v1/audit", query_string={"limit": 1000, "action": "state.desired"},
+                         headers={"Authorization": f"Bearer {token}"}).json["entries"]
+    mine = [e for e in entries if e["target"] == f"device:{device_id}"]
+    assert len(mine) == 2
+    assert {e["request_id"] for e in mine} >= {"state-audit-1"}

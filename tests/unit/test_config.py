@@ -22,6 +22,7 @@ def test_defaults_match_the_documentation():
     assert (s.max_message_size_bytes, s.max_pending_commands_per_device) == (65_536, 100)
     assert (s.log_level, s.log_format, s.cors_origins, s.environment) == ("info", "json", (), "production")
     assert s.redis_url is None
+    assert (s.max_state_bytes, s.state_history_hours, s.observe_seconds) == (32_768, 168, 30)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +46,10 @@ def test_defaults_match_the_documentation():
         ("UAIP_PUBLIC_URL", "https://hub.example.com/api", "UAIP_PUBLIC_URL must be scheme://host[:port]"),
         ("UAIP_PUBLIC_URL", "https://user:pw@hub.example.com", "UAIP_PUBLIC_URL must be scheme://host[:port]"),
         ("UAIP_PUBLIC_URL", "https://hub.example.com:99999", "UAIP_PUBLIC_URL has an invalid port"),
+        ("MAX_STATE_BYTES", "big", "MAX_STATE_BYTES must be an integer"),
+        ("MAX_STATE_BYTES", "10", "MAX_STATE_BYTES must be between"),
+        ("STATE_HISTORY_HOURS", "0", "STATE_HISTORY_HOURS must be between"),
+        ("UAIP_OBSERVE_SECONDS", "600", "UAIP_OBSERVE_SECONDS must be between"),
     ],
 )
 def test_bad_value_names_the_variable(name, value, fragment):
