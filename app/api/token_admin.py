@@ -20,7 +20,7 @@ from app.auth import revocation
 from app.auth.tokens import InvalidToken, token_claims
 from app.infra.db import get_db
 from app.services.clients import revoke_token_ids
-from app.web.authz import signing_keys
+from app.web.authz import grant_still_live, signing_keys
 
 blueprint = Blueprint("token_admin", __name__)
 
@@ -89,6 +89,9 @@ def introspect():
         return inactive
     if revocation.current().is_revoked(owner, claims["jti"], int(claims["iat"])):
         return inactive
+    grant_id = claims.get("grant_id")
+    if grant_id is not None and not (isinstance(grant_id, str) and grant_still_live(grant_id)):
+        return inactive  # issued through operator sign-in, and the grant was revoked since
     answer = {"active": True, "scope": claims.get("scope", ""), "client_id": owner, "sub": claims["sub"]}
     if claims.get("aud") is not None:
         answer["aud"] = claims["aud"]

@@ -39,8 +39,9 @@ def migrate_command() -> None:
     click.echo(f"applied {len(applied)} migration(s)"
                + (": " + ", ".join(applied) if applied else "; schema up to date"))
     if settings.bootstrap_client_id and settings.bootstrap_client_secret:
-        upsert_client(get_db(), settings.bootstrap_client_id, settings.bootstrap_client_secret, BOOTSTRAP_CLIENT_NAME,
-                      ["admin"])
+        with acting_as(CLI_ACTOR):
+            upsert_client(get_db(), settings.bootstrap_client_id, settings.bootstrap_client_secret,
+                          BOOTSTRAP_CLIENT_NAME, ["admin"])
         click.echo(f"bootstrap client {settings.bootstrap_client_id} is ready (scope admin)")
     elif settings.bootstrap_client_id or settings.bootstrap_client_secret:
         raise click.UsageError("set both UAIP_BOOTSTRAP_CLIENT_ID and UAIP_BOOTSTRAP_CLIENT_SECRET, or neither")

@@ -175,10 +175,13 @@ def upsert_client(db: Database, client_id: str, secret: str, name: str, scopes: 
         cur.execute(
             "INSERT INTO clients (client_id, name, scopes) VALUES (%s, %s, %s) "
             "ON CONFLICT (client_id) DO UPDATE SET scopes = EXCLUDED.scopes, name = EXCLUDED.name, active = true, "
-            "updated_at = now()", (client_id, name, scope_list))
+            "updated_at = now() RETURNING (xmax = 0) AS inserted", (client_id, name, scope_list))
+        inserted = cur.fetchone()["inserted"]
         if not current:
             cur.execute("DELETE FROM client_secrets WHERE client_id = %s", (client_id,))
             _insert_secret(cur, client_id, secret)
+        record_audit(cur, "client.create" if inserted else "client.update", f"client:{client_id}",
+                     {"name": name, "scopes": scope_list, "bootstrap": True, "secret_replaced": not current})
 
     db.transaction(upsert)
     return Client(client_id, name, scope_list)

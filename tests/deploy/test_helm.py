@@ -569,6 +569,14 @@ def test_chart_secret_holds_the_secret_settings(default, renders):
     assert base64.b64decode(boot["UAIP_BOOTSTRAP_CLIENT_SECRET"]).decode() == "bootstrap-secret-9a8b"
 
 
+def test_previous_jwt_secrets_go_into_the_secret_and_reach_the_pods(chart):
+    import base64
+    rendered = render(chart, {"secrets": {"jwtPreviousSecrets": "old-one,older-one"}})
+    data = rendered.get("Secret", RELEASE)["data"]
+    assert base64.b64decode(data["JWT_PREVIOUS_SECRETS"]).decode() == "old-one,older-one"
+    assert "JWT_PREVIOUS_SECRETS" not in rendered.get("ConfigMap", RELEASE)["data"]
+
+
 def test_existing_secret_is_used_and_no_secret_is_rendered(renders):
     r = renders["existing-secret"]
     assert not r.has("Secret")
@@ -823,8 +831,8 @@ def test_every_setting_of_the_configuration_table_can_be_set_through_values(char
         variables |= set(re.findall(r"`([A-Z_*]+)`", row))
     assert len(variables) > 25, variables
     data = renders["monitoring"].get("ConfigMap", RELEASE)["data"]
-    secret_keys = {"DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET", "UAIP_BOOTSTRAP_CLIENT_ID",
-                   "UAIP_BOOTSTRAP_CLIENT_SECRET"}
+    secret_keys = {"DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET", "JWT_PREVIOUS_SECRETS",
+                   "UAIP_BOOTSTRAP_CLIENT_ID", "UAIP_BOOTSTRAP_CLIENT_SECRET"}
     set_by_chart = {"SERVER_HOST", "SERVER_PORT", "UAIP_RELAY_METRICS_PORT",  # containerPort, relay.metricsPort
                     # natsAuthCallout (test_nats_auth_callout_settings_reach_the_relay_and_the_api)
                     "NATS_AUTH_CALLOUT", "NATS_CALLOUT_ACCOUNT", "NATS_CALLOUT_ISSUER_SEED", "NATS_CALLOUT_XKEY_SEED"}

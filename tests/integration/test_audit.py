@@ -187,3 +187,24 @@ def test_cli_changes_are_recorded_as_cli(client, admin, hub_env):
     client_id = json.loads(result.stdout)["client_id"]
     entries = _entries(client, headers, target=f"client:{client_id}")
     assert [(e["action"], e["actor"]) for e in entries] == [("client.create", "cli")]
+
+
+def test_retention_purges_only_old_entries(db):
+    from app.services.audit import purge_audit
+
+    marker = f"purge-{uuid.uuid4().hex[:8]}"
+
+    def insert(cur):
+        cur.execute("INSERT INTO audit_log (at, actor, action, target) VALUES "
+                    "(now() - interval '91 days', 'cli', 'client.create', %s), "
+                    "(now() - interval '89 days', 'cli', 'client.create', %s)", (f"client:{marker}-old",
+                                                                                  f"client:{marker}-new"))
+
+    db.transaction(insert)
+    assert purge_audit(db, 90) >= 1
+
+    def left(cur):
+        cur.execute("SELECT target FROM audit_log WHERE target LIKE %s", (f"client:{marker}%",))
+        return [row["target"] for row in cur.fetchall()]
+
+    assert db.read(left) == [f"client:{marker}-new"]

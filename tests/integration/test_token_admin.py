@@ -180,3 +180,30 @@ def test_previous_secrets_obey_the_production_strength_rule(hub_env):
     with pytest.raises(ConfigError, match="JWT_PREVIOUS_SECRETS"):
         _app(hub_env, JWT_PREVIOUS_SECRETS=secrets.token_hex(24) + ",short")
     assert _app(hub_env, UAIP_ENV="development", JWT_PREVIOUS_SECRETS="short")
+
+
+def test_introspecting_a_sign_in_token_names_operator_and_agent_and_follows_its_grant(app, db, api_client_factory):
+    from app.services import oauth
+    from tests.integration.test_oauth_code import authorize_query, consent, exchange, pkce, redirect_params, register
+    from tests.support.console import new_operator, sign_in
+
+    browser, agent = app.test_client(), app.test_client()
+    email, password = new_operator(db, "admin")
+    assert sign_in(browser, email, password).status_code == 303
+    agent_id = register(agent)["client_id"]
+    verifier, challenge = pkce()
+    code = redirect_params(consent(browser, authorize_query(agent_id, challenge, resource=None))[0])["code"]
+    access = exchange(agent, agent_id, code, verifier).json["access_token"]
+
+    admin_id, admin_secret = api_client_factory("admin")
+    auth = (admin_id, admin_secret)
+    import base64
+
+    headers = {"Authorization": "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()}
+    body = app.test_client().post("/api/v1/auth/introspect", data={"token": access}, headers=headers).json
+    assert body["active"] is True and body["sub"] == email and body["client_id"] == agent_id
+
+    grant_id = jwt.decode(access, options={"verify_signature": False})["grant_id"]
+    assert oauth.revoke_grant(db, grant_id, None)
+    body = app.test_client().post("/api/v1/auth/introspect", data={"token": access}, headers=headers).json
+    assert body == {"active": False}

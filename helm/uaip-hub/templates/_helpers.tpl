@@ -142,6 +142,9 @@ JWT_SECRET: {{ required "secrets.jwtSecret is required (or set secrets.existingS
 {{- with $s.redisUrl }}
 REDIS_URL: {{ . | b64enc | quote }}
 {{- end }}
+{{- with $s.jwtPreviousSecrets }}
+JWT_PREVIOUS_SECRETS: {{ . | b64enc | quote }}
+{{- end }}
 {{- if or $s.bootstrapClientId $s.bootstrapClientSecret }}
 UAIP_BOOTSTRAP_CLIENT_ID: {{ required "secrets.bootstrapClientId is required with secrets.bootstrapClientSecret" $s.bootstrapClientId | b64enc | quote }}
 UAIP_BOOTSTRAP_CLIENT_SECRET: {{ required "secrets.bootstrapClientSecret is required with secrets.bootstrapClientId" $s.bootstrapClientSecret | b64enc | quote }}
