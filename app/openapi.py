@@ -1003,7 +1003,9 @@ def _client_paths() -> dict[str, Any]:
             "post": _op("Revoke a token (RFC 7009)", {
                 "200": {"description": "Revoked, or nothing to revoke (unknown or expired token).",
                         "headers": {**_COMMON_HEADERS, **no_store}},
-                **oauth_errors}, tag="auth", security=client_auth, requestBody=token_form, operationId="revokeToken"),
+                **oauth_errors}, tag="auth", security=client_auth, requestBody=token_form, operationId="revokeToken",
+                description="An access token, or a sign-in refresh token (its whole grant ends). A public client "
+                            "(desktop agent) names itself with `client_id` alone."),
         },
         f"{p}/auth/introspect": {
             "post": _op("Introspect a token (RFC 7662)", {

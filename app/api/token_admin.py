@@ -19,8 +19,9 @@ from app.api.auth import authenticated_client, oauth_error, token_request_fields
 from app.auth import revocation
 from app.auth.tokens import InvalidToken, token_claims
 from app.infra.db import get_db
-from app.services.clients import revoke_token_ids
-from app.web.authz import grant_still_live, signing_keys
+from app.services import oauth
+from app.services.clients import Client, revoke_token_ids
+from app.web.authz import basic_credentials, grant_still_live, signing_keys
 
 blueprint = Blueprint("token_admin", __name__)
 
@@ -33,12 +34,18 @@ def _no_store(response):
     return response
 
 
-def _request():
-    """(fields, the authenticated client, None) or (None, None, an OAuth error response)."""
+def _request(public_clients: bool = False):
+    """(fields, the authenticated client, None) or (None, None, an OAuth error response). With `public_clients`, a
+    registered public client (a desktop agent) may name itself by `client_id` alone (RFC 7009 §2.1)."""
     fields, _resources, problem = token_request_fields()
     if fields is None:
         return None, None, oauth_error(400, "invalid_request", problem)
     client, failure = authenticated_client(fields)
+    if failure is not None and public_clients and fields.get("client_id") and "client_secret" not in fields \
+            and basic_credentials() is None:
+        public = oauth.find_client(get_db(), fields["client_id"])
+        if public is not None:
+            client, failure = Client(public.client_id, public.client_name, []), None
     if failure is not None:
         return None, None, failure
     token = fields.get("token")
@@ -64,14 +71,20 @@ def _owner(claims: dict) -> str:
 
 @blueprint.post("/auth/revoke")
 def revoke():
-    fields, client, failure = _request()
+    fields, client, failure = _request(public_clients=True)
     if failure is not None:
         return failure
+    admin = "admin" in client.scopes
+    foreign = oauth_error(400, "unauthorized_client", "A client may revoke only tokens issued to it.")
     claims = _claims(fields["token"], verify_expiry=False)
     if claims is not None and isinstance(claims.get("jti"), str) and isinstance(claims.get("exp"), int):
-        if _owner(claims) != client.client_id and "admin" not in client.scopes:
-            return oauth_error(400, "unauthorized_client", "A client may revoke only tokens issued to it.")
+        if _owner(claims) != client.client_id and not admin:
+            return foreign
         revoke_token_ids(get_db(), [(claims["jti"], claims["exp"])])
+    elif claims is None and len(fields["token"]) <= MAX_TOKEN_LENGTH:
+        # Not a JWT of this hub: perhaps a refresh token of an operator sign-in grant (opaque, stored hashed).
+        if oauth.revoke_refresh_token(get_db(), fields["token"], None if admin else client.client_id) == "foreign":
+            return foreign
     return _no_store(current_app.response_class(status=200))
 
 

@@ -270,6 +270,27 @@ def _revoke_in(cur, grant_id: str, reason: str) -> None:
     _forget_grant(grant_id)
 
 
+def revoke_refresh_token(db: Database, refresh_token: str, client_id: str | None) -> str:
+    """RFC 7009 for a refresh token: revoke its grant (and so every token of it). `client_id`: the caller, who may
+    revoke only its own (None: anyone's, for an admin). "revoked", "unknown" (also for an already revoked grant)
+    or "foreign" (another client's: nothing changes)."""
+    if not storable_text(refresh_token):
+        return "unknown"
+
+    def work(cur):
+        cur.execute("SELECT g.grant_id, g.client_id FROM oauth_refresh_tokens r JOIN oauth_grants g USING (grant_id) "
+                    "WHERE r.token_hash = %s AND g.revoked_at IS NULL FOR UPDATE OF g", (_hash(refresh_token),))
+        row = cur.fetchone()
+        if row is None:
+            return "unknown"
+        if client_id is not None and row["client_id"] != client_id:
+            return "foreign"
+        _revoke_in(cur, row["grant_id"], "refresh token revoked by its client")
+        return "revoked"
+
+    return db.transaction(work)
+
+
 def _new_refresh(cur, grant_id: str) -> str:
     token = "rt_" + secrets.token_urlsafe(32)
     cur.execute("INSERT INTO oauth_refresh_tokens (token_hash, grant_id, expires_at) VALUES (%s, %s, now() + %s)",

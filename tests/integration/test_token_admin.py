@@ -207,3 +207,43 @@ def test_introspecting_a_sign_in_token_names_operator_and_agent_and_follows_its_
     assert oauth.revoke_grant(db, grant_id, None)
     body = app.test_client().post("/api/v1/auth/introspect", data={"token": access}, headers=headers).json
     assert body == {"active": False}
+
+
+def test_a_desktop_agent_revokes_its_refresh_token_and_so_its_grant(app, db, make_device):
+    from tests.integration.test_oauth_code import authorize_query, consent, exchange, pkce, redirect_params, register
+    from tests.support.console import new_operator, sign_in
+
+    browser, agent = app.test_client(), app.test_client()
+    email, password = new_operator(db, "admin")
+    assert sign_in(browser, email, password).status_code == 303
+
+    def sign_in_agent():
+        agent_id = register(agent)["client_id"]
+        verifier, challenge = pkce()
+        code = redirect_params(consent(browser, authorize_query(agent_id, challenge, resource=None))[0])["code"]
+        return agent_id, exchange(agent, agent_id, code, verifier).json
+
+    agent_id, tokens = sign_in_agent()
+    other_id, _ = sign_in_agent()
+    device = make_device()
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert agent.get(f"/api/v1/devices/{device['device_id']}", headers=headers).status_code == 200
+
+    # Another agent cannot; an unknown client id is no client at all.
+    r = agent.post("/api/v1/auth/revoke", data={"token": tokens["refresh_token"], "client_id": other_id})
+    assert r.status_code == 400 and r.json["error"] == "unauthorized_client"
+    r = agent.post("/api/v1/auth/revoke", data={"token": tokens["refresh_token"], "client_id": "nobody"})
+    assert r.status_code == 401 and r.json["error"] == "invalid_client"
+    assert agent.get(f"/api/v1/devices/{device['device_id']}", headers=headers).status_code == 200
+
+    # The agent itself, by client_id alone (a public client, RFC 7009 §2.1).
+    r = agent.post("/api/v1/auth/revoke", data={"token": tokens["refresh_token"], "client_id": agent_id,
+                                                "token_type_hint": "refresh_token"})
+    assert r.status_code == 200
+    assert agent.get(f"/api/v1/devices/{device['device_id']}", headers=headers).status_code == 401
+    r = agent.post("/api/v1/auth/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
+                                               "client_id": agent_id})
+    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    # Revoking it again, or a token that never existed: 200, nothing to do.
+    for token in (tokens["refresh_token"], "rt_unknown"):
+        assert agent.post("/api/v1/auth/revoke", data={"token": token, "client_id": agent_id}).status_code == 200
