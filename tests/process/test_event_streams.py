@@ -165,7 +165,9 @@ def test_stream_slots_are_bounded_and_probes_stay_fast(hub_env, client_auth):
 
 
 def test_sigterm_closes_every_stream_within_two_seconds(hub_env, client_auth):
-    hub = HubServer({**hub_env, "GRACEFUL_TIMEOUT_SECONDS": "20"}, workers=2, threads=4).start()
+    # Three stream slots per worker: all three streams fit even when one worker accepts every connection.
+    hub = HubServer({**hub_env, "GRACEFUL_TIMEOUT_SECONDS": "20", "UAIP_MAX_STREAMS": "3"}, workers=2,
+                    threads=4).start()
     try:
         auth_a, auth_b = client_auth(hub), client_auth(hub)
         listeners = [Listener(f"{hub.url}/api/v1/events", {**auth, "Accept": "text/event-stream"})
