@@ -139,7 +139,8 @@ class Relay:
         if device_id is None:
             self.drop(kind, relay_input.INVALID, None, "The subject names no device.")
             return
-        if len(data) > self.settings.max_message_size_bytes:  # refused before it takes room in the inbox
+        # Refused before it takes room in the inbox (a state report is checked, and counted, by its own parser).
+        if len(data) > self.settings.max_message_size_bytes and not relay_state.is_report(subject):
             self.drop(kind, relay_input.TOO_LARGE, device_id,
                       f"The body is larger than {self.settings.max_message_size_bytes} bytes.")
             return
