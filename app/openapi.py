@@ -828,8 +828,12 @@ def _state_paths() -> dict[str, Any]:
             "parameters": [DEVICE_ID],
             "get": _op(
                 "Get the device's state: reported, desired, delta, metadata, version",
-                {"200": _json(_ref("State"), "The state.", state_etag), **_errors(*AUTHED)},
+                {"200": _json(_ref("State"), "The state.", state_etag),
+                 "304": {"description": "If-None-Match matched the current ETag.",
+                         "headers": {**_COMMON_HEADERS, **state_etag}},
+                 **_errors(*AUTHED)},
                 tag="devices", security=DEVICE_OR_BEARER, scope="device:read", operationId="getState",
+                parameters=[_param("If-None-Match", "header", {"type": "string"}, "Answer 304 if the ETag matches.")],
             ),
         },
         f"{p}/devices/{{device_id}}/state/desired": {

@@ -21,7 +21,7 @@ from app.services.state_model import parse_timestamp
 from app.telemetry import metrics
 from app.web import device_state
 from app.web.authz import device_or_scope, require_device_self, require_scope
-from app.web.parsing import json_body, query_int, query_text
+from app.web.parsing import if_none_match_hits, json_body, query_int, query_text
 
 blueprint = Blueprint("state", __name__)
 
@@ -52,7 +52,13 @@ def _object_body(what: str) -> dict[str, Any]:
 def get_state(device_id: str):
     device_id = checked_device_id(device_id)
     require_device_self(device_id)
-    return state_response(state.get_state(get_db(), device_id))
+    current = state.get_state(get_db(), device_id)
+    etag = state.etag_for(current["version"])
+    if if_none_match_hits(etag):
+        response = current_app.response_class(status=304)
+        response.headers["ETag"] = etag
+        return response
+    return state_response(current)
 
 
 @blueprint.patch("/devices/<device_id>/state/desired")

@@ -8,7 +8,8 @@ declarations) is dropped whole, logged and counted in uaip_state_reports_total{o
 and nesting are checked on the raw bytes before it is parsed.
 
 `.state.get` requests are answered by a small thread of their own (a database read each), so they never wait
-behind a batch of acks and the relay's loop never waits for them.
+behind a batch of acks and the relay's loop never waits for them. A request for a device this hub does not have
+gets no answer (several hubs may share one NATS server; the one that has the device answers).
 """
 
 from __future__ import annotations
@@ -202,8 +203,11 @@ class StateRequests:
                 continue
             try:
                 answer = state.desired_message(state.get_state(self.db, device_id))
-            except APIError as exc:
-                answer = {"error": exc.message, "code": exc.code}
+            except APIError:
+                # Not a device of this hub: no answer, so a hub that shares the NATS server and has the device
+                # answers alone (the requester gets no reply, not another hub's "not found").
+                log.debug("state request for an unknown device not answered", extra={"device_id": device_id})
+                continue
             except DatabaseUnavailable:
                 log.warning("state request not answered: database unavailable", extra={"device_id": device_id})
                 continue

@@ -182,6 +182,9 @@ def test_if_match_on_desired(client, auth, make_device):
     fresh = client.patch(url, json={"a": 2}, headers={**auth, "If-Match": '"1"'})
     assert fresh.status_code == 200 and fresh.json["version"] == 2
     assert client.get(state_url(device["device_id"]), headers=auth).json["desired"] == {"a": 2}
+    unchanged = client.get(state_url(device["device_id"]), headers={**auth, "If-None-Match": '"2"'})
+    assert unchanged.status_code == 304 and unchanged.headers["ETag"] == '"2"'
+    assert client.get(state_url(device["device_id"]), headers={**auth, "If-None-Match": '"1"'}).status_code == 200
 
 
 def test_concurrent_patches_with_one_if_match_exactly_one_wins(app, auth, make_device):
