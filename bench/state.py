@@ -4,7 +4,8 @@ GET device, desired PATCH → the device's NATS message, and a day of history ag
     python -m bench.state [--quick]      # prints JSON; part of `scripts/bench --only state`
 
 Runs against the benchmark database (bench/run.py: 1,000 devices `bench-1..1000`), one gunicorn (2 workers × 4
-threads) and ONE relay (`uaip-hub relay`, a private queue group), all on 127.0.0.1. Reports and the desired-state
+threads) and ONE relay (`uaip-hub relay`, a private queue group; a fresh one after the ingest phase), all on
+127.0.0.1. Reports and the desired-state
 subscription go through the local NATS; the bench process publishes the reports itself (nats-py, paced open loop).
 
 1. ingest: `{"reported": {"temperature": x}}` on `uaip.devices.{id}.state.reported`, every device 5 times a
