@@ -6,8 +6,9 @@ taken, memory per open stream, and exact resumption across forced reconnects.
 One gunicorn, 2 workers × SERVER_THREADS=32 with UAIP_MAX_STREAMS=25 per worker (so 50 streams fill every slot and
 7 threads per worker stay for ordinary requests) and UAIP_MAX_STREAMS_PER_CLIENT=50 (all streams use one token).
 Events are written by the bench process itself (8 threads on one open-loop schedule), each in its own
-transaction through the hub's `record_event` (type `device.updated`, `data: {"n": <sequence>}`, for one bench device), so "commit" is the
-moment that transaction's COMMIT returned. Streams are raw HTTP/1.0 sockets filtered on that device.
+transaction through the hub's `record_event` (type `device.updated`, `data: {"n": <sequence>}`, for one bench
+device), so "commit" is the moment that transaction's COMMIT returned. Streams are raw HTTP/1.0 sockets
+filtered on that device.
 
 1. latency: 50 streams open, a writer commits 200 events/s (open loop); 5 of the streams parse every event and
    take receive time − commit time (the other 45 read and discard, so the bench's own parsing does not become
