@@ -15,6 +15,9 @@ They run in the runtime-only venv, so this module imports nothing but the app's 
   limit, request id, access line, metrics) may cost at most a fifth of the throughput.
 - `ping_full()` / `ping_bare()`: one tiny view behind the hub's whole pipeline (create_app: request id, JSON
   access log, Redis rate-limit check, metrics, security headers) or behind nothing, for the pipeline overhead.
+- `ping_checked()` / `ping_unchecked()`: the whole pipeline plus `GET /api/v1/bench/ping-auth`, a tiny view behind
+  `require_scope` (bearer token verified, then the revocation check); `ping_unchecked()` answers the revocation
+  check with "not revoked" without asking Redis, so the two differ by that check alone (bench/revocation.py).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import psycopg2.pool
 from flask import Blueprint, Flask, Response, jsonify, request
 
 PING = "/api/v1/bench/ping"
+PING_AUTH = "/api/v1/bench/ping-auth"
 
 BARE_DEVICE_PAGE = (
     "SELECT device_id, name, device_type, "
@@ -155,3 +159,25 @@ def ping_bare() -> Flask:
     app = Flask(__name__)
     app.register_blueprint(_ping_blueprint(), url_prefix=API_PREFIX)
     return app
+
+
+def _ping_auth_app() -> Flask:
+    from app.api import API_PREFIX
+    from app.web.authz import require_scope
+
+    app = ping_full()
+    blueprint = Blueprint("bench_auth", __name__)
+    blueprint.add_url_rule("/bench/ping-auth", "ping_auth", require_scope("device:read")(lambda: jsonify({"ok": True})))
+    app.register_blueprint(blueprint, url_prefix=API_PREFIX)
+    return app
+
+
+def ping_checked() -> Flask:
+    return _ping_auth_app()
+
+
+def ping_unchecked() -> Flask:
+    from app.web import authz
+
+    authz._revoked = lambda principal: False  # this process only: the revocation check answered without Redis
+    return _ping_auth_app()

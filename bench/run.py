@@ -16,7 +16,22 @@ import platform
 import time
 from collections.abc import Callable
 
-from bench import commands, faults, hardening, lifecycle, limiter, mcp, pipeline, registry, subjects, tracing, typed
+from bench import (
+    commands,
+    events,
+    faults,
+    hardening,
+    lifecycle,
+    limiter,
+    mcp,
+    pipeline,
+    registry,
+    revocation,
+    state,
+    subjects,
+    tracing,
+    typed,
+)
 from bench.harness import ROOT, BenchDatabase
 
 RESULTS = ROOT / "bench" / "results"
@@ -48,6 +63,9 @@ def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
         "hardening": lambda db: hardening.run(quick=quick),
         "relay_subjects": lambda db: subjects.run(count=10_000 if quick else 50_000, rounds=rounds),
         "tracing": lambda db: tracing.measure(rounds=rounds, requests_per_round=600 if quick else 1500),
+        "state": lambda db: state.run(db, quick=quick),
+        "events": lambda db: events.run(db, quick=quick),
+        "revocation": lambda db: revocation.run(db, quick=quick),
     }
 
 
@@ -193,7 +211,78 @@ def rows(figures: dict) -> list[tuple[str, str, str]]:
             out.append((f"relay acks, dotted ids, {label}", "choose",
                         f"{r['acks_per_s']:,} acks/s; received {r['messages_received']:,} msgs / "
                         f"{r['bytes_received'] / 1e6:.1f} MB; NATS thread CPU {r['subscriber_nats_thread_cpu_s']} s"))
+    out += _state_rows(figures.get("state"))
+    out += _events_rows(figures.get("events"))
+    out += _revocation_rows(figures.get("revocation"))
     return out
+
+
+def _state_rows(f: dict | None) -> list[tuple[str, str, str]]:
+    if f is None:
+        return []
+    i, v, g, d, h = f["ingest"], f["visibility"], f["get_ratio"], f["desired"], f["history"]
+    return [
+        (f"state reports applied through one relay ({i['devices']:,} devices × 5/s on NATS: {i['offered_per_s']:,}/s "
+         f"offered, {i['published_per_s']:,}/s published)", f"≥ {state.INGEST_GOAL:,}/s",
+         f"{i['applied_per_s']:,}/s ({i['applied']:,} of {i['published']:,} in {i['seconds']} s)"
+         f"{_miss(i['applied_per_s'] >= state.INGEST_GOAL)}"),
+        (f"report → visible in GET /devices/{{id}}/state at {v['background_per_s']:,.0f} reports/s "
+         f"({v['probes']} probes, {v['not_visible']} not visible within {state.PROBE_TIMEOUT_S:.0f} s)",
+         f"p99 ≤ {state.VISIBLE_P99_GOAL_MS} ms",
+         f"p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms{_miss(v['p99_ms'] <= state.VISIBLE_P99_GOAL_MS)}"),
+        (f"same, no other reports ({f['visibility_idle']['probes']} probes)", "—",
+         f"p50 {f['visibility_idle']['p50_ms']:.1f} ms, p99 {f['visibility_idle']['p99_ms']:.1f} ms"),
+        (f"GET /devices/{{id}}/state vs GET /devices/{{id}}, hey -c{g['concurrency']}, alternating rounds",
+         f"≥ {state.GET_RATIO_GOAL}×", f"{g['state_rps']:.0f} vs {g['device_rps']:.0f} req/s = {g['ratio']:.2f}× "
+         f"(rounds {_span(g['round_ratios'])}){_miss(g['ratio'] >= state.GET_RATIO_GOAL)}"),
+        (f"desired PATCH → {{version, desired, delta}} at a device on NATS ({d['patches']} sequential)",
+         f"p99 ≤ {state.DESIRED_P99_GOAL_MS} ms",
+         f"p50 {d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms{_miss(d['p99_ms'] <= state.DESIRED_P99_GOAL_MS)}"),
+        (f"history: 24 h of {h['points']:,} points, bucket=60&agg=avg ({h['buckets_returned']} buckets, "
+         f"median of {h['requests']})", f"≤ {state.HISTORY_GOAL_MS} ms",
+         f"{h['median_ms']:.0f} ms (max {h['max_ms']:.0f}){_miss(h['median_ms'] <= state.HISTORY_GOAL_MS)}"),
+    ]
+
+
+def _events_rows(f: dict | None) -> list[tuple[str, str, str]]:
+    if f is None:
+        return []
+    lat, rest, res, mem = f["latency"], f["rest"], f["resumption"], f["memory"]
+    return [
+        (f"commit → event at an SSE client, {lat['streams']} open streams, {lat['offered_per_s']} events/s offered "
+         f"({lat['achieved_per_s']:.0f}/s achieved; {f['server']})",
+         f"p50 ≤ {events.P50_GOAL_MS} ms, p99 ≤ {events.P99_GOAL_MS} ms",
+         f"p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms (received {lat['received_of_expected']})"
+         f"{_miss(lat['p50_ms'] <= events.P50_GOAL_MS and lat['p99_ms'] <= events.P99_GOAL_MS)}"),
+        (f"REST p99, every stream slot taken vs no stream ({rest['offered_rest_per_s']} req/s offered, "
+         f"{rest['events_per_s']} events/s)", f"≤ {events.REST_P99_GOAL:.2f}×",
+         f"{rest['p99_streams_median_ms']:.1f} vs {rest['p99_none_median_ms']:.1f} ms = {rest['ratio']:.2f}× "
+         f"(rounds {_span(rest['round_ratios'])}){_miss(rest['ratio'] <= events.REST_P99_GOAL)}"),
+        ("memory per open stream (workers' RSS delta / streams)", "stated", f"{mem['per_stream_kb']:.0f} KB"),
+        (f"resume with Last-Event-ID: {res['reconnects']} reconnects, {res['writers']} concurrent writers",
+         "0 gaps, 0 duplicates", f"{res['gaps']} gaps, {res['duplicates']} duplicates in {res['received']:,} "
+         f"received of {res['events']:,}{_miss(res['gaps'] == 0 and res['duplicates'] == 0)}"),
+    ]
+
+
+def _revocation_rows(f: dict | None) -> list[tuple[str, str, str]]:
+    if f is None:
+        return []
+    p, e, p2 = f["in_process"], f["end_to_end"], f["propagation"]
+    return [
+        ("revocation check per request, in process (is_revoked vs none, real Redis, alternating timeit rounds)",
+         f"≤ {revocation.COST_GOAL_MS} ms", f"{p['cost_ms']:.3f} ms (rounds {min(p['round_costs_ms']):.3f}–"
+         f"{max(p['round_costs_ms']):.3f}){_miss(p['cost_ms'] <= revocation.COST_GOAL_MS)}"),
+        ("same, end to end: authenticated ping with vs without the check, median p50, 1 connection",
+         f"≤ {revocation.COST_GOAL_MS} ms",
+         f"{e['cost_ms_c1']:+.2f} ms ({e['checked']['c1']:.2f} vs {e['unchecked']['c1']:.2f}; 8 connections "
+         f"{e['checked']['rps']:.0f} vs {e['unchecked']['rps']:.0f} req/s)"
+         f"{_miss(e['cost_ms_c1'] <= revocation.COST_GOAL_MS)}"),
+        (f"revoke on server A → refused on every worker of server B ({p2['rounds']} rounds)",
+         f"≤ {revocation.PROPAGATION_GOAL_S:.0f} s", f"first 401 median {p2['first_401_median_s']:.2f} s / max "
+         f"{p2['first_401_max_s']:.2f} s; every worker median {p2['every_worker_median_s']:.2f} s / max "
+         f"{p2['every_worker_max_s']:.2f} s{_miss(p2['every_worker_max_s'] <= revocation.PROPAGATION_GOAL_S)}"),
+    ]
 
 
 def table(figures: dict) -> str:

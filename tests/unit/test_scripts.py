@@ -84,5 +84,13 @@ def test_bench_names_the_valid_scenarios_for_a_mistyped_one():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "invalid choice: 'pipline'" in result.stderr
-    for name in ("device_list", "pipeline", "commands", "faults", "lifecycle"):
+    for name in ("device_list", "pipeline", "commands", "faults", "lifecycle", "state", "events", "revocation"):
         assert f"'{name}'" in result.stderr
+
+
+def test_bench_help_lists_the_state_events_and_revocation_scenarios():
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--help"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0
+    listed = " ".join(result.stdout.split()).split("(default: all):")[1]
+    assert {"state", "events", "revocation"} <= {name.strip(" ,.") for name in listed.split()}
