@@ -241,6 +241,7 @@ def get_state(arguments: GetStateArguments, _caller: Caller) -> dict[str, Any]:
 
 def set_desired(arguments: SetDesiredArguments, caller: Caller) -> dict[str, Any]:
     """Like PATCH /devices/{id}/state/desired with If-Match; pointers of value errors start at /desired."""
+    refuse_colliding_keys(arguments.desired, "desired")  # as REST refuses such a body (app/web/parsing.py)
     expected = None if arguments.if_version is None else frozenset({arguments.if_version})
     return device_state.set_desired(arguments.device_id, arguments.desired, expected=expected,
                                     client_id=caller.principal.subject, prefix="/desired")

@@ -100,7 +100,9 @@ VARIATIONS = {
                    "UAIP_RELAY_QUEUE_GROUP": "uaip-relay-eu1", "UAIP_REDIS_KEY_PREFIX": "uaip-eu1",
                    "UAIP_MAX_WAITERS": 3, "UAIP_MAX_WAITERS_PER_CLIENT": 1,
                    "UAIP_DRAIN_FILE": "/tmp/uaip-drain-now", "PROMETHEUS_MULTIPROC_DIR": "/tmp/prom",
-                   "GUNICORN_CMD_ARGS": "--max-requests 5000", "UAIP_INSTANCE": "eu1"},
+                   "GUNICORN_CMD_ARGS": "--max-requests 5000", "UAIP_INSTANCE": "eu1",
+                   "EVENT_RETENTION_HOURS": 12, "UAIP_STREAM_MAX_SECONDS": 120, "UAIP_MAX_STREAMS": 2,
+                   "UAIP_MAX_STREAMS_PER_CLIENT": 1},
     },
 }
 

@@ -130,9 +130,13 @@ def test_mcp_results_carry_no_invisible_text(hub, mcp_token, api_client_factory,
         followed = await client.call_tool("get_command", {"message_id": sent["message_id"]})
         refused = await client.call_tool("send_command", {"device_id": device_id, "command": "set",
                                                           "params": {"mode": 1, "mo\U000e0041de": 2}})
-        return listed, read, followed, refused
+        desired = await client.call_tool("set_desired", {"device_id": device_id,
+                                                         "desired": {"level": 1, "lev\u200bel": 2}})
+        return listed, read, followed, refused, desired
 
-    listed, read, followed, refused = run(hub, mcp_token(), "auto", work)
+    listed, read, followed, refused, desired = run(hub, mcp_token(), "auto", work)
+    assert desired.is_error is True
+    assert json.loads(desired.content[0].text)["code"] == "VALIDATION_ERROR"
     for result in (listed, read, followed):
         assert result.is_error is not True
         assert invisible_in(result.structured_content) == []
