@@ -148,7 +148,7 @@ def test_deleting_a_device_and_an_ack_batch_never_deadlock(database, db, make_de
         with ThreadPoolExecutor(2) as executor:
             relay = executor.submit(acks.apply_acks, db, batch)
             wait_for(lambda: blocked_behind_gate() == 1, timeout=10, message="the ack batch waiting")
-            delete = executor.submit(sweeps.delete_device, db, device_id)
+            delete = executor.submit(sweeps.delete_device, db, device_id, 90)
             wait_for(lambda: blocked_behind_gate() == 2, timeout=10, message="the delete waiting too")
             gate.commit()
             outcomes, cancelled = relay.result(timeout=30), delete.result(timeout=30)
