@@ -173,7 +173,7 @@ def server(image, app_env, migrated):
             return http_get(base + "/api/v1/system/health/liveness")
 
         wait_for(probe, lambda r: r[0] == 200, 60, "liveness 200")
-        yield {"name": name, "base": base}
+        yield {"name": name, "base": base, "port": port}
     finally:
         logs = podman("logs", name, check=False)
         print(logs.stdout[-3000:], logs.stderr[-3000:])
@@ -250,7 +250,7 @@ def test_read_only_root_and_writable_tmp(server):
     assert denied.returncode != 0 and "Read-only file system" in denied.stderr
     podman("exec", server["name"], "touch", "/tmp/probe")
     # The Prometheus multiprocess directory lives on /tmp and metrics work.
-    podman("exec", server["name"], "test", "-d", "/tmp/uaip-metrics-8443")  # per instance: SERVER_PORT
+    podman("exec", server["name"], "test", "-d", f"/tmp/uaip-metrics-{server['port']}")  # per instance: SERVER_PORT
     status, body = http_get(server["base"] + "/metrics")
     assert status == 200 and "uaip_http_requests_total" in body
 
