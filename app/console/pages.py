@@ -223,7 +223,7 @@ def commands():
 @signed_in
 def clients():
     page = _page()
-    found = client_service.list_clients(get_db(), limit=PAGE, offset=page * PAGE)
+    found = client_service.list_clients(get_db(), limit=PAGE, offset=page * PAGE, newest_first=True)
     total = found["total"]
     return render_template("console/clients.html", page="Clients", clients=found["clients"], total=total,
                            page_no=page,

@@ -187,10 +187,13 @@ def upsert_client(db: Database, client_id: str, secret: str, name: str, scopes: 
     return Client(client_id, name, scope_list)
 
 
-def list_clients(db: Database, limit: int, offset: int) -> dict[str, Any]:
+def list_clients(db: Database, limit: int, offset: int, newest_first: bool = False) -> dict[str, Any]:
+    """A page of clients, oldest first (the API), or newest first (the console, where the latest matter most)."""
+    order = "created_at DESC, client_id DESC" if newest_first else "created_at, client_id"
+
     def query(cur):
         cur.execute(f"SELECT {CLIENT_COLUMNS}, count(*) OVER () AS total FROM clients "
-                    f"ORDER BY created_at, client_id LIMIT %s OFFSET %s", (limit, offset))
+                    f"ORDER BY {order} LIMIT %s OFFSET %s", (limit, offset))
         rows = cur.fetchall()
         if rows:
             total = rows[0]["total"]
