@@ -268,6 +268,23 @@ def heartbeat_in(cur, device_id: str, status: str, timeout: int) -> dict[str, An
     return row
 
 
+def heartbeats_in(cur, device_ids: list[str], status: str, timeout: int) -> dict[str, dict[str, Any]]:
+    """`heartbeat_in` for many devices in one statement (rows locked in device-id order), without recording the
+    presence events: the caller records them (`presence_events`) in order with its own events. Device id → row;
+    unknown devices are missing."""
+    if not device_ids:
+        return {}
+    cur.execute(
+        f"WITH before AS (SELECT device_id AS locked_id, {EFFECTIVE_STATUS} AS previous_status, "
+        f"status AS stored_status, last_seen AS previous_seen FROM devices WHERE device_id = ANY(%(ids)s) "
+        f"ORDER BY device_id FOR UPDATE) "
+        f"UPDATE devices SET status = %(status)s, last_seen = now() FROM before WHERE device_id = before.locked_id "
+        f"RETURNING {DEVICE_COLUMNS}, before.previous_status, before.stored_status, before.previous_seen",
+        {"ids": sorted(device_ids), "status": status, "timeout": timeout},
+    )
+    return {row["device_id"]: row for row in cur.fetchall()}
+
+
 def apply_heartbeats(db: Database, heartbeats: dict[str, str], timeout: int, lock_timeout_ms: int = 200,
                      max_waits: int = 5) -> tuple[list[dict[str, Any]], list[str]]:
     """The relay's heartbeats (device id → `online` or `error`): mark each device and seen now. Returns the rows

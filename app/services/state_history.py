@@ -36,13 +36,19 @@ AGGREGATES = ("avg", "min", "max", "last")
 NUMERIC_AGGREGATES = ("avg", "min", "max")
 
 
-def record_points(cur, device_id: str, at: dt.datetime, changed: dict[str, Any], history_hours: int) -> None:
-    """One point per changed member (removals are not points); a report older than the retention window makes
-    no point, since it would be deleted at once."""
-    values = [(device_id, name, at, Json(value)) for name, value in sorted(changed.items()) if value is not None]
-    if not values or at < dt.datetime.now(dt.UTC) - dt.timedelta(hours=history_hours):
+def record_points_many(cur, points: list[tuple[str, dt.datetime, dict[str, Any]]], history_hours: int) -> None:
+    """The points of many reports, (device id, timestamp, changed members) each, in one INSERT: one point per
+    changed member (removals are not points), numbered (seq) in the given order and by name within a report. A
+    report older than the retention window makes no point, since it would be deleted at once."""
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=history_hours)
+    rows = [(device_id, name, at, Json(value)) for device_id, at, changed in points if at >= cutoff
+            for name, value in sorted(changed.items()) if value is not None]
+    if not rows:
         return
-    cur.executemany(f"INSERT INTO {TABLE} (device_id, property, at, value) VALUES (%s, %s, %s, %s)", values)
+    device_ids, names, ats, values = (list(column) for column in zip(*rows, strict=True))
+    cur.execute(f"INSERT INTO {TABLE} (device_id, property, at, value) SELECT p.device_id, p.property, p.at, p.value "
+                "FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::jsonb[]) WITH ORDINALITY "
+                "AS p(device_id, property, at, value, n) ORDER BY p.n", (device_ids, names, ats, values))
 
 
 # --- reading ------------------------------------------------------------------------------------------
