@@ -400,7 +400,8 @@ def reports_in(cur, scope: str, reports: list[Report], received_at: dt.datetime,
             seen.add(device_id)
             beat = beats[device_id]
             result.previous_status, result.status = beat["previous_status"], beat["status"]
-            events.extend(presence_events(beat))
+            if beat["previous_status"] != beat["status"]:  # else only last_seen moved: no event
+                events.extend(presence_events(beat))
         else:
             result.previous_status = result.status = beats[device_id]["status"]
         if result.changed:
