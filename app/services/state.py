@@ -448,11 +448,17 @@ def publish_desired(messaging: Messaging, device_id: str, state: dict[str, Any])
         return False
 
 
+NOTIFY_CHUNK = 1000  # device ids per notice (~30 KB at most, well under NATS's payload limit)
+
+
 def notify_reported(messaging: Messaging, device_ids: list[str]) -> None:
-    """Wake property observers in every API worker (best effort: they also poll)."""
-    for device_id in device_ids:
+    """Wake property observers in every API worker (best effort: they also poll). One notice per batch,
+    `{"device_ids": [...]}`, not one per device: at thousands of reports a second, a message per device would
+    make every API worker handle thousands of messages a second."""
+    for start in range(0, len(device_ids), NOTIFY_CHUNK):
         try:
-            messaging.publish(subjects.STATE_CHANGED_SUBJECT, {"device_id": device_id}, wait=False)
+            messaging.publish(subjects.STATE_CHANGED_SUBJECT, {"device_ids": device_ids[start:start + NOTIFY_CHUNK]},
+                              wait=False)
         except MessagingUnavailable:
             return
 
