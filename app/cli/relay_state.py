@@ -1,11 +1,13 @@
 """Device state over NATS, for the relay (docs/state.md, "NATS"): reports in batches, and `.state.get` replies.
 
 Reports (`uaip.devices.{id}.state.reported`, body `{"reported": {...}, "timestamp"?}`) arrive through the relay's
-inbox with acks and heartbeats; a batch of them is applied in one transaction, each report in its own savepoint,
-sorted by device id (arrival order kept per device), so two relays lock state rows in one order and one bad
-report cannot sink the others. A report that breaks the rules (size, depth, JSON, shape, the type's
-declarations) is dropped whole, logged and counted in uaip_state_reports_total{outcome="rejected"}. Its size
-and nesting are checked on the raw bytes before it is parsed.
+inbox with acks and heartbeats; a batch of them is applied in one transaction by `state.reports_in`, sorted by
+device id (arrival order kept per device): a handful of set-based statements for the whole batch (devices and
+state rows locked in id order, so two relays never deadlock), each report merged and checked in Python on top of
+the ones before it, so one bad report is refused alone and cannot sink the others. A report that breaks the
+rules (size, depth, JSON, shape, the type's declarations) is dropped whole, logged and counted in
+uaip_state_reports_total{outcome="rejected"}. Its size and nesting are checked on the raw bytes before it is
+parsed.
 
 `.state.get` requests are answered by a small thread of their own (a database read each), so they never wait
 behind a batch of acks and the relay's loop never waits for them. A request for a device this hub does not have
@@ -105,7 +107,7 @@ def parse_report(data: bytes, max_bytes: int) -> tuple[dict[str, Any], dt.dateti
     return body["reported"], sent_at
 
 
-Report = tuple[str, dict[str, Any], "dt.datetime | None"]  # (device id, reported members, device's timestamp)
+Report = state.Report
 
 
 class StateReports:
@@ -130,15 +132,16 @@ class StateReports:
         return reports
 
     def apply(self, reports: list[Report]) -> None:
-        """One transaction for the batch, a savepoint per report; then wake observers and re-send commands to
-        devices the reports brought back online."""
+        """One transaction for the batch, applied set-based (`state.reports_in`: a few statements whatever the
+        batch's size); then wake observers and re-send commands to devices the reports brought back online."""
         received = dt.datetime.now(dt.UTC)
         ordered = sorted(reports, key=lambda report: report[0])  # stable: a device's reports keep their order
-        results = self.db.transaction(lambda cur: [self._one(cur, report, received) for report in ordered])
+        results = self.db.transaction(lambda cur: state.reports_in(cur, self.scope, ordered, received,
+                                                                    limits=self.limits))
         changed, came_online = set(), {}
         for (device_id, _patch, _sent), result in zip(ordered, results, strict=True):
-            if isinstance(result, str):
-                rejected(device_id, result)
+            if isinstance(result, APIError):
+                rejected(device_id, f"{result.code}: {result.message}")
                 continue
             metrics.state_reports_total.labels(outcome=result.outcome).inc()
             if result.changed:
@@ -149,18 +152,6 @@ class StateReports:
             state.notify_reported(self.messaging, sorted(changed))
         if came_online:
             sweeps.devices_came_online(self.db, self.messaging, sorted(came_online.items()), self.retry_seconds)
-
-    def _one(self, cur, report: Report, received: dt.datetime):
-        """One report in a savepoint: its result, or why it was refused (a string)."""
-        device_id, patch, sent_at = report
-        cur.execute("SAVEPOINT state_report")
-        try:
-            written = state.report_in(cur, self.scope, device_id, patch, sent_at, received, limits=self.limits)
-        except APIError as exc:
-            cur.execute("ROLLBACK TO SAVEPOINT state_report")
-            return f"{exc.code}: {exc.message}"
-        cur.execute("RELEASE SAVEPOINT state_report")
-        return written
 
 
 def rejected(device_id: str, reason: str) -> None:

@@ -268,6 +268,33 @@ def heartbeat_in(cur, device_id: str, status: str, timeout: int) -> dict[str, An
     return row
 
 
+def heartbeats_in(cur, device_ids: list[str], status: str, timeout: int) -> dict[str, dict[str, Any]]:
+    """`heartbeat_in` for many devices in one statement (rows locked in device-id order), without recording the
+    presence events: the caller records them (`presence_events`) in order with its own events. Device id → row
+    (`status`, `previous_status`, `stored_status`, `previous_seen`; the whole device only where the status
+    changed, which is all `presence_events` reads then); unknown devices are missing."""
+    if not device_ids:
+        return {}
+    cur.execute(
+        f"WITH before AS (SELECT device_id AS locked_id, {EFFECTIVE_STATUS} AS previous_status, "
+        f"status AS stored_status, last_seen AS previous_seen FROM devices WHERE device_id = ANY(%(ids)s) "
+        f"ORDER BY device_id FOR UPDATE) "
+        f"UPDATE devices SET status = %(status)s, last_seen = now() FROM before WHERE device_id = before.locked_id "
+        f"RETURNING device_id, {EFFECTIVE_STATUS} AS status, before.previous_status, before.stored_status, "
+        f"before.previous_seen",
+        {"ids": sorted(device_ids), "status": status, "timeout": timeout},
+    )
+    rows = {row["device_id"]: row for row in cur.fetchall()}
+    # Most heartbeats only move last_seen (no event): the whole device is read only for the others.
+    moved = sorted(device_id for device_id, row in rows.items() if row["previous_status"] != row["status"])
+    if moved:
+        cur.execute(f"SELECT {DEVICE_COLUMNS} FROM devices WHERE device_id = ANY(%(ids)s)",
+                    {"ids": moved, "timeout": timeout})
+        for device in cur.fetchall():
+            rows[device["device_id"]] = {**rows[device["device_id"]], **device}
+    return rows
+
+
 def apply_heartbeats(db: Database, heartbeats: dict[str, str], timeout: int, lock_timeout_ms: int = 200,
                      max_waits: int = 5) -> tuple[list[dict[str, Any]], list[str]]:
     """The relay's heartbeats (device id → `online` or `error`): mark each device and seen now. Returns the rows

@@ -1,11 +1,15 @@
 """Device state (docs/state.md): every SQL statement about a device's reported and desired state.
 
-A write runs in one transaction: the device row is read with KEY SHARE (it cannot be deleted meanwhile; a report
-first locks it for its heartbeat) joined to its type's identity, the state row is locked FOR UPDATE (made on the
-first write), the document is merged in Python (app/services/state_model.py), checked — If-Match (412), size
-(413), then the type's property declarations (422) — and written back with `version` + 1 when a value changed.
-Events, audit and history rows are written in the same transaction; the NATS publish of a new desired state
-happens after commit.
+A desired write runs in one transaction: the device row is read with KEY SHARE (it cannot be deleted meanwhile)
+joined to its type's identity, the state row is locked FOR UPDATE (made on the first write), the document is
+merged in Python (app/services/state_model.py), checked — If-Match (412), size (413), then the type's property
+declarations (422) — and written back with `version` + 1 when a value changed. Events, audit and history rows are
+written in the same transaction; the NATS publish of a new desired state happens after commit.
+
+Reports (`reports_in`; the relay passes a whole batch, HTTP a batch of one) lock their devices FOR UPDATE (the
+heartbeat updates them) and then their state rows, all in device-id order, merge and check each report in Python
+on top of the previous ones, and write the result set-based: one statement each for the state rows, the
+heartbeats, the history points and the events, whatever the batch's size.
 
 The checks on a typed device use the type's property declarations compiled once per (type, version) and
 process, in the same LRU as typed commands (app/services/device_types.py): a replaced type takes effect with
@@ -30,8 +34,8 @@ from app.schemas.validation import MAX_COLLECTED_ERRORS, compile_schema, escape_
 from app.services import state_history
 from app.services.audit import record_audit
 from app.services.device_types import compiled_types
-from app.services.events import record_event
-from app.services.registry import device_not_found, heartbeat_in
+from app.services.events import STATE_REPORTED, record_event, record_events
+from app.services.registry import device_not_found, heartbeats_in, presence_events
 from app.services.state_model import (
     Outcome,
     Side,
@@ -305,30 +309,116 @@ def desired_in(cur, scope: str, device_id: str, patch: dict[str, Any], *, expect
     return Written(state, outcome.changed)
 
 
+Report = tuple[str, dict[str, Any], "dt.datetime | None"]  # (device id, reported members, device's timestamp)
+
+# The devices of a batch of reports, locked FOR UPDATE in id order (their heartbeat updates them), with their
+# type's identity; `now()` is the transaction's time (what `updated_at` becomes).
+DEVICES_LOCK = (
+    "SELECT d.device_id, d.device_type, t.version AS type_version, t.created_at AS type_created_at, now() AS now "
+    "FROM devices d LEFT JOIN device_types t ON t.name = d.device_type WHERE d.device_id = ANY(%s) "
+    "ORDER BY d.device_id FOR UPDATE OF d"
+)
+STATES_LOCK = (f"SELECT device_id, {STATE_COLUMNS} FROM device_states WHERE device_id = ANY(%s) "
+               "ORDER BY device_id FOR UPDATE")
+# The state rows a batch changed, written back at once (made when missing); version and metadata are computed
+# under the locks above, `bumped` says whether updated_at moves.
+STATES_WRITE = (
+    "INSERT INTO device_states AS s (device_id, reported, reported_meta, version, updated_at) "
+    "SELECT w.device_id, w.reported, w.reported_meta, w.version, CASE WHEN w.bumped THEN now() END "
+    "FROM unnest(%s::text[], %s::jsonb[], %s::jsonb[], %s::bigint[], %s::boolean[]) "
+    "AS w(device_id, reported, reported_meta, version, bumped) "
+    "ON CONFLICT (device_id) DO UPDATE SET reported = EXCLUDED.reported, reported_meta = EXCLUDED.reported_meta, "
+    "version = EXCLUDED.version, updated_at = COALESCE(EXCLUDED.updated_at, s.updated_at)"
+)
+
+
+def reports_in(cur, scope: str, reports: list[Report], received_at: dt.datetime, *, limits: Limits,
+               prefix: str = "/reported") -> list[Written | APIError]:
+    """Device reports merged into `reported` inside an open transaction, each also a heartbeat: one result per
+    report, in order — what it did, or the APIError that refused it whole (nothing of it is written).
+
+    The result is exactly that of applying the reports one after the other (a device's reports in the order
+    given), but set-based, so a batch costs a handful of statements whatever its size: the devices are locked
+    FOR UPDATE in id order (reports of one device serialise there, and every writer locks device before state),
+    then their state rows; each report is merged in Python on top of the previous ones (app/services/state_model.py)
+    and checked (size, declarations); then the changed rows are written back in one statement, the heartbeats of
+    the devices with an accepted report in one, the history points in one, and the events (presence first, then
+    `state.reported`, in report order) in one."""
+    devices: dict[str, dict[str, Any]] = {}
+    current: dict[str, dict[str, Any]] = {}
+    if reports:
+        cur.execute(DEVICES_LOCK, (sorted({device_id for device_id, _, _ in reports}),))
+        devices = {row["device_id"]: row for row in cur.fetchall()}
+    if devices:
+        cur.execute(STATES_LOCK, (sorted(devices),))
+        current = {row["device_id"]: row for row in cur.fetchall()}
+    results: list[Written | APIError] = []
+    dirty: dict[str, bool] = {}  # device id → whether a value changed (else only metadata, or a new empty row)
+    points: list[tuple[str, dt.datetime, dict[str, Any]]] = []
+    for device_id, patch, sent_at in reports:
+        device = devices.get(device_id)
+        if device is None:
+            results.append(device_not_found(device_id))
+            continue
+        row = current.get(device_id)
+        if row is None:
+            row = current[device_id] = {**empty_row(), "new": True}
+        at = _milliseconds(effective_time(sent_at, received_at))
+        outcome = apply_report(Side(row["reported"], row["reported_meta"]), patch, at, timestamp(at))
+        try:
+            _check_size("reported", outcome.side.values, limits.max_state_bytes)
+            _check_declared(_declared(cur, scope, device), patch, outcome.side.values, prefix, desired=False)
+        except APIError as exc:
+            results.append(exc)
+            continue
+        if row.get("new"):  # an accepted report makes the row, as a write does, even when it changes nothing
+            dirty.setdefault(device_id, False)
+        if outcome.changed or outcome.refreshed:
+            row = current[device_id] = {
+                **row, "reported": outcome.side.values, "reported_meta": outcome.side.metadata,
+                "version": row["version"] + (1 if outcome.changed else 0),
+                "updated_at": device["now"] if outcome.changed else row["updated_at"]}
+            dirty[device_id] = dirty.get(device_id, False) or bool(outcome.changed)
+        if outcome.changed:
+            points.append((device_id, at, outcome.changed))
+        ignored = bool(patch) and len(outcome.ignored) == len(patch)
+        results.append(Written(state_view(device_id, row), outcome.changed, "ignored" if ignored else "applied"))
+    if not dirty and not any(isinstance(result, Written) for result in results):
+        return results
+    if dirty:
+        ids = sorted(dirty)
+        cur.execute(STATES_WRITE, (ids, [Json(current[i]["reported"]) for i in ids],
+                                   [Json(current[i]["reported_meta"]) for i in ids],
+                                   [current[i]["version"] for i in ids], [dirty[i] for i in ids]))
+    accepted = [(device_id, result) for (device_id, _, _), result in zip(reports, results, strict=True)
+                if isinstance(result, Written)]
+    beats = heartbeats_in(cur, [device_id for device_id, _ in accepted], "online", limits.heartbeat_timeout)
+    events: list[tuple[str, str, dict, str | None]] = []
+    seen: set[str] = set()
+    for device_id, result in accepted:
+        if device_id not in seen:
+            seen.add(device_id)
+            beat = beats[device_id]
+            result.previous_status, result.status = beat["previous_status"], beat["status"]
+            if beat["previous_status"] != beat["status"]:  # else only last_seen moved: no event
+                events.extend(presence_events(beat))
+        else:
+            result.previous_status = result.status = beats[device_id]["status"]
+        if result.changed:
+            events.append((STATE_REPORTED, device_id, {"version": result.state["version"], "changed": result.changed},
+                           devices[device_id]["device_type"]))
+    state_history.record_points_many(cur, points, limits.history_hours)
+    record_events(cur, events)
+    return results
+
+
 def report_in(cur, scope: str, device_id: str, patch: dict[str, Any], sent_at: dt.datetime | None,
               received_at: dt.datetime, *, limits: Limits, prefix: str = "/reported") -> Written:
-    """A device's report merged into `reported` inside an open transaction; it also counts as a heartbeat.
-
-    The heartbeat comes first: it locks the device row FOR UPDATE, so reports of one device serialise there,
-    before the state row (a KEY SHARE held while waiting for the state row would deadlock two reports upgrading
-    it). Desired writes take KEY SHARE on the device first too, so every writer locks device, then state."""
-    beat = heartbeat_in(cur, device_id, "online", limits.heartbeat_timeout)
-    if beat is None:
-        raise device_not_found(device_id)
-    device, row = _locked_state(cur, device_id)
-    at = _milliseconds(effective_time(sent_at, received_at))
-    outcome = apply_report(Side(row["reported"], row["reported_meta"]), patch, at, timestamp(at))
-    _check_size("reported", outcome.side.values, limits.max_state_bytes)
-    _check_declared(_declared(cur, scope, device), patch, outcome.side.values, prefix, desired=False)
-    saved = _save(cur, device_id, row, "reported", outcome) if (outcome.changed or outcome.refreshed) else row
-    state = state_view(device_id, saved)
-    if outcome.changed:
-        state_history.record_points(cur, device_id, at, outcome.changed, limits.history_hours)
-        record_event(cur, "state.reported", device_id, {"version": state["version"], "changed": outcome.changed},
-                     device["device_type"])
-    ignored = bool(patch) and len(outcome.ignored) == len(patch)
-    return Written(state, outcome.changed, "ignored" if ignored else "applied",
-                   beat["previous_status"], beat["status"])
+    """One report (HTTP): `reports_in` with a batch of one; the APIError that refused it is raised."""
+    result = reports_in(cur, scope, [(device_id, patch, sent_at)], received_at, limits=limits, prefix=prefix)[0]
+    if isinstance(result, APIError):
+        raise result
+    return result
 
 
 def _milliseconds(value: dt.datetime) -> dt.datetime:
@@ -358,11 +448,17 @@ def publish_desired(messaging: Messaging, device_id: str, state: dict[str, Any])
         return False
 
 
+NOTIFY_CHUNK = 1000  # device ids per notice (~30 KB at most, well under NATS's payload limit)
+
+
 def notify_reported(messaging: Messaging, device_ids: list[str]) -> None:
-    """Wake property observers in every API worker (best effort: they also poll)."""
-    for device_id in device_ids:
+    """Wake property observers in every API worker (best effort: they also poll). One notice per batch,
+    `{"device_ids": [...]}`, not one per device: at thousands of reports a second, a message per device would
+    make every API worker handle thousands of messages a second."""
+    for start in range(0, len(device_ids), NOTIFY_CHUNK):
         try:
-            messaging.publish(subjects.STATE_CHANGED_SUBJECT, {"device_id": device_id}, wait=False)
+            messaging.publish(subjects.STATE_CHANGED_SUBJECT, {"device_ids": device_ids[start:start + NOTIFY_CHUNK]},
+                              wait=False)
         except MessagingUnavailable:
             return
 

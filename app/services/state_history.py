@@ -36,13 +36,19 @@ AGGREGATES = ("avg", "min", "max", "last")
 NUMERIC_AGGREGATES = ("avg", "min", "max")
 
 
-def record_points(cur, device_id: str, at: dt.datetime, changed: dict[str, Any], history_hours: int) -> None:
-    """One point per changed member (removals are not points); a report older than the retention window makes
-    no point, since it would be deleted at once."""
-    values = [(device_id, name, at, Json(value)) for name, value in sorted(changed.items()) if value is not None]
-    if not values or at < dt.datetime.now(dt.UTC) - dt.timedelta(hours=history_hours):
+def record_points_many(cur, points: list[tuple[str, dt.datetime, dict[str, Any]]], history_hours: int) -> None:
+    """The points of many reports, (device id, timestamp, changed members) each, in one INSERT: one point per
+    changed member (removals are not points), numbered (seq) in the given order and by name within a report. A
+    report older than the retention window makes no point, since it would be deleted at once."""
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=history_hours)
+    rows = [(device_id, name, at, Json(value)) for device_id, at, changed in points if at >= cutoff
+            for name, value in sorted(changed.items()) if value is not None]
+    if not rows:
         return
-    cur.executemany(f"INSERT INTO {TABLE} (device_id, property, at, value) VALUES (%s, %s, %s, %s)", values)
+    device_ids, names, ats, values = (list(column) for column in zip(*rows, strict=True))
+    cur.execute(f"INSERT INTO {TABLE} (device_id, property, at, value) SELECT p.device_id, p.property, p.at, p.value "
+                "FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::jsonb[]) WITH ORDINALITY "
+                "AS p(device_id, property, at, value, n) ORDER BY p.n", (device_ids, names, ats, values))
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -131,24 +137,32 @@ def read_history(db: Database, query: Query, history_hours: int) -> dict[str, An
 
     agg = query.agg or "last"
     params["bucket"] = query.bucket
-    start = "(floor(extract(epoch FROM at) / %(bucket)s) * %(bucket)s)::bigint"
-    having = ""
+    # date_bin on the timestamp (buckets aligned to the epoch) is far cheaper per row than epoch arithmetic; the
+    # bucket's start becomes seconds once per bucket.
+    start = "date_bin(make_interval(secs => %(bucket)s), at, 'epoch'::timestamptz)"
+    after = ""
     if query.cursor is not None:
         params["after"] = _parse_bucket_cursor(query.cursor)
-        having = f" HAVING {start} > %(after)s"
-    number = "(value #>> '{}')::numeric"
-    column = {"avg": f"avg({number})", "min": f"min({number})", "max": f"max({number})",
+        # Rows before the cursor still carry the window's count of non-numbers when it is not 0 (the 400 holds
+        # on every page).
+        after = "WHERE (start > %(after)s OR mixed > 0)"
+    # avg/min/max read `num` (the value as a number, NULL for anything else; migration 012), and count the
+    # non-numbers of the whole window in the same statement (a window sum over every bucket, before the cursor
+    # and the limit apply), so one pass over the index answers both.
+    column = {"avg": "avg(num)", "min": "min(num)", "max": "max(num)",
               "last": "(array_agg(value ORDER BY at DESC, seq DESC))[1]"}[agg]
+    mixed = "count(*) FILTER (WHERE num IS NULL)" if agg in NUMERIC_AGGREGATES else "0"
 
     def buckets(cur):
-        if agg in NUMERIC_AGGREGATES:
-            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE {where} AND jsonb_typeof(value) <> 'number') "
-                        "AS mixed", params)
-            if cur.fetchone()["mixed"]:
-                return None
-        cur.execute(f"SELECT {start} AS start, {column} AS value FROM {TABLE} WHERE {where} GROUP BY 1{having} "
-                    "ORDER BY 1 LIMIT %(limit)s", params)
-        return cur.fetchall()
+        cur.execute(
+            "SELECT start, value, mixed FROM ("
+            "SELECT extract(epoch FROM bin)::bigint AS start, value, sum(mixed) OVER () AS mixed FROM ("
+            f"SELECT {start} AS bin, {column} AS value, {mixed} AS mixed FROM {TABLE} WHERE {where} GROUP BY 1"
+            f") grouped) windowed {after} ORDER BY start LIMIT %(limit)s", params)
+        found = cur.fetchall()
+        if found and found[0]["mixed"]:
+            return None
+        return found
 
     rows = db.read(buckets)
     if rows is None:
@@ -222,10 +236,13 @@ def _create_partition(cur, name: str, start: dt.datetime, end: dt.datetime) -> N
     """A new day's partition, with the rows the default partition holds for that day moved into it first (a
     partition cannot be attached while the default one holds rows of its range)."""
     table = sql.Identifier(name)
-    cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
-        table, sql.Identifier(TABLE)))
+    # INCLUDING GENERATED: a partition's `num` must be generated like its parent's (and is not inserted).
+    cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)")
+                .format(table, sql.Identifier(TABLE)))
     cur.execute(sql.SQL("WITH moved AS (DELETE FROM {} WHERE at >= %s AND at < %s RETURNING *) "
-                        "INSERT INTO {} SELECT * FROM moved").format(sql.Identifier(DEFAULT_PARTITION), table),
+                        "INSERT INTO {} (device_id, property, at, seq, value) "
+                        "SELECT device_id, property, at, seq, value FROM moved").format(
+                            sql.Identifier(DEFAULT_PARTITION), table),
                 (start, end))
     cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM (%s) TO (%s)").format(
         sql.Identifier(TABLE), table), (start, end))

@@ -48,9 +48,10 @@ def set_desired(device_id: str, patch: dict[str, Any], *, expected: Any, client_
 class Observers:
     """Per-process wake-ups for property observers (GET .../properties/{name}/observe), by device id.
 
-    Whoever applies a report that changes values publishes the device id on STATE_CHANGED_SUBJECT (the API for
-    HTTP reports, the relay for NATS ones); each worker wakes its observers of that device, which re-read the
-    state. Observers also poll (back-off from 50 ms to 1 s), so they are correct without NATS, only slower."""
+    Whoever applies reports that change values publishes the device ids on STATE_CHANGED_SUBJECT (the API for
+    HTTP reports, the relay for NATS ones, one notice per batch); each worker wakes its observers of those
+    devices, which re-read the state. Observers also poll (back-off from 50 ms to 1 s), so they are correct
+    without NATS, only slower."""
 
     def __init__(self, messaging) -> None:
         self.messaging = messaging
@@ -59,12 +60,16 @@ class Observers:
         self._subscribed = False
 
     def _on_changed(self, _subject: str, data: bytes) -> None:
+        """A notice names the devices whose values changed: `{"device_ids": [...]}` (one per batch), or
+        `{"device_id"}` as older hubs send it."""
         try:
-            device_id = json.loads(data)["device_id"]
+            body = json.loads(data)
+            device_ids = body["device_ids"] if "device_ids" in body else [body["device_id"]]
+            device_ids = [device_id for device_id in device_ids if isinstance(device_id, str)]
         except (ValueError, KeyError, TypeError):
             return
         with self._lock:
-            events = list(self._events.get(device_id, ()))
+            events = [event for device_id in device_ids for event in self._events.get(device_id, ())]
         for event in events:
             event.set()
 
