@@ -5,7 +5,7 @@ and "opens the browser" on the authorization page. Here the browser is a script 
 the operator, who signs in to the console and approves. mcp-remote takes the code on its loopback callback,
 exchanges it with its PKCE verifier and keeps the tokens in its own config folder (a temporary one here). The
 official MCP SDK's stdio client drives it meanwhile: initialize, tools/list, tools/call — with no token anywhere
-in mcp-remote's command line or environment.
+in mcp-remote's command line or environment. Started again, it uses the kept tokens without a browser.
 
 scripts/test installs mcp-remote (tests/support/node) and, under CI, Chromium.
 """
@@ -131,3 +131,9 @@ def test_mcp_remote_signs_in_through_the_console_with_the_url_alone(hub, db, tmp
     claims = jwt_claims(tokens["access_token"])
     assert claims["sub"] == email
     assert set(claims["scope"].split()) == {"device:read", "message:read"}
+
+    # Started again (a desktop client's next launch): the kept tokens are used, no browser opens.
+    urls_opened = opened.read_text()
+    tools_again, _ = asyncio.run(asyncio.wait_for(agent(), timeout=90))
+    assert {tool.name for tool in tools_again.tools} == names, log_text()
+    assert opened.read_text() == urls_opened, log_text()
