@@ -212,7 +212,7 @@ needs_checkov() { selects tests/deploy "$@"; }
 # The console's browser tests drive Debian's Chromium (Playwright cannot download browsers here).
 needs_chromium() {
   deselects_marker process "$@" && return 1
-  selects tests/process/test_console_browser.py "$@"
+  selects tests/process/test_console_browser.py "$@" || selects tests/process/test_mcp_remote_browser.py "$@"
 }
 
 ensure_chromium() {
@@ -228,7 +228,7 @@ ensure_chromium() {
 needs_third_party_clients() {
   selects tests/integration/test_third_party_clients.py "$@" && return 0
   deselects_marker process "$@" && return 1
-  selects tests/process/test_third_party_gunicorn.py "$@"
+  selects tests/process/test_third_party_gunicorn.py "$@" || selects tests/process/test_mcp_remote_browser.py "$@"
 }
 
 needs_promtool() {

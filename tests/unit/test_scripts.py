@@ -60,6 +60,7 @@ def test_promtool_is_installed_only_for_the_tests_that_use_it(args, needs_promto
     (("tests/unit",), False),
     (("tests/integration/test_auth.py",), False),
     (("tests/process/test_faults.py",), False),
+    (("tests/process/test_mcp_remote_browser.py",), True),
 ])
 def test_third_party_clients_are_installed_only_for_the_tests_that_drive_them(args, needs_clients):
     assert lib_says("needs_third_party_clients", *args) is needs_clients
@@ -70,6 +71,7 @@ def test_third_party_clients_are_installed_only_for_the_tests_that_drive_them(ar
     (("tests/process",), True),
     (("tests/process/test_console_browser.py",), True),
     (("tests/process/test_console_browser.py::test_sign_in_and_sign_out",), True),
+    (("tests/process/test_mcp_remote_browser.py",), True),
     (("tests/process/test_faults.py",), False),
     (("tests/integration", "tests/unit"), False),
     (("-m", "not process and not image"), False),
