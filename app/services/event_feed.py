@@ -30,7 +30,7 @@ import psycopg2.extras
 
 from app.infra.db import API_TIMESTAMPTZ, Database
 from app.services.event_log import Cursor, Filters, Page, event_view
-from app.services.event_ring import Entry, EventRing
+from app.services.event_ring import Entry, EventRing, RingEvent
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class EventFeed:
                 )
                 rows = cur.fetchall()
                 entries = [Entry(row["pos"], row["type"], row["device_id"], row["device_type"], row["size"],
-                                 event_view(row)) for row in rows if row["pos"] is not None]
+                                 RingEvent(event_view(row))) for row in rows if row["pos"] is not None]
                 # A full batch ends at its last event; a shorter one reaches `head` (every position up to it is
                 # committed and visible; events the retention sweep deleted meanwhile are simply absent).
                 upto = entries[-1].pos if len(entries) == READ_BATCH else head

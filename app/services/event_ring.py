@@ -24,6 +24,13 @@ RING_EVENTS = 4096
 RING_BYTES = 8 * 1024 * 1024
 
 
+class RingEvent(dict):
+    """An event as the API shows it (a plain dict to JSON), which also keeps its SSE frame once a stream rendered
+    it: every stream of the process that carries the event writes the same text, so it is encoded once."""
+
+    __slots__ = ("sse",)
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One event and what filters look at (`device_type` as it was when the event was written)."""
@@ -33,7 +40,7 @@ class Entry:
     device_id: str
     device_type: str | None
     size: int
-    view: dict[str, Any]
+    view: RingEvent
 
 
 def matches(filters: Filters, entry: Entry) -> bool:

@@ -42,9 +42,15 @@ STREAM_BATCH = 100
 
 
 def sse_event(event: dict[str, Any]) -> str:
-    """One event as an SSE frame; the JSON `id` is also the frame's `id:` (the client's Last-Event-ID)."""
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n"
+    """One event as an SSE frame; the JSON `id` is also the frame's `id:` (the client's Last-Event-ID). An event
+    from the feed's ring keeps its frame, so the process's other streams reuse it."""
+    frame = getattr(event, "sse", None)
+    if frame is None:
+        data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        frame = f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n"
+        with contextlib.suppress(AttributeError):  # a plain dict (a page read from PostgreSQL) keeps nothing
+            event.sse = frame
+    return frame
 
 
 RESET_FRAME = 'event: reset\ndata: {"reason":"expired"}\n\n'
@@ -101,7 +107,9 @@ def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, rete
         while True:
             if page.reset and framing.reset:
                 yield framing.reset
-            yield from framing.render(page.events)
+            frames = framing.render(page.events)
+            if frames:
+                yield "".join(frames)  # one write for the page, not one per event
             if page.events:
                 next_keepalive = clock() + KEEPALIVE_SECONDS
             cursor: Cursor = page.next
