@@ -9,6 +9,7 @@ import uuid
 
 import psycopg2
 
+from app.services import event_log
 from app.services.event_feed import EventFeed
 from app.services.event_log import Filters, current_end, read_page
 from app.services.events import record_event
@@ -112,3 +113,22 @@ def test_resume_from_the_workers_ring_has_no_gap_and_no_duplicate(db):
     assert set(seen) == {(device, n) for device in devices for n in range(EVENTS_PER_WRITER)}, "an event was skipped"
     for device in devices:
         assert [n for d, n in seen if d == device] == list(range(EVENTS_PER_WRITER))
+
+
+def test_sequence_numbers_every_committed_event_across_batches(db, monkeypatch):
+    """One round trip per batch: a call that numbered a whole batch goes on until nothing is left unnumbered."""
+    monkeypatch.setattr(event_log, "SEQUENCE_BATCH", 10)
+    device = f"batch-{uuid.uuid4().hex[:8]}"
+    start = current_end(db).pos
+
+    def write(cur):
+        for n in range(25):
+            record_event(cur, "device.updated", device, {"n": n})
+
+    db.transaction(write)
+    head = event_log.sequence(db)
+    rows = db.read(lambda cur: (cur.execute("SELECT pos FROM event_outbox WHERE device_id = %s ORDER BY seq",
+                                            (device,)), cur.fetchall())[1])
+    positions = [row["pos"] for row in rows]
+    assert None not in positions and len(positions) == 25
+    assert positions == sorted(positions) and positions[-1] <= head and positions[0] > start
