@@ -1,15 +1,18 @@
-"""One LISTEN connection per worker process, waking the streams and long polls of that process.
+"""One LISTEN connection per worker process: it reads each new batch of events once and hands it to the streams
+and long polls of that process.
 
 A writer's commit sends `NOTIFY uaip_events` (a trigger on the outbox); PostgreSQL delivers it to every listening
 connection, in every worker of every pod, and whatever process wrote the event (API, relay). The listener
-thread then numbers the new events (`event_log.sequence`) and wakes every subscriber: each holds a wake-up flag,
-a queue bounded at one entry, so a slow stream never makes the listener wait or queue up work; a woken stream
-reads the events itself, from PostgreSQL, with its own filters and cursor.
+thread then numbers the new events (`event_outbox_sequence()`), reads the ones after the last position it holds
+(one query per batch, on its own connection) into the process's ring of recent events (app/services/event_ring.py)
+and wakes every subscriber: each holds a wake-up flag, a queue bounded at one entry, so a slow stream never makes
+the listener wait or queue up work; a woken stream takes what matches its filters from the ring, in memory, and
+reads PostgreSQL only when its cursor is older than the ring (a resume from an old id).
 
-When notifications are lost or the connection drops, the listener still sequences and wakes on its poll period
-(1 s), and reconnects with back-off; subscribers also wake on that period while the listener is down, so
-events keep flowing, just later. The connection and thread are created lazily in the process that subscribes:
-never in a gunicorn master, never inherited across fork.
+When notifications are lost or the connection drops, the listener still numbers, reads and wakes on its poll
+period (1 s), and reconnects with back-off; subscribers read PostgreSQL themselves every second while the
+listener is down, so events keep flowing, just later. The connection and thread are created lazily in the
+process that subscribes: never in a gunicorn master, never inherited across fork.
 """
 
 from __future__ import annotations
@@ -23,13 +26,18 @@ import time
 
 import psycopg2
 import psycopg2.extensions
+import psycopg2.extras
 
-from app.infra.db import Database
+from app.infra.db import API_TIMESTAMPTZ, Database
+from app.services.event_log import Cursor, Filters, Page, event_view
+from app.services.event_ring import Entry, EventRing, RingEvent
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "uaip_events"
 POLL_SECONDS = 1.0
+# Events the listener reads per query while catching up.
+READ_BATCH = 1000
 
 
 class Subscription:
@@ -75,6 +83,7 @@ class EventFeed:
         self._pid: int | None = None
         self._stop = threading.Event()
         self._conn = None
+        self.ring = EventRing()
 
     def subscribe(self) -> Subscription:
         subscription = Subscription(self)
@@ -82,6 +91,8 @@ class EventFeed:
             self._subscribers.add(subscription)
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._stop.clear()
+                if self._pid != os.getpid():
+                    self.ring = EventRing()  # a copy inherited across fork is another process's
                 self._pid = os.getpid()
                 self.connected = False
                 self._thread = threading.Thread(target=self._run, name="uaip-event-listener", daemon=True)
@@ -110,14 +121,48 @@ class EventFeed:
             cur.execute(f"LISTEN {CHANNEL}")
         return conn
 
-    def _sequence(self, conn) -> int:
-        with conn.cursor() as cur:
-            cur.execute("SELECT event_outbox_sequence()")
-            return cur.fetchone()[0]
+    def recent(self, after: Cursor, filters: Filters, limit: int, retention_hours: float) -> Page | None:
+        """The page after `after` from the ring of recent events, or None when the ring does not reach back that far
+        (the caller reads PostgreSQL then)."""
+        return self.ring.page(after, filters, limit, retention_hours)
+
+    def _catch_up(self, conn) -> None:
+        """Number the committed events, then read the ones after the ring's head into the ring, a batch per query,
+        waking the subscribers after each. The first time (and after a gap larger than
+        the ring) the ring starts empty at the current head: older cursors read PostgreSQL."""
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            psycopg2.extensions.register_type(API_TIMESTAMPTZ, cur)
+            cur.execute("SELECT s.head, h.purged_pos FROM event_outbox_sequence() AS s(head), event_head h")
+            row = cur.fetchone()
+            head, purged = row["head"], row["purged_pos"]
+            ring = self.ring
+            if ring.start is None or head - ring.head > ring.max_events:
+                ring.restart(head, purged)
+                self.wake_all()
+                return
+            while ring.head < head:
+                cur.execute(
+                    "SELECT h.purged_pos, e.pos, e.type, e.device_id, e.device_type, e.at, e.data, "
+                    "(extract(epoch FROM e.at) * 1000)::bigint AS at_ms, pg_column_size(e.data) AS size "
+                    "FROM event_head h LEFT JOIN LATERAL (SELECT pos, type, device_id, device_type, at, data "
+                    "  FROM event_outbox WHERE pos > %(after)s AND pos <= %(head)s ORDER BY pos LIMIT %(limit)s) e "
+                    "ON true ORDER BY e.pos",
+                    {"after": ring.head, "head": head, "limit": READ_BATCH},
+                )
+                rows = cur.fetchall()
+                entries = [Entry(row["pos"], row["type"], row["device_id"], row["device_type"], row["size"],
+                                 RingEvent(event_view(row))) for row in rows if row["pos"] is not None]
+                # A full batch ends at its last event; a shorter one reaches `head` (every position up to it is
+                # committed and visible; events the retention sweep deleted meanwhile are simply absent).
+                upto = entries[-1].pos if len(entries) == READ_BATCH else head
+                ring.extend(entries, upto, rows[0]["purged_pos"])
+                self.wake_all()
+            if purged > ring.purged:  # the retention sweep ran: cursors below `purged` now read as expired
+                ring.extend([], ring.head, purged)
+                self.wake_all()
 
     def _run(self) -> None:
         backoff = 0.1
-        head = None
         while not self._stop.is_set():
             conn = None
             try:
@@ -125,10 +170,7 @@ class EventFeed:
                 self.connected = True
                 backoff = 0.1
                 while not self._stop.is_set():
-                    new_head = self._sequence(conn)
-                    if new_head != head:
-                        head = new_head
-                        self.wake_all()
+                    self._catch_up(conn)
                     readable, _, _ = select.select([conn], [], [], self.poll_seconds)
                     if readable:
                         conn.poll()

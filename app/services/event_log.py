@@ -87,15 +87,18 @@ class Page:
 
 
 def sequence(db: Database) -> int:
-    """Number the committed, unnumbered events; returns the head. Cheap when there are none (one index probe)."""
+    """Number the committed, unnumbered events; returns the head. Cheap when there are none (one index probe), and
+    one round trip unless a whole batch was numbered: `before` is the head in the statement's snapshot, taken
+    before the function ran, so a call that numbered SEQUENCE_BATCH events moved the head at least that far and
+    the loop goes on (a concurrent sequencer's events only make it loop once more, harmlessly)."""
 
     def work(cur):
         while True:
-            cur.execute("SELECT event_outbox_sequence(%s) AS head", (SEQUENCE_BATCH,))
-            head = cur.fetchone()["head"]
-            cur.execute("SELECT EXISTS (SELECT 1 FROM event_outbox WHERE pos IS NULL) AS more")
-            if not cur.fetchone()["more"]:
-                return head
+            cur.execute("SELECT h.last_pos AS before, event_outbox_sequence(%s) AS head FROM event_head h",
+                        (SEQUENCE_BATCH,))
+            row = cur.fetchone()
+            if row["head"] - row["before"] < SEQUENCE_BATCH:
+                return row["head"]
 
     return db.autocommit(work, retry=True)
 

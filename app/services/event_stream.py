@@ -1,7 +1,11 @@
 """Following the event log: a Server-Sent Events stream, and the long poll (REST and the MCP tool).
 
-Both read PostgreSQL themselves with their own cursor and filters, and sleep on a subscription to the process's
-event feed (app/services/event_feed.py) in between. A stream holds its gthread thread: it ends after
+Both read their first page from PostgreSQL (numbering what committed so far first, so a caller sees its own
+writes and a bad cursor is answered at once), then sleep on a subscription to the process's event feed
+(app/services/event_feed.py) and take each later page, with their own cursor and filters, from the feed's ring of
+recent events in memory: the feed reads each new batch once for every stream and long poll of the process.
+PostgreSQL is read again only when the cursor lies before the ring (a resume from an older id), and every second
+while the feed's listener is disconnected. A stream holds its gthread thread: it ends after
 UAIP_STREAM_MAX_SECONDS with a `retry:` line (the client reconnects with Last-Event-ID and resumes), within
 STOP_CHECK_SECONDS of the worker being told to stop, at its token's expiry, and within TOKEN_CHECK_SECONDS of the
 token's revocation; in between it sends a `: keep-alive` comment every 15 s of silence.
@@ -38,9 +42,15 @@ STREAM_BATCH = 100
 
 
 def sse_event(event: dict[str, Any]) -> str:
-    """One event as an SSE frame; the JSON `id` is also the frame's `id:` (the client's Last-Event-ID)."""
-    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-    return f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n"
+    """One event as an SSE frame; the JSON `id` is also the frame's `id:` (the client's Last-Event-ID). An event
+    from the feed's ring keeps its frame, so the process's other streams reuse it."""
+    frame = getattr(event, "sse", None)
+    if frame is None:
+        data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        frame = f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n"
+        with contextlib.suppress(AttributeError):  # a plain dict (a page read from PostgreSQL) keeps nothing
+            event.sse = frame
+    return frame
 
 
 RESET_FRAME = 'event: reset\ndata: {"reason":"expired"}\n\n'
@@ -63,6 +73,19 @@ SSE = Framing(": connected\n\n", lambda events: [sse_event(event) for event in e
               f"retry: {RETRY_MS}\n\n")
 
 
+def _later_page(db: Database, feed: EventFeed, cursor: Cursor, filters: Filters, limit: int,
+                retention_hours: float, live: bool, may_query: bool) -> Page | None:
+    """The page after `cursor` once a reader has waited: from the ring while the listener is connected, else (or
+    when the ring does not reach back to `cursor`) from PostgreSQL, numbering first when nobody listens. None when
+    only PostgreSQL could answer and `may_query` is false: the reader waits for its next wake-up instead of
+    querying five times a second."""
+    if live:
+        page = feed.recent(cursor, filters, limit, retention_hours)
+        if page is not None or not may_query:
+            return page
+    return read_page(db, cursor, filters, limit, retention_hours, fresh=not live)
+
+
 def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, retention_hours: float,
            max_seconds: float, stopping: Callable[[], bool], token_valid: Callable[[], bool],
            token_expires_at: float = float("inf"), release: Callable[[], None] = lambda: None,
@@ -80,50 +103,62 @@ def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, rete
         next_keepalive = started + KEEPALIVE_SECONDS
         next_token_check = started + TOKEN_CHECK_SECONDS
         last_read = started
-        page = first
+        page: Page | None = first
         while True:
             if page.reset and framing.reset:
                 yield framing.reset
-            yield from framing.render(page.events)
+            frames = framing.render(page.events)
+            if frames:
+                yield "".join(frames)  # one write for the page, not one per event
             if page.events:
                 next_keepalive = clock() + KEEPALIVE_SECONDS
             cursor: Cursor = page.next
-            more = len(page.events) >= STREAM_BATCH
-            while not more:
-                now = clock()
-                if stopping() or now >= token_end:
-                    if framing.closing:
-                        yield framing.closing
-                    return
-                if now >= end:
-                    yield framing.ending
-                    return
-                if now >= next_token_check:
-                    if not token_valid():
+            # A full page: read on at once (woken=True: from PostgreSQL when the ring does not reach back).
+            woken = len(page.events) >= STREAM_BATCH
+            page = None
+            while page is None:
+                if not woken:
+                    now = clock()
+                    if stopping() or now >= token_end:
                         if framing.closing:
                             yield framing.closing
                         return
-                    next_token_check = now + TOKEN_CHECK_SECONDS
-                if now >= next_keepalive:
-                    yield KEEPALIVE_FRAME
-                    next_keepalive = now + KEEPALIVE_SECONDS
-                timeout = min(STOP_CHECK_SECONDS, end - now, next_keepalive - now, next_token_check - now,
-                              token_end - now)
-                if subscription.wait(timeout):
-                    break
-                if not subscription.live and clock() - last_read >= FALLBACK_POLL_SECONDS:
-                    break
-            last_read = clock()
-            try:
-                page = read_page(db, cursor, filters, STREAM_BATCH, retention_hours, fresh=not subscription.live)
-            except (DatabaseUnavailable, psycopg2.Error) as exc:
-                # The client resumes from its last id on reconnecting (to this pod or another), so a lost read is
-                # a reason to end the stream, not to fail it.
-                log.warning("reading events failed; ending the stream",
-                            extra={"error": str(exc).strip() or exc.__class__.__name__})
-                if framing.closing:
-                    yield framing.closing
-                return
+                    if now >= end:
+                        yield framing.ending
+                        return
+                    if now >= next_token_check:
+                        if not token_valid():
+                            if framing.closing:
+                                yield framing.closing
+                            return
+                        next_token_check = now + TOKEN_CHECK_SECONDS
+                    if now >= next_keepalive:
+                        yield KEEPALIVE_FRAME
+                        next_keepalive = now + KEEPALIVE_SECONDS
+                    timeout = min(STOP_CHECK_SECONDS, end - now, next_keepalive - now, next_token_check - now,
+                                  token_end - now)
+                    woken = subscription.wait(timeout)
+                live = subscription.live
+                # PostgreSQL is read when woken, else at most every FALLBACK_POLL_SECONDS (the listener is down,
+                # or the ring does not reach back to this stream's cursor).
+                may_query = woken or clock() - last_read >= FALLBACK_POLL_SECONDS
+                if not live and not may_query:
+                    continue
+                if may_query:
+                    last_read = clock()
+                try:
+                    page = _later_page(db, feed, cursor, filters, STREAM_BATCH, retention_hours, live, may_query)
+                except (DatabaseUnavailable, psycopg2.Error) as exc:
+                    # The client resumes from its last id on reconnecting (to this pod or another), so a lost read
+                    # is a reason to end the stream, not to fail it.
+                    log.warning("reading events failed; ending the stream",
+                                extra={"error": str(exc).strip() or exc.__class__.__name__})
+                    if framing.closing:
+                        yield framing.closing
+                    return
+                woken = False
+                if page is not None and not page.events and not page.reset:
+                    cursor, page = page.next, None  # nothing for this stream: its cursor moves on, silently
     finally:
         subscription.close()
         release()
@@ -151,7 +186,9 @@ def long_poll(db: Database, feed: EventFeed, after: Cursor | None, filters: Filt
                 if remaining <= 0 or stopping():
                     return page
                 woken = subscription.wait(min(remaining, STOP_CHECK_SECONDS))
-                if woken or not subscription.live:
-                    page = read_page(db, page.next, filters, limit, retention_hours, fresh=not subscription.live)
+                live = subscription.live
+                later = _later_page(db, feed, page.next, filters, limit, retention_hours, live, woken or not live)
+                if later is not None:
+                    page = later
                     if page.events or page.reset:
                         return page
