@@ -416,15 +416,22 @@ def _ack_kind(message: tuple[str, bytes, dict | None]) -> str | None:
     return "acknowledged" if b'"acknowledged"' in data else None
 
 
-def serve_metrics(port: int) -> None:
+class MetricsPortTaken(Exception):
+    """UAIP_RELAY_METRICS_PORT was set explicitly and that port is in use: the operator asked for a port this relay
+    cannot serve, so the relay stops (exit status 2) instead of running unscraped."""
+
+
+def serve_metrics(port: int, explicit: bool = False) -> None:
     """The relay's own /metrics: what this process applies and sees (uaip_commands_total, uaip_acks_total{source=
     "relay"}, uaip_command_completion_seconds, uaip_command_redeliveries_total, uaip_nats_connected,
     uaip_relay_last_sweep_timestamp_seconds, uaip_nats_messages_dropped_total, uaip_nats_auth_callouts_total,
     process metrics; docs/observability.md), served by
     prometheus_client's HTTP server on a daemon thread. Port 0 turns it off.
 
-    Several relays may run on one host (one queue group); the metrics are auxiliary to the relay's job, so a
-    port already taken costs a warning, not the relay."""
+    A port already in use: several relays of one hub may run on one host (one queue group), and two hubs on one
+    host both default to 9464, so with the default port the relay keeps running without its own /metrics and says
+    so at error level, naming the variable to set. A port set explicitly (`explicit`) is what the operator asked
+    to scrape: MetricsPortTaken, and the relay does not start."""
     if not port:
         return
     from prometheus_client import disable_created_metrics, start_http_server
@@ -437,7 +444,12 @@ def serve_metrics(port: int) -> None:
     try:
         start_http_server(port)
     except OSError as exc:
-        log.warning("relay metrics not served: port %d is unavailable (%s); set UAIP_RELAY_METRICS_PORT", port, exc)
+        if explicit:
+            raise MetricsPortTaken(
+                f"UAIP_RELAY_METRICS_PORT={port} is unavailable ({exc.strerror or exc}); "
+                "give each relay on this host its own port, or 0 to turn its /metrics off") from None
+        log.error("relay metrics not served: the default port %d is unavailable (%s); set UAIP_RELAY_METRICS_PORT "
+                  "to a free port for each relay on this host (0 turns it off)", port, exc.strerror or exc)
         return
     log.info("relay metrics on :%d/metrics", port)
 
@@ -448,7 +460,11 @@ def run_relay(db: Database, messaging: Messaging, settings: Settings) -> int:
     except CalloutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    serve_metrics(settings.relay_metrics_port)
+    try:
+        serve_metrics(settings.relay_metrics_port, settings.relay_metrics_port_explicit)
+    except MetricsPortTaken as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if callout is not None:
         for outcome in ("allowed", "refused", "invalid", "busy"):
             metrics.nats_auth_callouts_total.labels(outcome=outcome)

@@ -307,6 +307,9 @@ class Settings:
     relay_queue_group: str = DEFAULT_RELAY_QUEUE_GROUP
     instance: str = "8443"
     relay_metrics_port: int = 9464
+    # Whether UAIP_RELAY_METRICS_PORT was set: a taken port the operator asked for stops the relay (exit 2); the
+    # default port taken (another relay on the host) only costs this relay its /metrics (docs/operations.md).
+    relay_metrics_port_explicit: bool = False
     # `?wait=N` bounds, per worker process (docs/api.md, "Commands and messages"): a waiting request holds a
     # gthread thread.
     max_waiters: int = 2
@@ -374,6 +377,7 @@ class Settings:
             relay_queue_group=_raw(env, "UAIP_RELAY_QUEUE_GROUP") or _default_queue_group(env),
             instance=instance_name(env),
             relay_metrics_port=_int(env, "UAIP_RELAY_METRICS_PORT", 9464, 0, 65_535),
+            relay_metrics_port_explicit=_raw(env, "UAIP_RELAY_METRICS_PORT") is not None,
             max_waiters=max_waiters,
             max_waiters_per_client=_int(env, "UAIP_MAX_WAITERS_PER_CLIENT", default_max_waiters_per_client(max_waiters),
                                         0, max_waiters),

@@ -211,6 +211,16 @@ def test_per_instance_defaults_follow_uaip_instance_or_the_port():
     assert parse(UAIP_INSTANCE="eu1", UAIP_RELAY_QUEUE_GROUP="mine").relay_queue_group == "mine"
 
 
+def test_the_relay_metrics_port_knows_whether_it_was_set():
+    # no per-instance default: a taken default port is an error line, a taken explicit port stops the relay
+    default = parse(UAIP_INSTANCE="eu1")
+    assert default.relay_metrics_port == 9464 and default.relay_metrics_port_explicit is False
+    assert parse(UAIP_RELAY_METRICS_PORT=" ").relay_metrics_port_explicit is False
+    explicit = parse(UAIP_RELAY_METRICS_PORT="9464")
+    assert explicit.relay_metrics_port == 9464 and explicit.relay_metrics_port_explicit is True
+    assert parse(UAIP_RELAY_METRICS_PORT="0").relay_metrics_port == 0
+
+
 @pytest.mark.parametrize("name", ["../etc", "a/b", ".hidden", "x" * 65, "two words"])
 def test_uaip_instance_must_be_a_safe_file_name_part(name):
     with pytest.raises(ConfigError, match="UAIP_INSTANCE must be"):
