@@ -8,6 +8,7 @@ from typing import Annotated
 import pydantic
 from flask import Blueprint, jsonify, url_for
 
+from app.api.models import ClientName
 from app.core.errors import APIError
 from app.core.json_input import StrictModel
 from app.infra.db import get_db
@@ -17,8 +18,6 @@ from app.web.parsing import parse_body, query_int
 
 blueprint = Blueprint("clients", __name__)
 
-TEXT = r"^[^\x00-\x1f\x7f]*$"
-Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=256, pattern=TEXT, strip_whitespace=True)]
 ScopeName = Annotated[str, pydantic.StringConstraints(max_length=64)]
 Scopes = Annotated[
     list[ScopeName] | Annotated[str, pydantic.StringConstraints(max_length=1024)],
@@ -31,7 +30,7 @@ CLIENT_ID_MAX = 128
 class ClientCreate(StrictModel):
     """Body of POST /clients."""
 
-    name: Name
+    name: ClientName
     scopes: Scopes
 
 
@@ -39,7 +38,7 @@ class ClientUpdate(StrictModel):
     """Body of PATCH /clients/{client_id}: any of the fields; removing a scope or disabling revokes the client's
     tokens."""
 
-    name: Name | None = None
+    name: ClientName | None = None
     scopes: Scopes | None = None
     disabled: bool | None = None
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from app.core.json_input import IDENTIFIER_PATTERN, StrictModel
-from app.core.text import scrub, without_controls
+from app.core.text import scrub, visible_name, without_controls
 from app.schemas.resources import COMMAND_NAME_PATTERN, PROPERTY_NAME_PATTERN, TYPE_NAME_PATTERN
 from app.schemas.rules import MAX_SCHEMA_BYTES
 
@@ -63,6 +63,9 @@ def _visible_location(value: dict[str, Any]) -> dict[str, Any]:
 Visible = pydantic.AfterValidator(_visible)
 Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE), Visible]
 DeviceType = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE), Visible]
+# An API client's name: the device-name rule, then trimmed as client names always were (app/core/text.py).
+ClientName = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=256, pattern=PRINTABLE,
+                                                       strip_whitespace=True), pydantic.AfterValidator(visible_name)]
 Capability = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE), Visible]
 Capabilities = Annotated[list[Capability], pydantic.Field(max_length=64)]
 Location = (Annotated[str, pydantic.StringConstraints(max_length=256, pattern=PRINTABLE), Visible]

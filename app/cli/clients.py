@@ -11,14 +11,17 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import pydantic
 from flask.cli import with_appcontext
 
+from app.api.models import ClientName
 from app.core.audit_context import CLI_ACTOR, acting_as
 from app.core.errors import APIError
 from app.infra.db import get_db
 from app.services import clients as service
 
 PAGE = 1000
+CLIENT_NAME = pydantic.TypeAdapter(ClientName)  # the API's rule for `name`, so both store the same
 
 
 def _run(work: Callable[[], Any]) -> Any:
@@ -32,12 +35,15 @@ def _run(work: Callable[[], Any]) -> Any:
         raise click.BadParameter(str(exc), param_hint="--scopes") from None
 
 
-def _name(value: str | None) -> str | None:
+def checked_name(value: str | None) -> str | None:
+    """`--name` by the API's rule for client names (`uaip-hub clients` and `create-client`)."""
     if value is None:
         return None
-    if not value.strip() or len(value) > 256 or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise click.BadParameter("must be 1-256 printable characters", param_hint="--name")
-    return value.strip()
+    try:
+        return CLIENT_NAME.validate_python(value)
+    except pydantic.ValidationError:
+        raise click.BadParameter("must be 1-256 printable characters, some of them visible (invisible characters "
+                                 "are removed)", param_hint="--name") from None
 
 
 def _print_client(client: dict[str, Any]) -> None:
@@ -86,7 +92,7 @@ def list_command(as_json: bool) -> None:
 @with_appcontext
 def create_command(name: str, scopes: str, as_json: bool) -> None:
     """Create a client; its secret is printed once and never stored in clear."""
-    created = _run(lambda: service.create_client_view(get_db(), _name(name), scopes))
+    created = _run(lambda: service.create_client_view(get_db(), checked_name(name), scopes))
     if as_json:
         click.echo(json.dumps({"client_id": created["client_id"], "client_secret": created["client_secret"],
                                "scopes": " ".join(created["scopes"]), "name": created["name"],
@@ -122,7 +128,7 @@ def show_command(client_id: str, as_json: bool) -> None:
 def update_command(client_id: str, name: str | None, scopes: str | None, disabled: bool | None,
                    as_json: bool) -> None:
     """Change a client's name, scopes or disabled state."""
-    client = _run(lambda: service.update_client(get_db(), client_id, name=_name(name), scopes=scopes,
+    client = _run(lambda: service.update_client(get_db(), client_id, name=checked_name(name), scopes=scopes,
                                                 disabled=disabled))
     if as_json:
         click.echo(json.dumps(client))

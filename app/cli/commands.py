@@ -16,7 +16,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from app.cli.clients import clients_group
+from app.cli.clients import checked_name, clients_group
 from app.cli.operators import operators_group
 from app.cli.relay import run_relay
 from app.core import envfile
@@ -55,11 +55,10 @@ def migrate_command() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def create_client_command(name: str, scopes: str, as_json: bool) -> None:
     """Create an API client; its secret is printed once and never stored in clear."""
-    if not name.strip() or len(name) > 256:
-        raise click.BadParameter("must be 1-256 characters", param_hint="--name")
+    name = checked_name(name)
     try:
         with acting_as(CLI_ACTOR):
-            client, secret = create_client(get_db(), name.strip(), scopes)
+            client, secret = create_client(get_db(), name, scopes)
     except UnknownScope as exc:
         raise click.BadParameter(str(exc), param_hint="--scopes") from None
     if as_json:

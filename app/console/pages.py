@@ -20,6 +20,7 @@ from app.console.session import ConsoleError, admin_only, current_operator, sign
 from app.core.errors import APIError
 from app.core.json_input import is_identifier
 from app.core.statuses import DEVICE_STATUSES, STATUSES
+from app.core.text import NotAName, visible_name
 from app.infra.db import get_db
 from app.schemas.thing_description import thing_description
 from app.services import audit, oauth, operators, registry
@@ -235,8 +236,11 @@ def clients():
 @signed_in
 @admin_only
 def create_client_submit():
-    name = request.form.get("name", "").strip()
-    if not name or len(name) > 256:
+    try:
+        name = visible_name(request.form.get("name", ""))  # the API's rule for client names
+    except NotAName as exc:
+        raise ConsoleError(400, f"A client name {exc}.") from None
+    if len(name) > 256:
         raise ConsoleError(400, "A client name has 1 to 256 characters.")
     try:
         client, secret = create_client(get_db(), name, request.form.getlist("scopes"))

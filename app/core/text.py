@@ -9,8 +9,9 @@ breaks become one space first, so words they separated stay apart.
 
 Where the rule applies (docs/mcp.md, "Text written by devices and clients"): everything the MCP tools return and
 every Thing Description is scrubbed on the way out; REST input of names, device types, capabilities and locations
-is scrubbed on the way in (app/api/models.py), so what is stored is what everyone sees; bodies with two keys of one
-object that would read the same once scrubbed (metadata, command params, results) are refused (400
+is scrubbed on the way in (app/api/models.py), and so are the names of API clients and OAuth clients
+(`visible_name`), so what is stored is what everyone sees; bodies with two keys of one object that would read the
+same once scrubbed (metadata, command params, results) are refused (400
 VALIDATION_ERROR), at REST and in send_command. Output keys that still collide (data that reached the hub another
 way, e.g. a NATS ack) are kept distinct, never merged (`scrub`).
 """
@@ -63,6 +64,26 @@ def without_controls(text: str) -> str:
 def has_invisible(text: str) -> bool:
     """Whether `text` holds a character `without_controls` would remove."""
     return INVISIBLE.search(text) is not None
+
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class NotAName(ValueError):
+    """A name that cannot be stored: control characters, or nothing visible once scrubbed (the message says which)."""
+
+
+def visible_name(value: str) -> str:
+    """A name a person reads to decide something (an API client's name, an OAuth client's `client_name` on the
+    consent page): the rule of device names, invisible characters removed (`without_controls`), then trimmed.
+    C0 control characters and DEL are refused, as is a name with nothing visible left (NotAName), so what is
+    stored is exactly what is shown and nothing can hide in it."""
+    if CONTROL_CHARACTERS.search(value):
+        raise NotAName("must not contain control characters")
+    clean = without_controls(value).strip()
+    if not clean:
+        raise NotAName("must contain visible characters")
+    return clean
 
 
 def colliding_keys(value: Any) -> list[str] | None:

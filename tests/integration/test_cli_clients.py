@@ -85,3 +85,22 @@ def test_create_client_keeps_working(hub_env):
     created = json.loads(_ok(["create-client", "--name", "old way", "--scopes", "device:read", "--json"], hub_env))
     assert set(created) == {"client_id", "client_secret", "scopes"}
     assert _json(["clients", "show", created["client_id"]], hub_env)["name"] == "old way"
+
+
+def test_names_from_the_cli_follow_the_apis_rule(hub_env):
+    created = _json(["clients", "create", "--name", "cli\u200b agent\u202e", "--scopes", "device:read"], hub_env)
+    assert _json(["clients", "show", created["client_id"]], hub_env)["name"] == "cli agent"
+    updated = _json(["clients", "update", created["client_id"], "--name", "re\u2066named\ufe0f"], hub_env)
+    assert updated["name"] == "renamed"
+    old_way = json.loads(_ok(["create-client", "--name", "\u200bold way", "--json"], hub_env))
+    assert _json(["clients", "show", old_way["client_id"]], hub_env)["name"] == "old way"
+
+    before = _json(["clients", "list"], hub_env)["total"]
+    for args in (["clients", "create", "--name", "\u200b\u202e", "--scopes", "device:read"],
+                 ["clients", "create", "--name", "a\u0007b", "--scopes", "device:read"],
+                 ["create-client", "--name", "\u2066\u2069"],
+                 ["clients", "update", created["client_id"], "--name", "\u200d"]):
+        refused = run_cli(args, hub_env)
+        assert refused.returncode == 2 and "--name" in refused.stderr, (args, refused.stderr)
+    assert _json(["clients", "list"], hub_env)["total"] == before
+    assert _json(["clients", "show", created["client_id"]], hub_env)["name"] == "renamed"

@@ -153,6 +153,39 @@ def test_bad_patch_bodies(client, admin_auth):
                                                            if k != "client_secret"}}
 
 
+@pytest.mark.parametrize("sent,stored", [
+    ("robot\u200b arm", "robot arm"),  # zero-width space
+    ("\u202eknil\u202c agent", "knil agent"),  # bidirectional override that would show "agent link"
+    ("tag\U000e0041\U000e0042s", "tags"),  # tag characters
+    ("lamp\ufe0f\ue000", "lamp"),  # variation selector, private use
+    ("one\u2028two", "one two"),  # line separator: a space, as in device names
+    ("  \u200bpadded\u200b  ", "padded"),  # trimmed after scrubbing
+])
+def test_invisible_characters_are_removed_from_client_names(client, admin_auth, sent, stored):
+    created = _create(client, admin_auth, sent)
+    assert created["name"] == stored
+    path = f"/api/v1/clients/{created['client_id']}"
+    assert client.get(path, headers=admin_auth).json["name"] == stored
+    renamed = client.patch(path, json={"name": "re\u200dnamed\u2066"}, headers=admin_auth)
+    assert renamed.status_code == 200 and renamed.json["name"] == "renamed"
+    assert client.get(path, headers=admin_auth).json["name"] == "renamed"
+
+
+@pytest.mark.parametrize("name", ["\u200b", "\u202e\u202c", " \u200b \ufe0f ", "\U000e0041", "a\u0007b", "tab\tname",
+                                  "a\u007fb"])
+def test_client_names_with_nothing_visible_or_control_characters_are_400(client, admin_auth, name):
+    before = client.get("/api/v1/clients?limit=1", headers=admin_auth).json["total"]
+    r = client.post("/api/v1/clients", json={"name": name, "scopes": ["device:read"]}, headers=admin_auth)
+    assert r.status_code == 400 and r.json["code"] == "VALIDATION_ERROR", r.json
+    assert "name" in str(r.json["details"])
+    assert client.get("/api/v1/clients?limit=1", headers=admin_auth).json["total"] == before
+    created = _create(client, admin_auth, "kept")
+    path = f"/api/v1/clients/{created['client_id']}"
+    r = client.patch(path, json={"name": name}, headers=admin_auth)
+    assert r.status_code == 400 and r.json["code"] == "VALIDATION_ERROR", r.json
+    assert client.get(path, headers=admin_auth).json["name"] == "kept"
+
+
 def test_delete_revokes_and_forgets(client, admin_auth):
     created = _create(client, admin_auth)
     token = _issue(client, created)

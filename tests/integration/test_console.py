@@ -130,6 +130,23 @@ def test_admin_creates_a_client_and_sees_the_secret_once(client, admin):
     assert issued.status_code == 200 and issued.json["scope"] == "device:read message:read"
 
 
+def test_client_names_from_the_console_follow_the_apis_rule(client, admin, admin_auth):
+    sign_in(client, *admin)
+    token = page_csrf(client, "/console/clients")
+    r = client.post("/console/clients", data={"name": "\u202econsole\u200b-made\u202c ", "scopes": ["device:read"],
+                                              "csrf_token": token})
+    assert r.status_code == 200
+    client_id = re.search(r'id="shown-id">([^<]+)<', r.get_data(as_text=True)).group(1)
+    assert client.get(f"/api/v1/clients/{client_id}", headers=admin_auth).json["name"] == "console-made"
+
+    before = client.get("/api/v1/clients?limit=1", headers=admin_auth).json["total"]
+    for name in ("\u200b\u2066\u2069", "a\u0007b"):
+        token = page_csrf(client, "/console/clients")
+        r = client.post("/console/clients", data={"name": name, "scopes": ["device:read"], "csrf_token": token})
+        assert r.status_code == 400 and "client name" in r.get_data(as_text=True), name
+    assert client.get("/api/v1/clients?limit=1", headers=admin_auth).json["total"] == before
+
+
 def test_device_pages_list_and_show_a_device(client, admin, make_device):
     kind = f"console-{unique_id()}"  # its own type: the filtered page holds it whatever else the run registered
     device = make_device(device_type=kind)
