@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from app.auth.tokens import SCOPES
 from app.core.json_input import storable_text
-from app.core.text import without_controls
+from app.core.text import NotAName, visible_name
 from app.core.timestamps import timestamp
 from app.infra.db import Database
 from app.services.audit import record_audit
@@ -101,6 +101,24 @@ def _check_redirect_uri(uri: Any) -> str:
     )
 
 
+UNNAMED_CLIENT = "Unnamed client"
+
+
+def _client_name(value: Any) -> str:
+    """`client_name` as the consent page and the console show it to the operator deciding whether to grant access:
+    `visible_name`, so invisible or bidirectional characters cannot disguise a client: they are removed and the
+    rest trimmed; control characters, or a name with nothing visible left, are refused. Absent or "" (the field
+    is optional in RFC 7591): "Unnamed client"."""
+    if value is None or value == "":
+        return UNNAMED_CLIENT
+    if not isinstance(value, str) or len(value) > MAX_NAME_LENGTH:
+        raise RegistrationError("invalid_client_metadata", "client_name is a string of at most 200 characters.")
+    try:
+        return visible_name(value)
+    except NotAName as exc:
+        raise RegistrationError("invalid_client_metadata", f"client_name {exc}.") from None
+
+
 def register_client(db: Database, metadata: Any) -> dict[str, Any]:
     """RFC 7591 registration of a public client; returns the 201 body."""
     if not isinstance(metadata, dict):
@@ -123,10 +141,7 @@ def register_client(db: Database, metadata: Any) -> dict[str, Any]:
     response_types = metadata.get("response_types", ["code"])
     if response_types != ["code"]:
         raise RegistrationError("invalid_client_metadata", "response_types must be [\"code\"].")
-    name = metadata.get("client_name", "")
-    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH:
-        raise RegistrationError("invalid_client_metadata", "client_name is a string of at most 200 characters.")
-    name = without_controls(name).strip() or "Unnamed client"
+    name = _client_name(metadata.get("client_name"))
     scope = metadata.get("scope")
     if scope is not None and (not isinstance(scope, str) or len(scope) > 500):
         raise RegistrationError("invalid_client_metadata", "scope is a space-separated string.")

@@ -90,6 +90,46 @@ def test_registration_answers_201_and_refuses_confidential_or_remote_http(client
         assert r.status_code == 400 and r.json["error"] in ("invalid_redirect_uri", "invalid_client_metadata"), bad
 
 
+def test_registered_client_names_lose_invisible_characters_and_the_consent_page_shows_what_is_stored(
+        operator_client, app):
+    browser, _ = operator_client("admin")
+    agent = app.test_client()
+    # U+202E would show "Desk Agent" reversed around a hidden word; the tag characters spell text nobody sees
+    sent = "\u200bDesk\u202e Agent\u202c\U000e0041\U000e0042\ufe0f\u2060 "
+    body = register(agent, client_name=sent)
+    assert body["client_name"] == "Desk Agent"
+    verifier, challenge = pkce()
+    response, html = consent(browser, authorize_query(body["client_id"], challenge))
+    assert '<span id="client-name">Desk Agent</span>' in html
+    for invisible in ("\u200b", "\u202e", "\u202c", "\U000e0041", "\ufe0f", "\u2060"):
+        assert invisible not in html
+    redirect_params(response)
+    assert "Desk Agent" in browser.get("/console/grants").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("name,problem", [
+    ("\u200b\u202e\u202c", "visible"),  # nothing visible: refused, never stored as an empty name
+    (" \ufe0f \U000e0041 ", "visible"),
+    ("Desk\u0007Agent", "control"),
+    ("Desk\tAgent", "control"),
+    ("Desk\u007fAgent", "control"),
+    (5, "string"),
+    ("x" * 201, "string"),
+])
+def test_client_names_with_control_characters_or_nothing_visible_are_refused(client, name, problem):
+    r = client.post("/api/v1/auth/register",
+                    json={"client_name": name, "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"})
+    assert r.status_code == 400 and r.json["error"] == "invalid_client_metadata", r.json
+    assert "client_name" in r.json["error_description"] and problem in r.json["error_description"]
+
+
+@pytest.mark.parametrize("extra", [{}, {"client_name": ""}, {"client_name": None}])
+def test_a_registration_without_a_name_is_an_unnamed_client(client, extra):
+    r = client.post("/api/v1/auth/register",
+                    json={"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", **extra})
+    assert r.status_code == 201 and r.json["client_name"] == "Unnamed client", r.json
+
+
 def test_discovery_names_the_authorization_code_endpoints(client):
     document = client.get("/.well-known/oauth-authorization-server").json
     assert document["authorization_endpoint"] == "http://localhost/api/v1/auth/authorize"
