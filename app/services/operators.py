@@ -19,6 +19,7 @@ from typing import Any
 from app.auth.secrets import hash_secret, verify_secret
 from app.auth.tokens import SCOPES
 from app.core.json_input import storable_text
+from app.core.text import escaped, has_invisible
 from app.core.timestamps import timestamp
 from app.infra.db import Database
 from app.services.audit import record_audit
@@ -97,6 +98,10 @@ def _operator(row: dict[str, Any]) -> Operator:
 
 def create_operator(db: Database, email: str, role: str, password: str) -> Operator:
     email, role, password = normalise_email(email), check_role(role), check_password(password)
+    if has_invisible(email):
+        # The email is the operator's name wherever a person reads it (console, grants, audit actor): characters
+        # that do not show could make one operator pass for another, so a new account cannot have them.
+        raise OperatorError(f"an email address cannot contain invisible characters: {escaped(email)}")
     password_hash = hash_secret(password)
 
     def insert(cur):

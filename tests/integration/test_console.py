@@ -184,6 +184,17 @@ def test_admin_manages_operators(client, admin, db):
     assert sign_in(client.application.test_client(), email, password).status_code == 401
 
 
+def test_an_operator_email_with_invisible_characters_is_refused(client, admin, db):
+    sign_in(client, *admin)
+    before = len(list_operators(db, limit=10_000))
+    for hidden in ("\u200b", "\u202e", "\U000e0041", "\ufe0f"):
+        token = page_csrf(client, "/console/operators")
+        email = f"made-{unique_id()}{hidden}@example.test"
+        r = client.post("/console/operators", data={"email": email, "role": "viewer", "csrf_token": token})
+        assert r.status_code == 400 and "invisible characters" in r.get_data(as_text=True), hidden
+    assert len(list_operators(db, limit=10_000)) == before
+
+
 def test_failures_older_than_the_window_no_longer_count(app, db):
     email, password = new_operator(db, "viewer")
     client = app.test_client()

@@ -89,3 +89,12 @@ def test_bad_input_is_one_clear_error(hub_env):
     assert first.returncode == 0, first.stderr
     again = operators_cli(["create", "--email", address, "--role", "admin"], hub_env, stdin="long-enough-1\n")
     assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_an_email_with_invisible_characters_is_refused(hub_env):
+    address = email().replace("@", "\u200b@")
+    result = operators_cli(["create", "--email", address, "--role", "admin"], hub_env, stdin="long-enough-1\n")
+    assert result.returncode != 0 and "invisible characters" in result.stderr and "\\u200b" in result.stderr
+    assert "Traceback" not in result.stderr
+    listed = operators_cli(["list", "--json"], hub_env)
+    assert address.replace("\u200b", "") not in listed.stdout and address not in listed.stdout
