@@ -105,7 +105,9 @@ def test_node_wot_consumes_a_thing_description_over_https(relay, relay_env, api_
     assert answer["property"] == "online"
     message = answer["action"]
     assert message["status"] == "completed", message
-    assert message["result"] == {"target": 22.5, "temperature": 19.0}
+    # The simulated room warms towards its target as it reports its state: the temperature is whatever it is now.
+    assert message["result"]["target"] == 22.5 and set(message["result"]) == {"target", "temperature"}
+    assert isinstance(message["result"]["temperature"], float)
     # node-wot filled the `wait` URI variable (a 200 with the outcome, not a 202) and asked for its own token.
     invoked = [line for line in access if line["path"] == f"/api/v1/devices/{device_id}/commands/set_temperature"]
     assert [line["status"] for line in invoked] == [200]
@@ -140,7 +142,8 @@ def test_the_docs_mcp_snippet_runs_as_written(relay, relay_env, api_client_facto
     assert lines[0] == "2026-07-28"
     assert "send_command - Send a command to a device" in lines
     assert f"'device_id': '{device_id}'" in run.stdout  # listed among the thermostats
-    assert lines[-1] == "completed {'target': 23.5, 'temperature': 19.0}"
+    status, _, result = lines[-1].partition(" ")
+    assert status == "completed" and result.startswith("{'target': 23.5, 'temperature': "), lines[-1]
 
 
 def test_the_docs_mcp_snippet_stops_on_a_tool_error(relay_env, api_client_factory, tmp_path):
