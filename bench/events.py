@@ -23,8 +23,6 @@ filtered on that device.
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import re
 import selectors
@@ -39,7 +37,7 @@ import requests
 from app.infra.db import Database
 from app.services.events import record_event
 from bench.commands import percentile
-from bench.harness import BenchDatabase, Gunicorn, hey, hub_env, median
+from bench.harness import BenchDatabase, Gunicorn, hey, hub_env, median, standalone
 from bench.registry import fetch_token
 
 STREAMS = 50
@@ -353,17 +351,5 @@ def run(db: BenchDatabase, quick: bool = False) -> dict:
         database.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter runs")
-    args = parser.parse_args()
-    db = BenchDatabase.create()
-    try:
-        db.seed_devices(1000)
-        print(json.dumps(run(db, quick=args.quick), indent=2))
-    finally:
-        db.drop()
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run, __doc__.split("\n")[0], devices=1000)

@@ -186,3 +186,20 @@ def alternate_pings(servers: dict[str, HubServer], path: str, *, rounds: int, re
             samples[side]["rps"].append(loaded.requests_per_second)
     return {side: {key: median(values) for key, values in series.items()} for side, series in samples.items()}
 
+
+def standalone(run, description: str, devices: int) -> None:
+    """`python -m bench.<scenario> [--quick]`: one scenario on a database of its own with `devices` devices, its
+    figures printed as JSON (scripts/bench runs the same `run` among the others)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    args = parser.parse_args()
+    db = BenchDatabase.create()
+    try:
+        db.seed_devices(devices)
+        print(json.dumps(run(db, quick=args.quick), indent=2))
+    finally:
+        db.drop()
+

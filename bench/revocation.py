@@ -20,8 +20,6 @@ is honoured by every worker of another server.
 
 from __future__ import annotations
 
-import argparse
-import json
 import secrets
 import statistics
 import threading
@@ -33,7 +31,7 @@ import requests
 from app.auth.revocation import Revocations, RevocationState
 from app.infra.redis_client import Cache
 from bench.apps import PING_AUTH
-from bench.harness import BenchDatabase, Gunicorn, alternate_pings, hub_env, median
+from bench.harness import BenchDatabase, Gunicorn, alternate_pings, hub_env, median, standalone
 from bench.registry import fetch_token
 
 COST_GOAL_MS = 0.1
@@ -136,17 +134,5 @@ def run(db: BenchDatabase, quick: bool = False) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter runs")
-    args = parser.parse_args()
-    db = BenchDatabase.create()
-    try:
-        db.seed_devices(10)
-        print(json.dumps(run(db, quick=args.quick), indent=2))
-    finally:
-        db.drop()
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run, __doc__.split("\n")[0], devices=10)

@@ -28,10 +28,8 @@ subscription go through the local NATS; the bench process publishes the reports 
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import itertools
-import json
 import statistics
 import threading
 import time
@@ -43,7 +41,7 @@ import requests
 from app.infra.db import Database
 from app.infra.messaging import Messaging, state_desired_subject, state_reported_subject
 from bench.commands import bench_env, percentile
-from bench.harness import BenchDatabase, Gunicorn, hey, median
+from bench.harness import BenchDatabase, Gunicorn, hey, median, standalone
 from bench.registry import fetch_token
 from tests.support import services
 from tests.support.processes import start_relay
@@ -323,17 +321,5 @@ def run(db: BenchDatabase, quick: bool = False) -> dict:
         database.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter runs")
-    args = parser.parse_args()
-    db = BenchDatabase.create()
-    try:
-        db.seed_devices(1000)
-        print(json.dumps(run(db, quick=args.quick), indent=2))
-    finally:
-        db.drop()
-
-
 if __name__ == "__main__":
-    main()
+    standalone(run, __doc__.split("\n")[0], devices=1000)
