@@ -3,7 +3,6 @@ offline sweeps, and recovery from NATS, PostgreSQL and relay restarts (docs/arch
 command")."""
 
 import signal
-import socket
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -294,25 +293,3 @@ def test_relay_survives_a_postgresql_restart(relay_env):
                 assert relay.stop() == 0
         finally:
             app.extensions["uaip.messaging"].close()
-
-
-def test_a_taken_metrics_port_costs_a_warning_not_the_relay(relay_env, api):
-    """Several relays may run on one host: the second one's metrics port is taken, and it relays all the same."""
-    with socket.socket() as taken:
-        taken.bind(("0.0.0.0", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        relay = start_relay({**relay_env, "UAIP_RELAY_METRICS_PORT": str(port)})
-        try:
-            assert "relay metrics not served" in relay.output()
-            device_id = api.register()["device_id"]
-            _, accepted, _ = api.command(device_id)
-            publisher = Messaging([NATS_URL])
-            try:
-                assert publisher.wait_connected(10)
-                publisher.publish(ack_subject(device_id), {"message_id": accepted["message_id"], "status": "completed"})
-                wait_for(lambda: api.status(accepted["message_id"]) == "completed", timeout=20, message="ack applied")
-            finally:
-                publisher.close()
-        finally:
-            relay.stop()
