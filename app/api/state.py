@@ -13,6 +13,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from app.api.devices import checked_device_id, device_secret_lookup
 from app.core.errors import APIError
+from app.core.etags import parse_if_match
 from app.infra.db import get_db
 from app.infra.messaging import get_messaging
 from app.services import state, state_history
@@ -66,7 +67,7 @@ def get_state(device_id: str):
 def patch_desired(device_id: str):
     patch = _object_body("a JSON merge patch of the desired state")
     device_id = checked_device_id(device_id)
-    expected = state.parse_if_match(request.headers.get("If-Match"))
+    expected = parse_if_match(request.headers.get("If-Match"))
     document = device_state.set_desired(device_id, patch, expected=expected, client_id=g.principal.subject)
     return state_response(document)
 

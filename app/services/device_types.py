@@ -32,6 +32,7 @@ from typing import Any
 from psycopg2.extras import Json
 
 from app.core.errors import APIError
+from app.core.etags import parse_if_match
 from app.core.timestamps import timestamp
 from app.infra.db import Database
 from app.schemas.validation import MAX_COLLECTED_ERRORS, compile_schema, params_errors
@@ -82,22 +83,9 @@ class Preconditions:
     if_match: str | frozenset[int] | None = None
     if_none_match: str | frozenset[int] | None = None
 
-    @staticmethod
-    def _parse(header: str | None) -> str | frozenset[int] | None:
-        if header is None:
-            return None
-        if header.strip() == "*":
-            return "*"
-        versions = set()
-        for tag in header.split(","):
-            tag = tag.strip().removeprefix("W/").strip('"')
-            if tag.isdigit() and len(tag) < 10:
-                versions.add(int(tag))
-        return frozenset(versions)
-
     @classmethod
     def from_headers(cls, if_match: str | None, if_none_match: str | None = None) -> Preconditions:
-        return cls(cls._parse(if_match), cls._parse(if_none_match))
+        return cls(parse_if_match(if_match), parse_if_match(if_none_match))
 
     def check(self, name: str, current_version: int | None) -> None:
         """412 unless the request may proceed on a type at `current_version` (None: it does not exist).

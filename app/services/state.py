@@ -94,20 +94,6 @@ def etag_for(version: int) -> str:
 # --- If-Match -----------------------------------------------------------------------------------------
 
 
-def parse_if_match(header: str | None) -> str | frozenset[int] | None:
-    """None = no header, "*" = any, else the versions listed (a tag this hub never issued matches nothing)."""
-    if header is None:
-        return None
-    if header.strip() == "*":
-        return "*"
-    versions = set()
-    for tag in header.split(","):
-        tag = tag.strip().removeprefix("W/").strip('"')
-        if tag.isdigit() and len(tag) < 19:
-            versions.add(int(tag))
-    return frozenset(versions)
-
-
 def _check_if_match(expected: str | frozenset[int] | None, version: int) -> None:
     if expected is None or expected == "*" or version in expected:
         return
