@@ -177,7 +177,10 @@ def ping_checked() -> Flask:
 
 
 def ping_unchecked() -> Flask:
+    from app.ratelimit import hooks
     from app.web import authz
 
-    authz._revoked = lambda principal: False  # this process only: the revocation check answered without Redis
+    # This process only: the revocation check answered without Redis, and its keys not read by the limiter.
+    authz._revoked = lambda principal: False
+    hooks.revocation_keys_to_read = lambda: None
     return _ping_auth_app()

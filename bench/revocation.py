@@ -3,14 +3,15 @@ is honoured by every worker of another server.
 
     python -m bench.revocation [--quick]     # prints JSON; part of `scripts/bench --only revocation`
 
-1. cost, in process: `Revocations.is_revoked` (one MGET of three keys) against the local Redis, timed with
-   timeit in rounds that alternate with a call that answers "not revoked" at once; the cost is the median per-call
-   difference. Goal ≤ 0.1 ms.
+1. cost, in process, against the local Redis, timed with timeit in alternating rounds: the rate limiter's script
+   call that also reads the three revocation keys and judges them (what a request pays) against the same call
+   without them; the cost is the median per-call difference. Goal ≤ 0.1 ms. Beside it, for code outside a request
+   (an open stream's re-check): `Revocations.is_revoked` alone (one MGET) against a call answering at once.
 2. cost, end to end: `GET /api/v1/bench/ping-auth` (a tiny view behind `require_scope`: token verified, then the
    revocation check) served by `bench.apps:ping_checked()` and by `ping_unchecked()` (the same app with the check
-   answered without Redis), under gunicorn, with hey in alternating rounds (bench/harness.py: alternate_pings);
-   the cost is the difference of the median p50 latencies at one connection. Same goal; a difference this small
-   is within the noise of a loaded machine, which the table says.
+   answered without Redis and its keys not read by the limiter), under gunicorn, with hey in alternating rounds
+   (bench/harness.py: alternate_pings); the cost is the difference of the median p50 latencies at one
+   connection. Same goal; a difference this small is within the noise of a loaded machine, which the table says.
 3. propagation: two gunicorns (2 workers each) sharing PostgreSQL and Redis. Per round a fresh client and token;
    4 threads poll server B with that token, each request on a new connection (so both of B's workers answer),
    until every thread has seen a 401; then POST /clients/{id}/revoke-tokens on server A. Figures: time from
@@ -30,6 +31,8 @@ import requests
 
 from app.auth.revocation import Revocations, RevocationState
 from app.infra.redis_client import Cache
+from app.ratelimit.rule import Rules
+from app.ratelimit.storage import RedisLimitStore
 from bench.apps import PING_AUTH
 from bench.harness import BenchDatabase, Gunicorn, alternate_pings, hub_env, median, standalone
 from bench.registry import fetch_token
@@ -39,22 +42,39 @@ PROPAGATION_GOAL_S = 1.0
 
 
 def in_process(redis_url: str, rounds: int, calls: int) -> dict:
-    store = Revocations(Cache(redis_url, f"uaip-bench-{secrets.token_hex(4)}"), lambda: RevocationState())
+    cache = Cache(redis_url, f"uaip-bench-{secrets.token_hex(4)}")
+    store = Revocations(cache, lambda: RevocationState())
+    limiter = RedisLimitStore(cache, cache.key("limits"), Rules(per_minute=10**12, burst=10**9))
     issued_at = int(time.time())
     assert store.is_revoked("bench-client", "bench-token", issued_at) is False  # marks Redis as synced
+
+    def limit_only() -> None:
+        limiter.hit("client:bench")
+
+    def limit_and_check() -> None:
+        keys = store.keys_to_read("bench-client", "bench-token")
+        _, _, values = limiter.hit("client:bench", keys)
+        assert store.answer_from(values, "bench-token", issued_at) is False
 
     def without(client_id: str, token_id: str, iat: int) -> bool:
         return False
 
-    checked, baseline = [], []
+    def alone() -> None:
+        store.is_revoked("bench-client", "bench-token", issued_at)
+
+    limit_and_check()
+    checked, limited, standalone_check, baseline = [], [], [], []
     for _ in range(rounds):
-        checked.append(timeit.timeit(lambda: store.is_revoked("bench-client", "bench-token", issued_at),
-                                     number=calls) / calls * 1000)
+        checked.append(timeit.timeit(limit_and_check, number=calls) / calls * 1000)
+        limited.append(timeit.timeit(limit_only, number=calls) / calls * 1000)
+        standalone_check.append(timeit.timeit(alone, number=calls) / calls * 1000)
         baseline.append(timeit.timeit(lambda: without("bench-client", "bench-token", issued_at),
                                       number=calls) / calls * 1000)
-    costs = [c - b for c, b in zip(checked, baseline, strict=True)]
-    store.cache.client.close()
-    return {"rounds": rounds, "calls_per_round": calls, "cost_ms": median(costs), "round_costs_ms": costs}
+    costs = [c - b for c, b in zip(checked, limited, strict=True)]
+    alone_costs = [c - b for c, b in zip(standalone_check, baseline, strict=True)]
+    cache.client.close()
+    return {"rounds": rounds, "calls_per_round": calls, "cost_ms": median(costs), "round_costs_ms": costs,
+            "limiter_ms": median(limited), "alone_cost_ms": median(alone_costs), "round_alone_costs_ms": alone_costs}
 
 
 def end_to_end(db: BenchDatabase, rounds: int, requests_per_round: int) -> dict:

@@ -1,4 +1,4 @@
-"""Token revocation: is this access token still honoured? One Redis round trip per authenticated request.
+"""Token revocation: is this access token still honoured? No Redis round trip of its own on a request.
 
 Two kinds of revocation, both written to PostgreSQL first (the source of truth) and then to Redis:
 
@@ -9,8 +9,10 @@ Two kinds of revocation, both written to PostgreSQL first (the source of truth) 
   after it is honoured (`iat` has one-second resolution);
 - one token (RFC 7009): its `jti` is denied until the token's own expiry.
 
-The per-request check (`Revocations.is_revoked`) is one `MGET` of three keys: the client's cutoff, the token's
-denylist entry and a marker saying that Redis holds every revocation PostgreSQL has. A missing marker (Redis was
+The per-request check reads three keys: the client's cutoff, the token's denylist entry and a marker saying that
+Redis holds every revocation PostgreSQL has. On a request the rate limiter reads them in its own script, so
+checking costs no round trip of its own (`keys_to_read`, `answer_from`); elsewhere `Revocations.is_revoked` reads
+them with one `MGET`. A missing marker (Redis was
 flushed or restarted empty) makes the process copy PostgreSQL's revocations back into Redis before answering.
 
 While Redis is unreachable (or REDIS_URL is unset) no request waits for it: the process answers from its own copy
@@ -98,17 +100,39 @@ class Revocations:
     def is_revoked(self, client_id: str, token_id: str | None, issued_at: int) -> bool:
         """True if the token (`jti` token_id, `iat` issued_at) of `client_id` was revoked."""
         if self._use_redis():
-            keys = [self.cutoff_key(client_id), self.token_key(token_id or "-"), self.synced_key()]
             try:
-                cutoff, denied, synced = self.cache.client.mget(keys)
+                values = self.cache.client.mget(self._keys(client_id, token_id))
             except redis.RedisError as exc:
                 self._failed(exc)
             else:
-                recovering = self._redis_failed
-                if synced is None or recovering:
+                answer = self.answer_from(values, token_id, issued_at)
+                if answer is None:
                     return self._resync().refuses(client_id, token_id, issued_at)
-                return (cutoff is not None and issued_at < int(cutoff)) or (token_id is not None and denied is not None)
+                return answer
         return self._local().refuses(client_id, token_id, issued_at)
+
+    # -- the check inside another round trip ------------------------------------------------------------------
+    # The rate limiter reads a request's bucket with one Lua script before the view runs; it reads these keys in
+    # the same script, so an authenticated request pays one Redis round trip for both (app/ratelimit/hooks.py).
+
+    def keys_to_read(self, client_id: str, token_id: str | None) -> list[str] | None:
+        """The keys `answer_from` judges, for a caller that reads them in a round trip of its own; None when
+        the check must take its own way (no Redis, or Redis failed and this process answers from its copy)."""
+        if self.cache is None or self._redis_failed:
+            return None
+        return self._keys(client_id, token_id)
+
+    def answer_from(self, values: list, token_id: str | None, issued_at: int) -> bool | None:
+        """The answer from the values of `keys_to_read`, or None when Redis cannot give it (the marker is missing:
+        Redis lost what PostgreSQL holds; or this process is recovering from an outage): `is_revoked` then copies
+        PostgreSQL's revocations back first."""
+        cutoff, denied, synced = values
+        if synced is None or self._redis_failed:
+            return None
+        return (cutoff is not None and issued_at < int(cutoff)) or (token_id is not None and denied is not None)
+
+    def _keys(self, client_id: str, token_id: str | None) -> list[str]:
+        return [self.cutoff_key(client_id), self.token_key(token_id or "-"), self.synced_key()]
 
     def _use_redis(self) -> bool:
         if self.cache is None:

@@ -3,7 +3,8 @@
 One budget per client across all routes: at most RATE_LIMIT_BURST in a 12 s burst window and
 RATE_LIMIT_PER_MINUTE per minute (the rule: app/ratelimit/rule.py; for users: docs/rate-limits.md). It is checked
 before the view with one Redis round trip (app/ratelimit/storage.py), shared by every worker of every pod; Redis
-down or REDIS_URL unset: the same rule in this process's memory.
+down or REDIS_URL unset: the same rule in this process's memory. For a bearer token the same round trip reads the
+token's revocation keys (app/auth/revocation.py), so an authenticated request pays one Redis round trip in all.
 
 The bucket is `client:<client_id>` for a valid bearer token, `client:device:<device_id>` for device credentials
 this process has already accepted, `client:<client_id>` at the token endpoint for client credentials this
@@ -28,7 +29,14 @@ from app.infra.redis_client import Cache
 from app.ratelimit.rule import Decision, Rules, decide
 from app.ratelimit.storage import FallbackLimitStore, LimitStore, MemoryLimitStore, RedisLimitStore
 from app.telemetry import metrics
-from app.web.authz import presents_credentials, recognised_client, recognised_device, token_principal
+from app.web.authz import (
+    presents_credentials,
+    recognised_client,
+    recognised_device,
+    revocation_keys_to_read,
+    settle_revocation,
+    token_principal,
+)
 from app.web.errors import HTTP_CODES, error_response
 
 log = logging.getLogger(__name__)
@@ -101,13 +109,16 @@ class RateLimiter:
             return None
         try:
             key = limit_key()
-            admitted, state = self.store.hit(key)
+            revocation_keys = revocation_keys_to_read()
+            admitted, state, values = self.store.hit(key, revocation_keys or ())
             second = None if admitted else second_chance_key(key)
             if second is not None:
-                admitted, state = self.store.hit(second)
+                admitted, state, _ = self.store.hit(second)
         except Exception:  # noqa: BLE001 - a limiter fault must never turn a request into a 500
             log.exception("rate limit check failed; request let through")
             return None
+        if revocation_keys and values is not None:
+            settle_revocation(values)
         return decide(admitted, state, self.rules)
 
     def limit_request(self):

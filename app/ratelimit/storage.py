@@ -8,7 +8,8 @@
 - `FallbackLimitStore`: Redis, and this process's memory while Redis fails; it tries Redis again after 1 s,
   2 s, 4 s ... 32 s (one request at a time tries, the others stay in memory) and goes back by itself.
 
-Every store's `hit(key)` returns `(admitted, state)`, the state as of the request's time (`state.updated`).
+Every store's `hit(key, read)` returns `(admitted, state, values)`: the state as of the request's time
+(`state.updated`), and the values of the Redis keys `read` read in the same round trip (None from memory).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import redis
@@ -28,17 +29,19 @@ log = logging.getLogger(__name__)
 
 
 class LimitStore(Protocol):
-    def hit(self, client_key: str) -> tuple[bool, State]:
-        """Apply one request of this client now: (admitted, its state as of the request's time)."""
+    def hit(self, client_key: str, read: Sequence[str] = ()) -> tuple[bool, State, list | None]:
+        """Apply one request of this client now: (admitted, its state as of the request's time, the values of the
+        Redis keys `read` read in the same round trip — None when they could not be read with it)."""
 
     def close(self) -> None:
         """Release this process's connections, if any."""
 
 # step() in Lua, statement for statement (same arithmetic, same order: the results agree to the bit).
-# KEYS[1]: the client's hash. ARGV: burst, burst window (µs), per-minute, capacity, and optionally the time (µs)
-# for tests; without it Redis's clock is used. Fields: ws/wc the burst window's start and count, lv/up the bucket's
-# level and when it was that. Returns {admitted, ws, wc, lv, up}; numbers that may exceed what a Redis integer
-# reply or Lua's default formatting keeps exactly travel as strings.
+# KEYS[1]: the client's hash; KEYS[2..]: keys to read in the same round trip (the revocation check's, see
+# app/auth/revocation.py), returned as they are. ARGV: burst, burst window (µs), per-minute, capacity, and optionally
+# the time (µs) for tests; without it Redis's clock is used. Fields: ws/wc the burst window's start and count, lv/up
+# the bucket's level and when it was that. Returns {admitted, ws, wc, lv, up, {values of KEYS[2..]}}; numbers that
+# may exceed what a Redis integer reply or Lua's default formatting keeps exactly travel as strings.
 STEP_SCRIPT = """
 local key = KEYS[1]
 local burst = tonumber(ARGV[1])
@@ -80,7 +83,11 @@ if admitted == 1 then
     local expires = math.max(window_start + window - now, level * 60000000 / per_minute)
     redis.call('PEXPIRE', key, string.format('%d', math.ceil(expires / 1000) + 1))
 end
-return {admitted, ws, window_count, lv, up}
+local read = {}
+if #KEYS > 1 then
+    read = redis.call('MGET', unpack(KEYS, 2, #KEYS))
+end
+return {admitted, ws, window_count, lv, up, read}
 """
 
 
@@ -110,11 +117,11 @@ class RedisLimitStore:
     def key(self, client_key: str) -> str:
         return f"{self.key_prefix}:{client_key}"
 
-    def hit(self, client_key: str, now_us: int | None = None) -> tuple[bool, State]:
+    def hit(self, client_key: str, read: Sequence[str] = (), now_us: int | None = None) -> tuple[bool, State, list]:
         """Apply one request (`now_us` only for tests: Redis's clock otherwise). Raises redis.RedisError."""
         args = self._args if now_us is None else (*self._args, now_us)
-        admitted, ws, wc, lv, up = self._connect()(keys=[self.key(client_key)], args=args)
-        return bool(admitted), State(int(ws), int(wc), float(lv), int(up))
+        admitted, ws, wc, lv, up, values = self._connect()(keys=[self.key(client_key), *read], args=args)
+        return bool(admitted), State(int(ws), int(wc), float(lv), int(up)), values
 
     def close(self) -> None:
         """The client is the process's shared one (closed by the worker hooks); forget the script bound to it."""
@@ -136,7 +143,8 @@ class MemoryLimitStore:
         self._sweep_at = self.MIN_SWEEP_SIZE
         self._lock = threading.Lock()
 
-    def hit(self, client_key: str) -> tuple[bool, State]:
+    def hit(self, client_key: str, read: Sequence[str] = ()) -> tuple[bool, State, None]:
+        """`read` is not read: this store has no Redis."""
         with self._lock:
             now = self.clock_us()
             admitted, state = step(self._states.get(client_key), now, self.rules)
@@ -145,7 +153,7 @@ class MemoryLimitStore:
                 self._states[client_key] = state
                 if len(self._states) > self._sweep_at:
                     self._sweep(now)
-        return admitted, state
+        return admitted, state, None
 
     def _sweep(self, now: int) -> None:
         self._states = {
@@ -183,12 +191,12 @@ class FallbackLimitStore:
     def on_memory(self) -> bool:
         return self._on_memory
 
-    def hit(self, client_key: str) -> tuple[bool, State]:
+    def hit(self, client_key: str, read: Sequence[str] = ()) -> tuple[bool, State, list | None]:
         trying_again = self._on_memory and self._claim_retry()
         if self._on_memory and not trying_again:
             return self.memory.hit(client_key)
         try:
-            result = self.primary.hit(client_key)
+            result = self.primary.hit(client_key, read)
         except redis.ResponseError as exc:
             # Redis answered, about this one key (e.g. WRONGTYPE: something else wrote it): that client is counted
             # in memory for this request; every other client stays on Redis.

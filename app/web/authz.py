@@ -2,7 +2,8 @@
 
 A bearer token is accepted when it verifies (signature under a known key, expiry: cached per process by
 VerifiedTokens), names an acceptable audience and is not revoked (app/auth/revocation.py, asked on every request:
-one Redis round trip). The authenticated client becomes the audit actor of the request (app/core/audit_context.py).
+its keys are read in the rate limiter's Redis round trip). The authenticated client becomes the audit actor of the
+request (app/core/audit_context.py).
 """
 
 from __future__ import annotations
@@ -170,10 +171,29 @@ def authenticate_bearer(audiences: tuple[str | None, ...], challenge: str = REST
 
 
 def _revoked(principal: Principal) -> bool:
-    """Revocation, asked once per request (a view authenticating twice costs no second round trip)."""
+    """Revocation, asked once per request (a view authenticating twice costs no second round trip); usually
+    answered already by the rate limiter's round trip (`settle_revocation`)."""
     if "token_revoked" not in g:
         g.token_revoked = revocation.is_revoked(principal)
     return g.token_revoked
+
+
+def revocation_keys_to_read() -> list[str] | None:
+    """The Redis keys that say whether this request's bearer token is revoked, for the rate limiter to read in
+    its own round trip; None without a client token (or when the check must go its own way)."""
+    principal = token_principal()
+    if principal is None or principal.kind != "client" or principal.issued_at is None:
+        return None
+    return revocations().keys_to_read(principal.client_id, principal.token_id)
+
+
+def settle_revocation(values: list) -> None:
+    """Take the revocation answer from the values of `revocation_keys_to_read`; when they cannot give it (Redis
+    lost its copy), the view asks `revocation.is_revoked` itself, which restores it."""
+    principal = token_principal()
+    answer = revocations().answer_from(values, principal.token_id, principal.issued_at)
+    if answer is not None:
+        g.token_revoked = answer
 
 
 def actor_of(principal: Principal) -> str:

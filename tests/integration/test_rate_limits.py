@@ -347,7 +347,7 @@ def test_the_script_gives_the_pure_rules_answers_to_the_bit(key_prefix, seed):
             now += rng.choice([0, 0, rng.randrange(1000), rng.randrange(2 * MICROSECONDS),
                                rng.randrange(20 * MICROSECONDS)])
             expected_admitted, expected = step(state, now, rules)
-            admitted, answered = store.hit(f"seed-{seed}", now_us=now)
+            admitted, answered, _ = store.hit(f"seed-{seed}", now_us=now)
             assert (admitted, answered) == (expected_admitted, expected)
             if admitted:
                 state = expected
@@ -366,7 +366,7 @@ def test_the_script_keeps_any_minute_within_the_limit_plus_one_burst(key_prefix)
     admitted, windows = [], {}
     try:
         for now in range(start, start + 5 * MINUTE_US, 50_000):
-            ok, state = store.hit("client:greedy", now_us=now)
+            ok, state, _ = store.hit("client:greedy", now_us=now)
             if ok:
                 admitted.append(now)
                 windows[state.window_start] = state.window_count
@@ -399,7 +399,7 @@ def test_a_broken_key_affects_only_its_client(hub_env, key_prefix):
     server = redis.Redis.from_url(REDIS_BASE_URL)
     try:
         server.set(f"{key_prefix}:limits:client:broken", "not a hash")
-        admitted, _ = store.hit("client:broken")
+        admitted, *_ = store.hit("client:broken")
         assert admitted
         assert not store.on_memory
         store.hit("client:healthy")

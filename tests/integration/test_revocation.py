@@ -86,9 +86,25 @@ def test_one_redis_round_trip_per_authenticated_request(make_app, api_client_fac
         _, _, token = _client_and_token(test_client, api_client_factory)
         assert _status(test_client, token) == 200  # first check copies PostgreSQL's revocations into Redis
         counts = commands_during(server.url, lambda: _status(test_client, token))
-        # The rate limiter's one script call, and the revocation check's one MGET.
-        assert counts["MGET"] == 1, counts
-        assert round_trips(counts) == 2, counts
+        # The rate limiter's one script call, which reads the revocation keys inside it.
+        assert counts["EVALSHA"] == 1 and counts["lua:MGET"] == 1, counts
+        assert round_trips(counts) == 1, counts
+
+
+def test_a_revoked_token_is_refused_through_the_limiters_round_trip(make_app, api_client_factory):
+    """The answer read inside the limiter's script is the one the view honours: after a revocation the next
+    request is refused, still with one round trip."""
+    with RedisServer() as server:
+        app = make_app(REDIS_URL=server.url)
+        test_client = app.test_client()
+        client_id, _, token = _client_and_token(test_client, api_client_factory)
+        assert _status(test_client, token) == 200
+        assert test_client.post(f"/api/v1/clients/{client_id}/revoke-tokens",
+                                headers=_admin(test_client, api_client_factory)).status_code == 204
+        statuses: list[int] = []
+        counts = commands_during(server.url, lambda: statuses.append(_status(test_client, token)))
+        assert statuses == [401]
+        assert round_trips(counts) == 1 and counts["lua:MGET"] == 1, counts
 
 
 def test_while_redis_is_down_revocation_still_reaches_every_hub(make_app, api_client_factory):

@@ -56,7 +56,7 @@ def test_memory_is_bounded_even_when_every_state_is_live(monkeypatch):
         store.hit(f"ip:2001:db8::{i:x}")
     assert len(store) <= 2 * 1500
     assert store.hit("ip:2001:db8::1387")[0]  # recent clients are kept ... (the last 1500 admitted)
-    _, state = store.hit("ip:2001:db8::1387")
+    _, state, _ = store.hit("ip:2001:db8::1387")
     assert state.window_count == 3
 
 
@@ -67,11 +67,11 @@ class FlakyRedis:
         self.down = False
         self.calls = 0
 
-    def hit(self, key):
+    def hit(self, key, read=()):
         self.calls += 1
         if self.down:
             raise redis.ConnectionError("Connection refused")
-        return True, State(window_count=1, level=1.0)
+        return True, State(window_count=1, level=1.0), [b"read"] * len(read)
 
     def close(self):
         pass
@@ -87,6 +87,7 @@ def test_an_outage_moves_counting_to_memory_and_back_with_back_off(caplog):
     results = [store.hit("client:a")[0] for _ in range(5)]
     assert results == [True, True, True, False, False]  # the same limits, counted in memory
     assert store.on_memory and primary.calls == 2  # only the first call went to Redis
+    assert store.hit("client:z", ["k"])[2] is None  # memory reads no Redis key: the caller reads them itself
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "falling back" in warnings[0].getMessage()
 
@@ -107,7 +108,8 @@ def test_an_outage_moves_counting_to_memory_and_back_with_back_off(caplog):
 
     primary.down = False
     clock.now += 8
-    assert store.hit("client:c") == (True, State(window_count=1, level=1.0))  # answered by Redis again
+    # answered by Redis again, with what it read in the same round trip
+    assert store.hit("client:c", ["k"]) == (True, State(window_count=1, level=1.0), [b"read"])
     assert not store.on_memory
     assert store.hit("client:c")[0] and primary.calls == 7
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
