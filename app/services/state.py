@@ -9,8 +9,9 @@ after commit, from the request's thread: the device's wait is the request's roun
 
 Reports (`reports_in`; the relay passes a whole batch, HTTP a batch of one) lock their devices FOR UPDATE (the
 heartbeat updates them) and then their state rows, all in device-id order, merge and check each report in Python
-on top of the previous ones, and write the result set-based: one statement each for the state rows, the
-heartbeats, the history points and the events, whatever the batch's size.
+on top of the previous ones, and write the result set-based: one statement locks the devices and their state
+rows, then one statement each writes the state rows, the heartbeats, the history points and the events, whatever
+the batch's size.
 
 The checks on a typed device use the type's property declarations compiled once per (type, version) and
 process, in the same LRU as typed commands (app/services/device_types.py): a replaced type takes effect with
@@ -318,14 +319,19 @@ def desired_in(cur, scope: str, device_id: str, patch: dict[str, Any], *, expect
 Report = tuple[str, dict[str, Any], "dt.datetime | None"]  # (device id, reported members, device's timestamp)
 
 # The devices of a batch of reports, locked FOR UPDATE in id order (their heartbeat updates them), with their
-# type's identity; `now()` is the transaction's time (what `updated_at` becomes).
-DEVICES_LOCK = (
-    "SELECT d.device_id, d.device_type, t.version AS type_version, t.created_at AS type_created_at, now() AS now "
-    "FROM devices d LEFT JOIN device_types t ON t.name = d.device_type WHERE d.device_id = ANY(%s) "
-    "ORDER BY d.device_id FOR UPDATE OF d"
+# type's identity, and each device's state row locked FOR UPDATE right after its device, in one round trip (the
+# CTE is materialized: its rows, locked in id order, come before the lateral lock of their state rows; every
+# writer locks a device before its state row, so the order stays deadlock-free). `now()` is the transaction's
+# time (what `updated_at` becomes); `has_state` is false for a device without a state row yet.
+REPORT_LOCKS = (
+    "WITH d AS MATERIALIZED (SELECT d.device_id, d.device_type, t.version AS type_version, "
+    "t.created_at AS type_created_at, now() AS now FROM devices d LEFT JOIN device_types t ON t.name = d.device_type "
+    "WHERE d.device_id = ANY(%(ids)s::text[]) ORDER BY d.device_id FOR UPDATE OF d) "
+    f"SELECT d.*, s.device_id IS NOT NULL AS has_state, {', '.join('s.' + c for c in STATE_COLUMNS.split(', '))} "
+    f"FROM d LEFT JOIN LATERAL (SELECT device_id, {STATE_COLUMNS} FROM device_states "
+    "WHERE device_id = d.device_id FOR UPDATE) s ON true"
 )
-STATES_LOCK = (f"SELECT device_id, {STATE_COLUMNS} FROM device_states WHERE device_id = ANY(%s) "
-               "ORDER BY device_id FOR UPDATE")
+DEVICE_KEYS = ("device_id", "device_type", "type_version", "type_created_at", "now")
 # The state rows a batch changed, written back at once (made when missing); version and metadata are computed
 # under the locks above, `bumped` says whether updated_at moves.
 STATES_WRITE = (
@@ -346,18 +352,19 @@ def reports_in(cur, scope: str, reports: list[Report], received_at: dt.datetime,
     The result is exactly that of applying the reports one after the other (a device's reports in the order
     given), but set-based, so a batch costs a handful of statements whatever its size: the devices are locked
     FOR UPDATE in id order (reports of one device serialise there, and every writer locks device before state),
-    then their state rows; each report is merged in Python on top of the previous ones (app/services/state_model.py)
-    and checked (size, declarations); then the changed rows are written back in one statement, the heartbeats of
-    the devices with an accepted report in one, the history points in one, and the events (presence first, then
-    `state.reported`, in report order) in one."""
+    each followed by its state row, in one statement; each report is merged in Python on top of the previous
+    ones (app/services/state_model.py) and checked (size, declarations); then the changed rows are written back in
+    one statement, the heartbeats of the devices with an accepted report in one, the history points in one, and the
+    events (presence first, then `state.reported`, in report order) in one."""
     devices: dict[str, dict[str, Any]] = {}
     current: dict[str, dict[str, Any]] = {}
     if reports:
-        cur.execute(DEVICES_LOCK, (sorted({device_id for device_id, _, _ in reports}),))
-        devices = {row["device_id"]: row for row in cur.fetchall()}
-    if devices:
-        cur.execute(STATES_LOCK, (sorted(devices),))
-        current = {row["device_id"]: row for row in cur.fetchall()}
+        execute_prepared(cur, REPORT_LOCKS, {"ids": sorted({device_id for device_id, _, _ in reports})})
+        for row in cur.fetchall():
+            devices[row["device_id"]] = {key: row[key] for key in DEVICE_KEYS}
+            if row["has_state"]:
+                current[row["device_id"]] = {"device_id": row["device_id"],
+                                             **{column: row[column] for column in STATE_COLUMNS.split(", ")}}
     results: list[Written | APIError] = []
     dirty: dict[str, bool] = {}  # device id → whether a value changed (else only metadata, or a new empty row)
     points: list[tuple[str, dt.datetime, dict[str, Any]]] = []
