@@ -2,7 +2,8 @@
 
 It consumes device acks and heartbeats in a NATS queue group (several relays share the stream; one subscription
 per possible token count of a device id, app.infra.messaging.relay_subscriptions), applies them
-in batches (one transaction per batch), and every UAIP_RELAY_SWEEP_SECONDS it expires commands past their TTL,
+in batches (one transaction per batch), and every UAIP_RELAY_SWEEP_SECONDS, on a thread of its own so that no
+batch waits behind it, it expires commands past their TTL,
 marks silent devices offline (publishing `offline` once per transition), deletes events older than
 EVENT_RETENTION_HOURS (a batched delete by time), and publishes commands that are due:
 never sent (NATS was down at submit time), or unfinished (`sent`, or `acknowledged` with its outcome not yet
@@ -77,6 +78,11 @@ CALLOUT_WAITING_MAX = 64
 PARTITION_CHECK_SECONDS = 600.0  # how often the relay looks after the state history's partitions
 # Retention (audit entries older than AUDIT_RETENTION_DAYS, revoked-token rows of expired tokens) runs this often.
 RETENTION_SWEEP_SECONDS = 60.0
+# The main loop waits at most this long for a message, so it notices a re-send request or a stop promptly.
+LOOP_WAIT_SECONDS = 0.5
+# The sweep marks itself done (uaip_relay_last_sweep_timestamp_seconds) only while the main loop has turned within
+# this many seconds (or the sweep interval, if longer): a loop stuck on one batch stops the gauge, as it always did.
+LOOP_ALIVE_SECONDS = 10.0
 
 
 _MALFORMED = frozenset({relay_input.TOO_LARGE, relay_input.TOO_DEEP, relay_input.INVALID_JSON, relay_input.INVALID})
@@ -128,6 +134,8 @@ class Relay:
         self.state_requests = relay_state.StateRequests(db, messaging, settings.relay_queue_group)
         self.next_partition_check = 0.0
         self.next_retention = 0.0
+        self.loop_turned_at = time.monotonic()  # the main loop's last turn (read by the sweep thread)
+        self.sweeper = threading.Thread(target=self._sweep_loop, name="relay-sweep", daemon=True)
         self._drop_counters: dict[tuple[str, str], object] = {}
 
     # -- NATS thread ----------------------------------------------------------------------------------
@@ -195,16 +203,17 @@ class Relay:
                                  max_waiting=CALLOUT_WAITING_MAX, on_busy=self.callout.busy)
         log.info("relay started", extra={"queue_group": group, "sweep_seconds": self.settings.relay_sweep_seconds,
                                          "auth_callout": self.callout is not None})
-        next_sweep = 0.0
+        self.sweeper.start()
         while not self.stopping.is_set():
             try:
-                next_sweep = self._step(next_sweep)
+                self._step()
             except Exception:  # noqa: BLE001 - nothing a device sends, and no bug in one step, ends the relay
                 log.exception("relay step failed; going on")
                 self.stopping.wait(0.1)
         # Graceful stop: no new messages, then everything already received is applied.
         self.messaging.drain_subscriptions()
         self.state_requests.stop()
+        self.sweeper.join(max(0.0, self.stop_deadline - time.monotonic()))
         while not self.inbox.empty() and time.monotonic() < self.stop_deadline:
             try:
                 self._handle(self._take(0))
@@ -217,21 +226,20 @@ class Relay:
         log.info("relay stopped")
         return 0
 
-    def _step(self, next_sweep: float) -> float:
-        """One turn of the loop: re-send after a reconnect, apply one batch, sweep when due; the next sweep time."""
+    def _step(self) -> None:
+        """One turn of the main loop: re-send after a reconnect, apply one batch. The sweep runs on a thread of its
+        own (`_sweep_loop`), so a batch never waits behind it: a report arriving during a sweep is applied in the
+        next batch, not tens of milliseconds later (docs/state.md)."""
+        self.loop_turned_at = time.monotonic()
         if self.resend_all.is_set() and self.messaging.is_connected():
             self.resend_all.clear()
             resent = self._db("re-send open commands", lambda: sweeps.redeliver_all(
                 self.db, self.messaging, self.settings.command_retry_seconds))
             if resent:
                 log.info("re-sent open commands", extra={"count": resent})
-        batch = self._take(max(0.0, next_sweep - time.monotonic()))
+        batch = self._take(LOOP_WAIT_SECONDS)
         if batch:
             self._handle(batch)
-        if time.monotonic() >= next_sweep:
-            self._sweep()
-            next_sweep = time.monotonic() + self.settings.relay_sweep_seconds
-        return next_sweep
 
     def _take(self, timeout: float) -> list[Message]:
         """The next batch: what arrived so far (devices served in turns), waiting up to `timeout` for the first
@@ -379,6 +387,17 @@ class Relay:
         self._db("maintain state history partitions", lambda: state_history.maintain_partitions(
             self.db, self.settings.state_history_hours))
 
+    def _sweep_loop(self) -> None:
+        """The sweep thread: a sweep at start, then one every UAIP_RELAY_SWEEP_SECONDS after the last one ended, until
+        the relay stops. Its work touches other rows than a batch's, or the same rows in the same order as the API
+        and the other relays of the queue group do, so it needs no coordination with the main loop."""
+        while not self.stopping.is_set():
+            try:
+                self._sweep()
+            except Exception:  # noqa: BLE001 - a bug in one sweep must not end the sweeps
+                log.exception("relay sweep failed; going on")
+            self.stopping.wait(self.settings.relay_sweep_seconds)
+
     def _sweep(self) -> None:
         self._maintain_state_history()
         for expired in self._db("expire commands", lambda: sweeps.expire_due(self.db)) or []:
@@ -400,9 +419,12 @@ class Relay:
             self.next_retention = time.monotonic() + RETENTION_SWEEP_SECONDS
             self._db("purge the audit log", lambda: audit.purge_audit(self.db, self.settings.audit_retention_days))
             self._db("purge revoked tokens", lambda: clients.purge_expired_revocations(self.db))
-        # The relay's heartbeat for alerting: it stops moving when the loop hangs or PostgreSQL is out of reach,
-        # while the metrics thread would still answer.
-        metrics.relay_last_sweep_timestamp_seconds.labels(queue_group=self.settings.relay_queue_group).set_to_current_time()
+        # The relay's heartbeat for alerting: it stops moving when the main loop hangs (no turn for
+        # LOOP_ALIVE_SECONDS) or PostgreSQL is out of reach, while the metrics thread would still answer.
+        alive = max(LOOP_ALIVE_SECONDS, 2 * self.settings.relay_sweep_seconds)
+        if time.monotonic() - self.loop_turned_at <= alive:
+            metrics.relay_last_sweep_timestamp_seconds.labels(
+                queue_group=self.settings.relay_queue_group).set_to_current_time()
 
 
 def _ack_kind(message: tuple[str, bytes, dict | None]) -> str | None:

@@ -1,15 +1,17 @@
 """Device state (docs/state.md): every SQL statement about a device's reported and desired state.
 
-A desired write runs in one transaction: the device row is read with KEY SHARE (it cannot be deleted meanwhile)
-joined to its type's identity, the state row is locked FOR UPDATE (made on the first write), the document is
-merged in Python (app/services/state_model.py), checked — If-Match (412), size (413), then the type's property
-declarations (422) — and written back with `version` + 1 when a value changed. Events, audit and history rows are
-written in the same transaction; the NATS publish of a new desired state happens after commit.
+A desired write runs in one transaction of two statements (and the commit): the device row is read with KEY
+SHARE (it cannot be deleted meanwhile) joined to its type's identity, and its state row locked FOR UPDATE (made on
+the first write), in one; the document is merged in Python (app/services/state_model.py), checked — If-Match
+(412), size (413), then the type's property declarations (422) — and written back with `version` + 1 when a value
+changed, with its event and audit entry, in the other. The NATS publish of a new desired state happens right
+after commit, from the request's thread: the device's wait is the request's round trips, so they are kept few.
 
 Reports (`reports_in`; the relay passes a whole batch, HTTP a batch of one) lock their devices FOR UPDATE (the
 heartbeat updates them) and then their state rows, all in device-id order, merge and check each report in Python
-on top of the previous ones, and write the result set-based: one statement each for the state rows, the
-heartbeats, the history points and the events, whatever the batch's size.
+on top of the previous ones, and write the result set-based: one statement locks the devices and their state
+rows, then one statement each writes the state rows, the heartbeats, the history points and the events, whatever
+the batch's size.
 
 The checks on a typed device use the type's property declarations compiled once per (type, version) and
 process, in the same LRU as typed commands (app/services/device_types.py): a replaced type takes effect with
@@ -25,16 +27,17 @@ from typing import Any
 
 from psycopg2.extras import Json
 
+from app.core.audit_context import current_actor, current_request_id
 from app.core.errors import APIError
 from app.core.timestamps import timestamp
 from app.infra import messaging as subjects
-from app.infra.db import Database
+from app.infra.db import Database, execute_prepared
 from app.infra.messaging import Messaging, MessagingUnavailable
 from app.schemas.validation import MAX_COLLECTED_ERRORS, compile_schema, escape_token, params_errors
 from app.services import state_history
-from app.services.audit import record_audit
+from app.services.audit import UNKNOWN_ACTOR
 from app.services.device_types import compiled_types
-from app.services.events import STATE_REPORTED, record_event, record_events
+from app.services.events import STATE_DESIRED, STATE_REPORTED, record_events
 from app.services.registry import device_not_found, heartbeats_in, presence_events
 from app.services.state_model import (
     Outcome,
@@ -220,26 +223,33 @@ def _check_declared(declared: Declared | None, patch: dict[str, Any], values: di
 # --- writing --------------------------------------------------------------------------------------------
 
 
-DEVICE_READ = (
-    "SELECT d.device_id, d.device_type, t.version AS type_version, t.created_at AS type_created_at "
-    "FROM devices d LEFT JOIN device_types t ON t.name = d.device_type WHERE d.device_id = %s FOR KEY SHARE OF d"
+# The device (held with KEY SHARE: it cannot be deleted meanwhile) with its type's identity, then its state row
+# locked FOR UPDATE, in one round trip. The device is locked first, as every writer does (reports lock the device,
+# then the state row): the CTE is materialized, so its row (and lock) comes before the lateral lock of the state
+# row. `has_state` is false before the device's first write (no state row yet).
+DEVICE_AND_STATE_LOCK = (
+    "WITH d AS MATERIALIZED (SELECT d.device_id, d.device_type, t.version AS type_version, "
+    "t.created_at AS type_created_at FROM devices d LEFT JOIN device_types t ON t.name = d.device_type "
+    "WHERE d.device_id = %(id)s::text FOR KEY SHARE OF d) "
+    f"SELECT d.*, s.device_id IS NOT NULL AS has_state, {', '.join('s.' + c for c in STATE_COLUMNS.split(', '))} "
+    f"FROM d LEFT JOIN LATERAL (SELECT device_id, {STATE_COLUMNS} FROM device_states "
+    "WHERE device_id = d.device_id FOR UPDATE) s ON true"
 )
+STATE_LOCK = f"SELECT {STATE_COLUMNS} FROM device_states WHERE device_id = %s FOR UPDATE"
 
 
 def _locked_state(cur, device_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(device, state row) with the device held and the state row locked; 404 for no device."""
-    cur.execute(DEVICE_READ, (device_id,))
-    device = cur.fetchone()
-    if device is None:
+    execute_prepared(cur, DEVICE_AND_STATE_LOCK, {"id": device_id})
+    found = cur.fetchone()
+    if found is None:
         raise device_not_found(device_id)
-    select = f"SELECT {STATE_COLUMNS} FROM device_states WHERE device_id = %s FOR UPDATE"
-    cur.execute(select, (device_id,))
-    row = cur.fetchone()
-    if row is None:
-        cur.execute("INSERT INTO device_states (device_id) VALUES (%s) ON CONFLICT DO NOTHING", (device_id,))
-        cur.execute(select, (device_id,))
-        row = cur.fetchone()
-    return device, row
+    device = {key: found[key] for key in ("device_id", "device_type", "type_version", "type_created_at")}
+    if found["has_state"]:
+        return device, {column: found[column] for column in STATE_COLUMNS.split(", ")}
+    cur.execute("INSERT INTO device_states (device_id) VALUES (%s) ON CONFLICT DO NOTHING", (device_id,))
+    cur.execute(STATE_LOCK, (device_id,))
+    return device, cur.fetchone()
 
 
 def _check_size(side: str, values: dict[str, Any], max_bytes: int) -> None:
@@ -250,16 +260,32 @@ def _check_size(side: str, values: dict[str, Any], max_bytes: int) -> None:
         raise APIError(413, "STATE_TOO_LARGE", f"The {side} state {what}.", problem)
 
 
-def _save(cur, device_id: str, row: dict[str, Any], column: str, outcome: Outcome) -> dict[str, Any]:
-    """Write one side back; `version` + 1 and `updated_at` = now when a value changed, else only metadata."""
+# A desired write in one statement: the state row (`version` + 1 and `updated_at` = now when a value changed,
+# else only the metadata), and, when a value changed, its `state.desired` event and audit entry, which carry the
+# same `{version, changed}` (docs/events.md). One round trip instead of three: a PATCH's message reaches the device
+# after the commit, so every round trip before it is on the device's wait.
+DESIRED_WRITE = (
+    "WITH saved AS (UPDATE device_states SET desired = %(values)s::jsonb, desired_meta = %(meta)s::jsonb, "
+    "version = version + %(bump)s::int, updated_at = CASE WHEN %(bumped)s::boolean THEN now() ELSE updated_at END "
+    f"WHERE device_id = %(id)s::text RETURNING {STATE_COLUMNS}), "
+    "event AS (INSERT INTO event_outbox (type, device_id, device_type, data) "
+    "SELECT %(event)s::text, %(id)s::text, %(device_type)s::text, %(details)s::jsonb WHERE %(bumped)s::boolean), "
+    "audit AS (INSERT INTO audit_log (actor, action, target, request_id, details) "
+    "SELECT %(actor)s::text, %(event)s::text, %(target)s::text, %(request_id)s::text, %(details)s::jsonb "
+    "WHERE %(bumped)s::boolean) "
+    "SELECT * FROM saved"
+)
+
+
+def _save_desired(cur, device: dict[str, Any], row: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+    """Write `desired` back, with the event and audit entry of a change (DESIRED_WRITE); the new state row."""
     bump = bool(outcome.changed)
-    cur.execute(
-        f"UPDATE device_states SET {column} = %(values)s, {column}_meta = %(meta)s, "
-        "version = version + %(bump)s, updated_at = CASE WHEN %(bumped)s THEN now() ELSE updated_at END "
-        f"WHERE device_id = %(id)s RETURNING {STATE_COLUMNS}",
-        {"values": Json(outcome.side.values), "meta": Json(outcome.side.metadata), "bump": int(bump),
-         "bumped": bump, "id": device_id},
-    )
+    details = {"version": row["version"] + int(bump), "changed": outcome.changed}
+    execute_prepared(cur, DESIRED_WRITE, {
+        "values": Json(outcome.side.values), "meta": Json(outcome.side.metadata), "bump": int(bump), "bumped": bump,
+        "id": device["device_id"], "event": STATE_DESIRED, "device_type": device["device_type"],
+        "details": Json(details), "actor": current_actor() or UNKNOWN_ACTOR,
+        "target": f"device:{device['device_id']}", "request_id": current_request_id()})
     return cur.fetchone()
 
 
@@ -285,27 +311,27 @@ def desired_in(cur, scope: str, device_id: str, patch: dict[str, Any], *, expect
     outcome = apply_desired(Side(row["desired"], row["desired_meta"]), patch, timestamp(now), client_id)
     _check_size("desired", outcome.side.values, limits.max_state_bytes)
     _check_declared(_declared(cur, scope, device), patch, outcome.side.values, prefix, desired=True, bare=bare)
-    saved = _save(cur, device_id, row, "desired", outcome)
+    saved = _save_desired(cur, device, row, outcome)
     state = state_view(device_id, saved)
-    if outcome.changed:
-        record_event(cur, "state.desired", device_id, {"version": state["version"], "changed": outcome.changed},
-                     device["device_type"])
-        record_audit(cur, "state.desired", f"device:{device_id}",
-                     {"version": state["version"], "changed": outcome.changed})
     return Written(state, outcome.changed)
 
 
 Report = tuple[str, dict[str, Any], "dt.datetime | None"]  # (device id, reported members, device's timestamp)
 
 # The devices of a batch of reports, locked FOR UPDATE in id order (their heartbeat updates them), with their
-# type's identity; `now()` is the transaction's time (what `updated_at` becomes).
-DEVICES_LOCK = (
-    "SELECT d.device_id, d.device_type, t.version AS type_version, t.created_at AS type_created_at, now() AS now "
-    "FROM devices d LEFT JOIN device_types t ON t.name = d.device_type WHERE d.device_id = ANY(%s) "
-    "ORDER BY d.device_id FOR UPDATE OF d"
+# type's identity, and each device's state row locked FOR UPDATE right after its device, in one round trip (the
+# CTE is materialized: its rows, locked in id order, come before the lateral lock of their state rows; every
+# writer locks a device before its state row, so the order stays deadlock-free). `now()` is the transaction's
+# time (what `updated_at` becomes); `has_state` is false for a device without a state row yet.
+REPORT_LOCKS = (
+    "WITH d AS MATERIALIZED (SELECT d.device_id, d.device_type, t.version AS type_version, "
+    "t.created_at AS type_created_at, now() AS now FROM devices d LEFT JOIN device_types t ON t.name = d.device_type "
+    "WHERE d.device_id = ANY(%(ids)s::text[]) ORDER BY d.device_id FOR UPDATE OF d) "
+    f"SELECT d.*, s.device_id IS NOT NULL AS has_state, {', '.join('s.' + c for c in STATE_COLUMNS.split(', '))} "
+    f"FROM d LEFT JOIN LATERAL (SELECT device_id, {STATE_COLUMNS} FROM device_states "
+    "WHERE device_id = d.device_id FOR UPDATE) s ON true"
 )
-STATES_LOCK = (f"SELECT device_id, {STATE_COLUMNS} FROM device_states WHERE device_id = ANY(%s) "
-               "ORDER BY device_id FOR UPDATE")
+DEVICE_KEYS = ("device_id", "device_type", "type_version", "type_created_at", "now")
 # The state rows a batch changed, written back at once (made when missing); version and metadata are computed
 # under the locks above, `bumped` says whether updated_at moves.
 STATES_WRITE = (
@@ -326,18 +352,19 @@ def reports_in(cur, scope: str, reports: list[Report], received_at: dt.datetime,
     The result is exactly that of applying the reports one after the other (a device's reports in the order
     given), but set-based, so a batch costs a handful of statements whatever its size: the devices are locked
     FOR UPDATE in id order (reports of one device serialise there, and every writer locks device before state),
-    then their state rows; each report is merged in Python on top of the previous ones (app/services/state_model.py)
-    and checked (size, declarations); then the changed rows are written back in one statement, the heartbeats of
-    the devices with an accepted report in one, the history points in one, and the events (presence first, then
-    `state.reported`, in report order) in one."""
+    each followed by its state row, in one statement; each report is merged in Python on top of the previous
+    ones (app/services/state_model.py) and checked (size, declarations); then the changed rows are written back in
+    one statement, the heartbeats of the devices with an accepted report in one, the history points in one, and the
+    events (presence first, then `state.reported`, in report order) in one."""
     devices: dict[str, dict[str, Any]] = {}
     current: dict[str, dict[str, Any]] = {}
     if reports:
-        cur.execute(DEVICES_LOCK, (sorted({device_id for device_id, _, _ in reports}),))
-        devices = {row["device_id"]: row for row in cur.fetchall()}
-    if devices:
-        cur.execute(STATES_LOCK, (sorted(devices),))
-        current = {row["device_id"]: row for row in cur.fetchall()}
+        execute_prepared(cur, REPORT_LOCKS, {"ids": sorted({device_id for device_id, _, _ in reports})})
+        for row in cur.fetchall():
+            devices[row["device_id"]] = {key: row[key] for key in DEVICE_KEYS}
+            if row["has_state"]:
+                current[row["device_id"]] = {"device_id": row["device_id"],
+                                             **{column: row[column] for column in STATE_COLUMNS.split(", ")}}
     results: list[Written | APIError] = []
     dirty: dict[str, bool] = {}  # device id → whether a value changed (else only metadata, or a new empty row)
     points: list[tuple[str, dt.datetime, dict[str, Any]]] = []

@@ -556,3 +556,28 @@ def test_every_state_change_is_one_event_and_desired_changes_are_audited(client,
     mine = [e for e in entries if e["target"] == f"device:{device_id}"]
     assert len(mine) == 2
     assert {e["request_id"] for e in mine} >= {"state-audit-1"}
+
+
+def test_a_desired_change_writes_its_event_with_the_device_type_and_its_audit_entry_with_actor_and_details(
+        client, auth, make_device, api_client_factory):
+    """The state row, the event and the audit entry are written by one statement: each keeps what it says."""
+    device_type = f"thermo{unique_id()[:8]}"
+    device = make_device(device_type=device_type)
+    device_id = device["device_id"]
+    start = client.get("/api/v1/events", headers={**auth, "Accept": "application/json"}).json["next"]
+    response = client.patch(state_url(device_id, "/desired"), json={"target": 21},
+                            headers={**auth, "X-Request-ID": "state-desired-one-statement"})
+    assert response.status_code == 200 and response.json["version"] == 1
+    events = client.get("/api/v1/events", query_string={"after": start, "device_type": device_type, "limit": 10},
+                        headers={**auth, "Accept": "application/json"}).json["events"]
+    assert [(e["type"], e["device_id"], e["data"]) for e in events] == [
+        ("state.desired", device_id, {"version": 1, "changed": {"target": 21}})]
+    admin_id, admin_secret = api_client_factory("admin")
+    token = client.post("/api/v1/auth/token", data={"grant_type": "client_credentials", "client_id": admin_id,
+                                                     "client_secret": admin_secret}).json["access_token"]
+    query = {"limit": 10, "target": f"device:{device_id}", "action": "state.desired"}
+    entries = client.get("/api/v1/audit", query_string=query,
+                         headers={"Authorization": f"Bearer {token}"}).json["entries"]
+    assert [(e["action"], e["request_id"], e["details"]) for e in entries] == [
+        ("state.desired", "state-desired-one-statement", {"version": 1, "changed": {"target": 21}})]
+    assert entries[0]["actor"].startswith("client:")
