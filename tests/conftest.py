@@ -16,6 +16,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import hypothesis
 import pytest
 
 from app import create_app
@@ -30,6 +31,10 @@ from tests.support.processes import start_relay
 
 ast_guard.install()  # before anything parses in a second thread (CPython < 3.11.8, see the module)
 scrub_hub_configuration(os.environ)  # before any fixture: no app or process of the suite inherits the shell's settings
+# Property tests check what is computed, not how fast: hypothesis's 200 ms per-example deadline failed them on a
+# loaded 2-core machine (speed goals live in bench/). Examples still have to finish; pytest's own timeout applies.
+hypothesis.settings.register_profile("uaip", deadline=None)
+hypothesis.settings.load_profile("uaip")
 
 ALL_SCOPES = "device:read device:write device:command message:read"
 
