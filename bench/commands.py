@@ -37,8 +37,9 @@ import requests
 
 from app.cli.simulate import fetch_token, register_devices
 from app.infra.db import Database
-from app.infra.messaging import Messaging, ack_subject
+from app.infra.messaging import Messaging
 from app.infra.migrate import migrate
+from app.infra.subjects import ack_subject
 from app.services.clients import create_client
 from bench.harness import Gunicorn, hub_env, require_tool
 from tests.support import services

@@ -40,7 +40,8 @@ import psycopg2
 import requests
 
 from app.infra.db import Database
-from app.infra.messaging import Messaging, state_desired_subject, state_reported_subject
+from app.infra.messaging import Messaging
+from app.infra.subjects import state_desired_subject, state_reported_subject
 from bench.commands import bench_env, percentile
 from bench.harness import BenchDatabase, Gunicorn, hey, median, standalone
 from bench.registry import fetch_token

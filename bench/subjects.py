@@ -24,7 +24,8 @@ import time
 import uuid
 from pathlib import Path
 
-from app.infra.messaging import Messaging, encode, relay_subscriptions
+from app.infra.messaging import Messaging, encode
+from app.infra.subjects import relay_subscriptions
 from tests.support.servers import NatsServer
 from tests.support.services import wait_for
 

@@ -1,7 +1,7 @@
 """`uaip-hub relay`: the worker between NATS and PostgreSQL (docs/architecture.md, "The path of a command").
 
 It consumes device acks and heartbeats in a NATS queue group (several relays share the stream; one subscription
-per possible token count of a device id, app.infra.messaging.relay_subscriptions), applies them
+per possible token count of a device id, app.infra.subjects.relay_subscriptions), applies them
 in batches (one transaction per batch), and every UAIP_RELAY_SWEEP_SECONDS, on a thread of its own so that no
 batch waits behind it, it expires commands past their TTL,
 marks silent devices offline (publishing `offline` once per transition), deletes events older than
@@ -47,8 +47,9 @@ from app.cli.relay_callout import CalloutResponder
 from app.cli.relay_inbox import FairInbox
 from app.core.config import Settings
 from app.infra.db import Database, DatabaseUnavailable
-from app.infra.messaging import Messaging, ack_subject, device_id_from_subject, relay_subscriptions
+from app.infra.messaging import Messaging
 from app.infra.nats_callout import CALLOUT_SUBJECT, CalloutError
+from app.infra.subjects import ack_subject, device_id_from_subject, relay_subscriptions
 from app.services import audit, clients, event_log, registry, state, state_history
 from app.services.commands import acks as ack_service
 from app.services.commands import messages, sweeps

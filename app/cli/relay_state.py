@@ -25,7 +25,8 @@ from typing import Any
 from app.core.errors import APIError
 from app.core.json_input import InvalidJSON, decode_json
 from app.infra.db import Database, DatabaseUnavailable
-from app.infra.messaging import Messaging, MessagingUnavailable, device_id_for, device_subject_patterns
+from app.infra.messaging import Messaging, MessagingUnavailable
+from app.infra.subjects import device_id_for, device_subject_patterns
 from app.services import state
 from app.services.commands import sweeps
 from app.services.state_model import MAX_STATE_DEPTH, parse_timestamp

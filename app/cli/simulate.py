@@ -32,9 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from app.cli.examples import Example
-from app.infra.messaging import (
-    Messaging,
-    MessagingUnavailable,
+from app.infra.messaging import Messaging, MessagingUnavailable
+from app.infra.subjects import (
     ack_subject,
     command_subject,
     device_id_for,

@@ -22,7 +22,8 @@ from psycopg2.extras import Json
 from app.core.statuses import EVENT_TYPES
 from app.core.timestamps import timestamp
 from app.infra.db import execute_prepared
-from app.infra.messaging import DEVICE_EVENTS_SUBJECT, Messaging, MessagingUnavailable
+from app.infra.messaging import Messaging, MessagingUnavailable
+from app.infra.subjects import DEVICE_EVENTS_SUBJECT
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from psycopg2.extras import Json
 from app.core.audit_context import current_actor, current_request_id
 from app.core.errors import APIError
 from app.core.timestamps import timestamp
-from app.infra import messaging as subjects
+from app.infra import subjects
 from app.infra.db import Database, execute_prepared
 from app.infra.messaging import Messaging, MessagingUnavailable
 from app.schemas.validation import MAX_COLLECTED_ERRORS, compile_schema, escape_token, params_errors

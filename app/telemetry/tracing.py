@@ -255,7 +255,7 @@ def _attached(carrier: Mapping[str, str]) -> Iterator[None]:
 
 def subject_template(subject: str, device_id: str | None) -> str:
     """`uaip.devices.sensor-1.commands` (device `sensor-1`) → `uaip.devices.{device_id}.commands`: span names
-    stay low-cardinality. The subject's layout is app/infra/messaging.py's business: callers say which device it
+    stay low-cardinality. The subject's layout is app/infra/subjects.py's business: callers say which device it
     names."""
     head, found, tail = subject.rpartition(f".{device_id}.") if device_id else ("", "", "")
     return f"{head}.{{device_id}}.{tail}" if found else subject

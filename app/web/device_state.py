@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import current_app
 
-from app.infra import messaging as subjects
+from app.infra import subjects
 from app.infra.db import get_db
 from app.infra.messaging import get_messaging
 from app.services import state

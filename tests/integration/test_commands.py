@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app import create_app
-from app.infra.messaging import DEVICE_EVENTS_SUBJECT, command_subject
+from app.infra.subjects import DEVICE_EVENTS_SUBJECT, command_subject
 from tests.conftest import basic, unique_id
 from tests.support.asserting import nonempty
 from tests.support.listen import NatsCollector

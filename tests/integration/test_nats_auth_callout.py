@@ -12,8 +12,8 @@ import pytest
 from nats.errors import Error as NatsError
 
 from app import create_app
-from app.infra.messaging import ack_subject, command_subject, heartbeat_subject
 from app.infra.nats_callout import AccountKey, CurveKey
+from app.infra.subjects import ack_subject, command_subject, heartbeat_subject
 from tests.support.hub_api import Api, token
 from tests.support.processes import start_relay
 from tests.support.servers import CalloutNatsServer

@@ -14,8 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import create_app
 from app.cli.simulate import DeviceSimulator
 from app.infra.db import Database
-from app.infra.messaging import DEVICE_EVENTS_SUBJECT, Messaging, ack_subject, heartbeat_subject
+from app.infra.messaging import Messaging
 from app.infra.migrate import migrate
+from app.infra.subjects import DEVICE_EVENTS_SUBJECT, ack_subject, heartbeat_subject
 from app.services.clients import create_client
 from tests.conftest import ALL_SCOPES, basic
 from tests.support.hub_api import Api, token

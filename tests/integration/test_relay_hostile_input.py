@@ -16,7 +16,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from app.infra.messaging import Messaging, ack_subject, heartbeat_subject
+from app.infra.messaging import Messaging
+from app.infra.subjects import ack_subject, heartbeat_subject
 from tests.support.hub_api import Api, token
 from tests.support.processes import start_relay
 from tests.support.servers import NatsServer

@@ -14,7 +14,8 @@ from app.cli import relay as relay_module
 from app.cli.relay import Relay
 from app.core.config import load_settings
 from app.infra.db import Database
-from app.infra.messaging import Messaging, state_reported_subject
+from app.infra.messaging import Messaging
+from app.infra.subjects import state_reported_subject
 from app.telemetry import metrics
 from tests.integration.test_state import state_url
 from tests.integration.test_state_nats import relay_listening

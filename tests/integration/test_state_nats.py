@@ -14,7 +14,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.infra.messaging import Messaging, state_desired_subject, state_get_subject, state_reported_subject
+from app.infra.messaging import Messaging
+from app.infra.subjects import state_desired_subject, state_get_subject, state_reported_subject
 from tests.conftest import unique_id
 from tests.integration.test_state import THERMOSTAT_PROPERTIES, _iso, state_url
 from tests.support.listen import NatsCollector

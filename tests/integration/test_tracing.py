@@ -30,7 +30,8 @@ from app.cli.relay import Relay
 from app.cli.simulate import DeviceSimulator
 from app.core.config import load_settings
 from app.infra.db import Database
-from app.infra.messaging import Messaging, ack_subject, command_subject
+from app.infra.messaging import Messaging
+from app.infra.subjects import ack_subject, command_subject
 from app.services.commands import sweeps
 from app.telemetry import tracing
 from app.telemetry.tracing_setup import build_provider

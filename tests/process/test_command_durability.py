@@ -13,7 +13,7 @@ import pytest
 
 from app import create_app
 from app.cli.simulate import DeviceSimulator
-from app.infra.messaging import command_subject
+from app.infra.subjects import command_subject
 from tests.support.hub_api import Api, token
 from tests.support.listen import NatsCollector
 from tests.support.processes import start_relay

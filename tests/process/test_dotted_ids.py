@@ -6,7 +6,8 @@ import uuid
 import pytest
 
 from app.cli.simulate import DeviceSimulator
-from app.infra.messaging import Messaging, ack_subject, command_subject, heartbeat_subject
+from app.infra.messaging import Messaging
+from app.infra.subjects import ack_subject, command_subject, heartbeat_subject
 from tests.support.listen import NatsCollector
 from tests.support.services import NATS_URL, wait_for
 

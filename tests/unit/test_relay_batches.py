@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from app.cli.relay import DEVICE_INBOX_MAX, OUTCOME_LINGER_SECONDS, PER_TURN, Relay
 from app.cli.relay_inbox import DEVICE_BACKLOG, DEVICE_RATE, FULL, FairInbox
 from app.core.config import load_settings
-from app.infra.messaging import device_id_from_subject
+from app.infra.subjects import device_id_from_subject
 
 
 class ArrivesWhileWaiting(FairInbox):

@@ -3,7 +3,7 @@ back out of the subject unchanged."""
 
 import pytest
 
-from app.infra.messaging import (
+from app.infra.subjects import (
     MAX_DEVICE_ID_TOKENS,
     ack_subject,
     command_subject,

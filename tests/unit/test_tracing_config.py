@@ -8,7 +8,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, set_span_in_context
 
-from app.infra.messaging import device_id_from_subject
+from app.infra.subjects import device_id_from_subject
 from app.telemetry import tracing
 from app.telemetry.tracing_setup import ClientSpansInsideTraces, build_provider, service_resource
 

@@ -15,7 +15,7 @@ from psycopg2.extras import Json
 
 from app.core.errors import APIError
 from app.core.statuses import ACK_STATUSES, FINAL_STATUSES, RANK, UNFINISHED_STATUSES
-from app.infra import messaging as subjects
+from app.infra import subjects
 from app.infra.db import Database
 from app.infra.messaging import Messaging, MessagingUnavailable
 from app.services import events

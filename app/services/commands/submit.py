@@ -18,7 +18,7 @@ from typing import Any
 from psycopg2.extras import Json
 
 from app.core.errors import APIError
-from app.infra import messaging as subjects
+from app.infra import subjects
 from app.infra.db import Database, execute_prepared
 from app.infra.messaging import Messaging, MessagingUnavailable
 from app.services import device_types

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg2
 
 from app.core.statuses import FINAL_STATUSES
-from app.infra import messaging as subjects
+from app.infra import subjects
 from app.infra.db import Database, DatabaseUnavailable
 from app.infra.messaging import Messaging
 from app.services.commands.messages import get_message, log
