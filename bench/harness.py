@@ -187,19 +187,26 @@ def alternate_pings(servers: dict[str, HubServer], path: str, *, rounds: int, re
     return {side: {key: median(values) for key, values in series.items()} for side, series in samples.items()}
 
 
-def standalone(run, description: str, devices: int) -> None:
+def standalone(run, description: str, devices: int, phases: tuple[str, ...] = ()) -> None:
     """`python -m bench.<scenario> [--quick]`: one scenario on a database of its own with `devices` devices, its
-    figures printed as JSON (scripts/bench runs the same `run` among the others)."""
+    figures printed as JSON (scripts/bench runs the same `run` among the others). A scenario with `phases` also
+    takes `--only PHASE[,PHASE]` (passed to `run` as `only`), to measure one part again without the rest."""
     import argparse
     import json
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="shorter runs")
+    if phases:
+        parser.add_argument("--only", type=lambda text: tuple(text.split(",")), default=phases,
+                            help=f"comma-separated phases to run, of: {', '.join(phases)}")
     args = parser.parse_args()
+    if phases and not set(args.only) <= set(phases):
+        parser.error(f"--only takes {', '.join(phases)}")
+    options = {"only": args.only} if phases else {}
     db = BenchDatabase.create()
     try:
         db.seed_devices(devices)
-        print(json.dumps(run(db, quick=args.quick), indent=2))
+        print(json.dumps(run(db, quick=args.quick, **options), indent=2))
     finally:
         db.drop()
 
