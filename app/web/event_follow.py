@@ -40,7 +40,7 @@ def _settings():
 def feed() -> EventFeed:
     extensions = current_app.extensions
     if "uaip.events" not in extensions:
-        extensions.setdefault("uaip.events", EventFeed(get_db()))
+        extensions.setdefault("uaip.events", EventFeed(get_db(), coalesce_seconds=_settings().event_coalesce_ms / 1000))
     return extensions["uaip.events"]
 
 
