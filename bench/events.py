@@ -1,14 +1,16 @@
 """Event stream figures (docs/events.md): commit → event at SSE clients, REST latency while every stream slot is
 taken, memory per open stream, and exact resumption across forced reconnects.
 
-    python -m bench.events [--quick]     # prints JSON; part of `scripts/bench --only events`
+    python -m bench.events [--quick] [--only latency,memory,rest,resumption]
+                                         # prints JSON; part of `scripts/bench --only events`
 
 One gunicorn, 2 workers × SERVER_THREADS=32 with UAIP_MAX_STREAMS=25 per worker (so 50 streams fill every slot and
 7 threads per worker stay for ordinary requests) and UAIP_MAX_STREAMS_PER_CLIENT=50 (all streams use one token).
 Events are written by the bench process itself (8 threads on one open-loop schedule), each in its own
 transaction through the hub's `record_event` (type `device.updated`, `data: {"n": <sequence>}`, for one bench
 device), so "commit" is the moment that transaction's COMMIT returned. Streams are raw HTTP/1.0 sockets
-filtered on that device.
+filtered on that device. The hub runs with the default UAIP_EVENT_COALESCE_MS unless the bench's own environment
+sets it (to compare settings on one build).
 
 1. latency: 50 streams open, a writer commits 200 events/s (open loop); 5 of the streams parse every event and
    take receive time − commit time (the other 45 read and discard, so the bench's own parsing does not become
@@ -23,6 +25,7 @@ filtered on that device.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import selectors
@@ -230,6 +233,7 @@ def rest_with_streams(hub: Gunicorn, token: str, db: Database, event_device: str
     writer = Writer(db, event_device, RATE, counter)
     writer.start()
     samples: dict[str, list[float]] = {"streams": [], "none": []}
+    achieved: dict[str, list[float]] = {"streams": [], "none": []}
     try:
         for _ in range(rounds):
             for side in ("streams", "none"):
@@ -248,12 +252,14 @@ def rest_with_streams(hub: Gunicorn, token: str, db: Database, event_device: str
                     stream.close()
                 assert set(result.statuses) == {200}, result.statuses
                 samples[side].append(result.latencies_ms["99%"])
+                achieved[side].append(round(result.requests_per_second, 1))
                 time.sleep(0.5)  # the slots are released
     finally:
         writer.stop.set()
         writer.join(10)
     ratios = [s / n for s, n in zip(samples["streams"], samples["none"], strict=True)]
-    return {"offered_rest_per_s": qps_per_client * clients, "events_per_s": RATE, "p99_streams_ms": samples["streams"],
+    return {"offered_rest_per_s": qps_per_client * clients, "achieved_rest_per_s": achieved,
+            "events_per_s": RATE, "p99_streams_ms": samples["streams"],
             "p99_none_ms": samples["none"], "p99_streams_median_ms": median(samples["streams"]),
             "p99_none_median_ms": median(samples["none"]), "ratio": median(ratios), "round_ratios": ratios}
 
@@ -328,8 +334,14 @@ def _warm_rss(hub: Gunicorn, token: str, db: Database) -> list[float]:
     return hub.worker_rss_mb()
 
 
-def run(db: BenchDatabase, quick: bool = False) -> dict:
-    env = hub_env(db.url, UAIP_MAX_STREAMS=str(MAX_STREAMS_PER_WORKER), UAIP_MAX_STREAMS_PER_CLIENT=str(STREAMS))
+PHASES = ("latency", "memory", "rest", "resumption")
+
+
+def run(db: BenchDatabase, quick: bool = False, phases: tuple[str, ...] = PHASES) -> dict:
+    """Every phase by default; `phases` names some (memory needs latency's reading: it runs latency too)."""
+    only = phases
+    env = hub_env(db.url, UAIP_MAX_STREAMS=str(MAX_STREAMS_PER_WORKER), UAIP_MAX_STREAMS_PER_CLIENT=str(STREAMS),
+                  **{name: os.environ[name] for name in ("UAIP_EVENT_COALESCE_MS",) if name in os.environ})
     client_id, secret = db.create_client()
     database = Database(db.url, maxconn=12)
     counter = Counter()
@@ -339,17 +351,23 @@ def run(db: BenchDatabase, quick: bool = False) -> dict:
             rss_none = _warm_rss(hub, token, database)
             figures: dict = {"server": f"gunicorn 2 workers × {THREADS} threads, UAIP_MAX_STREAMS="
                                        f"{MAX_STREAMS_PER_WORKER} per worker"}
-            figures["latency"] = latency(hub, token, database, "bench-1", 3 if quick else 10, counter)
-            rss_streams = figures["latency"]["rss_streams_mb"]
-            figures["memory"] = {"rss_none_mb": rss_none, "rss_streams_mb": rss_streams,
-                                 "per_stream_kb": (sum(rss_streams) - sum(rss_none)) * 1024 / STREAMS}
-            figures["rest"] = rest_with_streams(hub, token, database, "bench-1", "bench-2", rounds=1 if quick else 3,
-                                                seconds=3 if quick else 8, counter=counter)
-            figures["resumption"] = resumption(hub.url, token, database, "bench-3", 20 if quick else 100, counter)
+            if "latency" in only or "memory" in only:
+                figures["latency"] = latency(hub, token, database, "bench-1", 3 if quick else 10, counter)
+            if "memory" in only:
+                rss_streams = figures["latency"]["rss_streams_mb"]
+                figures["memory"] = {"rss_none_mb": rss_none, "rss_streams_mb": rss_streams,
+                                     "per_stream_kb": (sum(rss_streams) - sum(rss_none)) * 1024 / STREAMS}
+            if "rest" in only:
+                figures["rest"] = rest_with_streams(hub, token, database, "bench-1", "bench-2",
+                                                    rounds=1 if quick else 3, seconds=3 if quick else 8,
+                                                    counter=counter)
+            if "resumption" in only:
+                figures["resumption"] = resumption(hub.url, token, database, "bench-3", 20 if quick else 100,
+                                                   counter)
         return figures
     finally:
         database.close()
 
 
 if __name__ == "__main__":
-    standalone(run, __doc__.split("\n")[0], devices=1000)
+    standalone(run, __doc__.split("\n")[0], devices=1000, phases=PHASES)

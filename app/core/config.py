@@ -325,6 +325,9 @@ class Settings:
     stream_max_seconds: float = 300.0
     max_streams: int = 2
     max_streams_per_client: int = 4
+    # The least time between two event batches that wake streams (app/services/event_feed.py): a few ms gather
+    # a steady flow into fewer wake-ups and writes, which keeps ordinary requests fast while every slot is taken.
+    event_coalesce_ms: int = 10
     # Device state (docs/state.md): the largest side, how long reported history is kept, how long a property
     # observer waits for a change.
     max_state_bytes: int = 32_768
@@ -389,6 +392,7 @@ class Settings:
             stream_max_seconds=_float(env, "UAIP_STREAM_MAX_SECONDS", 300.0, 1.0, 86_400),
             max_streams=_int(env, "UAIP_MAX_STREAMS", default_max_streams(threads), 1, max(1, threads - 1)),
             max_streams_per_client=_int(env, "UAIP_MAX_STREAMS_PER_CLIENT", 4, 1, 10_000),
+            event_coalesce_ms=_int(env, "UAIP_EVENT_COALESCE_MS", 10, 0, 50),
             max_state_bytes=_int(env, "MAX_STATE_BYTES", 32_768, 256, 1024 * 1024),
             state_history_hours=_int(env, "STATE_HISTORY_HOURS", 168, 1, 24 * 3660),
             observe_seconds=_int(env, "UAIP_OBSERVE_SECONDS", 30, 1, 300),

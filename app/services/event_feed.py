@@ -5,9 +5,18 @@ A writer's commit sends `NOTIFY uaip_events` (a trigger on the outbox); PostgreS
 connection, in every worker of every pod, and whatever process wrote the event (API, relay). The listener
 thread then numbers the new events (`event_outbox_sequence()`), reads the ones after the last position it holds
 (one query per batch, on its own connection) into the process's ring of recent events (app/services/event_ring.py)
-and wakes every subscriber: each holds a wake-up flag, a queue bounded at one entry, so a slow stream never makes
-the listener wait or queue up work; a woken stream takes what matches its filters from the ring, in memory, and
-reads PostgreSQL only when its cursor is older than the ring (a resume from an old id).
+and wakes the subscribers whose filters match an event of the batch (matched here, once per batch, not by every
+subscriber): each holds a wake-up flag, a queue bounded at one entry, so a slow stream never makes the listener
+wait or queue up work; a woken stream takes what matches its filters from the ring, in memory, and reads
+PostgreSQL only when its cursor is older than the ring (a resume from an old id). A subscriber left asleep moves
+its cursor past the batch at its next periodic wake-up.
+
+Under a steady flow the listener gathers events: after a batch that woke someone it lets at least
+UAIP_EVENT_COALESCE_MS pass before reading the next, so one wake-up (and one write per stream) carries every
+event committed meanwhile. Every woken thread of a worker competes for its one GIL, and the request threads after
+each of their I/O calls with them: thousands of wake-ups per second (every event × every stream) made ordinary
+requests wait; a few milliseconds of gathering cut them several-fold. The first event after a quiet spell is read
+at once.
 
 When notifications are lost or the connection drops, the listener still numbers, reads and wakes on its poll
 period (1 s), and reconnects with back-off; subscribers read PostgreSQL themselves every second while the
@@ -30,7 +39,7 @@ import psycopg2.extras
 
 from app.infra.db import API_TIMESTAMPTZ, Database
 from app.services.event_log import Cursor, Filters, Page, event_view
-from app.services.event_ring import Entry, EventRing, RingEvent
+from app.services.event_ring import Entry, EventRing, RingEvent, matches
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +47,22 @@ CHANNEL = "uaip_events"
 POLL_SECONDS = 1.0
 # Events the listener reads per query while catching up.
 READ_BATCH = 1000
+# The default of UAIP_EVENT_COALESCE_MS, in seconds: the least time between two batches that wake subscribers.
+COALESCE_SECONDS = 0.01
 
 
 class Subscription:
     """One subscriber's wake-up flag. `wait` returns True when woken (new events may exist), False on timeout."""
 
-    def __init__(self, feed: EventFeed) -> None:
+    def __init__(self, feed: EventFeed, filters: Filters | None = None) -> None:
         self._feed = feed
         self._flag = threading.Event()
+        self.filters = filters  # None: woken by every batch
+
+    def wanted(self, entries: list[Entry]) -> bool:
+        """Whether a batch holds an event for this subscriber (so it is worth waking)."""
+        filters = self.filters
+        return filters is None or any(matches(filters, entry) for entry in entries)
 
     def wake(self) -> None:
         self._flag.set()
@@ -73,9 +90,11 @@ class Subscription:
 class EventFeed:
     """The per-process listener. `subscribe()` starts it on first use."""
 
-    def __init__(self, db: Database, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(self, db: Database, poll_seconds: float = POLL_SECONDS,
+                 coalesce_seconds: float = COALESCE_SECONDS) -> None:
         self.db = db
         self.poll_seconds = poll_seconds
+        self.coalesce_seconds = coalesce_seconds
         self.connected = False
         self._subscribers: set[Subscription] = set()
         self._lock = threading.Lock()
@@ -85,8 +104,11 @@ class EventFeed:
         self._conn = None
         self.ring = EventRing()
 
-    def subscribe(self) -> Subscription:
-        subscription = Subscription(self)
+    def subscribe(self, filters: Filters | None = None) -> Subscription:
+        """A wake-up flag set by every batch with an event matching `filters` (None: by every batch), and by
+        whatever every subscriber must notice (the ring restarting or expiring cursors, the listener's connection
+        lost, the feed closing)."""
+        subscription = Subscription(self, filters)
         with self._lock:
             self._subscribers.add(subscription)
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
@@ -113,6 +135,17 @@ class EventFeed:
         for subscription in subscribers:
             subscription.wake()
 
+    def _wake_wanting(self, entries: list[Entry]) -> bool:
+        """Wake the subscribers with an event in `entries`; whether any was woken."""
+        with self._lock:
+            subscribers = list(self._subscribers)
+        woken = False
+        for subscription in subscribers:
+            if subscription.wanted(entries):
+                subscription.wake()
+                woken = True
+        return woken
+
     def _connect(self):
         conn = psycopg2.connect(self.db.url, connect_timeout=3, application_name=f"{self.db.application_name}-events",
                                 keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=2)
@@ -126,10 +159,11 @@ class EventFeed:
         (the caller reads PostgreSQL then)."""
         return self.ring.page(after, filters, limit, retention_hours)
 
-    def _catch_up(self, conn) -> None:
+    def _catch_up(self, conn) -> bool:
         """Number the committed events, then read the ones after the ring's head into the ring, a batch per query,
-        waking the subscribers after each. The first time (and after a gap larger than
-        the ring) the ring starts empty at the current head: older cursors read PostgreSQL."""
+        waking the subscribers that want one of its events after each; whether anyone was woken. The first time
+        (and after a gap larger than the ring) the ring starts empty at the current head: older cursors read
+        PostgreSQL."""
         with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             psycopg2.extensions.register_type(API_TIMESTAMPTZ, cur)
             cur.execute("SELECT s.head, h.purged_pos FROM event_outbox_sequence() AS s(head), event_head h")
@@ -139,7 +173,8 @@ class EventFeed:
             if ring.start is None or head - ring.head > ring.max_events:
                 ring.restart(head, purged)
                 self.wake_all()
-                return
+                return True
+            woken = False
             while ring.head < head:
                 cur.execute(
                     "SELECT h.purged_pos, e.pos, e.type, e.device_id, e.device_type, e.at, e.data, "
@@ -156,10 +191,12 @@ class EventFeed:
                 # committed and visible; events the retention sweep deleted meanwhile are simply absent).
                 upto = entries[-1].pos if len(entries) == READ_BATCH else head
                 ring.extend(entries, upto, rows[0]["purged_pos"])
-                self.wake_all()
+                woken = self._wake_wanting(entries) or woken
             if purged > ring.purged:  # the retention sweep ran: cursors below `purged` now read as expired
                 ring.extend([], ring.head, purged)
                 self.wake_all()
+                woken = True
+            return woken
 
     def _run(self) -> None:
         backoff = 0.1
@@ -170,7 +207,8 @@ class EventFeed:
                 self.connected = True
                 backoff = 0.1
                 while not self._stop.is_set():
-                    self._catch_up(conn)
+                    if self._catch_up(conn) and self.coalesce_seconds > 0:
+                        self._stop.wait(self.coalesce_seconds)  # gather what commits meanwhile into one batch
                     readable, _, _ = select.select([conn], [], [], self.poll_seconds)
                     if readable:
                         conn.poll()

@@ -94,7 +94,7 @@ def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, rete
     broken stream). The stream ends when its token expires (`token_expires_at`, unix time) and when
     `token_valid` (called every TOKEN_CHECK_SECONDS) says it was revoked; `release` gives the stream slot back
     however the stream ends (age, shutdown, token, or the client going away)."""
-    subscription = feed.subscribe()
+    subscription = feed.subscribe(filters)
     try:
         yield framing.opening  # the headers go out now, not with the first event
         started = clock()
@@ -173,7 +173,7 @@ def long_poll(db: Database, feed: EventFeed, after: Cursor | None, filters: Filt
     immediate."""
     if after is None or wait <= 0:
         return read_page(db, after, filters, limit, retention_hours)
-    with feed.subscribe() as subscription:  # before the first read: a commit in between still wakes us
+    with feed.subscribe(filters) as subscription:  # before the first read: a commit in between still wakes us
         page = read_page(db, after, filters, limit, retention_hours)
         if page.events or page.reset:
             return page

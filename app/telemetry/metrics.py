@@ -167,6 +167,14 @@ http_request_duration_seconds = Histogram(
     buckets=HTTP_BUCKETS,
 )
 
+# Per worker process (the `pid` label): stream slots are per process (UAIP_MAX_STREAMS), so the fullest worker is
+# what refuses the next stream with 503 STREAMS_FULL.
+event_streams_open = Gauge(
+    "uaip_event_streams_open",
+    "Event streams (SSE and MCP subscriptions) open in this worker process.",
+    multiprocess_mode="liveall",
+)
+
 # Counted in PostgreSQL by the worker answering the scrape (at most once per DeviceCounts period); the most recent
 # count of any live worker wins.
 devices = Gauge(

@@ -22,6 +22,7 @@ from app.infra.db import get_db
 from app.services import event_log, event_stream
 from app.services.event_feed import EventFeed, StreamsFull, StreamSlots
 from app.services.events import EVENT_TYPES, MESSAGE_READ_TYPES
+from app.telemetry import metrics
 from app.web import worker_hooks
 from app.web.authz import grant_still_live, insufficient_scope, revocations
 from app.web.delivery import waiters
@@ -39,7 +40,7 @@ def _settings():
 def feed() -> EventFeed:
     extensions = current_app.extensions
     if "uaip.events" not in extensions:
-        extensions.setdefault("uaip.events", EventFeed(get_db()))
+        extensions.setdefault("uaip.events", EventFeed(get_db(), coalesce_seconds=_settings().event_coalesce_ms / 1000))
     return extensions["uaip.events"]
 
 
@@ -147,7 +148,13 @@ def open_stream(principal: Principal, token: str | None, after: event_log.Cursor
         slots.acquire(client_id)
     except StreamsFull:
         raise streams_full() from None
-    release = _once(lambda: slots.release(client_id))
+    metrics.event_streams_open.inc()
+
+    def give_back() -> None:
+        slots.release(client_id)
+        metrics.event_streams_open.dec()
+
+    release = _once(give_back)
     try:
         db = get_db()
         first = event_log.read_page(db, after, filters, event_stream.STREAM_BATCH, settings.event_retention_hours)

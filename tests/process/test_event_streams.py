@@ -14,9 +14,11 @@ import httpx
 import pytest
 import requests
 from httpx_sse import connect_sse
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.auth.tokens import issue_token
 from tests.support.asserting import nonempty
+from tests.support.polling import wait_until
 from tests.support.processes import HubServer
 
 pytestmark = pytest.mark.process
@@ -134,6 +136,26 @@ def test_stream_ends_at_its_maximum_age_with_a_retry_line(hub_env, client_auth):
         assert 1.5 < took < 8, took
         lines = [line for line in text.splitlines() if line and not line.startswith(":")]
         assert lines and lines[-1].startswith("retry: ") and int(lines[-1].split(": ")[1]) > 0
+
+
+def open_streams_gauge(hub: HubServer) -> float | None:
+    """`uaip_event_streams_open` summed over the hub's workers (None: no series)."""
+    r = requests.get(f"{hub.url}/metrics", timeout=10)
+    assert r.status_code == 200
+    values = [sample.value for family in text_string_to_metric_families(r.text) for sample in family.samples
+              if sample.name == "uaip_event_streams_open"]
+    return sum(values) if values else None
+
+
+def test_open_streams_gauge_counts_streams_until_they_end(hub_env, client_auth):
+    with HubServer({**hub_env, "UAIP_STREAM_MAX_SECONDS": "3"}, workers=2, threads=4) as hub:
+        auth = client_auth(hub)
+        listeners = [Listener(f"{hub.url}/api/v1/events", {**auth, "Accept": "text/event-stream"}) for _ in range(2)]
+        assert [listener.status for listener in listeners] == [200, 200]
+        assert open_streams_gauge(hub) == 2
+        for listener in listeners:
+            assert listener.ended.wait(20), "the stream outlived UAIP_STREAM_MAX_SECONDS"
+        wait_until(lambda: open_streams_gauge(hub) == 0, 10, "the gauge back at 0 once the streams ended")
 
 
 def test_stream_slots_are_bounded_and_probes_stay_fast(hub_env, client_auth):

@@ -23,6 +23,7 @@ def test_defaults_match_the_documentation():
     assert (s.log_level, s.log_format, s.cors_origins, s.environment) == ("info", "json", (), "production")
     assert s.redis_url is None
     assert (s.max_state_bytes, s.state_history_hours, s.observe_seconds) == (32_768, 168, 30)
+    assert (s.event_coalesce_ms, parse(UAIP_EVENT_COALESCE_MS="0").event_coalesce_ms) == (10, 0)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +51,7 @@ def test_defaults_match_the_documentation():
         ("MAX_STATE_BYTES", "10", "MAX_STATE_BYTES must be between"),
         ("STATE_HISTORY_HOURS", "0", "STATE_HISTORY_HOURS must be between"),
         ("UAIP_OBSERVE_SECONDS", "600", "UAIP_OBSERVE_SECONDS must be between"),
+        ("UAIP_EVENT_COALESCE_MS", "51", "UAIP_EVENT_COALESCE_MS must be between 0 and 50"),
     ],
 )
 def test_bad_value_names_the_variable(name, value, fragment):
