@@ -1,0 +1,82 @@
+"""Per-minute aggregates of the state history (docs/state.md, "History"; migration 013), so that a bucketed read
+costs a row per minute instead of a row per point.
+
+`device_state_minutes` holds, per device, property and minute (aligned to the Unix epoch) that has points: how
+many points (`points`) and how many of them are numbers (`numbers`), the sum/min/max of the numbers, and the
+point that is latest by (at, seq) with its value. Every aggregate merges exactly (counts and sums add, min/max
+take the least/greatest, last keeps the later (at, seq)), so the statement that inserts a batch of points
+(`state_history.insert_points`) folds the batch, grouped by minute, into the rows with one INSERT … ON CONFLICT DO
+UPDATE: a point arriving late (older timestamp, higher seq) lands in its own minute and is the minute's last only
+if it is latest by (at, seq) there, as in the raw rows. The table is partitioned by day like the history, with
+the same partitions, which the sweep makes, moves and drops together (state_history.maintain_partitions).
+
+A read with a bucket that is a multiple of 60 s (every minute then lies inside one bucket) takes the window
+[from, to) — `from` raised to the retention cut-off — apart into the whole minutes, read from this table, and the
+partial minutes at its edges, read from the raw points; each bucket combines both exactly: avg = sum / count of
+numbers (not an average of averages), min/max of the minutes' min/max, last = the latest by (at, seq).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+MINUTES = "device_state_minutes"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MINUTE = dt.timedelta(minutes=1)
+
+# Appended to `WITH points AS (INSERT … RETURNING device_id, property, at, seq, value, num)`: the batch grouped by
+# minute (sorted, so concurrent batches lock shared minutes in the same order) merged into the stored rows. Every
+# SET expression reads the row as it was (m.*), so the last_* columns are chosen by one comparison.
+_NEWER = "(EXCLUDED.last_at, EXCLUDED.last_seq) > (m.last_at, m.last_seq)"
+_LATEST = "ORDER BY at DESC, seq DESC"
+UPSERT_FROM_POINTS = (
+    f"INSERT INTO {MINUTES} AS m (device_id, property, minute, points, numbers, num_sum, num_min, num_max, "
+    "last_at, last_seq, last_value) "
+    "SELECT device_id, property, date_bin('1 minute', at, 'epoch'::timestamptz), count(*), count(num), sum(num), "
+    f"min(num), max(num), (array_agg(at {_LATEST}))[1], (array_agg(seq {_LATEST}))[1], "
+    f"(array_agg(value {_LATEST}))[1] FROM points GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+    "ON CONFLICT (device_id, property, minute) DO UPDATE SET "
+    "points = m.points + EXCLUDED.points, numbers = m.numbers + EXCLUDED.numbers, "
+    "num_sum = coalesce(m.num_sum + EXCLUDED.num_sum, m.num_sum, EXCLUDED.num_sum), "
+    "num_min = least(m.num_min, EXCLUDED.num_min), num_max = greatest(m.num_max, EXCLUDED.num_max), "
+    f"last_at = CASE WHEN {_NEWER} THEN EXCLUDED.last_at ELSE m.last_at END, "
+    f"last_seq = CASE WHEN {_NEWER} THEN EXCLUDED.last_seq ELSE m.last_seq END, "
+    f"last_value = CASE WHEN {_NEWER} THEN EXCLUDED.last_value ELSE m.last_value END")
+
+# What each aggregate makes of a bucket's parts (minute rows and edge points alike), and the count of values that
+# are not numbers (the numeric aggregates refuse a window that has any).
+_COMBINE = {"avg": "sum(num_sum) / nullif(sum(numbers), 0)", "min": "min(num_min)", "max": "max(num_max)",
+            "last": "(array_agg(last_value ORDER BY last_at DESC, last_seq DESC))[1]"}
+_NOT_NUMBERS = "sum(points - numbers)"
+
+
+def floor_minute(at: dt.datetime) -> dt.datetime:
+    return at - (at - EPOCH) % MINUTE
+
+
+def grouped_buckets(params: dict[str, Any], agg: str, numeric: bool) -> str:
+    """The SELECT of (bin, value, mixed) per bucket, from minutes and edge points, with the raw read's parameters
+    (device_id, property, hours, bucket, start and end when given).
+
+    The bounds are expressions in the statement, not values computed beforehand: the retention cut-off then comes
+    from the statement's own `now()`, as in the raw read, so both agree to the microsecond; they are stable
+    expressions, so PostgreSQL still scans the index by range and prunes partitions when the statement starts."""
+    low = "greatest(%(start)s::timestamptz, now() - make_interval(hours => %(hours)s))"  # NULL start: the cut-off
+    first = f"(date_bin('1 minute', {low} - interval '1 microsecond', 'epoch'::timestamptz) + interval '1 minute')"
+    params.setdefault("start", None)
+    end = params.get("end")
+    last = f"greatest(date_bin('1 minute', %(end)s::timestamptz, 'epoch'::timestamptz), {first})"
+    bin_of = "date_bin(make_interval(secs => %(bucket)s), {}, 'epoch'::timestamptz)"
+    same = "device_id = %(device_id)s AND property = %(property)s"
+    whole = f"minute >= {first}" + (f" AND minute < {last}" if end is not None else "")
+    edges = [f"at >= {low} AND at < " + (f"least({first}, %(end)s)" if end is not None else first)]
+    if end is not None:
+        edges.append(f"at >= {last} AND at < %(end)s")
+    parts = [f"SELECT {bin_of.format('minute')} AS bin, points, numbers, num_sum, num_min, num_max, last_at, "
+             f"last_seq, last_value FROM {MINUTES} WHERE {same} AND {whole}"]
+    parts += [f"SELECT {bin_of.format('at')}, 1, (num IS NOT NULL)::int, num, num, num, at, seq, value "
+              f"FROM device_state_history WHERE {same} AND {edge}" for edge in edges]
+    mixed = _NOT_NUMBERS if numeric else "0"
+    return (f"SELECT bin, {_COMBINE[agg]} AS value, {mixed} AS mixed FROM ({' UNION ALL '.join(parts)}) parts "
+            "GROUP BY 1")
