@@ -7,6 +7,12 @@ answer is exact although a partition holds up to a day more. `maintain_partition
 creates the partitions of the next days and drops the expired ones; a point written while its day's partition
 is missing lands in the default partition and is moved when that day's partition is created.
 
+Every point is also folded into its minute's aggregates (`device_state_minutes`; state_history_minutes.py) by
+the statement that inserts it. The minutes have partitions of the same days, made, moved and dropped with the
+points' partitions, and the default partitions of both are purged at the cut-off's minute, so a minute row
+always aggregates exactly the points kept for it. A bucketed read whose bucket is a multiple of 60 s combines the
+minutes wholly inside the window with the raw points of its partial edge minutes; other buckets read the points.
+
 Paging: points are ordered by (timestamp, seq) — seq breaks ties between points of one timestamp — and a
 cursor is the last one's position; buckets (aligned to the Unix epoch, empty ones left out) are paged by start.
 """
