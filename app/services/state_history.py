@@ -30,7 +30,7 @@ from psycopg2.extras import Json
 
 from app.core.errors import APIError
 from app.core.timestamps import timestamp
-from app.infra.db import Database
+from app.infra.db import Database, execute_prepared
 from app.services import state_history_minutes as minutes
 
 log = logging.getLogger(__name__)
@@ -42,28 +42,39 @@ AGGREGATES = ("avg", "min", "max", "last")
 NUMERIC_AGGREGATES = ("avg", "min", "max")
 
 
+# The points of a batch, from four arrays (one element per point), in the order given (seq follows it).
+_BATCH = ("SELECT p.device_id, p.property, p.at, p.value FROM unnest(%(device_ids)s::text[], %(names)s::text[], "
+          "%(ats)s::timestamptz[], %(values)s::jsonb[]) WITH ORDINALITY AS p(device_id, property, at, value, n) "
+          "ORDER BY p.n")
+
+
 def record_points_many(cur, points: list[tuple[str, dt.datetime, dict[str, Any]]], history_hours: int) -> None:
     """The points of many reports, (device id, timestamp, changed members) each, in one statement with their
     minutes: one point per changed member (removals are not points), numbered (seq) in the given order and by name
-    within a report. A report older than the retention window makes no point, since it would be deleted at once."""
+    within a report. A report older than the retention window makes no point, since it would be deleted at once.
+    Prepared: with the minutes, planning the statement (over every partition) costs about what running it does."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=history_hours)
     rows = [(device_id, name, at, Json(value)) for device_id, at, changed in points if at >= cutoff
             for name, value in sorted(changed.items()) if value is not None]
     if not rows:
         return
     device_ids, names, ats, values = (list(column) for column in zip(*rows, strict=True))
-    insert_points(cur, "SELECT p.device_id, p.property, p.at, p.value "
-                       "FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::jsonb[]) WITH ORDINALITY "
-                       "AS p(device_id, property, at, value, n) ORDER BY p.n", (device_ids, names, ats, values))
+    execute_prepared(cur, _points_statement(_BATCH),
+                     {"device_ids": device_ids, "names": names, "ats": ats, "values": values})
 
 
 def insert_points(cur, source: str, params: Any) -> None:
     """Insert the points `source` (a SELECT of device_id, property, at, value, in seq order) yields, and fold them
     into their minutes (app/services/state_history_minutes.py), in ONE statement: the minutes stay exact whatever
-    order points arrive in, and a batch costs one round trip. Every writer of points goes through here (the
-    relay's batches, the benchmark's bulk load), so no point is missing from its minute."""
-    cur.execute(f"WITH points AS (INSERT INTO {TABLE} (device_id, property, at, value) {source} "
-                f"RETURNING device_id, property, at, seq, value, num) {minutes.UPSERT_FROM_POINTS}", params)
+    order points arrive in, and a batch costs one round trip. Every writer of points goes through here or
+    `record_points_many` (the relay's batches, HTTP reports, the benchmark's bulk load), so no point is missing
+    from its minute."""
+    cur.execute(_points_statement(source), params)
+
+
+def _points_statement(source: str) -> str:
+    return (f"WITH points AS (INSERT INTO {TABLE} (device_id, property, at, value) {source} "
+            f"RETURNING device_id, property, at, seq, value, num) {minutes.UPSERT_FROM_POINTS}")
 
 
 # --- reading ------------------------------------------------------------------------------------------
