@@ -7,11 +7,12 @@ answer is exact although a partition holds up to a day more. `maintain_partition
 creates the partitions of the next days and drops the expired ones; a point written while its day's partition
 is missing lands in the default partition and is moved when that day's partition is created.
 
-Every point is also folded into its minute's aggregates (`device_state_minutes`; state_history_minutes.py) by
-the statement that inserts it. The minutes have partitions of the same days, made, moved and dropped with the
-points' partitions, and the default partitions of both are purged at the cut-off's minute, so a minute row
-always aggregates exactly the points kept for it. A bucketed read whose bucket is a multiple of 60 s combines the
-minutes wholly inside the window with the raw points of its partial edge minutes; other buckets read the points.
+Every INSERT of points also folds them into their minutes' aggregates (`device_state_minutes`; a trigger of
+migration 013, so every writer does, whatever its release; state_history_minutes.py). The minutes have partitions
+of the same days, made, moved and dropped with the points' partitions, and the default partitions of both are
+purged at the cut-off's minute, so a minute row always aggregates exactly the points kept for it. A bucketed read
+whose bucket is a multiple of 60 s combines the minutes wholly inside the window with the raw points of its
+partial edge minutes; other buckets read the points.
 
 Paging: points are ordered by (timestamp, seq) — seq breaks ties between points of one timestamp — and a
 cursor is the last one's position; buckets (aligned to the Unix epoch, empty ones left out) are paged by start.
@@ -42,39 +43,26 @@ AGGREGATES = ("avg", "min", "max", "last")
 NUMERIC_AGGREGATES = ("avg", "min", "max")
 
 
-# The points of a batch, from four arrays (one element per point), in the order given (seq follows it).
-_BATCH = ("SELECT p.device_id, p.property, p.at, p.value FROM unnest(%(device_ids)s::text[], %(names)s::text[], "
-          "%(ats)s::timestamptz[], %(values)s::jsonb[]) WITH ORDINALITY AS p(device_id, property, at, value, n) "
-          "ORDER BY p.n")
+# The points of a batch, from four arrays (one element per point), in the order given (seq follows it). The
+# history's trigger (migration 013) folds them into their minutes within the same statement.
+_INSERT_BATCH = (
+    f"INSERT INTO {TABLE} (device_id, property, at, value) SELECT p.device_id, p.property, p.at, p.value "
+    "FROM unnest(%(device_ids)s::text[], %(names)s::text[], %(ats)s::timestamptz[], %(values)s::jsonb[]) "
+    "WITH ORDINALITY AS p(device_id, property, at, value, n) ORDER BY p.n")
 
 
 def record_points_many(cur, points: list[tuple[str, dt.datetime, dict[str, Any]]], history_hours: int) -> None:
-    """The points of many reports, (device id, timestamp, changed members) each, in one statement with their
-    minutes: one point per changed member (removals are not points), numbered (seq) in the given order and by name
-    within a report. A report older than the retention window makes no point, since it would be deleted at once.
-    Prepared: with the minutes, planning the statement (over every partition) costs about what running it does."""
+    """The points of many reports, (device id, timestamp, changed members) each, in one INSERT: one point per
+    changed member (removals are not points), numbered (seq) in the given order and by name within a report. A
+    report older than the retention window makes no point, since it would be deleted at once. Prepared: planning
+    an INSERT into the partitioned table (and its minutes trigger) costs about what running it does."""
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=history_hours)
     rows = [(device_id, name, at, Json(value)) for device_id, at, changed in points if at >= cutoff
             for name, value in sorted(changed.items()) if value is not None]
     if not rows:
         return
     device_ids, names, ats, values = (list(column) for column in zip(*rows, strict=True))
-    execute_prepared(cur, _points_statement(_BATCH),
-                     {"device_ids": device_ids, "names": names, "ats": ats, "values": values})
-
-
-def insert_points(cur, source: str, params: Any) -> None:
-    """Insert the points `source` (a SELECT of device_id, property, at, value, in seq order) yields, and fold them
-    into their minutes (app/services/state_history_minutes.py), in ONE statement: the minutes stay exact whatever
-    order points arrive in, and a batch costs one round trip. Every writer of points goes through here or
-    `record_points_many` (the relay's batches, HTTP reports, the benchmark's bulk load), so no point is missing
-    from its minute."""
-    cur.execute(_points_statement(source), params)
-
-
-def _points_statement(source: str) -> str:
-    return (f"WITH points AS (INSERT INTO {TABLE} (device_id, property, at, value) {source} "
-            f"RETURNING device_id, property, at, seq, value, num) {minutes.UPSERT_FROM_POINTS}")
+    execute_prepared(cur, _INSERT_BATCH, {"device_ids": device_ids, "names": names, "ats": ats, "values": values})
 
 
 # --- reading ------------------------------------------------------------------------------------------

@@ -4,11 +4,13 @@ costs a row per minute instead of a row per point.
 `device_state_minutes` holds, per device, property and minute (aligned to the Unix epoch) that has points: how
 many points (`points`) and how many of them are numbers (`numbers`), the sum/min/max of the numbers, and the
 point that is latest by (at, seq) with its value. Every aggregate merges exactly (counts and sums add, min/max
-take the least/greatest, last keeps the later (at, seq)), so the statement that inserts a batch of points
-(`state_history.insert_points`) folds the batch, grouped by minute, into the rows with one INSERT … ON CONFLICT DO
-UPDATE: a point arriving late (older timestamp, higher seq) lands in its own minute and is the minute's last only
-if it is latest by (at, seq) there, as in the raw rows. The table is partitioned by day like the history, with
-the same partitions, which the sweep makes, moves and drops together (state_history.maintain_partitions).
+take the least/greatest, last keeps the later (at, seq)), so a statement-level trigger on the history (migration
+013) folds each INSERT's points, grouped by minute, into the rows with one INSERT … ON CONFLICT DO UPDATE in the
+same transaction: a point arriving late (older timestamp, higher seq) lands in its own minute and is the minute's
+last only if it is latest by (at, seq) there, as in the raw rows. A trigger, not a statement of this service, so
+that every writer keeps the minutes exact: the previous release during a rolling upgrade, a bulk load. The table
+is partitioned by day like the history, with the same partitions, which the sweep makes, moves and drops together
+(state_history.maintain_partitions).
 
 A read with a bucket that is a multiple of 60 s (every minute then lies inside one bucket) takes the window
 [from, to) — `from` raised to the retention cut-off — apart into the whole minutes, read from this table, and the
@@ -24,25 +26,6 @@ from typing import Any
 MINUTES = "device_state_minutes"
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 MINUTE = dt.timedelta(minutes=1)
-
-# Appended to `WITH points AS (INSERT … RETURNING device_id, property, at, seq, value, num)`: the batch grouped by
-# minute (sorted, so concurrent batches lock shared minutes in the same order) merged into the stored rows. Every
-# SET expression reads the row as it was (m.*), so the last_* columns are chosen by one comparison.
-_NEWER = "(EXCLUDED.last_at, EXCLUDED.last_seq) > (m.last_at, m.last_seq)"
-_LATEST = "ORDER BY at DESC, seq DESC"
-UPSERT_FROM_POINTS = (
-    f"INSERT INTO {MINUTES} AS m (device_id, property, minute, points, numbers, num_sum, num_min, num_max, "
-    "last_at, last_seq, last_value) "
-    "SELECT device_id, property, date_bin('1 minute', at, 'epoch'::timestamptz), count(*), count(num), sum(num), "
-    f"min(num), max(num), (array_agg(at {_LATEST}))[1], (array_agg(seq {_LATEST}))[1], "
-    f"(array_agg(value {_LATEST}))[1] FROM points GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
-    "ON CONFLICT (device_id, property, minute) DO UPDATE SET "
-    "points = m.points + EXCLUDED.points, numbers = m.numbers + EXCLUDED.numbers, "
-    "num_sum = coalesce(m.num_sum + EXCLUDED.num_sum, m.num_sum, EXCLUDED.num_sum), "
-    "num_min = least(m.num_min, EXCLUDED.num_min), num_max = greatest(m.num_max, EXCLUDED.num_max), "
-    f"last_at = CASE WHEN {_NEWER} THEN EXCLUDED.last_at ELSE m.last_at END, "
-    f"last_seq = CASE WHEN {_NEWER} THEN EXCLUDED.last_seq ELSE m.last_seq END, "
-    f"last_value = CASE WHEN {_NEWER} THEN EXCLUDED.last_value ELSE m.last_value END")
 
 # What each aggregate makes of a bucket's parts (minute rows and edge points alike), and the count of values that
 # are not numbers (the numeric aggregates refuse a window that has any).
