@@ -463,8 +463,8 @@ def test_partitions_are_created_ahead_moved_from_default_and_dropped(db, make_de
     assert db.transaction(where) == []
     cleaned = state_history.maintain_partitions(db, 168)  # today: the test's old partitions go, nothing recent
     assert set(later["created"]) <= set(cleaned["dropped"])
-    cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=168)).strftime("device_state_history_%Y%m%d")
-    assert [name for name in cleaned["dropped"] if name >= cutoff] == []
+    cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=168)).strftime("%Y%m%d")
+    assert [name for name in cleaned["dropped"] if name[-8:] >= cutoff] == []
     assert not cleaned["created"]  # the migration made today's and the next days' partitions
 
 
