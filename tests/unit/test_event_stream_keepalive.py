@@ -25,7 +25,7 @@ class ScriptedFeed:
         self.clock = clock
         self.events_at = dict(events_at)
 
-    def subscribe(self):
+    def subscribe(self, filters: Filters | None = None):
         feed = self
 
         class Subscription:
