@@ -47,7 +47,9 @@ def machine() -> str:
 def scenarios(quick: bool) -> dict[str, Callable[[BenchDatabase], dict]]:
     rounds, seconds = (1, 2) if quick else (3, 5)
     return {
-        "device_list": lambda db: registry.list_vs_bare(db, rounds=rounds, seconds=seconds),
+        # Seven rounds, not three: four servers share two cores with hey, and single rounds of this comparison
+        # moved by ±30 % on a quiet machine.
+        "device_list": lambda db: registry.list_vs_bare(db, rounds=1 if quick else 7, seconds=seconds),
         "pipeline": lambda db: pipeline.measure(rounds=rounds, requests_per_round=600 if quick else 1500),
         "limiter": lambda db: limiter.measure(rounds=rounds, clients=20 if quick else 100,
                                               one_client_requests=400 if quick else 2000),
@@ -221,11 +223,16 @@ def _state_rows(f: dict | None) -> list[tuple[str, str, str]]:
     if f is None:
         return []
     i, v, g, d, h = f["ingest"], f["visibility"], f["get_ratio"], f["desired"], f["history"]
+    c = f["ingest_capacity"]
     return [
         (f"state reports applied through one relay ({i['devices']:,} devices × 5/s on NATS: {i['offered_per_s']:,}/s "
-         f"offered, {i['published_per_s']:,}/s published)", f"≥ {state.INGEST_GOAL:,}/s",
-         f"{i['applied_per_s']:,}/s ({i['applied']:,} of {i['published']:,} in {i['seconds']} s)"
-         f"{_miss(i['applied_per_s'] >= state.INGEST_GOAL)}"),
+         f"offered, {i['published_per_s']:,}/s published)", "keeps pace",
+         f"{i['steady_applied_per_s']:,}/s while publishing; all {i['applied']:,} of {i['published']:,} applied "
+         f"{i['seconds']} s after the first publish ({i['applied_per_s']:,}/s overall)"),
+        (f"same, capacity: {c['offered_per_s']:,}/s offered ({c['published_per_s']:,}/s published), the rate applied "
+         "while publishing", f"≥ {state.INGEST_GOAL:,}/s",
+         f"{c['steady_applied_per_s']:,}/s ({c['applied']:,} of {c['published']:,} applied in {c['seconds']} s)"
+         f"{_miss(c['steady_applied_per_s'] >= state.INGEST_GOAL)}"),
         (f"report → visible in GET /devices/{{id}}/state at {v['background_per_s']:,.0f} reports/s "
          f"({v['probes']} probes, {v['not_visible']} not visible within {state.PROBE_TIMEOUT_S:.0f} s)",
          f"p99 ≤ {state.VISIBLE_P99_GOAL_MS} ms",

@@ -12,8 +12,11 @@ subscription go through the local NATS; the bench process publishes the reports 
 1. ingest: `{"reported": {"temperature": x}}` on `uaip.devices.{id}.state.reported`, every device 5 times a
    second (1,000 × 5 = 5,000/s offered), x different each time so every report changes the state. Applied
    reports are counted in PostgreSQL (the sum of `device_states.version`, which each applied change raises by
-   one); the rate is the reports applied divided by the time from the first publish until the last one was
-   applied (or the deadline). Goal ≥ 5,000/s.
+   one), every 100 ms while publishing and until all are applied. Figures: the steady rate (applied per second
+   while publishing, from 1 s in) and the overall one (all applied / time from the first publish until the last
+   one was applied, which can only fall a little below the published rate). Then the same at 7,500/s offered
+   (1,000 × 7.5/s), whose steady rate is what one relay can apply when offered more than it keeps up with: the
+   goal ≥ 5,000/s is judged on it.
 2. visibility: with 1,000 reports/s flowing on the other devices, probe reports on `bench-1`: publish, then
    GET /devices/bench-1/state back to back until it shows the probe's value. Goal p99 ≤ 50 ms. Measured first
    without the other reports (for comparison), after a relay restart (a backlog the ingest left is dropped).
@@ -50,6 +53,8 @@ from tests.support import services
 from tests.support.processes import start_relay
 
 INGEST_GOAL = 5_000
+# What the capacity run offers: 1,000 devices × 7.5 reports/s.
+CAPACITY_RATE = 7_500
 VISIBLE_P99_GOAL_MS = 50
 GET_RATIO_GOAL = 0.9
 DESIRED_P99_GOAL_MS = 20
@@ -95,12 +100,30 @@ def _paced(devices: list[str], rate: float, seconds: float, publisher: Messaging
 
 
 def ingest(db: Database, devices: list[str], seconds: float, rate: float = 5_000) -> dict:
+    """Publish `rate` reports/s for `seconds`, then wait until all are applied. Two rates come out: the overall
+    one (applied / time from the first publish to the last applied: never above what was published, and a little
+    below it by the last batch's latency) and the steady one, the slope of applied reports while publishing
+    (from 1 s in to the end of publishing; sampled every 100 ms): when `rate` is above what the relay can apply,
+    the steady rate is its capacity."""
     publisher = _publisher()
+    samples: list[tuple[float, int]] = []
+    publishing = threading.Event()
+    publishing.set()
+
+    def sample() -> None:
+        while publishing.is_set():
+            samples.append((time.perf_counter(), _applied(db)))
+            time.sleep(0.1)
+
     try:
         before = _applied(db)
+        sampler = threading.Thread(target=sample, daemon=True)
         started = time.perf_counter()
+        sampler.start()
         sent, publish_rate = _paced(devices, rate, seconds, publisher)
         publisher.flush()
+        publishing.clear()
+        sampler.join()
         deadline = time.perf_counter() + max(30.0, seconds * 6)
         applied, applied_at, moved_at = before, started, time.perf_counter()
         while time.perf_counter() < deadline:
@@ -114,8 +137,11 @@ def ingest(db: Database, devices: list[str], seconds: float, rate: float = 5_000
         count = applied - before
         if count == 0:
             raise RuntimeError("the relay applied no report (is it subscribed? see its log)")
+        steady = [(at, n) for at, n in samples if at - started >= min(1.0, seconds / 2)]
+        steady_rate = (steady[-1][1] - steady[0][1]) / (steady[-1][0] - steady[0][0]) if len(steady) > 1 else None
         return {"offered_per_s": rate, "published": sent, "published_per_s": round(publish_rate),
                 "applied": count, "applied_per_s": round(count / (applied_at - started)),
+                "steady_applied_per_s": round(steady_rate) if steady_rate is not None else None,
                 "seconds": round(applied_at - started, 2), "devices": len(devices)}
     finally:
         publisher.close()
@@ -314,6 +340,9 @@ def run(db: BenchDatabase, quick: bool = False, phases: tuple[str, ...] = PHASES
             if "ingest" in phases:
                 figures["ingest"] = ingest(database, devices, seconds=1 if quick else 5)
                 figures["ingest"]["warmed_devices"] = warmed
+                # Above the goal's rate, so that the steady rate shows what one relay can apply.
+                figures["ingest_capacity"] = ingest(database, devices, seconds=2 if quick else 5,
+                                                    rate=CAPACITY_RATE)
             assert relay.running(), relay.output()[-2000:]
         finally:
             # A fresh relay for the rest: a backlog the ingest left (a relay slower than 5,000/s) is dropped with
