@@ -15,8 +15,8 @@ sets it (to compare settings on one build).
 1. latency: 50 streams open, a writer commits 200 events/s (open loop); 5 of the streams parse every event and
    take receive time − commit time (the other 45 read and discard, so the bench's own parsing does not become
    the bottleneck). Goals p50 ≤ 20 ms, p99 ≤ 100 ms.
-2. REST while every slot is taken: `hey -q` at a fixed rate on GET /devices/{id}, alternating rounds with the 50
-   streams open and with none, the 200 events/s writer running in both. Goal: p99 within +10 %.
+2. REST while every slot is taken: `hey -q` at a fixed rate on GET /devices/{id}, alternating rounds (5 of 8 s
+   each side) with the 50 streams open and with none, the 200 events/s writer running in both. Goal: p99 within +10 %.
 3. memory: the workers' RSS with no stream (after a warm-up) and with the 50 streams open; delta / 50.
 4. resumption: 4 writers commit events with random pauses while a reader reads a few events, drops the
    connection and reconnects with `Last-Event-ID`, 100 times (fewer with --quick); after the writers stop it
@@ -359,7 +359,7 @@ def run(db: BenchDatabase, quick: bool = False, phases: tuple[str, ...] = PHASES
                                      "per_stream_kb": (sum(rss_streams) - sum(rss_none)) * 1024 / STREAMS}
             if "rest" in only:
                 figures["rest"] = rest_with_streams(hub, token, database, "bench-1", "bench-2",
-                                                    rounds=1 if quick else 3, seconds=3 if quick else 8,
+                                                    rounds=1 if quick else 5, seconds=3 if quick else 8,
                                                     counter=counter)
             if "resumption" in only:
                 figures["resumption"] = resumption(hub.url, token, database, "bench-3", 20 if quick else 100,
