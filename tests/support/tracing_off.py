@@ -22,7 +22,8 @@ TRACING_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.instrumentation", "
 def main(device_id: str) -> None:
     from app import create_app
     from app.infra.db import get_db
-    from app.infra.messaging import Messaging, command_subject
+    from app.infra.messaging import Messaging
+    from app.infra.subjects import command_subject
     from app.services.clients import create_client
     from app.telemetry.logs import configure_logging
     from app.web.worker_hooks import close_extensions
