@@ -279,7 +279,9 @@ def device_online(client, headers, device_id):
 
 
 def test_one_command_is_one_trace_from_request_through_device_to_relay(traced_client, traced, headers, device, relay):
-    with DeviceSimulator(NATS_URL, [device], heartbeat_seconds=30):
+    # Heartbeats every second: the relay thread may not have subscribed yet when the simulator's first heartbeat
+    # goes out, and the device must come online from a later one, not 30 s later.
+    with DeviceSimulator(NATS_URL, [device], heartbeat_seconds=1):
         wait_for(lambda: device_online(traced_client, headers, device), timeout=20, message="device online")
         traced.clear()
         response = traced_client.post(f"/api/v1/devices/{device}/command?wait=15", json={"command": "echo"},
