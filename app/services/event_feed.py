@@ -32,6 +32,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 
 import psycopg2
 import psycopg2.extensions
@@ -58,6 +59,9 @@ class Subscription:
         self._feed = feed
         self._flag = threading.Event()
         self.filters = filters  # None: woken by every batch
+        # Set while the process's stream writer holds the stream (app/services/stream_writer.py): wake-ups go there
+        # instead of to the flag its own thread would wait on.
+        self.on_wake: Callable[[], None] | None = None
 
     def wanted(self, entries: list[Entry]) -> bool:
         """Whether a batch holds an event for this subscriber (so it is worth waking)."""
@@ -65,7 +69,11 @@ class Subscription:
         return filters is None or any(matches(filters, entry) for entry in entries)
 
     def wake(self) -> None:
-        self._flag.set()
+        on_wake = self.on_wake
+        if on_wake is not None:
+            on_wake()
+        else:
+            self._flag.set()
 
     def wait(self, timeout: float) -> bool:
         woken = self._flag.wait(max(0.0, timeout))
@@ -153,6 +161,11 @@ class EventFeed:
         with conn.cursor() as cur:
             cur.execute(f"LISTEN {CHANNEL}")
         return conn
+
+    def reaches(self, cursor: Cursor) -> bool:
+        """Whether the ring holds every event after `cursor` (so `recent` answers without PostgreSQL)."""
+        start = self.ring.start
+        return start is not None and cursor.pos >= start
 
     def recent(self, after: Cursor, filters: Filters, limit: int, retention_hours: float) -> Page | None:
         """The page after `after` from the ring of recent events, or None when the ring does not reach back that far

@@ -5,7 +5,9 @@ writes and a bad cursor is answered at once), then sleep on a subscription to th
 (app/services/event_feed.py) and take each later page, with their own cursor and filters, from the feed's ring of
 recent events in memory: the feed reads each new batch once for every stream and long poll of the process.
 PostgreSQL is read again only when the cursor lies before the ring (a resume from an older id), and every second
-while the feed's listener is disconnected. A stream holds its gthread thread: it ends after
+while the feed's listener is disconnected. Once a stream has caught up, the process's stream writer (one thread)
+writes its live events while the stream's thread sleeps (app/services/stream_writer.py), so a batch wakes one
+thread, not one per stream. A stream holds its gthread thread: it ends after
 UAIP_STREAM_MAX_SECONDS with a `retry:` line (the client reconnects with Last-Event-ID and resumes), within
 STOP_CHECK_SECONDS of the worker being told to stop, at its token's expiry, and within TOKEN_CHECK_SECONDS of the
 token's revocation; in between it sends a `: keep-alive` comment every 15 s of silence.
@@ -24,8 +26,9 @@ from typing import Any
 import psycopg2
 
 from app.infra.db import Database, DatabaseUnavailable
-from app.services.event_feed import EventFeed
+from app.services.event_feed import EventFeed, Subscription
 from app.services.event_log import Cursor, Filters, Page, read_page
+from app.services.stream_writer import PushedStream, StreamWriter, TakenBack, Target
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +89,54 @@ def _later_page(db: Database, feed: EventFeed, cursor: Cursor, filters: Filters,
     return read_page(db, cursor, filters, limit, retention_hours, fresh=not live)
 
 
+# Hands a caught-up stream to the process's stream writer: (subscription, cursor, next keep-alive) -> the hold, or
+# None when the writer cannot take it.
+Attach = Callable[[Subscription, Cursor, float], PushedStream | None]
+
+
+def writer_attach(writer: StreamWriter, target: Target, filters: Filters, framing: Framing,
+                  retention_hours: float) -> Attach:
+    """How a stream with these filters and framing is handed to `writer`, which writes to `target`."""
+    keepalive = KEEPALIVE_FRAME.encode()
+
+    def attach(subscription: Subscription, cursor: Cursor, next_keepalive: float) -> PushedStream | None:
+        return writer.attach(target, subscription, filters, framing.render, cursor, next_keepalive,
+                             retention_hours=retention_hours, page_size=STREAM_BATCH, keepalive_frame=keepalive,
+                             keepalive_seconds=KEEPALIVE_SECONDS)
+
+    return attach
+
+
+def _sleep_while_held(pushed: PushedStream, clock: Callable[[], float], until: float, next_token_check: float,
+                      token_valid: Callable[[], bool]) -> tuple[TakenBack, float, bool]:
+    """The stream's thread while the writer holds its stream: it wakes only for the token check every
+    TOKEN_CHECK_SECONDS, until `until` (the stream's age or its token's expiry) or until the writer hands the
+    stream back. Returns the stream's state, the next token check, and whether the token is still valid."""
+    valid = True
+    while True:
+        now = clock()
+        if now >= until:
+            break
+        if now >= next_token_check:
+            if not token_valid():
+                valid = False
+                break
+            next_token_check = now + TOKEN_CHECK_SECONDS
+        if pushed.wait(min(until, next_token_check) - now):
+            break
+    return pushed.take_back(), next_token_check, valid
+
+
 def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, retention_hours: float,
            max_seconds: float, stopping: Callable[[], bool], token_valid: Callable[[], bool],
            token_expires_at: float = float("inf"), release: Callable[[], None] = lambda: None,
-           framing: Framing = SSE, clock: Callable[[], float] = time.monotonic) -> Iterator[str]:
+           framing: Framing = SSE, attach: Attach | None = None,
+           clock: Callable[[], float] = time.monotonic) -> Iterator[str]:
     """The frames of one stream, starting with the page the view already read (so a bad cursor was a 400, not a
     broken stream). The stream ends when its token expires (`token_expires_at`, unix time) and when
     `token_valid` (called every TOKEN_CHECK_SECONDS) says it was revoked; `release` gives the stream slot back
-    however the stream ends (age, shutdown, token, or the client going away)."""
+    however the stream ends (age, shutdown, token, or the client going away). With `attach`, a caught-up stream is
+    written by the process's stream writer while this thread sleeps (app/services/stream_writer.py)."""
     subscription = feed.subscribe(filters)
     try:
         yield framing.opening  # the headers go out now, not with the first event
@@ -110,7 +153,7 @@ def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, rete
             frames = framing.render(page.events)
             if frames:
                 yield "".join(frames)  # one write for the page, not one per event
-            if page.events:
+            if frames:
                 next_keepalive = clock() + KEEPALIVE_SECONDS
             cursor: Cursor = page.next
             # A full page: read on at once (woken=True: from PostgreSQL when the ring does not reach back).
@@ -135,6 +178,20 @@ def stream(db: Database, feed: EventFeed, first: Page, filters: Filters, *, rete
                     if now >= next_keepalive:
                         yield KEEPALIVE_FRAME
                         next_keepalive = now + KEEPALIVE_SECONDS
+                    pushed = attach(subscription, cursor, next_keepalive) if (
+                        attach is not None and subscription.live and feed.reaches(cursor)) else None
+                    if pushed is not None:  # the writer serves the stream: this thread sleeps meanwhile
+                        taken, next_token_check, valid = _sleep_while_held(
+                            pushed, clock, min(end, token_end), next_token_check, token_valid)
+                        if taken.gone:
+                            return
+                        cursor, next_keepalive = taken.cursor, taken.next_keepalive
+                        if not valid:
+                            if framing.closing:
+                                yield framing.closing
+                            return
+                        woken = True  # read on from where the writer left; the checks above run again after
+                        continue
                     timeout = min(STOP_CHECK_SECONDS, end - now, next_keepalive - now, next_token_check - now,
                                   token_end - now)
                     woken = subscription.wait(timeout)

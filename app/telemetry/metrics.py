@@ -175,6 +175,14 @@ event_streams_open = Gauge(
     multiprocess_mode="liveall",
 )
 
+# The open streams whose live events the worker's one stream writer thread sends (app/services/stream_writer.py);
+# the others are catching up from PostgreSQL in their own threads, or are served where the writer cannot write.
+event_streams_pushed = Gauge(
+    "uaip_event_streams_pushed",
+    "Open event streams whose live events this worker's stream writer sends.",
+    multiprocess_mode="liveall",
+)
+
 # Counted in PostgreSQL by the worker answering the scrape (at most once per DeviceCounts period); the most recent
 # count of any live worker wins.
 devices = Gauge(

@@ -1,7 +1,8 @@
 """Following events from a request: what the REST routes and the MCP tool share (docs/events.md).
 
 The per-process pieces live in the app's extensions, created on first use in the worker that uses them: the
-event feed (one LISTEN connection and thread) and the stream slots. This module turns a caller's filters and
+event feed (one LISTEN connection and thread), the stream writer (one thread writing every caught-up stream's
+events) and the stream slots. This module turns a caller's filters and
 scopes into a `Filters`, answers a long poll inside the `?wait` waiter slots, and opens a stream inside a stream
 slot, with the checks a long-lived stream repeats (the worker stopping, the token expiring or being revoked).
 """
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 
 import jwt
-from flask import current_app
+from flask import current_app, request
 
 from app.auth.tokens import Principal
 from app.core.errors import APIError
@@ -22,6 +25,7 @@ from app.infra.db import get_db
 from app.services import event_log, event_stream
 from app.services.event_feed import EventFeed, StreamsFull, StreamSlots
 from app.services.events import EVENT_TYPES, MESSAGE_READ_TYPES
+from app.services.stream_writer import StreamWriter, Target
 from app.telemetry import metrics
 from app.web import worker_hooks
 from app.web.authz import grant_still_live, insufficient_scope, revocations
@@ -42,6 +46,36 @@ def feed() -> EventFeed:
     if "uaip.events" not in extensions:
         extensions.setdefault("uaip.events", EventFeed(get_db(), coalesce_seconds=_settings().event_coalesce_ms / 1000))
     return extensions["uaip.events"]
+
+
+def stream_writer() -> StreamWriter:
+    extensions = current_app.extensions
+    if "uaip.stream_writer" not in extensions:
+        extensions.setdefault("uaip.stream_writer", StreamWriter(feed(), worker_hooks.shutting_down))
+    return extensions["uaip.stream_writer"]
+
+
+def push_target() -> Target | None:
+    """The request's client socket when the stream writer may write to it, else None (the stream's own thread
+    writes). The writer must produce exactly what gunicorn's response would: that holds for a body on HTTP/1.1
+    (chunked) or HTTP/1.0 (as is) over gunicorn's plain blocking socket. Not for TLS terminated by gunicorn, HTTP/2,
+    HEAD (no body), or another WSGI server (the test client, the development server)."""
+    environ = request.environ
+    sock = environ.get("gunicorn.socket")
+    protocol = environ.get("SERVER_PROTOCOL")
+    if (not isinstance(sock, socket.socket) or isinstance(sock, ssl.SSLSocket) or sock.gettimeout() is not None
+            or protocol not in ("HTTP/1.1", "HTTP/1.0") or environ.get("HTTP_VERSION") == "2"
+            or environ.get("REQUEST_METHOD") == "HEAD"):
+        return None
+    return Target(sock, chunked=protocol == "HTTP/1.1")
+
+
+def _writer_attach(filters: event_log.Filters, framing: event_stream.Framing,
+                   retention_hours: float) -> event_stream.Attach | None:
+    target = push_target()
+    if target is None:
+        return None
+    return event_stream.writer_attach(stream_writer(), target, filters, framing, retention_hours)
 
 
 def stream_slots() -> StreamSlots:
@@ -163,6 +197,7 @@ def open_stream(principal: Principal, token: str | None, after: event_log.Cursor
             max_seconds=settings.stream_max_seconds, stopping=worker_hooks.shutting_down,
             token_valid=still_valid or token_check(principal, token), token_expires_at=token_expiry(token),
             release=release, framing=framing,
+            attach=_writer_attach(filters, framing, settings.event_retention_hours),
         )
     except BaseException:
         release()

@@ -74,7 +74,8 @@ def close_extensions() -> None:
     still in use by a request thread waits for that statement (bounded by the statement timeout).
     """
     for app in list(_apps):
-        for name in ("uaip.events", "uaip.messaging", "uaip.cache", "uaip.limiter", "uaip.health", "uaip.db"):
+        for name in ("uaip.stream_writer", "uaip.events", "uaip.messaging", "uaip.cache", "uaip.limiter",
+                     "uaip.health", "uaip.db"):
             extension = app.extensions.get(name)
             if extension is None:
                 continue

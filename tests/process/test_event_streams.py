@@ -4,8 +4,11 @@ from one server to another through PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import queue
 import signal
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -17,6 +20,7 @@ from httpx_sse import connect_sse
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.auth.tokens import issue_token
+from tests.support import third_party
 from tests.support.asserting import nonempty
 from tests.support.polling import wait_until
 from tests.support.processes import HubServer
@@ -27,7 +31,7 @@ ALL_SCOPES = "device:read device:write device:command message:read"
 
 
 def bearer(hub: HubServer, client_id: str, secret: str) -> dict[str, str]:
-    r = requests.post(f"{hub.url}/api/v1/auth/token", timeout=10,
+    r = requests.post(f"{hub.url}/api/v1/auth/token", timeout=10, verify=hub.verify,
                       data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
@@ -35,14 +39,15 @@ def bearer(hub: HubServer, client_id: str, secret: str) -> dict[str, str]:
 
 def register(hub: HubServer, auth: dict[str, str], device_id: str | None = None) -> str:
     device_id = device_id or f"evt-{uuid.uuid4().hex[:10]}"
-    r = requests.post(f"{hub.url}/api/v1/devices", headers=auth, timeout=10,
+    r = requests.post(f"{hub.url}/api/v1/devices", headers=auth, timeout=10, verify=hub.verify,
                       json={"device_id": device_id, "name": "streams", "device_type": "sensor"})
     assert r.status_code == 201, r.text
     return device_id
 
 
 def rename(hub: HubServer, auth: dict[str, str], device_id: str, name: str) -> None:
-    r = requests.patch(f"{hub.url}/api/v1/devices/{device_id}", json={"name": name}, headers=auth, timeout=10)
+    r = requests.patch(f"{hub.url}/api/v1/devices/{device_id}", json={"name": name}, headers=auth, timeout=10,
+                       verify=hub.verify)
     assert r.status_code == 200, r.text
 
 
@@ -50,7 +55,8 @@ class Listener:
     """An SSE client in a thread: every event (httpx-sse's ServerSentEvent) goes to `events`; `ended` is set,
     with the time, when the server closes the stream."""
 
-    def __init__(self, url: str, headers: dict[str, str], params: dict | None = None) -> None:
+    def __init__(self, url: str, headers: dict[str, str], params: dict | None = None,
+                 verify: str | bool = True) -> None:
         self.events: queue.Queue = queue.Queue()
         self.connected = threading.Event()
         self.ended = threading.Event()
@@ -59,6 +65,7 @@ class Listener:
         self.status: int | None = None
         self.error: BaseException | None = None
         self._args = (url, headers, params or {})
+        self._verify = verify
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         assert self.connected.wait(15), "stream did not connect"
@@ -66,7 +73,8 @@ class Listener:
     def _run(self) -> None:
         url, headers, params = self._args
         try:
-            with httpx.Client(timeout=httpx.Timeout(10, read=60)) as client, \
+            verify = ssl.create_default_context(cafile=self._verify) if isinstance(self._verify, str) else self._verify
+            with httpx.Client(timeout=httpx.Timeout(10, read=60), verify=verify) as client, \
                     connect_sse(client, "GET", url, headers=headers, params=params) as source:
                 self.status = source.response.status_code
                 self.response_headers = source.response.headers
@@ -138,12 +146,12 @@ def test_stream_ends_at_its_maximum_age_with_a_retry_line(hub_env, client_auth):
         assert lines and lines[-1].startswith("retry: ") and int(lines[-1].split(": ")[1]) > 0
 
 
-def open_streams_gauge(hub: HubServer) -> float | None:
-    """`uaip_event_streams_open` summed over the hub's workers (None: no series)."""
-    r = requests.get(f"{hub.url}/metrics", timeout=10)
+def gauge(hub: HubServer, name: str = "uaip_event_streams_open") -> float | None:
+    """A gauge summed over the hub's workers (None: no series)."""
+    r = requests.get(f"{hub.url}/metrics", timeout=10, verify=hub.verify)
     assert r.status_code == 200
     values = [sample.value for family in text_string_to_metric_families(r.text) for sample in family.samples
-              if sample.name == "uaip_event_streams_open"]
+              if sample.name == name]
     return sum(values) if values else None
 
 
@@ -152,10 +160,10 @@ def test_open_streams_gauge_counts_streams_until_they_end(hub_env, client_auth):
         auth = client_auth(hub)
         listeners = [Listener(f"{hub.url}/api/v1/events", {**auth, "Accept": "text/event-stream"}) for _ in range(2)]
         assert [listener.status for listener in listeners] == [200, 200]
-        assert open_streams_gauge(hub) == 2
+        assert gauge(hub) == 2
         for listener in listeners:
             assert listener.ended.wait(20), "the stream outlived UAIP_STREAM_MAX_SECONDS"
-        wait_until(lambda: open_streams_gauge(hub) == 0, 10, "the gauge back at 0 once the streams ended")
+        wait_until(lambda: gauge(hub) == 0, 10, "the gauge back at 0 once the streams ended")
 
 
 def test_stream_slots_are_bounded_and_probes_stay_fast(hub_env, client_auth):
@@ -276,3 +284,71 @@ def test_commit_to_connected_client_latency(hub_env, client_auth):
         print(f"change request to event at the client: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
               f"max {latencies[-1] * 1000:.1f} ms")
         assert p95 < 0.25, latencies
+
+
+def _http10_stream(hub: HubServer, path: str, auth: dict[str, str]) -> socket.socket:
+    """A stream opened with a raw HTTP/1.0 request: its body comes as is, not chunked, and ends with the
+    connection."""
+    sock = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: hub\r\nAuthorization: {auth['Authorization']}\r\n"
+                 "Accept: text/event-stream\r\n\r\n".encode())
+    return sock
+
+
+def _read_names(sock: socket.socket, count: int, timeout: float = 10) -> tuple[bytes, list[str]]:
+    """The response head and the device names of the first `count` events on a raw HTTP/1.0 stream."""
+    received = b""
+    deadline = time.monotonic() + timeout
+    while received.count(b"event: device.updated") < count:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        assert chunk, f"the stream ended early: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert body.startswith(b": connected\n\n"), body[:80]  # no chunk-size line: the body as is
+    names = [json.loads(line[len(b"data: "):])["data"]["name"] for line in body.split(b"\n")
+             if line.startswith(b"data: ")]
+    return head, names
+
+
+def test_caught_up_streams_are_written_by_the_worker_stream_writer(hub_env, client_auth):
+    """On gunicorn, a caught-up stream's live events are sent by the worker's one stream writer thread (the
+    gauge counts the streams it holds), to an HTTP/1.1 client (chunks) and an HTTP/1.0 one (the body as is)."""
+    with HubServer(hub_env, workers=1, threads=4) as hub:
+        auth = client_auth(hub)
+        device_id = register(hub, auth)
+        path = f"/api/v1/devices/{device_id}/events"
+        listener = Listener(f"{hub.url}{path}", {**auth, "Accept": "text/event-stream"})
+        raw = _http10_stream(hub, path, auth)
+        try:
+            wait_until(lambda: gauge(hub, "uaip_event_streams_pushed") == 2, 10,
+                       "both streams held by the stream writer")
+            for name in ("one", "two", "three"):
+                rename(hub, auth, device_id, name)
+            assert [sse.json()["data"]["name"] for sse in listener.take(3)] == ["one", "two", "three"]
+            head, names = _read_names(raw, 3)
+            assert head.split(b" ")[1] == b"200" and b"chunked" not in head.lower()
+            assert names == ["one", "two", "three"]
+        finally:
+            raw.close()
+        # A write after the close may still succeed (the peer answers it with a reset); a later one fails.
+        wait_until(lambda: rename(hub, auth, device_id, "later") or gauge(hub, "uaip_event_streams_pushed") == 1,
+                   10, "the gone client's stream no longer held")
+        wait_until(lambda: gauge(hub) == 1, 10, "the gone client's slot given back")
+
+
+def test_a_stream_over_gunicorn_tls_is_written_by_its_own_thread(hub_env, client_auth, tmp_path):
+    """The stream writer writes plain sockets only: over TLS terminated by gunicorn the stream's own thread
+    writes, as before, and the events arrive the same."""
+    certificate, key = third_party.self_signed_certificate(tmp_path)
+    with HubServer(hub_env, workers=1, threads=4, tls=(certificate, key)) as hub:
+        auth = client_auth(hub)
+        device_id = register(hub, auth)
+        listener = Listener(f"{hub.url}/api/v1/devices/{device_id}/events", {**auth, "Accept": "text/event-stream"},
+                            verify=hub.verify)
+        assert listener.status == 200
+        for name in ("one", "two"):
+            rename(hub, auth, device_id, name)
+        assert [sse.json()["data"]["name"] for sse in listener.take(2)] == ["one", "two"]
+        assert gauge(hub, "uaip_event_streams_open") == 1
+        assert not gauge(hub, "uaip_event_streams_pushed")
