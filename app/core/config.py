@@ -328,6 +328,10 @@ class Settings:
     # The least time between two event batches that wake streams (app/services/event_feed.py): a few ms gather
     # a steady flow into fewer wake-ups and writes, which keeps ordinary requests fast while every slot is taken.
     event_coalesce_ms: int = 10
+    # Each worker's ring of recent events (app/services/event_ring.py): streams and long polls whose position is
+    # inside it read memory, older ones PostgreSQL. Bounded by count and by stored size.
+    event_ring_events: int = 4096
+    event_ring_mb: int = 8
     # Device state (docs/state.md): the largest side, how long reported history is kept, how long a property
     # observer waits for a change.
     max_state_bytes: int = 32_768
@@ -393,6 +397,8 @@ class Settings:
             max_streams=_int(env, "UAIP_MAX_STREAMS", default_max_streams(threads), 1, max(1, threads - 1)),
             max_streams_per_client=_int(env, "UAIP_MAX_STREAMS_PER_CLIENT", 4, 1, 10_000),
             event_coalesce_ms=_int(env, "UAIP_EVENT_COALESCE_MS", 10, 0, 50),
+            event_ring_events=_int(env, "UAIP_EVENT_RING_EVENTS", 4096, 256, 1_000_000),
+            event_ring_mb=_int(env, "UAIP_EVENT_RING_MB", 8, 1, 4096),
             max_state_bytes=_int(env, "MAX_STATE_BYTES", 32_768, 256, 1024 * 1024),
             state_history_hours=_int(env, "STATE_HISTORY_HOURS", 168, 1, 24 * 3660),
             observe_seconds=_int(env, "UAIP_OBSERVE_SECONDS", 30, 1, 300),

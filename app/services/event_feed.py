@@ -40,7 +40,7 @@ import psycopg2.extras
 
 from app.infra.db import API_TIMESTAMPTZ, Database
 from app.services.event_log import Cursor, Filters, Page, event_view
-from app.services.event_ring import Entry, EventRing, RingEvent, matches
+from app.services.event_ring import RING_BYTES, RING_EVENTS, Entry, EventRing, RingEvent, matches
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ class EventFeed:
     """The per-process listener. `subscribe()` starts it on first use."""
 
     def __init__(self, db: Database, poll_seconds: float = POLL_SECONDS,
-                 coalesce_seconds: float = COALESCE_SECONDS) -> None:
+                 coalesce_seconds: float = COALESCE_SECONDS, ring_events: int = RING_EVENTS,
+                 ring_bytes: int = RING_BYTES) -> None:
         self.db = db
         self.poll_seconds = poll_seconds
         self.coalesce_seconds = coalesce_seconds
@@ -110,7 +111,8 @@ class EventFeed:
         self._pid: int | None = None
         self._stop = threading.Event()
         self._conn = None
-        self.ring = EventRing()
+        self._ring_bounds = (ring_events, ring_bytes)
+        self.ring = EventRing(*self._ring_bounds)
 
     def subscribe(self, filters: Filters | None = None) -> Subscription:
         """A wake-up flag set by every batch with an event matching `filters` (None: by every batch), and by
@@ -122,7 +124,7 @@ class EventFeed:
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._stop.clear()
                 if self._pid != os.getpid():
-                    self.ring = EventRing()  # a copy inherited across fork is another process's
+                    self.ring = EventRing(*self._ring_bounds)  # a copy inherited across fork is another process's
                 self._pid = os.getpid()
                 self.connected = False
                 self._thread = threading.Thread(target=self._run, name="uaip-event-listener", daemon=True)

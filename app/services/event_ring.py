@@ -20,6 +20,7 @@ from typing import Any
 
 from app.services.event_log import Cursor, Filters, Page, expired, now_ms, parse_cursor
 
+# The defaults of UAIP_EVENT_RING_EVENTS and UAIP_EVENT_RING_MB.
 RING_EVENTS = 4096
 RING_BYTES = 8 * 1024 * 1024
 

@@ -44,7 +44,10 @@ def _settings():
 def feed() -> EventFeed:
     extensions = current_app.extensions
     if "uaip.events" not in extensions:
-        extensions.setdefault("uaip.events", EventFeed(get_db(), coalesce_seconds=_settings().event_coalesce_ms / 1000))
+        settings = _settings()
+        extensions.setdefault("uaip.events", EventFeed(
+            get_db(), coalesce_seconds=settings.event_coalesce_ms / 1000, ring_events=settings.event_ring_events,
+            ring_bytes=settings.event_ring_mb * 1024 * 1024))
     return extensions["uaip.events"]
 
 

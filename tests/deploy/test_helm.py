@@ -102,7 +102,8 @@ VARIATIONS = {
                    "UAIP_DRAIN_FILE": "/tmp/uaip-drain-now", "PROMETHEUS_MULTIPROC_DIR": "/tmp/prom",
                    "GUNICORN_CMD_ARGS": "--max-requests 5000", "UAIP_INSTANCE": "eu1",
                    "EVENT_RETENTION_HOURS": 12, "UAIP_STREAM_MAX_SECONDS": 120, "UAIP_MAX_STREAMS": 2,
-                   "UAIP_MAX_STREAMS_PER_CLIENT": 1, "UAIP_EVENT_COALESCE_MS": 20},
+                   "UAIP_MAX_STREAMS_PER_CLIENT": 1, "UAIP_EVENT_COALESCE_MS": 20,
+                   "UAIP_EVENT_RING_EVENTS": 100000, "UAIP_EVENT_RING_MB": 64},
     },
 }
 
@@ -846,6 +847,7 @@ def test_every_setting_of_the_configuration_table_can_be_set_through_values(char
     assert not unreachable, f"docs/api.md variables the chart cannot set: {sorted(unreachable)}"
     assert data["UAIP_HEALTH_CACHE_SECONDS"] == "0.5" and data["UAIP_RELAY_SWEEP_SECONDS"] == "1.5"
     assert data["UAIP_COMMAND_RETRY_SECONDS"] == "10" and data["UAIP_EVENT_COALESCE_MS"] == "20"
+    assert data["UAIP_EVENT_RING_EVENTS"] == "100000" and data["UAIP_EVENT_RING_MB"] == "64"
 
 
 def test_the_drain_file_setting_moves_the_prestop_hook_with_it(renders):

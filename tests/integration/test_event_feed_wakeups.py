@@ -7,10 +7,12 @@ import threading
 import time
 import uuid
 
+from app import create_app
 from app.services import event_stream
 from app.services.event_feed import EventFeed
-from app.services.event_log import Filters, read_page
+from app.services.event_log import Cursor, Filters, now_ms, read_page
 from app.services.events import record_event
+from app.web import event_follow
 from tests.support.polling import wait_until
 
 
@@ -125,3 +127,35 @@ def test_the_first_event_after_a_quiet_spell_is_not_held_back(db):
     finally:
         subscription.close()
         feed.close()
+
+
+
+
+def _ring_numbers(feed: EventFeed, device_id: str) -> list[int]:
+    """The `n` of every event of `device_id` the ring holds."""
+    page = feed.ring.page(Cursor(feed.ring.start, now_ms()), Filters(device_ids=(device_id,)), 100_000, 24)
+    return [event["data"]["n"] for event in page.events]
+
+
+def test_a_worker_ring_keeps_the_configured_number_of_events(hub_env, db):
+    """UAIP_EVENT_RING_EVENTS / UAIP_EVENT_RING_MB reach the worker's ring, which then holds no more events than
+    that: the most recent ones."""
+    app = create_app({**hub_env, "UAIP_EVENT_RING_EVENTS": "256", "UAIP_EVENT_RING_MB": "1"})
+    with app.app_context():
+        feed = event_follow.feed()
+    assert (feed.ring.max_events, feed.ring.max_bytes) == (256, 1024 * 1024)
+    subscription = feed.subscribe()  # starts the worker's listener
+    try:
+        wait_until(lambda: feed.ring.start is not None, 10, "the listener filling its ring")
+        device_id = _device()
+        for batch in range(3):  # 600 events in batches of 200, more than twice the bound
+            numbers = range(batch * 200, batch * 200 + 200)
+            db.transaction(lambda cur, numbers=numbers: [
+                record_event(cur, "device.updated", device_id, {"n": n}) for n in numbers])
+            wait_until(lambda numbers=numbers: _ring_numbers(feed, device_id)[-1:] == [numbers[-1]], 10,
+                       "the batch in the ring")
+        held = _ring_numbers(feed, device_id)
+        assert 200 <= len(held) <= 256 and held == list(range(600 - len(held), 600))
+        assert len(feed.ring._entries) <= 256
+    finally:
+        subscription.close()

@@ -24,6 +24,9 @@ def test_defaults_match_the_documentation():
     assert s.redis_url is None
     assert (s.max_state_bytes, s.state_history_hours, s.observe_seconds) == (32_768, 168, 30)
     assert (s.event_coalesce_ms, parse(UAIP_EVENT_COALESCE_MS="0").event_coalesce_ms) == (10, 0)
+    assert (s.event_ring_events, s.event_ring_mb) == (4096, 8)
+    ring = parse(UAIP_EVENT_RING_EVENTS="100000", UAIP_EVENT_RING_MB="64")
+    assert (ring.event_ring_events, ring.event_ring_mb) == (100_000, 64)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +55,8 @@ def test_defaults_match_the_documentation():
         ("STATE_HISTORY_HOURS", "0", "STATE_HISTORY_HOURS must be between"),
         ("UAIP_OBSERVE_SECONDS", "600", "UAIP_OBSERVE_SECONDS must be between"),
         ("UAIP_EVENT_COALESCE_MS", "51", "UAIP_EVENT_COALESCE_MS must be between 0 and 50"),
+        ("UAIP_EVENT_RING_EVENTS", "100", "UAIP_EVENT_RING_EVENTS must be between 256 and 1000000"),
+        ("UAIP_EVENT_RING_MB", "0", "UAIP_EVENT_RING_MB must be between 1 and 4096"),
     ],
 )
 def test_bad_value_names_the_variable(name, value, fragment):
