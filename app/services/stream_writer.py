@@ -146,15 +146,16 @@ class StreamWriter:
         closed or the worker is stopping (the caller keeps serving the stream itself)."""
         stream = PushedStream(self, target, subscription, filters, render, cursor, next_keepalive, retention_hours,
                               page_size, keepalive_frame, keepalive_seconds)
-        with self._lock:
-            if self._closed or self._stopping():
-                return None
-            self._start()
-            self._streams.add(stream)
-        metrics.event_streams_pushed.inc()
-        # A wake-up before this line set the subscription's own flag (harmless); one after it comes here. The
-        # writer reads the ring once on attaching, so an event committed in between is not missed either way.
-        subscription.on_wake = lambda: self._mark_due(stream)
+        with stream.lock:  # the writer's thread cannot hand the stream back before it is wholly attached
+            with self._lock:
+                if self._closed or self._stopping():
+                    return None
+                self._start()
+                self._streams.add(stream)
+            metrics.event_streams_pushed.inc()
+            # A wake-up before this line set the subscription's own flag (harmless); one after it comes here. The
+            # writer reads the ring once on attaching, so an event committed in between is not missed either way.
+            subscription.on_wake = lambda: self._mark_due(stream)
         self._mark_due(stream)
         return stream
 
@@ -166,6 +167,8 @@ class StreamWriter:
         thread = self._thread
         if thread is not None and self._pid == os.getpid() and thread is not threading.current_thread():
             thread.join(timeout=2)
+            if self._wake_write is not None:
+                self._wake_write.close()
 
     # --- the writer's thread ---------------------------------------------------------------------------------
 
