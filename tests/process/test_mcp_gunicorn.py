@@ -105,3 +105,37 @@ def test_the_typed_thermostat_example_through_an_agent(hub, api_client_factory):
     assert warmer.structured_content["result"]["target"] == 23.5
     assert too_hot.is_error is True
     assert '"pointer":"/params/value"' in too_hot.content[0].text
+
+
+def test_subscriptions_listen_through_gunicorn_is_written_by_the_stream_writer(hub, api_client_factory):
+    """The SDK's `listen` on real gunicorn: once the stream is caught up, the worker's stream writer sends its
+    notifications (chunks the SDK's HTTP client must parse), and a change of the followed device arrives."""
+    from mcp.shared.subscriptions import ResourceUpdated
+
+    credentials = api_client_factory()
+    rest = token(hub.url, *credentials)
+    device_id = unique_id("mcp-listen")
+    r = requests.post(f"{hub.url}/api/v1/devices", headers={"Authorization": f"Bearer {rest}"}, timeout=10,
+                      json={"device_id": device_id, "name": "followed", "device_type": "sensor"})
+    assert r.status_code == 201, r.text
+    uri = f"urn:uaip:device:{device_id}"
+
+    def pushed() -> float:
+        text = requests.get(f"{hub.url}/metrics", timeout=10).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("uaip_event_streams_pushed{"))
+
+    def rename(name: str) -> None:
+        wait_for(lambda: pushed() >= 1, timeout=10, message="the listen stream held by the stream writer")
+        r = requests.patch(f"{hub.url}/api/v1/devices/{device_id}", json={"name": name}, timeout=10,
+                           headers={"Authorization": f"Bearer {rest}"})
+        assert r.status_code == 200, r.text
+
+    async def work(client):
+        async with client.listen(resource_subscriptions=[uri]) as subscription:
+            assert subscription.honored.resource_subscriptions == [uri]
+            await asyncio.to_thread(rename, "renamed")
+            return await asyncio.wait_for(subscription.__anext__(), timeout=10)
+
+    mcp_token = token(hub.url, *credentials, resource=hub.url + MCP)
+    assert agent(hub, mcp_token, "auto", work) == ResourceUpdated(uri=uri)
